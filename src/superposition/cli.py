@@ -1,0 +1,79 @@
+"""The `superposition` command.
+
+    superposition list
+    superposition run EXPERIMENT --out DIR [--quick] [--seed N] [--set key=value ...]
+    superposition demo [--out DIR] [--quick]
+
+Bad input exits with code 2 and a one-line message, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from superposition.errors import SuperpositionError
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, exit 2, as for every other bad input
+        raise SuperpositionError(f"{self.prog}: {message}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="superposition", description="Toy models of superposition and sparse autoencoders.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    sub.add_parser("list", help="list the experiments")
+    run = sub.add_parser("run", help="run one experiment and write its run directory")
+    run.add_argument("experiment", help="experiment name (see `superposition list`)")
+    run.add_argument("--out", required=True, help="run directory to write (replaced if it holds an earlier run)")
+    run.add_argument("--quick", action="store_true", help="a smaller version that still shows the effect")
+    run.add_argument("--seed", type=int, default=None, help="random seed (default: the config's, 0)")
+    run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                     help="override a config key; repeatable. Values are JSON (numbers, lists, true) or plain strings")
+    demo = sub.add_parser("demo", help="run `intro` and `geometry` and print where their reports are")
+    demo.add_argument("--out", default="runs/demo", help="parent directory of the two runs (default: runs/demo)")
+    demo.add_argument("--quick", action="store_true", help="quick versions (for a smoke test)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        return _dispatch(args)
+    except SuperpositionError as err:
+        print(f"superposition: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("superposition: interrupted; no run directory was written", file=sys.stderr)
+        return 130
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    from superposition.experiments import REGISTRY, run_experiment
+
+    if args.command == "list":
+        width = max(len(n) for n in REGISTRY)
+        for name in sorted(REGISTRY):
+            print(f"{name:<{width}}  {REGISTRY[name].description}")
+        return 0
+    if args.command == "run":
+        out = run_experiment(args.experiment, args.out, quick=args.quick, seed=args.seed, overrides=args.overrides)
+        print(f"wrote {out}\nreport: {out / 'report.html'}")
+        return 0
+    if args.command == "demo":
+        reports = []
+        for name in ("intro", "geometry"):
+            print(f"running {name}{' (quick)' if args.quick else ''} ...", flush=True)
+            out = run_experiment(name, Path(args.out) / name, quick=args.quick)
+            reports.append(out / "report.html")
+        print("done. Open the reports:")
+        for r in reports:
+            print(f"  {r}")
+        return 0
+    raise SuperpositionError(f"unknown command {args.command!r}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,9 @@
+"""The package's one error type for bad input."""
+
+
+class SuperpositionError(Exception):
+    """Invalid input (a config value, a CLI flag, a file).
+
+    The message is one line that names the offending field and what is allowed; the CLI prints it
+    without a traceback and exits with code 2.
+    """

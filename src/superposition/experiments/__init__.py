@@ -1,0 +1,8 @@
+"""Named experiments, registered on import: `superposition list` shows them."""
+
+from superposition.experiments.base import REGISTRY, get_experiment, make_config, run_experiment
+
+# Importing a module registers its experiments.
+from superposition.experiments import intro, importance, correlated, geometry  # noqa: E402,F401
+
+__all__ = ["REGISTRY", "get_experiment", "make_config", "run_experiment"]

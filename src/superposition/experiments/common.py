@@ -1,0 +1,142 @@
+"""The config keys and the train-and-record step shared by the toy-model experiments."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal, Sequence
+
+import numpy as np
+import torch
+from pydantic import Field, model_validator
+
+from superposition.config import Config
+from superposition.toy import geometry
+from superposition.toy.data import FeatureDistribution, Group
+from superposition.toy.model import ToyModel
+from superposition.toy.train import TrainResult, evaluate_losses, train_toy_model
+
+Probability = Annotated[float, Field(ge=0.0, le=1.0)]
+PositiveFloat = Annotated[float, Field(gt=0.0)]
+
+
+class ToyConfig(Config):
+    """Keys every toy experiment understands (`--set key=value`).
+
+    feature_probability: null for the experiment's own sweep across instances, one number for
+        every instance, or a list with one probability per instance.
+    importance: a number r gives feature i importance r**i (1 = all equal); a list gives each
+        feature's importance.
+    """
+
+    n_instances: int = Field(8, gt=0)
+    n_features: int = Field(5, gt=0)
+    d_hidden: int = Field(2, gt=0)
+    steps: int = Field(10_000, gt=0)
+    batch_size: int = Field(1024, gt=0)
+    lr: PositiveFloat = 1e-3
+    schedule: Literal["constant", "linear", "cosine"] = "constant"
+    warmup_steps: int = Field(0, ge=0)
+    feature_probability: Probability | list[Probability] | None = None
+    importance: PositiveFloat | list[PositiveFloat] = 1.0
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _lengths(self):
+        if isinstance(self.feature_probability, list) and len(self.feature_probability) != self.n_instances:
+            raise ValueError(
+                f"feature_probability: a list needs one value per instance (n_instances={self.n_instances}), got {len(self.feature_probability)}"
+            )
+        if isinstance(self.importance, list) and len(self.importance) != self.n_features:
+            raise ValueError(f"importance: a list needs one value per feature (n_features={self.n_features}), got {len(self.importance)}")
+        return self
+
+    def probabilities(self, default_sweep: Sequence[float] | np.ndarray) -> torch.Tensor:
+        """Per-instance feature probability, Float[Tensor, "inst"]: the config's if set, else
+        the experiment's default sweep."""
+        p = self.feature_probability
+        if p is None:
+            p = list(default_sweep)
+        elif not isinstance(p, list):
+            p = [p] * self.n_instances
+        return torch.tensor(p, dtype=torch.float64)
+
+    def importance_vector(self) -> torch.Tensor:
+        """Float[Tensor, "feat"]."""
+        if isinstance(self.importance, list):
+            return torch.tensor(self.importance, dtype=torch.float32)
+        return self.importance ** torch.arange(self.n_features, dtype=torch.float32)
+
+
+def log_sweep(hi: float, lo: float, n: int) -> np.ndarray:
+    """`n` values from `hi` down to `lo`, evenly spaced on a log scale."""
+    return np.geomspace(hi, lo, n) if n > 1 else np.array([hi])
+
+
+@dataclass
+class Trained:
+    model: ToyModel
+    data: FeatureDistribution
+    history: TrainResult
+    final_loss: torch.Tensor  # (inst,) on fresh data
+
+
+def train_toy(
+    cfg: ToyConfig,
+    probability: torch.Tensor,
+    importance: torch.Tensor,
+    groups: Sequence[Group] | Sequence[Sequence[Group]] = (),
+    hidden_relu: bool = False,
+    desc: str = "training",
+) -> Trained:
+    """Train a batched ToyModel: `probability` of shape (inst,) or (inst, feat), `importance`
+    of shape (feat,) or (inst, feat)."""
+    n_inst, n_feat = cfg.n_instances, cfg.n_features
+    if probability.ndim == 1:
+        probability = probability.unsqueeze(1).expand(n_inst, n_feat)
+    data = FeatureDistribution(probability, groups)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    model = ToyModel(n_inst, n_feat, cfg.d_hidden, importance.expand(n_inst, n_feat), hidden_relu=hidden_relu, generator=gen)
+    history = train_toy_model(
+        model, data, steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr, schedule=cfg.schedule,
+        warmup_steps=cfg.warmup_steps, seed=cfg.seed + 1, desc=desc,
+    )
+    final = evaluate_losses(model, data, seed=cfg.seed + 2)
+    return Trained(model, data, history, final)
+
+
+def instance_records(trained: Trained, extra: Sequence[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+    """The per-instance part of summary.json: settings, final loss, geometry, and W, b."""
+    model = trained.model
+    W = model.W.detach()
+    p = trained.data.probability
+    records = []
+    norms = geometry.feature_norms(W)
+    dims = geometry.feature_dimensionality(W)
+    interf = geometry.interference(W)
+    rep = geometry.represented(W)
+    sup = geometry.in_superposition(W)
+    dpf = geometry.dimensions_per_feature(W)
+    for i in range(model.n_instances):
+        probs = p[i]
+        rec: dict[str, Any] = {
+            "instance": i,
+            "feature_probability": probs[0].item() if bool((probs == probs[0]).all()) else probs.tolist(),
+            "importance": model.importance[i].tolist(),
+            "final_loss": trained.final_loss[i].item(),
+            "n_represented": int(rep[i].sum()),
+            "n_in_superposition": int(sup[i].sum()),
+            "dimensions_per_feature": dpf[i].item(),
+            "feature_norms": norms[i],
+            "feature_dimensionality": dims[i],
+            "interference": interf[i],
+        }
+        if extra is not None:
+            rec.update(extra[i])
+        rec["W"] = W[i]  # [d_hidden][n_features]: column f is feature f's direction
+        rec["b"] = model.b.detach()[i]
+        records.append(rec)
+    return records
+
+
+def loss_history(trained: Trained) -> dict[str, Any]:
+    return {"steps": trained.history.steps, "loss": trained.history.losses}

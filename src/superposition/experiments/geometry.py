@@ -1,0 +1,80 @@
+"""`geometry`: hundreds of features in tens of dimensions; features stick to fractions of a dimension."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from pydantic import Field
+
+from superposition.experiments.base import Result, register
+from superposition.experiments.common import ToyConfig, instance_records, log_sweep, loss_history, train_toy
+from superposition.report.html import FigureSpec
+from superposition.toy import geometry
+from superposition.viz import toy as viz
+
+
+class GeometryConfig(ToyConfig):
+    n_instances: int = Field(20, gt=0)
+    n_features: int = Field(400, gt=0)
+    d_hidden: int = Field(30, gt=0)
+    max_inv_sparsity: float = Field(100.0, ge=1.0, description="largest 1/(1-S) of the default sweep")
+
+
+@register(
+    "geometry",
+    "400 features in 30 dimensions over 20 sparsities: dimensions per feature stick to 1, 3/4, 2/3, 1/2, 2/5, 3/8",
+    GeometryConfig,
+    quick={"n_instances": 12, "n_features": 200, "d_hidden": 20, "steps": 3000, "lr": 3e-3, "schedule": "cosine"},
+)
+def run(cfg: GeometryConfig, out: Path) -> Result:
+    probs = cfg.probabilities(1.0 / log_sweep(1.0, cfg.max_inv_sparsity, cfg.n_instances))
+    trained = train_toy(cfg, probs, cfg.importance_vector(), desc="geometry")
+    W = trained.model.W.detach()
+    inv_s = (1.0 / probs.clamp(min=1e-12)).numpy()
+    dpf = geometry.dimensions_per_feature(W).numpy()
+    fdims = geometry.feature_dimensionality(W).numpy()
+    records = instance_records(trained, [{"inv_sparsity": float(v)} for v in inv_s])
+    near = _fraction_near_sticky(fdims)
+    highlights = {
+        "dimensions per feature, densest → sparsest": f"{dpf[0]:.3f} → {dpf[-1]:.3f}",
+        "represented features, densest → sparsest": f"{records[0]['n_represented']} → {records[-1]['n_represented']} of {cfg.n_features}",
+        "share of represented features within ±0.03 of a sticky fraction": f"{near:.1%}",
+    }
+    figures = [
+        FigureSpec("dimensions_per_feature", "Dimensions per feature (line) and each feature's dimensionality D_i (dots) "
+                   "against 1/(1−S). Dotted lines mark 1, 3/4, 2/3, 1/2, 2/5, 3/8.", viz.dimensions_per_feature(inv_s, dpf, fdims)),
+        FigureSpec("dimensions_per_feature_interactive", "The same, interactive.", viz.dimensions_per_feature_interactive(inv_s, dpf, fdims)),
+        FigureSpec("feature_dimensionality", "Feature dimensionality per instance (left) and its histogram over all "
+                   "instances (right): peaks at the sticky fractions.", viz.feature_dimensionality_scatter(inv_s, fdims)),
+        FigureSpec("loss", "Training loss per instance.", viz.loss_curves(trained.history.steps, np.array(trained.history.losses), [f"{v:.3g}" for v in inv_s])),
+    ]
+    explanation = f"""
+<p>{cfg.n_features} equally important features in {cfg.d_hidden} dimensions, each instance trained at its own
+sparsity, with 1/(1−S) from {inv_s.min():.3g} to {inv_s.max():.3g}. Two measures of how features share the space:
+<i>dimensions per feature</i> D* = m / ‖W‖²_F (about the number of dimensions divided by the number of
+represented features), and each feature's <i>dimensionality</i> D_i = ‖W_i‖² / Σ_j (Ŵ_i · W_j)², the
+fraction of a dimension that feature i has to itself.</p>
+<p><b>What to look for.</b> D* falls as sparsity grows, but not smoothly: it lingers at 1 (dedicated
+dimensions) and near 1/2 (antipodal pairs), with plateaus at other fractions. Individual feature
+dimensionalities cluster at 1, 3/4, 2/3, 1/2, 2/5 and 3/8, the signatures of features arranged as
+uniform polytopes: digons (1/2), triangles (2/3), tetrahedra (3/4), pentagons (2/5), square antiprisms (3/8).</p>
+"""
+    summary = {
+        "n_features": cfg.n_features,
+        "d_hidden": cfg.d_hidden,
+        "inv_sparsity": inv_s,
+        "dimensions_per_feature": dpf,
+        "share_near_sticky_fraction": near,
+        "instances": records,
+        "history": loss_history(trained),
+    }
+    return Result("Toy models: the geometry of superposition", explanation, summary, figures, highlights)
+
+
+def _fraction_near_sticky(fdims: np.ndarray, tol: float = 0.03) -> float:
+    d = fdims[fdims > 0.05]
+    if d.size == 0:
+        return 0.0
+    dist = np.min(np.abs(d[:, None] - np.array(geometry.STICKY_FRACTIONS)[None, :]), axis=1)
+    return float((dist <= tol).mean())

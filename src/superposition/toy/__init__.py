@@ -1,0 +1,1 @@
+"""Toy models of superposition: feature distributions, models, trainer, geometry."""

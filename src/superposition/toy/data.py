@@ -1,0 +1,267 @@
+"""Sparse synthetic features, batched over instances.
+
+Each feature is present with its own probability p[inst, feat] and then takes a value uniform in
+`value_range` ([0, 1] by default, as in Toy Models of Superposition). Features can be grouped:
+
+* ``correlated``: members are present together. One uniform u per group and row decides, and
+  member i is present iff u < p_i, so equal probabilities give all-or-none and every marginal is
+  exactly p_i.
+* ``anticorrelated``: at most one member is present. Member i is present iff u falls in its own
+  slice [c_{i-1}, c_i) of [0, Σp), c being the running sum of the members' probabilities; this
+  needs Σp ≤ 1 and again keeps every marginal exactly p_i.
+* features in no group are independent (a group of one).
+
+Instances whose features are all independent and common are filled densely, one uniform per
+entry (r < p decides presence and r / p is the value). Everything else works per group *event* (some member present, probability q = max p for correlated
+groups, Σp for anticorrelated ones, p for single features). Dense columns (q > ``DENSE_BELOW``)
+draw one uniform per row; sparse columns draw only the gaps between events, which are geometric
+with parameter q, so very sparse data costs O(batch · q) random numbers rather than O(batch).
+The conditional u ~ U[0, q) of each event then picks its members.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from superposition.errors import SuperpositionError
+
+GroupKind = Literal["correlated", "anticorrelated"]
+DENSE_BELOW = 0.1  # columns with event probability above this are sampled densely
+
+
+@dataclass(frozen=True)
+class Group:
+    kind: GroupKind
+    features: tuple[int, ...]
+
+
+@dataclass
+class FeatureDistribution:
+    """Sparse features for `n_instances` independent instances.
+
+    probability: marginal presence probability, shape (inst, feat).
+    groups: correlation structure: one list of groups shared by every instance, or one list per
+        instance. Features that belong to no group are independent.
+    value_range: values of present features are uniform in [lo, hi).
+    """
+
+    probability: Tensor
+    groups: Sequence[Group] | Sequence[Sequence[Group]] = ()
+    value_range: tuple[float, float] = (0.0, 1.0)
+    _tables: dict = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        p = torch.as_tensor(self.probability, dtype=torch.float64)
+        if p.ndim != 2:
+            raise SuperpositionError(f"feature_probability: expected shape (inst, feat), got {tuple(p.shape)}")
+        if not torch.isfinite(p).all() or (p < 0).any() or (p > 1).any():
+            raise SuperpositionError("feature_probability: every probability must lie in [0, 1]")
+        self.probability = p
+        n_inst, n_feat = p.shape
+        per_inst = _groups_per_instance(self.groups, n_inst)
+        self._tables = _build_tables(p, per_inst)
+        lo, hi = self.value_range
+        if not hi > lo:
+            raise SuperpositionError(f"value_range: need lo < hi, got {self.value_range}")
+
+    @property
+    def n_instances(self) -> int:
+        return self.probability.shape[0]
+
+    @property
+    def n_features(self) -> int:
+        return self.probability.shape[1]
+
+    def sample(self, batch: int, generator: torch.Generator | None = None, out: Tensor | None = None) -> Tensor:
+        """Draw a batch: Float[Tensor, "batch inst feat"].
+
+        The result is a transposed view of an (inst, batch, feat) buffer, so
+        ``x.transpose(0, 1)`` is contiguous and ready for batched matmuls over instances. Pass that
+        buffer back as `out` to reuse its memory on the next call.
+        """
+        shape = (self.n_instances, batch, self.n_features)
+        if out is None:
+            out = torch.empty(shape)
+        elif out.shape != shape or not out.is_contiguous():
+            raise ValueError(f"out must be a contiguous {shape} buffer, got {tuple(out.shape)}")
+        t = self._tables
+        lo, hi = self.value_range
+        rng = numpy_rng(generator)
+        for i in range(self.n_instances):
+            if i in t["dense_blocks"]:
+                # Every feature independent and common: one uniform r per entry. Given r < p, r / p
+                # is uniform on [0, 1), so it serves as the value too.
+                block = out[i]
+                rng.random(out=block.numpy(), dtype=np.float32)
+                block.div_(t["block_p"][i])
+                # zero the entries with r / p >= 1 (absent), in place: threshold keeps -v > -1
+                torch.nn.functional.threshold_(block.neg_(), -1.0, 0.0).neg_()
+                if (lo, hi) != (0.0, 1.0):
+                    block.mul_(hi - lo).add_(lo * (block > 0))
+            else:
+                out[i].zero_()
+        inst, row, feat = self._indices(batch, rng)
+        values = torch.from_numpy(rng.random(inst.shape[0], dtype=np.float32))
+        if (lo, hi) != (0.0, 1.0):
+            values = values.mul_(hi - lo).add_(lo)
+        out.view(-1)[(inst * batch + row) * self.n_features + feat] = values
+        return out.transpose(0, 1)
+
+    def _indices(self, batch: int, rng: np.random.Generator) -> tuple[Tensor, Tensor, Tensor]:
+        """The (inst, row, feat) indices of the present features of a batch, leaving out the
+        instances that `sample` fills densely."""
+        t = self._tables
+        rows, cols, u = _sample_events(t["q_events"], batch, rng)
+        if t["trivial"]:  # every group is a single feature, always present when its event is
+            n_groups = t["n_groups"]
+            return cols // n_groups, rows, cols % n_groups
+        members = t["members"][cols]  # (event, slot) feature index or -1
+        inst = (cols // t["n_groups"]).unsqueeze(1).expand_as(members)
+        safe = members.clamp(min=0)
+        lo = t["lo"][inst, safe]
+        hi = t["hi"][inst, safe]
+        u = u.unsqueeze(1)
+        present = (members >= 0) & (u >= lo) & (u < hi)
+        ev, slot = present.nonzero(as_tuple=True)
+        return inst[ev, slot], rows[ev], members[ev, slot]
+
+
+def _groups_per_instance(groups, n_inst: int) -> list[list[Group]]:
+    groups = list(groups)
+    if not groups:
+        return [[] for _ in range(n_inst)]
+    if all(isinstance(g, Group) for g in groups):
+        return [list(groups) for _ in range(n_inst)]
+    if len(groups) != n_inst:
+        raise SuperpositionError(f"groups: expected one list of groups per instance ({n_inst}), got {len(groups)}")
+    return [list(g) for g in groups]
+
+
+def _build_tables(p: Tensor, per_inst: list[list[Group]]) -> dict:
+    """Per instance and group: event probability q, member table, and each feature's slice
+    [lo, hi) of the event's uniform u."""
+    n_inst, n_feat = p.shape
+    layouts: list[list[tuple[str, list[int]]]] = []
+    for i, groups in enumerate(per_inst):
+        seen: set[int] = set()
+        layout = []
+        for g in groups:
+            if g.kind not in ("correlated", "anticorrelated"):
+                raise SuperpositionError(f"groups: unknown kind {g.kind!r}; allowed: correlated, anticorrelated")
+            for f in g.features:
+                if not 0 <= f < n_feat:
+                    raise SuperpositionError(f"groups: feature {f} out of range [0, {n_feat})")
+                if f in seen:
+                    raise SuperpositionError(f"groups: feature {f} is in two groups of instance {i}")
+                seen.add(f)
+            layout.append((g.kind, list(g.features)))
+        layout += [("correlated", [f]) for f in range(n_feat) if f not in seen]
+        layouts.append(layout)
+
+    n_groups = max(len(lay) for lay in layouts)
+    width = max(len(m) for lay in layouts for _, m in lay)
+    q = torch.zeros(n_inst, n_groups, dtype=torch.float64)
+    members = torch.full((n_inst, n_groups, width), -1, dtype=torch.long)
+    lo = torch.zeros(n_inst, n_feat, dtype=torch.float64)
+    hi = torch.zeros(n_inst, n_feat, dtype=torch.float64)
+    for i, layout in enumerate(layouts):
+        for g, (kind, feats) in enumerate(layout):
+            members[i, g, : len(feats)] = torch.tensor(feats)
+            probs = p[i, feats]
+            if kind == "correlated":
+                q[i, g] = probs.max()
+                hi[i, feats] = probs
+            else:
+                ends = probs.cumsum(0)
+                if ends[-1] > 1 + 1e-9:
+                    raise SuperpositionError(
+                        f"feature_probability: an anticorrelated group's probabilities must sum to at most 1 "
+                        f"(instance {i}, features {feats} sum to {ends[-1].item():.3g})"
+                    )
+                q[i, g] = ends[-1].clamp(max=1)
+                lo[i, feats] = ends - probs
+                hi[i, feats] = ends
+    singletons = [len(lay) == n_feat and all(m == [g] for g, (_, m) in enumerate(lay)) for lay in layouts]
+    dense_blocks = {i for i in range(n_inst) if singletons[i] and bool((p[i] > DENSE_BELOW).all())}
+    q_events = q.clone()
+    q_events[sorted(dense_blocks)] = 0.0
+    return {
+        "q_events": q_events.reshape(-1),
+        "dense_blocks": dense_blocks,
+        "block_p": p.float(),
+        "members": members.reshape(n_inst * n_groups, width),
+        "lo": lo,
+        "hi": hi,
+        "n_groups": n_groups,
+        "trivial": width == 1 and all(singletons),
+    }
+
+
+def numpy_rng(generator: torch.Generator | None) -> np.random.Generator:
+    """A numpy PCG64 generator seeded from `generator` (torch's default one when None).
+
+    numpy draws float32 uniforms about twice as fast as torch on a CPU, and random numbers are
+    most of the cost of sparse data; seeding it from the torch generator keeps runs reproducible
+    from one seed.
+    """
+    seed = torch.randint(0, 2**62, (1,), generator=generator).item()
+    return np.random.default_rng(seed)
+
+
+def _uniform(rng: np.random.Generator, *shape: int, dtype=np.float64) -> Tensor:
+    return torch.from_numpy(rng.random(shape, dtype=dtype))
+
+
+def _sample_events(q: Tensor, batch: int, rng: np.random.Generator) -> tuple[Tensor, Tensor, Tensor]:
+    """Bernoulli(q[c]) events for every row of `batch` and column c.
+
+    Returns (row, column, u) per event, u ~ U[0, q[c]) being the conditional uniform of the event.
+    """
+    dense = (q > DENSE_BELOW).nonzero().squeeze(1)
+    sparse = ((q > 0) & (q <= DENSE_BELOW)).nonzero().squeeze(1)
+    parts = []
+    if dense.numel():
+        r = _uniform(rng, dense.numel(), batch)
+        hit = r < q[dense].unsqueeze(1)
+        c, row = hit.nonzero(as_tuple=True)
+        parts.append((row, dense[c], r[c, row]))
+    if sparse.numel():
+        row, c = _geometric_events(q[sparse], batch, rng)
+        u = _uniform(rng, row.numel()) * q[sparse][c]
+        parts.append((row, sparse[c], u))
+    if not parts:
+        empty = torch.zeros(0, dtype=torch.long)
+        return empty, empty, torch.zeros(0, dtype=torch.float64)
+    return tuple(torch.cat(xs) for xs in zip(*parts))  # type: ignore[return-value]
+
+
+def _geometric_events(q: Tensor, batch: int, rng: np.random.Generator) -> tuple[Tensor, Tensor]:
+    """Event rows of independent Bernoulli(q) processes over `batch` rows, one per column.
+
+    The gap to the next event is Geometric(q) on {1, 2, ...}: ceil(log U / log(1 - q)). We draw
+    a few standard deviations more gaps than the expected count and top up the rare columns whose
+    gaps did not reach the end of the batch, so the result is exact.
+    """
+    # float32 holds every integer position exactly below 2**24; it halves the cost of log and cumsum
+    dtype = np.float32 if batch < 2**20 else np.float64
+    log1mq = torch.log1p(-q).to(torch.float32 if dtype == np.float32 else torch.float64)
+    start = torch.full_like(log1mq, -1.0)  # position of the last event drawn so far, per column
+    cols_left = torch.arange(q.numel())
+    rows_out, cols_out = [], []
+    while cols_left.numel():
+        mean = batch * q[cols_left].max().item()
+        n = int(mean + 6 * mean**0.5 + 8)
+        u = _uniform(rng, cols_left.numel(), n, dtype=dtype)
+        gaps = torch.ceil(torch.log(u) / log1mq[cols_left].unsqueeze(1)).clamp_(1, batch + 1)
+        pos = start[cols_left].unsqueeze(1) + gaps.cumsum(1)
+        c, k = (pos < batch).nonzero(as_tuple=True)
+        rows_out.append(pos[c, k].long())
+        cols_out.append(cols_left[c])
+        start[cols_left] = pos[:, -1]
+        cols_left = cols_left[pos[:, -1] < batch - 1]
+    return torch.cat(rows_out), torch.cat(cols_out)

@@ -1,0 +1,118 @@
+"""Training loop for batched toy models: Adam(W), learning-rate schedule, seeded, progress bar."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable, Literal, Protocol
+
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+Schedule = Literal["constant", "linear", "cosine"]
+
+
+def lr_factor(step: int, total: int, schedule: Schedule, warmup: int = 0) -> float:
+    """Multiplier of the base learning rate at `step` (0-based) of `total`.
+
+    Linear warm-up from 1/warmup to 1 over the first `warmup` steps, then constant, linear decay
+    to 0 at `total`, or cosine decay ½(1 + cos(π t)) with t the fraction of post-warm-up steps done.
+    """
+    if step < warmup:
+        return (step + 1) / warmup
+    if schedule == "constant":
+        return 1.0
+    t = (step - warmup) / max(1, total - warmup)
+    if schedule == "linear":
+        return 1.0 - t
+    if schedule == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * t))
+    raise ValueError(f"unknown schedule {schedule!r}")
+
+
+class Source(Protocol):
+    """Anything that draws training batches: ``sample(batch, generator, out=None)`` returning a
+    (batch, inst, feat) tensor, reusing the (inst, batch, feat) buffer `out` when given."""
+
+    def sample(self, batch: int, generator: torch.Generator | None = None, out: Tensor | None = None) -> Tensor: ...
+
+
+@dataclass
+class TrainResult:
+    steps: list[int] = field(default_factory=list)
+    losses: list[list[float]] = field(default_factory=list)  # per logged step, per instance
+
+
+def train_toy_model(
+    model: nn.Module,
+    data: Source,
+    *,
+    steps: int,
+    batch_size: int,
+    lr: float,
+    schedule: Schedule = "constant",
+    warmup_steps: int = 0,
+    weight_decay: float = 0.0,
+    seed: int = 0,
+    log_every: int = 100,
+    callback: Callable[[int, nn.Module], None] | None = None,
+    callback_every: int = 0,
+    progress: bool | None = None,
+    desc: str = "training",
+) -> TrainResult:
+    """Train `model` (anything with `instance_losses(x)`) on batches from `data`.
+
+    Models that define ``accumulate_grads(x, want_loss)`` (hand-derived gradients into
+    persistent buffers) are trained through it instead of autograd.
+
+    The data generator is seeded from `seed`, so a run is reproducible given the model's initial
+    weights. `callback(step, model)` runs every `callback_every` steps and after the last step.
+    `progress=None` shows a bar only on a terminal.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    opt = (torch.optim.AdamW if weight_decay else torch.optim.Adam)(
+        model.parameters(), lr=lr, weight_decay=weight_decay
+    )
+    result = TrainResult()
+    manual = hasattr(model, "accumulate_grads")
+    buffer = None
+    bar = tqdm(range(steps), desc=desc, disable=(not progress) if progress is not None else None, leave=False)
+    for step in bar:
+        factor = lr_factor(step, steps, schedule, warmup_steps)
+        for group in opt.param_groups:
+            group["lr"] = lr * factor
+        x = data.sample(batch_size, gen, out=buffer)
+        buffer = x.transpose(0, 1)
+        log_now = step % log_every == 0 or step == steps - 1
+        if manual:
+            losses = model.accumulate_grads(x, want_loss=log_now)
+        else:
+            opt.zero_grad(set_to_none=True)
+            losses = model.instance_losses(x)
+            losses.sum().backward()
+        opt.step()
+        if log_now:
+            per = losses.detach().tolist()
+            result.steps.append(step)
+            result.losses.append(per)
+            bar.set_postfix(loss=f"{sum(per) / len(per):.4g}", refresh=False)
+        if callback is not None and callback_every and (step % callback_every == 0 or step == steps - 1):
+            callback(step, model)
+    if not torch.isfinite(torch.tensor(result.losses[-1])).all():
+        raise FloatingPointError(f"{desc}: loss became non-finite by step {steps - 1}; lower lr")
+    return result
+
+
+@torch.no_grad()
+def evaluate_losses(model: nn.Module, data: Source, n_rows: int = 16384, seed: int = 12345, batch: int = 4096) -> Tensor:
+    """Per-instance loss on `n_rows` fresh rows from a fixed seed: Float[Tensor, "inst"]."""
+    gen = torch.Generator().manual_seed(seed)
+    total = None
+    done = 0
+    while done < n_rows:
+        b = min(batch, n_rows - done)
+        part = model.instance_losses(data.sample(b, gen)) * b
+        total = part if total is None else total + part
+        done += b
+    return total / n_rows

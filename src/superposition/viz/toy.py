@@ -1,0 +1,225 @@
+"""Figures of toy-model geometry: static (matplotlib) and interactive (plotly).
+
+Every function takes plain tensors/arrays and returns a figure; saving is the caller's job.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import plotly.graph_objects as go  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+from plotly.subplots import make_subplots  # noqa: E402
+from torch import Tensor  # noqa: E402
+
+from superposition.toy import geometry  # noqa: E402
+
+FRACTION_LABELS = {1.0: "1", 3 / 4: "3/4", 2 / 3: "2/3", 1 / 2: "1/2", 2 / 5: "2/5", 3 / 8: "3/8"}
+
+
+def _grid(n: int, max_cols: int = 8, size: float = 2.4) -> tuple[Figure, np.ndarray]:
+    cols = min(n, max_cols)
+    rows = math.ceil(n / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(size * cols, size * rows + 0.4), squeeze=False)
+    for ax in axes.flat[n:]:
+        ax.axis("off")
+    return fig, axes.flat
+
+
+def feature_directions_2d(W: Tensor, titles: Sequence[str], importance: Tensor | None = None) -> Figure:
+    """Each instance's feature directions W_i in its 2-D hidden space, side by side, coloured by
+    importance (bright = important)."""
+    W = W.detach().cpu()
+    n_inst, _, n_feat = W.shape
+    imp = (importance if importance is not None else np.ones((n_inst, n_feat)))
+    imp = np.broadcast_to(np.asarray(imp, dtype=float), (n_inst, n_feat))
+    cmap = plt.get_cmap("viridis")
+    fig, axes = _grid(n_inst)
+    lim = max(1.2, float(W.abs().max()) * 1.1)
+    for i, ax in enumerate(axes):
+        if i >= n_inst:
+            break
+        ax.add_patch(plt.Circle((0, 0), 1.0, fill=False, ls=":", color="0.7"))
+        span = imp[i].max() - imp[i].min()
+        for f in range(n_feat):
+            c = cmap(0.15 + 0.85 * ((imp[i, f] - imp[i].min()) / span if span > 0 else 1.0))
+            x, y = W[i, 0, f].item(), W[i, 1, f].item()
+            ax.plot([0, x], [0, y], color=c, lw=1.5)
+            ax.scatter([x], [y], color=c, s=14, zorder=3)
+        ax.set_xlim(-lim, lim)
+        ax.set_ylim(-lim, lim)
+        ax.set_aspect("equal")
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_title(titles[i], fontsize=9)
+    fig.suptitle("Feature directions $W_i$ in the hidden plane (colour: importance)", fontsize=11)
+    fig.tight_layout()
+    return fig
+
+
+def gram_heatmaps(W: Tensor, titles: Sequence[str]) -> Figure:
+    """WᵀW per instance: the diagonal shows which features are represented, off-diagonal entries
+    show interference between pairs."""
+    W = W.detach().cpu()
+    gram = (W.transpose(1, 2) @ W).numpy()
+    vmax = max(1.0, float(np.abs(gram).max()))
+    fig, axes = _grid(gram.shape[0])
+    im = None
+    for i, ax in enumerate(axes):
+        if i >= gram.shape[0]:
+            break
+        im = ax.imshow(gram[i], cmap="RdBu_r", vmin=-vmax, vmax=vmax)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_title(titles[i], fontsize=9)
+    fig.suptitle("$W^T W$ (red: positive, blue: negative)", fontsize=11)
+    fig.tight_layout()
+    if im is not None:
+        fig.colorbar(im, ax=list(axes), shrink=0.6)
+    return fig
+
+
+def superposition_bars(W: Tensor, titles: Sequence[str], max_cols: int = 8) -> Figure:
+    """Per instance, the norm ‖W_i‖ of every feature as a bar, coloured by its interference
+    Σ_{j≠i} (Ŵ_i·W_j)²: black = a dedicated dimension, yellow = in superposition."""
+    W = W.detach().cpu()
+    norms = geometry.feature_norms(W).numpy()
+    interf = geometry.interference(W).clamp(0, 1).numpy()
+    n_inst, n_feat = norms.shape
+    cmap = plt.get_cmap("inferno")
+    cols = min(n_inst, max_cols)
+    rows = math.ceil(n_inst / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(1.9 * cols, 0.5 + min(6.0, 0.16 * n_feat + 0.8) * rows), squeeze=False, sharex=True)
+    for ax in axes.flat[n_inst:]:
+        ax.axis("off")
+    for i, ax in enumerate(axes.flat[:n_inst]):
+        ax.barh(np.arange(n_feat), norms[i], color=cmap(0.1 + 0.8 * interf[i]), height=0.8)
+        ax.invert_yaxis()
+        ax.set_yticks([])
+        ax.set_xlim(0, max(1.1, float(norms.max()) * 1.05))
+        ax.set_title(titles[i], fontsize=9)
+    fig.suptitle("Feature norms $\\|W_i\\|$ (colour: interference, black = none, yellow = high)", fontsize=11)
+    fig.tight_layout()
+    return fig
+
+
+def dimensions_per_feature(inv_sparsity: np.ndarray, dims_per_feature: np.ndarray, feature_dims: np.ndarray) -> Figure:
+    """Dimensions per feature D* = m/‖W‖_F² (line) and every feature's dimensionality D_i (dots)
+    against 1/(1−S) on a log axis, with the sticky fractions marked."""
+    fig, ax = plt.subplots(figsize=(8, 4.8))
+    n_inst, n_feat = feature_dims.shape
+    xs = np.repeat(inv_sparsity[:, None], n_feat, axis=1)
+    jitter = np.exp(np.random.default_rng(0).uniform(-0.03, 0.03, size=xs.shape))
+    keep = feature_dims > 0.02
+    ax.scatter((xs * jitter)[keep], feature_dims[keep], s=5, alpha=0.35, color="tab:blue", label="feature dimensionality $D_i$")
+    ax.plot(inv_sparsity, dims_per_feature, color="black", lw=2, marker="o", ms=4, label="dimensions per feature $m/\\|W\\|_F^2$")
+    for frac, label in FRACTION_LABELS.items():
+        ax.axhline(frac, color="tab:red", ls=":", lw=0.9)
+        ax.text(inv_sparsity.max() * 1.08, frac, label, va="center", fontsize=9, color="tab:red")
+    ax.set_xscale("log")
+    ax.set_xlabel("1 / (1 − S)   (S = sparsity, 1/(1−S) = 1 / feature probability)")
+    ax.set_ylabel("dimensions per feature")
+    ax.set_ylim(0, 1.1)
+    ax.legend(loc="lower left", fontsize=9)
+    ax.set_title("Features stick to fractions of a dimension as sparsity grows")
+    fig.tight_layout()
+    return fig
+
+
+def feature_dimensionality_scatter(inv_sparsity: np.ndarray, feature_dims: np.ndarray) -> Figure:
+    """Histogram-like strip per instance of D_i, showing the clusters at the sticky fractions."""
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), gridspec_kw={"width_ratios": [3, 1]})
+    ax = axes[0]
+    n_inst, n_feat = feature_dims.shape
+    for i in range(n_inst):
+        d = feature_dims[i][feature_dims[i] > 0.02]
+        ax.scatter(np.full_like(d, i) + np.random.default_rng(i).uniform(-0.3, 0.3, d.shape), d, s=4, alpha=0.4)
+    for frac in FRACTION_LABELS:
+        ax.axhline(frac, color="0.5", ls=":", lw=0.8)
+    ax.set_xticks(range(n_inst))
+    ax.set_xticklabels([f"{v:.3g}" for v in inv_sparsity], rotation=90, fontsize=7)
+    ax.set_xlabel("1 / (1 − S) of the instance")
+    ax.set_ylabel("feature dimensionality $D_i$")
+    ax.set_ylim(0, 1.1)
+    all_d = feature_dims[feature_dims > 0.02]
+    axes[1].hist(all_d, bins=110, range=(0, 1.1), orientation="horizontal", color="tab:blue")
+    for frac, label in FRACTION_LABELS.items():
+        axes[1].axhline(frac, color="tab:red", ls=":", lw=0.8)
+        axes[1].text(axes[1].get_xlim()[1] * 0.98, frac, label, ha="right", va="bottom", fontsize=8, color="tab:red")
+    axes[1].set_ylim(0, 1.1)
+    axes[1].set_xlabel("count (all instances)")
+    fig.suptitle("Per-feature dimensionality $D_i = \\|W_i\\|^2 / \\sum_j (\\hat W_i \\cdot W_j)^2$")
+    fig.tight_layout()
+    return fig
+
+
+def loss_curves(steps: Sequence[int], losses: np.ndarray, labels: Sequence[str]) -> Figure:
+    """Training loss per instance (log scale)."""
+    fig, ax = plt.subplots(figsize=(7, 3.8))
+    cmap = plt.get_cmap("plasma")
+    n = losses.shape[1]
+    for i in range(n):
+        ax.plot(steps, losses[:, i], color=cmap(i / max(1, n - 1) * 0.9), lw=1, label=labels[i] if n <= 12 else None)
+    ax.set_yscale("log")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    if n <= 12:
+        ax.legend(fontsize=7, ncol=2)
+    ax.set_title("Training loss per instance")
+    fig.tight_layout()
+    return fig
+
+
+# ---------------------------------------------------------------- interactive (plotly)
+
+def feature_directions_2d_interactive(W: Tensor, titles: Sequence[str], importance: Tensor | None = None) -> go.Figure:
+    """Interactive version of `feature_directions_2d`: hover shows feature, norm and importance."""
+    W = W.detach().cpu().numpy()
+    n_inst, _, n_feat = W.shape
+    imp = np.broadcast_to(np.asarray(importance if importance is not None else 1.0, dtype=float), (n_inst, n_feat))
+    cols = min(n_inst, 5)
+    rows = math.ceil(n_inst / cols)
+    fig = make_subplots(rows=rows, cols=cols, subplot_titles=list(titles), horizontal_spacing=0.02, vertical_spacing=0.06)
+    for i in range(n_inst):
+        r, c = i // cols + 1, i % cols + 1
+        for f in range(n_feat):
+            x, y = W[i, 0, f], W[i, 1, f]
+            fig.add_trace(
+                go.Scatter(
+                    x=[0, x], y=[0, y], mode="lines+markers", marker=dict(size=[0, 7]),
+                    line=dict(color=f"hsl({int(260 * (1 - (imp[i, f] - imp.min()) / max(1e-9, np.ptp(imp))))},70%,45%)"),
+                    hovertext=f"feature {f}<br>norm {np.hypot(x, y):.3f}<br>importance {imp[i, f]:.3g}",
+                    hoverinfo="text", showlegend=False,
+                ),
+                row=r, col=c,
+            )
+        fig.update_xaxes(range=[-1.3, 1.3], visible=False, row=r, col=c)
+        fig.update_yaxes(range=[-1.3, 1.3], visible=False, scaleanchor=f"x{i + 1 if i else ''}", row=r, col=c)
+    fig.update_layout(height=260 * rows + 60, title="Feature directions (hover for details)", margin=dict(l=10, r=10, t=70, b=10))
+    return fig
+
+
+def dimensions_per_feature_interactive(inv_sparsity: np.ndarray, dims_per_feature: np.ndarray, feature_dims: np.ndarray) -> go.Figure:
+    fig = go.Figure()
+    n_inst, n_feat = feature_dims.shape
+    xs, ys, text = [], [], []
+    for i in range(n_inst):
+        for f in range(n_feat):
+            if feature_dims[i, f] > 0.02:
+                xs.append(inv_sparsity[i])
+                ys.append(feature_dims[i, f])
+                text.append(f"instance {i}, feature {f}: D = {feature_dims[i, f]:.3f}")
+    fig.add_trace(go.Scatter(x=xs, y=ys, mode="markers", marker=dict(size=4, opacity=0.4), hovertext=text, hoverinfo="text", name="feature dimensionality D_i"))
+    fig.add_trace(go.Scatter(x=inv_sparsity, y=dims_per_feature, mode="lines+markers", line=dict(color="black"), name="dimensions per feature"))
+    for frac, label in FRACTION_LABELS.items():
+        fig.add_hline(y=frac, line_dash="dot", line_color="firebrick", annotation_text=label, annotation_position="right")
+    fig.update_xaxes(type="log", title="1 / (1 − S)")
+    fig.update_yaxes(title="dimensions per feature", range=[0, 1.1])
+    fig.update_layout(height=480, title="Dimensions per feature against sparsity")
+    return fig
