@@ -114,8 +114,6 @@ def _claim_output(out: Path) -> Path:
     os.umask(umask)
     tmp.chmod(0o777 & ~umask)  # mkdtemp makes it private; a run directory is an ordinary one
     return tmp
-    except OSError as err:
-        raise SuperpositionError(f"--out {out}: cannot write there ({err.strerror or err})") from None
 
 
 def _swap_into_place(tmp: Path, out: Path) -> None:

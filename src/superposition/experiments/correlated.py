@@ -22,9 +22,11 @@ KINDS = ("correlated", "anticorrelated", "uncorrelated")
 
 class CorrelatedConfig(ToyConfig):
     """Instances are split evenly between the kinds in `kinds`; in each, features are grouped
-    in consecutive groups of `group_size` of that kind."""
+    in consecutive groups of `group_size` of that kind. The instances of a kind are replicas from
+    different initialisations: training often stops in a local minimum (a correlated pair
+    collapsed onto one direction, say), so the report reads the lowest-loss replica of each kind."""
 
-    n_instances: int = Field(6, gt=0)
+    n_instances: int = Field(24, gt=0)
     n_features: int = Field(4, gt=0)
     d_hidden: int = Field(2, gt=0)
     feature_probability: Probability | list[Probability] | None = 0.25
@@ -60,11 +62,19 @@ def run(cfg: CorrelatedConfig, out: Path) -> Result:
         for i, (k, w) in enumerate(zip(kinds, within))
     ]
     records = instance_records(trained, extra)
-    by_kind = {
-        k: float(np.nanmean([w for kk, w in zip(kinds, within) if kk == k])) if k in kinds else None for k in KINDS
+    best = {}
+    for rec in records:
+        k = rec["correlation"]
+        if k not in best or rec["final_loss"] < best[k]["final_loss"]:
+            best[k] = rec
+    for rec in records:
+        rec["best_of_kind"] = best[rec["correlation"]] is rec
+    titles = [f"{k} #{i}{' (best)' if records[i]['best_of_kind'] else ''}" for i, k in enumerate(kinds)]
+    highlights = {
+        f"{k} (lowest-loss replica, #{r['instance']})": f"angle within groups {r['within_group_angle']:.1f}°, loss {r['final_loss']:.4g}; "
+        f"angles within groups of all replicas: {', '.join(f'{w:.0f}°' for kk, w in zip(kinds, within) if kk == k)}"
+        for k, r in best.items()
     }
-    titles = [f"{k} #{i}" for i, k in enumerate(kinds)]
-    highlights = {f"mean angle within a {k} group": (f"{v:.1f}°" if v is not None and math.isfinite(v) else "n/a") for k, v in by_kind.items()}
     figures = [
         FigureSpec("gram", "WᵀW per instance, features ordered so that each group is a consecutive block.", viz.gram_heatmaps(W, titles)),
         FigureSpec("superposition_bars", "Feature norms coloured by interference.", viz.superposition_bars(W, titles)),
@@ -83,13 +93,16 @@ are present together; in <b>anticorrelated</b> ones at most one member of a grou
 them would hurt: the model places a correlated group on mutually <i>orthogonal</i> directions (a local
 orthogonal basis, about 90° apart) and lets different groups overlap. Anticorrelated features are never present
 together, so interference between them is free: the model puts them <i>antipodal</i> (180°), which the
-ReLU cleanly separates.</p>
+ReLU cleanly separates. Each kind is trained from several initialisations; some stop in a local
+minimum (a correlated pair collapsed onto one direction, an anticorrelated pair at 90°), and these
+have visibly higher loss, so the table reports the lowest-loss replica of each kind.</p>
 """
     summary = {
         "n_features": cfg.n_features,
         "d_hidden": cfg.d_hidden,
         "groups": [list(g) for g in feature_groups],
-        "mean_within_group_angle": by_kind,
+        "best_instance": {k: r["instance"] for k, r in best.items()},
+        "within_group_angle": {k: r["within_group_angle"] for k, r in best.items()},
         "instances": records,
         "history": loss_history(trained),
     }

@@ -35,11 +35,11 @@ def run(cfg: GeometryConfig, out: Path) -> Result:
     dpf = geometry.dimensions_per_feature(W).numpy()
     fdims = geometry.feature_dimensionality(W).numpy()
     records = instance_records(trained, [{"inv_sparsity": float(v)} for v in inv_s])
-    near = _fraction_near_sticky(fdims)
+    near, chance, n_counted = sticky_share(fdims)
     highlights = {
         "dimensions per feature, densest → sparsest": f"{dpf[0]:.3f} → {dpf[-1]:.3f}",
         "represented features, densest → sparsest": f"{records[0]['n_represented']} → {records[-1]['n_represented']} of {cfg.n_features}",
-        "share of represented features within ±0.03 of a sticky fraction": f"{near:.1%}",
+        "features with D_i ≥ 0.3 within ±0.03 of a sticky fraction": f"{near:.1%} of {n_counted} (uniformly spread values would give {chance:.1%})",
     }
     figures = [
         FigureSpec("dimensions_per_feature", "Dimensions per feature (line) and each feature's dimensionality D_i (dots) "
@@ -65,16 +65,27 @@ uniform polytopes: digons (1/2), triangles (2/3), tetrahedra (3/4), pentagons (2
         "d_hidden": cfg.d_hidden,
         "inv_sparsity": inv_s,
         "dimensions_per_feature": dpf,
-        "share_near_sticky_fraction": near,
+        "sticky_share": {"share": near, "chance": chance, "n_features_counted": n_counted, "tolerance": 0.03, "min_dimensionality": 0.3},
         "instances": records,
         "history": loss_history(trained),
     }
     return Result("Toy models: the geometry of superposition", explanation, summary, figures, highlights)
 
 
-def _fraction_near_sticky(fdims: np.ndarray, tol: float = 0.03) -> float:
-    d = fdims[fdims > 0.05]
+def sticky_share(fdims: np.ndarray, tol: float = 0.03, floor: float = 0.3) -> tuple[float, float, int]:
+    """Share of feature dimensionalities D_i ≥ `floor` within `tol` of a sticky fraction, and the
+    share that values spread uniformly over the same range would give (the chance level).
+
+    Dimensionalities below `floor` are left out: very sparse instances pack features at small D_i
+    (about m/n), where the named fractions do not apply.
+    """
+    fractions = np.array(geometry.STICKY_FRACTIONS)
+
+    def near(v: np.ndarray) -> np.ndarray:
+        return np.min(np.abs(v[:, None] - fractions[None, :]), axis=1) <= tol
+
+    d = fdims[fdims >= floor]
     if d.size == 0:
-        return 0.0
-    dist = np.min(np.abs(d[:, None] - np.array(geometry.STICKY_FRACTIONS)[None, :]), axis=1)
-    return float((dist <= tol).mean())
+        return 0.0, 0.0, 0
+    grid = np.linspace(floor, max(1.0 + tol, float(d.max())), 10_001)
+    return float(near(d).mean()), float(near(grid).mean()), int(d.size)

@@ -1,7 +1,8 @@
 """Sparse synthetic features, batched over instances.
 
 Each feature is present with its own probability p[inst, feat] and then takes a value uniform in
-`value_range` ([0, 1] by default, as in Toy Models of Superposition). Features can be grouped:
+`value_range` ((0, 1] by default, as in Toy Models of Superposition; excluding 0 makes x > 0
+mean exactly "present"). Features can be grouped:
 
 * ``correlated``: members are present together. One uniform u per group and row decides, and
   member i is present iff u < p_i, so equal probabilities give all-or-none and every marginal is
@@ -12,7 +13,7 @@ Each feature is present with its own probability p[inst, feat] and then takes a 
 * features in no group are independent (a group of one).
 
 Instances whose features are all independent and common are filled densely, one uniform per
-entry (r < p decides presence and r / p is the value). Everything else works per group *event* (some member present, probability q = max p for correlated
+entry (r < p decides presence and 1 − r/p is the value). Everything else works per group *event* (some member present, probability q = max p for correlated
 groups, Σp for anticorrelated ones, p for single features). Dense columns (q > ``DENSE_BELOW``)
 draw one uniform per row; sparse columns draw only the gaps between events, which are geometric
 with parameter q, so very sparse data costs O(batch · q) random numbers rather than O(batch).
@@ -47,7 +48,7 @@ class FeatureDistribution:
     probability: marginal presence probability, shape (inst, feat).
     groups: correlation structure: one list of groups shared by every instance, or one list per
         instance. Features that belong to no group are independent.
-    value_range: values of present features are uniform in [lo, hi).
+    value_range: values of present features are uniform in (lo, hi].
     """
 
     probability: Tensor
@@ -94,19 +95,19 @@ class FeatureDistribution:
         rng = numpy_rng(generator)
         for i in range(self.n_instances):
             if i in t["dense_blocks"]:
-                # Every feature independent and common: one uniform r per entry. Given r < p, r / p
-                # is uniform on [0, 1), so it serves as the value too.
+                # Every feature independent and common: one uniform r per entry. Given r < p,
+                # 1 − r/p is uniform on (0, 1], so it serves as the value too, and ReLU zeroes the
+                # absent entries (r ≥ p).
                 block = out[i]
                 rng.random(out=block.numpy(), dtype=np.float32)
-                block.div_(t["block_p"][i])
-                # zero the entries with r / p >= 1 (absent), in place: threshold keeps -v > -1
-                torch.nn.functional.threshold_(block.neg_(), -1.0, 0.0).neg_()
+                block.mul_(t["neg_inv_p"][i]).add_(1.0).relu_()
                 if (lo, hi) != (0.0, 1.0):
                     block.mul_(hi - lo).add_(lo * (block > 0))
             else:
                 out[i].zero_()
         inst, row, feat = self._indices(batch, rng)
-        values = torch.from_numpy(rng.random(inst.shape[0], dtype=np.float32))
+        # 1 − U lies in (0, 1], like the dense path's values, so x > 0 exactly when present
+        values = torch.from_numpy(rng.random(inst.shape[0], dtype=np.float32)).neg_().add_(1.0)
         if (lo, hi) != (0.0, 1.0):
             values = values.mul_(hi - lo).add_(lo)
         out.view(-1)[(inst * batch + row) * self.n_features + feat] = values
@@ -178,7 +179,7 @@ def _build_tables(p: Tensor, per_inst: list[list[Group]]) -> dict:
                 hi[i, feats] = probs
             else:
                 ends = probs.cumsum(0)
-                if ends[-1] > 1 + 1e-9:
+                if ends[-1] > 1 + 1e-6:  # float32 inputs that sum to 1 land a little above it
                     raise SuperpositionError(
                         f"feature_probability: an anticorrelated group's probabilities must sum to at most 1 "
                         f"(instance {i}, features {feats} sum to {ends[-1].item():.3g})"
@@ -193,7 +194,7 @@ def _build_tables(p: Tensor, per_inst: list[list[Group]]) -> dict:
     return {
         "q_events": q_events.reshape(-1),
         "dense_blocks": dense_blocks,
-        "block_p": p.float(),
+        "neg_inv_p": -1.0 / p.float().clamp(min=1e-30),
         "members": members.reshape(n_inst * n_groups, width),
         "lo": lo,
         "hi": hi,
@@ -249,19 +250,24 @@ def _geometric_events(q: Tensor, batch: int, rng: np.random.Generator) -> tuple[
     """
     # float32 holds every integer position exactly below 2**24; it halves the cost of log and cumsum
     dtype = np.float32 if batch < 2**20 else np.float64
-    log1mq = torch.log1p(-q).to(torch.float32 if dtype == np.float32 else torch.float64)
-    start = torch.full_like(log1mq, -1.0)  # position of the last event drawn so far, per column
-    cols_left = torch.arange(q.numel())
+    tdtype = torch.float32 if dtype == np.float32 else torch.float64
+    inv_log1mq = 1.0 / torch.log1p(-q).to(tdtype)
+    # columns of similar q share one draw; `need` is their expected event count plus 6 sd
+    mean = batch * q
+    need = (mean + 6 * mean.sqrt() + 8).ceil().long()
+    bucket = torch.ceil(torch.log2(need.double())).long()
     rows_out, cols_out = [], []
-    while cols_left.numel():
-        mean = batch * q[cols_left].max().item()
-        n = int(mean + 6 * mean**0.5 + 8)
-        u = _uniform(rng, cols_left.numel(), n, dtype=dtype)
-        gaps = torch.ceil(torch.log(u) / log1mq[cols_left].unsqueeze(1)).clamp_(1, batch + 1)
-        pos = start[cols_left].unsqueeze(1) + gaps.cumsum(1)
-        c, k = (pos < batch).nonzero(as_tuple=True)
-        rows_out.append(pos[c, k].long())
-        cols_out.append(cols_left[c])
-        start[cols_left] = pos[:, -1]
-        cols_left = cols_left[pos[:, -1] < batch - 1]
+    for b in bucket.unique().tolist():
+        cols_left = (bucket == b).nonzero().squeeze(1)
+        start = torch.full((cols_left.numel(),), -1.0, dtype=tdtype)
+        while cols_left.numel():
+            n = int(need[cols_left].max())
+            gaps = _uniform(rng, cols_left.numel(), n, dtype=dtype)
+            gaps.log_().mul_(inv_log1mq[cols_left].unsqueeze(1)).ceil_().clamp_(1, batch + 1)
+            pos = gaps.cumsum_(1).add_(start.unsqueeze(1))
+            c, k = (pos < batch).nonzero(as_tuple=True)
+            rows_out.append(pos[c, k].long())
+            cols_out.append(cols_left[c])
+            more = pos[:, -1] < batch - 1
+            cols_left, start = cols_left[more], pos[more, -1]
     return torch.cat(rows_out), torch.cat(cols_out)

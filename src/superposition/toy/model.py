@@ -10,6 +10,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+_CHUNK_BYTES = 8 * 2**20  # working-set size per chunk of instances in accumulate_grads
+
 
 class ToyModel(nn.Module):
     """``h = W x`` (or ``h = ReLU(W x)`` with `hidden_relu`), ``x' = ReLU(Wᵀ h + b)``.
@@ -84,29 +86,44 @@ class ToyModel(nn.Module):
         if self._scratch is None or self._scratch[0].shape != xi.shape:
             self._scratch = (torch.empty_like(xi), torch.empty_like(xi))
         out, d = self._scratch
-        W = self.W.detach()
+        W, b = self.W.detach(), self.b.detach()
+        grad_W, grad_b = torch.empty_like(W), torch.empty_like(b)
+        losses = torch.empty(n_inst) if want_loss else None
+        # A few instances at a time, so the (chunk, batch, feat) blocks stay in cache between the
+        # passes over them (about 20% faster than all instances at once on 2 cores).
+        chunk = max(1, _CHUNK_BYTES // (batch * n_feat * xi.element_size()))
+        for s in range(0, n_inst, chunk):
+            sl = slice(s, s + chunk)
+            loss = self._grads_chunk(xi[sl], W[sl], b[sl], self.importance[sl], out[sl], d[sl], grad_W[sl], grad_b[sl], want_loss)
+            if losses is not None:
+                losses[sl] = loss
+        self.W.grad = grad_W
+        self.b.grad = grad_b
+        return losses
+
+    def _grads_chunk(self, xi, W, b, importance, out, d, grad_W, grad_b, want_loss):
+        """`accumulate_grads` for a slice of instances; writes into the grad_W, grad_b slices."""
+        batch, n_feat = xi.shape[1], xi.shape[2]
         # Hidden activations are kept as hᵀ (inst, hidden, batch): with hidden ≪ feat, products
         # written as W xᵀ run about 1.5x faster on a CPU than x Wᵀ.
         hT_pre = torch.bmm(W, xi.transpose(1, 2))
         hT = hT_pre.clamp(min=0) if self.hidden_relu else hT_pre
-        torch.baddbmm(self.b.detach().unsqueeze(1), hT.transpose(1, 2), W, out=out).clamp_(min=0)
+        torch.baddbmm(b.unsqueeze(1), hT.transpose(1, 2), W, out=out).clamp_(min=0)
         torch.sub(out, xi, out=d)
         n = batch * n_feat
-        losses = None
+        loss = None
         if want_loss:
             sq = torch.linalg.vecdot(d.transpose(1, 2), d.transpose(1, 2))  # (inst, feat)
-            losses = (sq * self.importance).sum(1) / n
+            loss = (sq * importance).sum(1) / n
         d.mul_(out.sign_())  # out ≥ 0, so sign is the indicator [pre > 0]
-        scale = (2.0 / n) * self.importance.unsqueeze(1)  # (inst, 1, feat)
-        grad_W = torch.bmm(hT, d).mul_(scale)
-        grad_b = d.sum(1).mul_(scale.squeeze(1))
+        scale = (2.0 / n) * importance.unsqueeze(1)  # (inst, 1, feat)
+        torch.bmm(hT, d, out=grad_W).mul_(scale)
+        torch.sum(d, 1, out=grad_b).mul_(scale.squeeze(1))
         grad_hT = torch.bmm(W * scale, d.transpose(1, 2))
         if self.hidden_relu:
             grad_hT.mul_(hT_pre > 0)
         grad_W.baddbmm_(grad_hT, xi)
-        self.W.grad = grad_W
-        self.b.grad = grad_b
-        return losses
+        return loss
 
     def _hidden(self, xi: Tensor) -> Tensor:
         h = torch.bmm(self.W, xi.transpose(1, 2)).transpose(1, 2)  # (inst, batch, hidden)

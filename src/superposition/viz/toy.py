@@ -29,7 +29,7 @@ def _grid(n: int, max_cols: int = 8, size: float = 2.4) -> tuple[Figure, np.ndar
     fig, axes = plt.subplots(rows, cols, figsize=(size * cols, size * rows + 0.4), squeeze=False)
     for ax in axes.flat[n:]:
         ax.axis("off")
-    return fig, axes.flat
+    return fig, list(axes.flat)
 
 
 def feature_directions_2d(W: Tensor, titles: Sequence[str], importance: Tensor | None = None) -> Figure:

@@ -1,0 +1,36 @@
+# One command sets up and runs the demo, one sets up and runs the tests:
+#   make demo      make test
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# The CPU build of torch. This machine serves it as a local wheel; elsewhere add a CPU index:
+#   make test PIP_TORCH_FLAGS="--index-url https://download.pytorch.org/whl/cpu --extra-index-url https://pypi.org/simple"
+TORCH_SPEC ?= torch==2.13.0
+PIP_TORCH_FLAGS ?=
+STAMP := $(VENV)/.installed
+
+.PHONY: setup demo test test-all bench clean
+
+$(STAMP): pyproject.toml requirements.lock Makefile
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --disable-pip-version-check $(PIP_TORCH_FLAGS) "$(TORCH_SPEC)" -r requirements.lock
+	$(BIN)/python -m pip install -q --disable-pip-version-check --no-deps -e .
+	$(BIN)/python -c "import torch, superposition; print('torch', torch.__version__, '| CUDA build' if torch.version.cuda else '| CPU build')"
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+demo: setup
+	$(BIN)/superposition demo --out runs/demo
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+test-all: setup
+	$(BIN)/python -m pytest -q -m ""
+
+bench: setup
+	$(BIN)/python benchmarks/bench_toy_trainer.py
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache
