@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 from pydantic import Field
 
 from superposition.experiments.base import Result, register
-from superposition.experiments.common import ToyConfig, instance_records, log_sweep, loss_history, train_toy
+from superposition.experiments.common import PositiveFloat, ToyConfig, instance_records, log_sweep, loss_history, train_toy
 from superposition.report.html import FigureSpec
 from superposition.toy import geometry
 from superposition.viz import toy as viz
@@ -18,6 +19,9 @@ class GeometryConfig(ToyConfig):
     n_instances: int = Field(20, gt=0)
     n_features: int = Field(400, gt=0)
     d_hidden: int = Field(30, gt=0)
+    steps: int = Field(5000, gt=0)
+    lr: PositiveFloat = 3e-3
+    schedule: Literal["constant", "linear", "cosine"] = "cosine"  # decaying lr lets features settle on the polytopes
     max_inv_sparsity: float = Field(100.0, ge=1.0, description="largest 1/(1-S) of the default sweep")
 
 
@@ -25,7 +29,7 @@ class GeometryConfig(ToyConfig):
     "geometry",
     "400 features in 30 dimensions over 20 sparsities: dimensions per feature stick to 1, 3/4, 2/3, 1/2, 2/5, 3/8",
     GeometryConfig,
-    quick={"n_instances": 12, "n_features": 200, "d_hidden": 20, "steps": 3000, "lr": 3e-3, "schedule": "cosine"},
+    quick={"n_instances": 12, "n_features": 200, "d_hidden": 20, "steps": 3000},
 )
 def run(cfg: GeometryConfig, out: Path) -> Result:
     probs = cfg.probabilities(1.0 / log_sweep(1.0, cfg.max_inv_sparsity, cfg.n_instances))
@@ -46,7 +50,7 @@ def run(cfg: GeometryConfig, out: Path) -> Result:
                    "against 1/(1−S). Dotted lines mark 1, 3/4, 2/3, 1/2, 2/5, 3/8.", viz.dimensions_per_feature(inv_s, dpf, fdims)),
         FigureSpec("dimensions_per_feature_interactive", "The same, interactive.", viz.dimensions_per_feature_interactive(inv_s, dpf, fdims)),
         FigureSpec("feature_dimensionality", "Feature dimensionality per instance (left) and its histogram over all "
-                   "instances (right): peaks at the sticky fractions.", viz.feature_dimensionality_scatter(inv_s, fdims)),
+                   "instances, D_i ≥ 0.3 (right): peaks at the sticky fractions.", viz.feature_dimensionality_scatter(inv_s, fdims)),
         FigureSpec("loss", "Training loss per instance.", viz.loss_curves(trained.history.steps, np.array(trained.history.losses), [f"{v:.3g}" for v in inv_s])),
     ]
     explanation = f"""

@@ -271,3 +271,37 @@ def _geometric_events(q: Tensor, batch: int, rng: np.random.Generator) -> tuple[
             more = pos[:, -1] < batch - 1
             cols_left, start = cols_left[more], pos[more, -1]
     return torch.cat(rows_out), torch.cat(cols_out)
+
+
+class Normalized:
+    """A source whose rows (each instance's feature vector) are scaled to unit L2 norm; all-zero
+    rows stay zero. Used for the finite-data (double descent) setting."""
+
+    def __init__(self, source: FeatureDistribution) -> None:
+        self.source = source
+
+    def sample(self, batch: int, generator: torch.Generator | None = None, out: Tensor | None = None) -> Tensor:
+        x = self.source.sample(batch, generator, out=out)
+        norms = x.norm(dim=-1, keepdim=True)
+        return x.div_(torch.where(norms > 0, norms, torch.ones_like(norms)))
+
+
+class FixedDataset:
+    """A fixed training set of `n_points` rows per instance, returned whole by every `sample` call
+    (full-batch training on finite data). Stored (inst, point, feat) like any batch."""
+
+    def __init__(self, x: Tensor) -> None:
+        """x: Float[Tensor, "point inst feat"]."""
+        self.xi = x.transpose(0, 1).contiguous()
+
+    @classmethod
+    def draw(cls, source, n_points: int, generator: torch.Generator | None = None) -> "FixedDataset":
+        return cls(source.sample(n_points, generator))
+
+    @property
+    def x(self) -> Tensor:
+        """Float[Tensor, "point inst feat"]."""
+        return self.xi.transpose(0, 1)
+
+    def sample(self, batch: int | None = None, generator: torch.Generator | None = None, out: Tensor | None = None) -> Tensor:
+        return self.x

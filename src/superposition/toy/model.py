@@ -136,3 +136,52 @@ class ToyModel(nn.Module):
 def _inst_major(x: Tensor) -> Tensor:
     """(batch, inst, feat) -> contiguous (inst, batch, feat); free for tensors from the sampler."""
     return x.transpose(0, 1).contiguous()
+
+
+class ComputationModel(nn.Module):
+    """Computation in superposition: ``y = ReLU(W_out ReLU(W_in x) + b)`` trained to output |x|.
+
+    W_in is (inst, hidden, feat) (column f: feature f's input weights to the neurons), W_out is
+    (inst, feat, hidden) (row f: how the neurons write feature f's output). Inputs are signed, so
+    computing |x| needs a neuron for each sign of a feature: the dense-regime solution is a pair
+    of neurons per feature with input weights of opposite sign and positive output weights.
+    """
+
+    def __init__(
+        self,
+        n_instances: int,
+        n_features: int,
+        d_hidden: int,
+        importance: Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> None:
+        super().__init__()
+        std = (2.0 / (d_hidden + n_features)) ** 0.5
+        self.W_in = nn.Parameter(torch.empty(n_instances, d_hidden, n_features).normal_(0.0, std, generator=generator))
+        self.W_out = nn.Parameter(torch.empty(n_instances, n_features, d_hidden).normal_(0.0, std, generator=generator))
+        self.b = nn.Parameter(torch.zeros(n_instances, n_features))
+        if importance is None:
+            importance = torch.ones(n_instances, n_features)
+        self.register_buffer("importance", torch.as_tensor(importance, dtype=torch.float32).expand(n_instances, n_features).clone())
+
+    @property
+    def n_instances(self) -> int:
+        return self.W_in.shape[0]
+
+    def neurons(self, x: Tensor) -> Tensor:
+        """Float[Tensor, "batch inst feat"] -> neuron activations, Float[Tensor, "batch inst hidden"]."""
+        return torch.relu(torch.bmm(self.W_in, _inst_major(x).transpose(1, 2))).permute(2, 0, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Float[Tensor, "batch inst feat"] -> output, same shape (ideally |x|)."""
+        return self._forward(_inst_major(x)).transpose(0, 1)
+
+    def _forward(self, xi: Tensor) -> Tensor:
+        hT = torch.relu(torch.bmm(self.W_in, xi.transpose(1, 2)))  # (inst, hidden, batch)
+        return torch.relu(torch.baddbmm(self.b.unsqueeze(1), hT.transpose(1, 2), self.W_out.transpose(1, 2)))
+
+    def instance_losses(self, x: Tensor) -> Tensor:
+        """Float[Tensor, "inst"]: importance-weighted MSE to |x|, mean over batch and features."""
+        xi = _inst_major(x)
+        err = (self._forward(xi) - xi.abs()).square_()
+        return torch.einsum("ibf,if->i", err, self.importance) / (xi.shape[1] * xi.shape[2])

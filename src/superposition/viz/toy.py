@@ -147,13 +147,14 @@ def feature_dimensionality_scatter(inv_sparsity: np.ndarray, feature_dims: np.nd
     ax.set_xlabel("1 / (1 − S) of the instance")
     ax.set_ylabel("feature dimensionality $D_i$")
     ax.set_ylim(0, 1.1)
-    all_d = feature_dims[feature_dims > 0.02]
-    axes[1].hist(all_d, bins=110, range=(0, 1.1), orientation="horizontal", color="tab:blue")
+    # the histogram leaves out D_i < 0.3: heavily packed features would swamp the sticky peaks
+    all_d = feature_dims[feature_dims >= 0.3]
+    axes[1].hist(all_d, bins=80, range=(0.3, 1.1), orientation="horizontal", color="tab:blue")
     for frac, label in FRACTION_LABELS.items():
         axes[1].axhline(frac, color="tab:red", ls=":", lw=0.8)
         axes[1].text(axes[1].get_xlim()[1] * 0.98, frac, label, ha="right", va="bottom", fontsize=8, color="tab:red")
     axes[1].set_ylim(0, 1.1)
-    axes[1].set_xlabel("count (all instances)")
+    axes[1].set_xlabel("count, D_i ≥ 0.3 (all instances)")
     fig.suptitle("Per-feature dimensionality $D_i = \\|W_i\\|^2 / \\sum_j (\\hat W_i \\cdot W_j)^2$")
     fig.tight_layout()
     return fig

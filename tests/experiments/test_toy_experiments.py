@@ -1,0 +1,54 @@
+"""Quick forms of `importance`, `correlated` and `geometry` show their effects."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from superposition.experiments import run_experiment
+from superposition.toy import geometry
+
+
+def _summary(tmp_path_factory, name, *overrides):
+    out = tmp_path_factory.mktemp(name) / "run"
+    run_experiment(name, out, quick=True, overrides=list(overrides))
+    return json.loads((out / "summary.json").read_text())
+
+
+def test_importance_dense_keeps_the_most_important_sparse_shares(tmp_path_factory):
+    s = _summary(tmp_path_factory, "importance")
+    dense, sparse = s["instances"][0], s["instances"][-1]
+    W_dense = torch.tensor(dense["W"])
+    assert W_dense.shape == (5, 20)
+    # dense: exactly the 5 most important features, each with a dimension of its own
+    assert geometry.represented(W_dense).nonzero().squeeze(1).tolist() == [0, 1, 2, 3, 4]
+    assert dense["n_in_superposition"] == 0
+    assert torch.allclose(geometry.feature_dimensionality(W_dense)[:5], torch.ones(5), atol=0.05)
+    # sparse: more features than dimensions, sharing them
+    assert sparse["n_represented"] > 5 and sparse["n_in_superposition"] > 5
+    assert sparse["dimensions_per_feature"] < 0.6
+
+
+def test_correlated_local_bases_and_antipodal_pairs(tmp_path_factory):
+    s = _summary(tmp_path_factory, "correlated")
+    kinds = {r["correlation"] for r in s["instances"]}
+    assert kinds == {"correlated", "anticorrelated", "uncorrelated"}
+    assert all(r["groups"] == [[0, 1], [2, 3]] for r in s["instances"])
+    assert s["within_group_angle"]["correlated"] == pytest.approx(90, abs=15)
+    assert s["within_group_angle"]["anticorrelated"] == pytest.approx(180, abs=15)
+    # the kept replicas are the lowest-loss ones of their kind
+    for kind, idx in s["best_instance"].items():
+        losses = [r["final_loss"] for r in s["instances"] if r["correlation"] == kind]
+        assert s["instances"][idx]["final_loss"] == min(losses)
+
+
+@pytest.mark.slow
+def test_geometry_features_stick_to_fractions(tmp_path_factory):
+    s = _summary(tmp_path_factory, "geometry")
+    inv = np.array(s["inv_sparsity"])
+    assert inv.min() == pytest.approx(1) and inv.max() >= 100 and len(inv) >= 12
+    dpf = np.array(s["dimensions_per_feature"])
+    assert dpf[0] > 0.9 and dpf[-1] < 0.2  # from a dimension per feature to heavy packing
+    sticky = s["sticky_share"]
+    assert sticky["share"] > sticky["chance"] + 0.25
