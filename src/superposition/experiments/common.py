@@ -38,6 +38,7 @@ class ToyConfig(Config):
     warmup_steps: int = Field(0, ge=0)
     feature_probability: Probability | list[Probability] | None = None
     importance: PositiveFloat | list[PositiveFloat] = 1.0
+    replicas: int = Field(1, ge=1, description="train each setting from this many initialisations and keep the lowest-loss one")
     seed: int = 0
 
     @model_validator(mode="after")
@@ -74,10 +75,30 @@ def log_sweep(hi: float, lo: float, n: int) -> np.ndarray:
 
 @dataclass
 class Trained:
+    """A trained batch of `n_settings × replicas` instances and the best replica of each setting."""
+
     model: ToyModel
     data: FeatureDistribution
     history: TrainResult
-    final_loss: torch.Tensor  # (inst,) on fresh data
+    all_losses: torch.Tensor  # (inst,) final loss of every instance on fresh data
+    keep: list[int]  # per setting, the instance kept
+
+    @property
+    def W(self) -> torch.Tensor:
+        """Float[Tensor, "setting hidden feat"] of the kept instances."""
+        return self.model.W.detach()[self.keep]
+
+    @property
+    def final_loss(self) -> torch.Tensor:
+        return self.all_losses[self.keep]
+
+    @property
+    def replicas(self) -> int:
+        return self.model.n_instances // len(self.keep)
+
+    def loss_curves(self) -> tuple[list[int], np.ndarray]:
+        """Steps and training losses (step, setting) of the kept instances."""
+        return self.history.steps, np.array(self.history.losses)[:, self.keep]
 
 
 def train_toy(
@@ -88,11 +109,20 @@ def train_toy(
     hidden_relu: bool = False,
     desc: str = "training",
 ) -> Trained:
-    """Train a batched ToyModel: `probability` of shape (inst,) or (inst, feat), `importance`
-    of shape (feat,) or (inst, feat)."""
-    n_inst, n_feat = cfg.n_instances, cfg.n_features
+    """Train a batched ToyModel over `cfg.n_instances` settings × `cfg.replicas` initialisations.
+
+    `probability` is (setting,) or (setting, feat); `importance` (feat,) or (setting, feat);
+    `groups` one list for all or one list per setting.
+    """
+    reps = cfg.replicas
+    n_inst, n_feat = cfg.n_instances * reps, cfg.n_features
     if probability.ndim == 1:
-        probability = probability.unsqueeze(1).expand(n_inst, n_feat)
+        probability = probability.unsqueeze(1).expand(-1, n_feat)
+    probability = probability.repeat_interleave(reps, dim=0)
+    if importance.ndim == 2:
+        importance = importance.repeat_interleave(reps, dim=0)
+    if groups and not isinstance(groups[0], Group):
+        groups = [g for g in groups for _ in range(reps)]
     data = FeatureDistribution(probability, groups)
     gen = torch.Generator().manual_seed(cfg.seed)
     model = ToyModel(n_inst, n_feat, cfg.d_hidden, importance.expand(n_inst, n_feat), hidden_relu=hidden_relu, generator=gen)
@@ -101,11 +131,20 @@ def train_toy(
         warmup_steps=cfg.warmup_steps, seed=cfg.seed + 1, desc=desc,
     )
     final = evaluate_losses(model, data, seed=cfg.seed + 2)
-    return Trained(model, data, history, final)
+    return Trained(model, data, history, final, best_of_replicas(final, reps))
+
+
+def best_of_replicas(losses: torch.Tensor, replicas: int) -> list[int]:
+    """Instances laid out setting-major (setting s, replica r at s·replicas + r): the index of the
+    lowest-loss replica of each setting. Training from several initialisations and keeping the
+    best avoids reading a local minimum as the answer."""
+    per = losses.reshape(-1, replicas)
+    return [s * replicas + int(r) for s, r in enumerate(per.argmin(1).tolist())]
 
 
 def instance_records(trained: Trained, extra: Sequence[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
-    """The per-instance part of summary.json: settings, final loss, geometry, and W, b."""
+    """The per-instance part of summary.json, one record per setting (its kept replica):
+    settings, final loss, geometry, and W, b. `extra[k]` is merged into the k-th record."""
     model = trained.model
     W = model.W.detach()
     p = trained.data.probability
@@ -116,13 +155,14 @@ def instance_records(trained: Trained, extra: Sequence[dict[str, Any]] | None = 
     rep = geometry.represented(W)
     sup = geometry.in_superposition(W)
     dpf = geometry.dimensions_per_feature(W)
-    for i in range(model.n_instances):
+    reps = trained.replicas
+    for k, i in enumerate(trained.keep):
         probs = p[i]
         rec: dict[str, Any] = {
-            "instance": i,
+            "instance": k,
             "feature_probability": probs[0].item() if bool((probs == probs[0]).all()) else probs.tolist(),
             "importance": model.importance[i].tolist(),
-            "final_loss": trained.final_loss[i].item(),
+            "final_loss": trained.all_losses[i].item(),
             "n_represented": int(rep[i].sum()),
             "n_in_superposition": int(sup[i].sum()),
             "dimensions_per_feature": dpf[i].item(),
@@ -130,8 +170,11 @@ def instance_records(trained: Trained, extra: Sequence[dict[str, Any]] | None = 
             "feature_dimensionality": dims[i],
             "interference": interf[i],
         }
+        if reps > 1:
+            rec["replica_losses"] = trained.all_losses[k * reps:(k + 1) * reps].tolist()
+            rec["kept_replica"] = i - k * reps
         if extra is not None:
-            rec.update(extra[i])
+            rec.update(extra[k])
         rec["W"] = W[i]  # [d_hidden][n_features]: column f is feature f's direction
         rec["b"] = model.b.detach()[i]
         records.append(rec)
@@ -139,4 +182,5 @@ def instance_records(trained: Trained, extra: Sequence[dict[str, Any]] | None = 
 
 
 def loss_history(trained: Trained) -> dict[str, Any]:
-    return {"steps": trained.history.steps, "loss": trained.history.losses}
+    steps, losses = trained.loss_curves()
+    return {"steps": steps, "loss": losses}

@@ -21,15 +21,16 @@ KINDS = ("correlated", "anticorrelated", "uncorrelated")
 
 
 class CorrelatedConfig(ToyConfig):
-    """Instances are split evenly between the kinds in `kinds`; in each, features are grouped
-    in consecutive groups of `group_size` of that kind. The instances of a kind are replicas from
-    different initialisations: training often stops in a local minimum (a correlated pair
-    collapsed onto one direction, say), so the report reads the lowest-loss replica of each kind."""
+    """One setting per kind in `kinds` (so n_instances must equal len(kinds)); features are
+    grouped in consecutive groups of `group_size` of that kind. Each kind is trained from
+    `replicas` initialisations: single runs often stop in a local minimum (a correlated pair
+    collapsed onto one direction, say), and the lowest-loss replica is the one reported."""
 
-    n_instances: int = Field(24, gt=0)
+    n_instances: int = Field(3, gt=0)
     n_features: int = Field(4, gt=0)
     d_hidden: int = Field(2, gt=0)
     feature_probability: Probability | list[Probability] | None = 0.25
+    replicas: int = Field(8, ge=1)
     group_size: int = Field(2, ge=2)
     kinds: list[Literal["correlated", "anticorrelated", "uncorrelated"]] = list(KINDS)
 
@@ -37,8 +38,8 @@ class CorrelatedConfig(ToyConfig):
     def _groups_fit(self):
         if self.n_features % self.group_size:
             raise ValueError(f"n_features ({self.n_features}) must be a multiple of group_size ({self.group_size})")
-        if not self.kinds:
-            raise ValueError("kinds: name at least one of correlated, anticorrelated, uncorrelated")
+        if len(self.kinds) != self.n_instances:
+            raise ValueError(f"kinds: one kind per instance (n_instances={self.n_instances}), got {len(self.kinds)}")
         return self
 
 
@@ -49,41 +50,40 @@ class CorrelatedConfig(ToyConfig):
     quick={"steps": 3000, "lr": 1e-2, "schedule": "cosine"},
 )
 def run(cfg: CorrelatedConfig, out: Path) -> Result:
-    kinds = [cfg.kinds[i * len(cfg.kinds) // cfg.n_instances] for i in range(cfg.n_instances)]
+    kinds = list(cfg.kinds)
     feature_groups = [tuple(range(s, s + cfg.group_size)) for s in range(0, cfg.n_features, cfg.group_size)]
     groups = [[Group(k, g) for g in feature_groups] if k != "uncorrelated" else [] for k in kinds]
     probs = cfg.probabilities([cfg.feature_probability or 0.25] * cfg.n_instances)
     trained = train_toy(cfg, probs, cfg.importance_vector(), groups=groups, desc="correlated")
-    W = trained.model.W.detach()
-    ang = geometry.angles(W)
-    within = [_mean_within_group_angle(ang[i], feature_groups) for i in range(cfg.n_instances)]
+    W_all = trained.model.W.detach()
+    ang_all = geometry.angles(W_all)
+    within_all = [_mean_within_group_angle(ang_all[i], feature_groups) for i in range(W_all.shape[0])]
+    reps = cfg.replicas
     extra = [
-        {"correlation": k, "groups": [list(g) for g in feature_groups], "within_group_angle": w, "angles": ang[i]}
-        for i, (k, w) in enumerate(zip(kinds, within))
+        {"correlation": k, "groups": [list(g) for g in feature_groups], "within_group_angle": within_all[i],
+         "replica_within_group_angles": within_all[s * reps:(s + 1) * reps], "angles": ang_all[i]}
+        for s, (k, i) in enumerate(zip(kinds, trained.keep))
     ]
     records = instance_records(trained, extra)
-    best = {}
-    for rec in records:
-        k = rec["correlation"]
-        if k not in best or rec["final_loss"] < best[k]["final_loss"]:
-            best[k] = rec
-    for rec in records:
-        rec["best_of_kind"] = best[rec["correlation"]] is rec
-    titles = [f"{k} #{i}{' (best)' if records[i]['best_of_kind'] else ''}" for i, k in enumerate(kinds)]
+    W = trained.W
+    titles = [f"{k} (best of {reps})" for k in kinds]
     highlights = {
-        f"{k} (lowest-loss replica, #{r['instance']})": f"angle within groups {r['within_group_angle']:.1f}°, loss {r['final_loss']:.4g}; "
-        f"angles within groups of all replicas: {', '.join(f'{w:.0f}°' for kk, w in zip(kinds, within) if kk == k)}"
-        for k, r in best.items()
+        f"{r['correlation']} (lowest-loss replica)": f"angle within groups {r['within_group_angle']:.1f}°, loss {r['final_loss']:.4g}; "
+        f"all replicas: {', '.join(f'{w:.0f}°' for w in r['replica_within_group_angles'])}"
+        for r in records
     }
     figures = [
-        FigureSpec("gram", "WᵀW per instance, features ordered so that each group is a consecutive block.", viz.gram_heatmaps(W, titles)),
+        FigureSpec("gram", "WᵀW of each kind's best replica; features are ordered so that each group is a consecutive block.", viz.gram_heatmaps(W, titles)),
         FigureSpec("superposition_bars", "Feature norms coloured by interference.", viz.superposition_bars(W, titles)),
-        FigureSpec("loss", "Training loss per instance.", viz.loss_curves(trained.history.steps, np.array(trained.history.losses), titles)),
+        FigureSpec("loss", "Training loss of the kept replicas.", viz.loss_curves(*trained.loss_curves(), titles)),
     ]
     if cfg.d_hidden == 2:
-        figures.insert(0, FigureSpec("directions", "Feature directions in the hidden plane. Groups: "
-                                     + ", ".join(str(list(g)) for g in feature_groups) + ".",
+        figures.insert(0, FigureSpec("directions", "Feature directions in the hidden plane, coloured by group ("
+                                     + ", ".join(str(list(g)) for g in feature_groups) + ").",
                                      viz.feature_directions_2d(W, titles, _group_colour(cfg.n_features, feature_groups))))
+        replica_titles = [f"{k} #{r}" + (" (kept)" if s * reps + r in trained.keep else "") for s, k in enumerate(kinds) for r in range(reps)]
+        figures.insert(1, FigureSpec("directions_all_replicas", "Every replica, with its kind; the kept ones have the lowest loss of their kind.",
+                                     viz.feature_directions_2d(W_all, replica_titles, _group_colour(cfg.n_features, feature_groups))))
     explanation = f"""
 <p>{cfg.n_features} features in {cfg.d_hidden} dimensions, grouped as {', '.join(str(list(g)) for g in feature_groups)},
 each feature present with probability {probs[0].item():.3g}. In <b>correlated</b> instances the members of a group
@@ -93,7 +93,7 @@ are present together; in <b>anticorrelated</b> ones at most one member of a grou
 them would hurt: the model places a correlated group on mutually <i>orthogonal</i> directions (a local
 orthogonal basis, about 90° apart) and lets different groups overlap. Anticorrelated features are never present
 together, so interference between them is free: the model puts them <i>antipodal</i> (180°), which the
-ReLU cleanly separates. Each kind is trained from several initialisations; some stop in a local
+ReLU cleanly separates. Each kind is trained from {reps} initialisations; some stop in a local
 minimum (a correlated pair collapsed onto one direction, an anticorrelated pair at 90°), and these
 have visibly higher loss, so the table reports the lowest-loss replica of each kind.</p>
 """
@@ -101,8 +101,7 @@ have visibly higher loss, so the table reports the lowest-loss replica of each k
         "n_features": cfg.n_features,
         "d_hidden": cfg.d_hidden,
         "groups": [list(g) for g in feature_groups],
-        "best_instance": {k: r["instance"] for k, r in best.items()},
-        "within_group_angle": {k: r["within_group_angle"] for k, r in best.items()},
+        "within_group_angle": {r["correlation"]: r["within_group_angle"] for r in records},
         "instances": records,
         "history": loss_history(trained),
     }

@@ -34,7 +34,7 @@ class GeometryConfig(ToyConfig):
 def run(cfg: GeometryConfig, out: Path) -> Result:
     probs = cfg.probabilities(1.0 / log_sweep(1.0, cfg.max_inv_sparsity, cfg.n_instances))
     trained = train_toy(cfg, probs, cfg.importance_vector(), desc="geometry")
-    W = trained.model.W.detach()
+    W = trained.W
     inv_s = (1.0 / probs.clamp(min=1e-12)).numpy()
     dpf = geometry.dimensions_per_feature(W).numpy()
     fdims = geometry.feature_dimensionality(W).numpy()
@@ -51,7 +51,7 @@ def run(cfg: GeometryConfig, out: Path) -> Result:
         FigureSpec("dimensions_per_feature_interactive", "The same, interactive.", viz.dimensions_per_feature_interactive(inv_s, dpf, fdims)),
         FigureSpec("feature_dimensionality", "Feature dimensionality per instance (left) and its histogram over all "
                    "instances, D_i ≥ 0.3 (right): peaks at the sticky fractions.", viz.feature_dimensionality_scatter(inv_s, fdims)),
-        FigureSpec("loss", "Training loss per instance.", viz.loss_curves(trained.history.steps, np.array(trained.history.losses), [f"{v:.3g}" for v in inv_s])),
+        FigureSpec("loss", "Training loss per instance.", viz.loss_curves(*trained.loss_curves(), [f"{v:.3g}" for v in inv_s])),
     ]
     explanation = f"""
 <p>{cfg.n_features} equally important features in {cfg.d_hidden} dimensions, each instance trained at its own

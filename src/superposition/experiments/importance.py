@@ -32,7 +32,7 @@ def run(cfg: ImportanceConfig, out: Path) -> Result:
     default = [1 - s for s in SPARSITIES] if cfg.n_instances == len(SPARSITIES) else np.geomspace(1, 1e-3, cfg.n_instances)
     probs = cfg.probabilities(default)
     trained = train_toy(cfg, probs, cfg.importance_vector(), desc="importance")
-    W = trained.model.W.detach()
+    W = trained.W
     records = instance_records(trained)
     titles = [f"1−S = {p:.3g}" for p in probs.tolist()]
     highlights = {
@@ -46,7 +46,7 @@ def run(cfg: ImportanceConfig, out: Path) -> Result:
                    viz.superposition_bars(W, titles)),
         FigureSpec("gram", "WᵀW per instance. Dense: an identity block for the 5 most important features. "
                    "Sparse: off-diagonal structure as more features share the 5 dimensions.", viz.gram_heatmaps(W, titles)),
-        FigureSpec("loss", "Training loss per instance.", viz.loss_curves(trained.history.steps, np.array(trained.history.losses), titles)),
+        FigureSpec("loss", "Training loss per instance.", viz.loss_curves(*trained.loss_curves(), titles)),
     ]
     explanation = f"""
 <p>{cfg.n_features} features, {cfg.d_hidden} hidden dimensions, feature <i>i</i> with importance

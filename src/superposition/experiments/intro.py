@@ -31,7 +31,7 @@ class IntroConfig(ToyConfig):
 def run(cfg: IntroConfig, out: Path) -> Result:
     probs = cfg.probabilities(log_sweep(1.0, cfg.min_probability, cfg.n_instances))
     trained = train_toy(cfg, probs, cfg.importance_vector(), desc="intro")
-    W = trained.model.W.detach()
+    W = trained.W
     gaps = [geometry.polar_angle_gaps(W[i]).tolist() if cfg.d_hidden == 2 else [] for i in range(cfg.n_instances)]
     records = instance_records(trained, [{"polar_angle_gaps": g} for g in gaps])
     titles = [f"p = {p:.3g}" for p in probs.tolist()]
@@ -47,10 +47,10 @@ def run(cfg: IntroConfig, out: Path) -> Result:
                    viz.superposition_bars(W, titles)),
         FigureSpec("gram", "WᵀW per instance: a diagonal block of 1s is dedicated dimensions; off-diagonal "
                    "negative entries are features sharing a dimension in superposition.", viz.gram_heatmaps(W, titles)),
-        FigureSpec("loss", "Training loss per instance.", viz.loss_curves(trained.history.steps, np.array(trained.history.losses), titles)),
+        FigureSpec("loss", "Training loss per instance.", viz.loss_curves(*trained.loss_curves(), titles)),
     ]
     if cfg.d_hidden == 2:
-        imp = trained.model.importance
+        imp = trained.model.importance[trained.keep]
         figures.insert(0, FigureSpec("directions", "Each feature's direction W_i in the 2-D hidden space, from dense (left) to sparse (right); brighter = more important.",
                                      viz.feature_directions_2d(W, titles, imp)))
         figures.insert(1, FigureSpec("directions_interactive", "The same, interactive: hover over a feature for its norm and importance.",

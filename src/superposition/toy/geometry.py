@@ -83,3 +83,17 @@ def polar_angle_gaps(W: Tensor, threshold: float = 0.5) -> Tensor:
         return torch.empty(0)
     theta = torch.rad2deg(torch.atan2(W[1, keep], W[0, keep])).sort().values
     return torch.diff(torch.cat([theta, theta[:1] + 360.0]))
+
+
+PHASES = ("not represented", "dedicated dimension", "superposition")
+
+
+def classify_feature(W: Tensor, feature: int = -1, norm_threshold: float = 0.5, interference_threshold: float = 0.1) -> Tensor:
+    """Phase of one feature in each instance: Long[Tensor, "..."] indexing `PHASES`.
+
+    0 not represented (‖W_f‖ ≤ norm_threshold); 1 a dedicated dimension (represented, and no other
+    feature projects onto it: interference ≤ threshold); 2 superposition (represented and shared).
+    """
+    rep = feature_norms(W)[..., feature] > norm_threshold
+    shared = interference(W)[..., feature] > interference_threshold
+    return torch.where(rep, torch.where(shared, 2, 1), 0)
