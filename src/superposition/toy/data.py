@@ -65,6 +65,7 @@ class FeatureDistribution:
         self.probability = p
         n_inst, n_feat = p.shape
         per_inst = _groups_per_instance(self.groups, n_inst)
+        self._per_instance_groups = per_inst
         self._tables = _build_tables(p, per_inst)
         lo, hi = self.value_range
         if not hi > lo:
@@ -73,6 +74,11 @@ class FeatureDistribution:
     @property
     def n_instances(self) -> int:
         return self.probability.shape[0]
+
+    def subset(self, instances: Sequence[int]) -> "FeatureDistribution":
+        """The distribution of some of the instances, in the order given."""
+        idx = list(instances)
+        return FeatureDistribution(self.probability[idx], [self._per_instance_groups[i] for i in idx], self.value_range)
 
     @property
     def n_features(self) -> int:

@@ -38,7 +38,7 @@ class ToyModel(nn.Module):
         self.b = nn.Parameter(torch.zeros(n_instances, n_features))
         if importance is None:
             importance = torch.ones(n_instances, n_features)
-        self._scratch: tuple[Tensor, Tensor] | None = None
+        self._scratch: dict = {}  # persistent (out, d) buffers per batch shape and instance set
         self.register_buffer("importance", torch.as_tensor(importance, dtype=torch.float32).expand(n_instances, n_features).clone())
 
     @property
@@ -79,14 +79,29 @@ class ToyModel(nn.Module):
         to the small (inst, hidden, feat) results instead of the big ones. Returns the
         per-instance losses when `want_loss` (one extra pass), else None.
         """
+        grad_W, grad_b, losses = self.grads_for(x, None, want_loss)
+        self.W.grad = grad_W
+        self.b.grad = grad_b
+        return losses
+
+    @torch.no_grad()
+    def grads_for(self, x: Tensor, instances: Tensor | None = None, want_loss: bool = False) -> tuple[Tensor, Tensor, Tensor | None]:
+        """Gradients of some instances: x holds just those instances (batch, len(instances), feat).
+
+        Returns (grad_W, grad_b, losses) for them without touching ``.grad``, so several threads
+        can each work on their own instances; `instances=None` means all of them.
+        """
         xi = x.transpose(0, 1)
         if not xi.is_contiguous():
             xi = xi.contiguous()
         n_inst, batch, n_feat = xi.shape
-        if self._scratch is None or self._scratch[0].shape != xi.shape:
-            self._scratch = (torch.empty_like(xi), torch.empty_like(xi))
-        out, d = self._scratch
-        W, b = self.W.detach(), self.b.detach()
+        key = (tuple(xi.shape), None if instances is None else tuple(instances.tolist()))
+        if key not in self._scratch:
+            self._scratch[key] = (torch.empty_like(xi), torch.empty_like(xi))
+        out, d = self._scratch[key]
+        W, b, importance = self.W.detach(), self.b.detach(), self.importance
+        if instances is not None:
+            W, b, importance = W[instances], b[instances], importance[instances]
         grad_W, grad_b = torch.empty_like(W), torch.empty_like(b)
         losses = torch.empty(n_inst) if want_loss else None
         # A few instances at a time, so the (chunk, batch, feat) blocks stay in cache between the
@@ -94,12 +109,10 @@ class ToyModel(nn.Module):
         chunk = max(1, _CHUNK_BYTES // (batch * n_feat * xi.element_size()))
         for s in range(0, n_inst, chunk):
             sl = slice(s, s + chunk)
-            loss = self._grads_chunk(xi[sl], W[sl], b[sl], self.importance[sl], out[sl], d[sl], grad_W[sl], grad_b[sl], want_loss)
+            loss = self._grads_chunk(xi[sl], W[sl], b[sl], importance[sl], out[sl], d[sl], grad_W[sl], grad_b[sl], want_loss)
             if losses is not None:
                 losses[sl] = loss
-        self.W.grad = grad_W
-        self.b.grad = grad_b
-        return losses
+        return grad_W, grad_b, losses
 
     def _grads_chunk(self, xi, W, b, importance, out, d, grad_W, grad_b, want_loss):
         """`accumulate_grads` for a slice of instances; writes into the grad_W, grad_b slices."""

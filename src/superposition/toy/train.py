@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable, Literal, Protocol
 
@@ -38,6 +39,57 @@ class Source(Protocol):
     def sample(self, batch: int, generator: torch.Generator | None = None, out: Tensor | None = None) -> Tensor: ...
 
 
+STREAMS = 2  # instance groups sampled with their own generators; fixed, so results don't depend on the machine
+
+
+class _InstanceParallel:
+    """Samples and differentiates interleaved groups of instances on their own threads.
+
+    Instances are independent, so each group gets its own generator, data buffer and gradient
+    computation, with torch's intra-op threads split between the groups. On 2 cores this is
+    about 1.3x faster than running every op on 2 threads: the random numbers (numpy, one thread
+    per call) are drawn in parallel too, and no OpenMP pool spins while Python code runs.
+    Results depend only on the seed, not on thread timing.
+    """
+
+    def __init__(self, model: nn.Module, data, seed: int) -> None:
+        n = model.n_instances
+        self.model = model
+        self.groups = [torch.arange(k, n, STREAMS) for k in range(STREAMS)]
+        self.sources = [data.subset(g.tolist()) for g in self.groups]
+        self.gens = [torch.Generator().manual_seed(seed * STREAMS + k) for k in range(STREAMS)]
+        self.buffers: list[Tensor | None] = [None] * STREAMS
+        self.saved_threads = torch.get_num_threads()
+        self.threads = max(1, self.saved_threads // STREAMS)
+        self.pool = ThreadPoolExecutor(STREAMS - 1, thread_name_prefix="superposition-train")
+        torch.set_num_threads(self.threads)
+
+    def _work(self, k: int, batch: int, want_loss: bool):
+        if torch.get_num_threads() != self.threads:
+            torch.set_num_threads(self.threads)
+        x = self.sources[k].sample(batch, self.gens[k], out=self.buffers[k])
+        self.buffers[k] = x.transpose(0, 1)
+        return self.model.grads_for(x, self.groups[k], want_loss)
+
+    def step(self, batch: int, want_loss: bool) -> Tensor | None:
+        """Set the model's .grad for a fresh batch; return per-instance losses if asked."""
+        others = [self.pool.submit(self._work, k, batch, want_loss) for k in range(1, STREAMS)]
+        results = [self._work(0, batch, want_loss)] + [f.result() for f in others]
+        W, b = self.model.W, self.model.b
+        grad_W, grad_b = torch.empty_like(W), torch.empty_like(b)
+        losses = torch.empty(W.shape[0]) if want_loss else None
+        for g, (gw, gb, loss) in zip(self.groups, results):
+            grad_W[g], grad_b[g] = gw, gb
+            if losses is not None:
+                losses[g] = loss
+        W.grad, b.grad = grad_W, grad_b
+        return losses
+
+    def close(self) -> None:
+        self.pool.shutdown()
+        torch.set_num_threads(self.saved_threads)
+
+
 @dataclass
 class TrainResult:
     steps: list[int] = field(default_factory=list)
@@ -64,7 +116,8 @@ def train_toy_model(
     """Train `model` (anything with `instance_losses(x)`) on batches from `data`.
 
     Models that define ``accumulate_grads(x, want_loss)`` (hand-derived gradients into
-    persistent buffers) are trained through it instead of autograd.
+    persistent buffers) are trained through it instead of autograd; with ``grads_for`` and a
+    source that has ``subset``, groups of instances are sampled and differentiated in parallel.
 
     The data generator is seeded from `seed`, so a run is reproducible given the model's initial
     weights. `callback(step, model)` runs every `callback_every` steps and after the last step.
@@ -76,29 +129,39 @@ def train_toy_model(
     )
     result = TrainResult()
     manual = hasattr(model, "accumulate_grads")
+    parallel = _InstanceParallel(model, data, seed) if (
+        hasattr(model, "grads_for") and hasattr(data, "subset") and model.n_instances >= STREAMS
+    ) else None
     buffer = None
     bar = tqdm(range(steps), desc=desc, disable=(not progress) if progress is not None else None, leave=False)
-    for step in bar:
-        factor = lr_factor(step, steps, schedule, warmup_steps)
-        for group in opt.param_groups:
-            group["lr"] = lr * factor
-        x = data.sample(batch_size, gen, out=buffer)
-        buffer = x.transpose(0, 1)
-        log_now = step % log_every == 0 or step == steps - 1
-        if manual:
-            losses = model.accumulate_grads(x, want_loss=log_now)
-        else:
-            opt.zero_grad(set_to_none=True)
-            losses = model.instance_losses(x)
-            losses.sum().backward()
-        opt.step()
-        if log_now:
-            per = losses.detach().tolist()
-            result.steps.append(step)
-            result.losses.append(per)
-            bar.set_postfix(loss=f"{sum(per) / len(per):.4g}", refresh=False)
-        if callback is not None and callback_every and (step % callback_every == 0 or step == steps - 1):
-            callback(step, model)
+    try:
+        for step in bar:
+            factor = lr_factor(step, steps, schedule, warmup_steps)
+            for group in opt.param_groups:
+                group["lr"] = lr * factor
+            log_now = step % log_every == 0 or step == steps - 1
+            if parallel is not None:
+                losses = parallel.step(batch_size, want_loss=log_now)
+            else:
+                x = data.sample(batch_size, gen, out=buffer)
+                buffer = x.transpose(0, 1)
+                if manual:
+                    losses = model.accumulate_grads(x, want_loss=log_now)
+                else:
+                    opt.zero_grad(set_to_none=True)
+                    losses = model.instance_losses(x)
+                    losses.sum().backward()
+            opt.step()
+            if log_now:
+                per = losses.detach().tolist()
+                result.steps.append(step)
+                result.losses.append(per)
+                bar.set_postfix(loss=f"{sum(per) / len(per):.4g}", refresh=False)
+            if callback is not None and callback_every and (step % callback_every == 0 or step == steps - 1):
+                callback(step, model)
+    finally:
+        if parallel is not None:
+            parallel.close()
     if not torch.isfinite(torch.tensor(result.losses[-1])).all():
         raise FloatingPointError(f"{desc}: loss became non-finite by step {steps - 1}; lower lr")
     return result
