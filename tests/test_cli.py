@@ -20,7 +20,7 @@ def _run(capsys, *argv):
 def test_list_names_every_experiment(capsys):
     code, out, _ = _run(capsys, "list")
     assert code == 0
-    for name in ("intro", "importance", "correlated", "geometry"):
+    for name in ("intro", "importance", "correlated", "geometry", "neurons", "compute-abs", "phase-diagram", "dynamics", "double-descent"):
         assert any(line.startswith(name) for line in out.splitlines())
 
 

@@ -20,7 +20,7 @@ from typing import Any, Callable
 from superposition import __version__
 from superposition.config import Config
 from superposition.errors import SuperpositionError
-from superposition.report.html import FigureSpec, render_report, save_figures
+from superposition.report.html import FigureSpec, close_figures, render_report, save_figures
 
 
 @dataclass
@@ -80,6 +80,7 @@ def run_experiment(name: str, out: str | Path, quick: bool = False, seed: int | 
     cfg = make_config(name, quick, seed, list(overrides))
     out = Path(out).expanduser().absolute()
     tmp = _claim_output(out)
+    result = None
     try:
         started = time.time()
         result = exp.run(cfg, tmp)
@@ -95,6 +96,9 @@ def run_experiment(name: str, out: str | Path, quick: bool = False, seed: int | 
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    finally:
+        if result is not None:
+            close_figures(result.figures)
     return out
 
 

@@ -12,7 +12,7 @@ from pydantic import Field, model_validator
 from superposition.config import Config
 from superposition.toy import geometry
 from superposition.toy.data import FeatureDistribution, Group
-from superposition.toy.model import ToyModel
+from superposition.toy.model import ComputationModel, ToyModel
 from superposition.toy.train import TrainResult, evaluate_losses, train_toy_model
 
 Probability = Annotated[float, Field(ge=0.0, le=1.0)]
@@ -77,7 +77,7 @@ def log_sweep(hi: float, lo: float, n: int) -> np.ndarray:
 class Trained:
     """A trained batch of `n_settings × replicas` instances and the best replica of each setting."""
 
-    model: ToyModel
+    model: ToyModel | ComputationModel
     data: FeatureDistribution
     history: TrainResult
     all_losses: torch.Tensor  # (inst,) final loss of every instance on fresh data
@@ -85,8 +85,8 @@ class Trained:
 
     @property
     def W(self) -> torch.Tensor:
-        """Float[Tensor, "setting hidden feat"] of the kept instances."""
-        return self.model.W.detach()[self.keep]
+        """Float[Tensor, "setting hidden feat"] of the kept instances (W_in for the computation model)."""
+        return _input_weights(self.model)[self.keep]
 
     @property
     def final_loss(self) -> torch.Tensor:
@@ -107,12 +107,17 @@ def train_toy(
     importance: torch.Tensor,
     groups: Sequence[Group] | Sequence[Sequence[Group]] = (),
     hidden_relu: bool = False,
+    computation: bool = False,
     desc: str = "training",
+    callback=None,
+    callback_every: int = 0,
+    log_every: int = 100,
 ) -> Trained:
-    """Train a batched ToyModel over `cfg.n_instances` settings × `cfg.replicas` initialisations.
+    """Train a batched toy model over `cfg.n_instances` settings × `cfg.replicas` initialisations.
 
     `probability` is (setting,) or (setting, feat); `importance` (feat,) or (setting, feat);
-    `groups` one list for all or one list per setting.
+    `groups` one list for all or one list per setting. `hidden_relu` gives the neuron model;
+    `computation` the |x| model on signed features.
     """
     reps = cfg.replicas
     n_inst, n_feat = cfg.n_instances * reps, cfg.n_features
@@ -123,12 +128,17 @@ def train_toy(
         importance = importance.repeat_interleave(reps, dim=0)
     if groups and not isinstance(groups[0], Group):
         groups = [g for g in groups for _ in range(reps)]
-    data = FeatureDistribution(probability, groups)
+    data = FeatureDistribution(probability, groups, value_range=(-1.0, 1.0) if computation else (0.0, 1.0))
     gen = torch.Generator().manual_seed(cfg.seed)
-    model = ToyModel(n_inst, n_feat, cfg.d_hidden, importance.expand(n_inst, n_feat), hidden_relu=hidden_relu, generator=gen)
+    imp = importance.expand(n_inst, n_feat)
+    if computation:
+        model = ComputationModel(n_inst, n_feat, cfg.d_hidden, imp, generator=gen)
+    else:
+        model = ToyModel(n_inst, n_feat, cfg.d_hidden, imp, hidden_relu=hidden_relu, generator=gen)
     history = train_toy_model(
         model, data, steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr, schedule=cfg.schedule,
         warmup_steps=cfg.warmup_steps, seed=cfg.seed + 1, desc=desc,
+        callback=callback, callback_every=callback_every, log_every=log_every,
     )
     final = evaluate_losses(model, data, seed=cfg.seed + 2)
     return Trained(model, data, history, final, best_of_replicas(final, reps))
@@ -146,7 +156,7 @@ def instance_records(trained: Trained, extra: Sequence[dict[str, Any]] | None = 
     """The per-instance part of summary.json, one record per setting (its kept replica):
     settings, final loss, geometry, and W, b. `extra[k]` is merged into the k-th record."""
     model = trained.model
-    W = model.W.detach()
+    W = _input_weights(model)
     p = trained.data.probability
     records = []
     norms = geometry.feature_norms(W)
@@ -175,10 +185,18 @@ def instance_records(trained: Trained, extra: Sequence[dict[str, Any]] | None = 
             rec["kept_replica"] = i - k * reps
         if extra is not None:
             rec.update(extra[k])
-        rec["W"] = W[i]  # [d_hidden][n_features]: column f is feature f's direction
+        if isinstance(model, ComputationModel):
+            rec["W_in"] = W[i]  # [d_hidden][n_features]
+            rec["W_out"] = model.W_out.detach()[i]  # [n_features][d_hidden]
+        else:
+            rec["W"] = W[i]  # [d_hidden][n_features]: column f is feature f's direction
         rec["b"] = model.b.detach()[i]
         records.append(rec)
     return records
+
+
+def _input_weights(model: ToyModel | ComputationModel) -> torch.Tensor:
+    return (model.W_in if isinstance(model, ComputationModel) else model.W).detach()
 
 
 def loss_history(trained: Trained) -> dict[str, Any]:

@@ -39,7 +39,7 @@ def run(cfg: GeometryConfig, out: Path) -> Result:
     dpf = geometry.dimensions_per_feature(W).numpy()
     fdims = geometry.feature_dimensionality(W).numpy()
     records = instance_records(trained, [{"inv_sparsity": float(v)} for v in inv_s])
-    near, chance, n_counted = sticky_share(fdims)
+    near, chance, n_counted = geometry.sticky_share(fdims)
     highlights = {
         "dimensions per feature, densest → sparsest": f"{dpf[0]:.3f} → {dpf[-1]:.3f}",
         "represented features, densest → sparsest": f"{records[0]['n_represented']} → {records[-1]['n_represented']} of {cfg.n_features}",
@@ -74,22 +74,3 @@ uniform polytopes: digons (1/2), triangles (2/3), tetrahedra (3/4), pentagons (2
         "history": loss_history(trained),
     }
     return Result("Toy models: the geometry of superposition", explanation, summary, figures, highlights)
-
-
-def sticky_share(fdims: np.ndarray, tol: float = 0.03, floor: float = 0.3) -> tuple[float, float, int]:
-    """Share of feature dimensionalities D_i ≥ `floor` within `tol` of a sticky fraction, and the
-    share that values spread uniformly over the same range would give (the chance level).
-
-    Dimensionalities below `floor` are left out: very sparse instances pack features at small D_i
-    (about m/n), where the named fractions do not apply.
-    """
-    fractions = np.array(geometry.STICKY_FRACTIONS)
-
-    def near(v: np.ndarray) -> np.ndarray:
-        return np.min(np.abs(v[:, None] - fractions[None, :]), axis=1) <= tol
-
-    d = fdims[fdims >= floor]
-    if d.size == 0:
-        return 0.0, 0.0, 0
-    grid = np.linspace(floor, max(1.0 + tol, float(d.max())), 10_001)
-    return float(near(d).mean()), float(near(grid).mean()), int(d.size)

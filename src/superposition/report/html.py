@@ -41,6 +41,15 @@ def save_figures(figures: list[FigureSpec], out: Path) -> None:
             raise TypeError(f"figure {spec.name}: unsupported type {type(spec.figure).__name__}")
 
 
+def close_figures(figures: list[FigureSpec]) -> None:
+    """Free matplotlib figures once written (pyplot keeps every open figure alive)."""
+    import matplotlib.pyplot as plt
+
+    for spec in figures:
+        if isinstance(spec.figure, MplFigure):
+            plt.close(spec.figure)
+
+
 def render_report(
     out: Path,
     title: str,

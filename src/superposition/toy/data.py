@@ -99,18 +99,19 @@ class FeatureDistribution:
         t = self._tables
         lo, hi = self.value_range
         rng = numpy_rng(generator)
-        for i in range(self.n_instances):
-            if i in t["dense_blocks"]:
-                # Every feature independent and common: one uniform r per entry. Given r < p,
-                # 1 − r/p is uniform on (0, 1], so it serves as the value too, and ReLU zeroes the
-                # absent entries (r ≥ p).
-                block = out[i]
-                rng.random(out=block.numpy(), dtype=np.float32)
-                block.mul_(t["neg_inv_p"][i]).add_(1.0).relu_()
-                if (lo, hi) != (0.0, 1.0):
-                    block.mul_(hi - lo).add_(lo * (block > 0))
-            else:
-                out[i].zero_()
+        # runs of consecutive instances, so a sweep of many small instances costs a few ops, not
+        # a few per instance
+        for a, b in t["dense_runs"]:
+            # Every feature independent and common: one uniform r per entry. Given r < p,
+            # 1 − r/p is uniform on (0, 1], so it serves as the value too, and ReLU zeroes the
+            # absent entries (r ≥ p).
+            block = out[a:b]
+            rng.random(out=block.numpy(), dtype=np.float32)
+            block.mul_(t["neg_inv_p"][a:b].unsqueeze(1)).add_(1.0).relu_()
+            if (lo, hi) != (0.0, 1.0):
+                block.mul_(hi - lo).add_(lo * (block > 0))
+        for a, b in t["sparse_runs"]:
+            out[a:b].zero_()
         inst, row, feat = self._indices(batch, rng)
         # 1 − U lies in (0, 1], like the dense path's values, so x > 0 exactly when present
         values = torch.from_numpy(rng.random(inst.shape[0], dtype=np.float32)).neg_().add_(1.0)
@@ -197,9 +198,11 @@ def _build_tables(p: Tensor, per_inst: list[list[Group]]) -> dict:
     dense_blocks = {i for i in range(n_inst) if singletons[i] and bool((p[i] > DENSE_BELOW).all())}
     q_events = q.clone()
     q_events[sorted(dense_blocks)] = 0.0
+    dense_flag = [i in dense_blocks for i in range(n_inst)]
     return {
         "q_events": q_events.reshape(-1),
-        "dense_blocks": dense_blocks,
+        "dense_runs": _runs(dense_flag, True),
+        "sparse_runs": _runs(dense_flag, False),
         "neg_inv_p": -1.0 / p.float().clamp(min=1e-30),
         "members": members.reshape(n_inst * n_groups, width),
         "lo": lo,
@@ -222,6 +225,18 @@ def numpy_rng(generator: torch.Generator | None) -> np.random.Generator:
 
 def _uniform(rng: np.random.Generator, *shape: int, dtype=np.float64) -> Tensor:
     return torch.from_numpy(rng.random(shape, dtype=dtype))
+
+
+def _runs(flags: list[bool], value: bool) -> list[tuple[int, int]]:
+    """[start, end) of each maximal run of consecutive entries equal to `value`."""
+    runs, start = [], None
+    for i, f in enumerate(flags + [not value]):
+        if f == value and start is None:
+            start = i
+        elif f != value and start is not None:
+            runs.append((start, i))
+            start = None
+    return runs
 
 
 def _sample_events(q: Tensor, batch: int, rng: np.random.Generator) -> tuple[Tensor, Tensor, Tensor]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -97,3 +98,22 @@ def classify_feature(W: Tensor, feature: int = -1, norm_threshold: float = 0.5, 
     rep = feature_norms(W)[..., feature] > norm_threshold
     shared = interference(W)[..., feature] > interference_threshold
     return torch.where(rep, torch.where(shared, 2, 1), 0)
+
+
+def sticky_share(fdims: np.ndarray, tol: float = 0.03, floor: float = 0.3) -> tuple[float, float, int]:
+    """Share of feature dimensionalities D_i ≥ `floor` within `tol` of a sticky fraction, and the
+    share that values spread uniformly over the same range would give (the chance level).
+
+    Dimensionalities below `floor` are left out: very sparse instances pack features at small D_i
+    (about m/n), where the named fractions do not apply.
+    """
+    fractions = np.array(STICKY_FRACTIONS)
+
+    def near(v: np.ndarray) -> np.ndarray:
+        return np.min(np.abs(v[:, None] - fractions[None, :]), axis=1) <= tol
+
+    d = fdims[fdims >= floor]
+    if d.size == 0:
+        return 0.0, 0.0, 0
+    grid = np.linspace(floor, max(1.0 + tol, float(d.max())), 10_001)
+    return float(near(d).mean()), float(near(grid).mean()), int(d.size)

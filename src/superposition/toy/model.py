@@ -198,3 +198,6 @@ class ComputationModel(nn.Module):
         xi = _inst_major(x)
         err = (self._forward(xi) - xi.abs()).square_()
         return torch.einsum("ibf,if->i", err, self.importance) / (xi.shape[1] * xi.shape[2])
+
+    def loss(self, x: Tensor) -> Tensor:
+        return self.instance_losses(x).sum()

@@ -224,3 +224,93 @@ def dimensions_per_feature_interactive(inv_sparsity: np.ndarray, dims_per_featur
     fig.update_yaxes(title="dimensions per feature", range=[0, 1.1])
     fig.update_layout(height=480, title="Dimensions per feature against sparsity")
     return fig
+
+
+def weight_heatmaps(mats: Tensor | np.ndarray, titles: Sequence[str], xlabel: str, ylabel: str, suptitle: str) -> Figure:
+    """One signed heat map per instance (red positive, blue negative), e.g. W as neurons × features."""
+    mats = np.asarray(mats.detach().cpu() if isinstance(mats, Tensor) else mats)
+    vmax = max(1e-6, float(np.abs(mats).max()))
+    fig, axes = _grid(mats.shape[0], size=2.6)
+    im = None
+    for i, ax in enumerate(axes[: mats.shape[0]]):
+        im = ax.imshow(mats[i], cmap="RdBu_r", vmin=-vmax, vmax=vmax, aspect="auto", interpolation="nearest")
+        ax.set_title(titles[i], fontsize=9)
+        ax.set_xlabel(xlabel, fontsize=8)
+        ax.set_ylabel(ylabel, fontsize=8)
+        ax.tick_params(labelsize=7)
+    fig.suptitle(suptitle, fontsize=11)
+    fig.tight_layout()
+    if im is not None:
+        fig.colorbar(im, ax=axes, shrink=0.6)
+    return fig
+
+
+def neuron_stacked_bars(W: Tensor, titles: Sequence[str], mono: Tensor | None = None) -> Figure:
+    """Per instance and neuron, the weights from every feature stacked into one bar, coloured by
+    feature: positive weights above zero, negative below. A monosemantic neuron is one colour."""
+    W = W.detach().cpu().numpy()  # (inst, hidden, feat)
+    n_inst, n_hidden, n_feat = W.shape
+    colours = plt.get_cmap("tab20" if n_feat > 10 else "tab10")
+    fig, axes = _grid(n_inst, size=2.6)
+    for i, ax in enumerate(axes[:n_inst]):
+        pos_base = np.zeros(n_hidden)
+        neg_base = np.zeros(n_hidden)
+        for f in range(n_feat):
+            w = W[i, :, f]
+            pos, neg = np.clip(w, 0, None), np.clip(w, None, 0)
+            ax.bar(np.arange(n_hidden), pos, bottom=pos_base, color=colours(f % 20), width=0.8, label=f"feature {f}" if i == 0 else None)
+            ax.bar(np.arange(n_hidden), neg, bottom=neg_base, color=colours(f % 20), width=0.8)
+            pos_base += pos
+            neg_base += neg
+        ax.axhline(0, color="black", lw=0.6)
+        ax.set_xticks(range(n_hidden))
+        labels = [f"n{j}{'*' if mono is not None and bool(mono[i, j]) else ''}" for j in range(n_hidden)]
+        ax.set_xticklabels(labels, fontsize=7)
+        ax.set_title(titles[i], fontsize=9)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=min(n_feat, 10), fontsize=7, frameon=False)
+    fig.suptitle("Each neuron's input weights, stacked by feature (* = monosemantic)", fontsize=11)
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
+    return fig
+
+
+def dimensionality_over_time(steps: np.ndarray, dims: np.ndarray, losses: np.ndarray) -> Figure:
+    """Every feature's dimensionality D_i through training (one thin line each) above the loss."""
+    fig, (ax, ax_loss) = plt.subplots(2, 1, figsize=(9, 6.5), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+    ax.plot(steps, dims, lw=0.7, alpha=0.45)
+    for frac, label in FRACTION_LABELS.items():
+        ax.axhline(frac, color="black", ls=":", lw=0.7)
+        ax.text(steps[-1] * 1.01, frac, label, va="center", fontsize=8)
+    ax.set_ylabel("feature dimensionality $D_i$")
+    ax.set_ylim(-0.02, 1.1)
+    ax.set_title("Feature dimensionality through training: plateaus joined by sudden jumps")
+    ax_loss.plot(steps, losses, color="black")
+    ax_loss.set_yscale("log")
+    ax_loss.set_xscale("symlog", linthresh=max(1, int(steps[1]) if len(steps) > 1 else 1))  # early jumps are fast
+    ax_loss.set_xlabel("step")
+    ax_loss.set_ylabel("loss")
+    fig.tight_layout()
+    return fig
+
+
+def dimensionality_slider(steps: np.ndarray, dims: np.ndarray, losses: np.ndarray) -> go.Figure:
+    """Interactive: features (sorted by final D_i) and their dimensionality, one frame per snapshot,
+    with a slider over training steps."""
+    order = np.argsort(-dims[-1])
+    x = np.arange(dims.shape[1])
+    frames = [go.Frame(data=[go.Scatter(x=x, y=dims[t, order], mode="markers", marker=dict(size=5))],
+                       name=str(int(steps[t])), layout=go.Layout(title=f"step {int(steps[t])}: loss {losses[t]:.4g}"))
+              for t in range(len(steps))]
+    fig = go.Figure(data=frames[0].data, frames=frames)
+    for frac, label in FRACTION_LABELS.items():
+        fig.add_hline(y=frac, line_dash="dot", line_color="gray", annotation_text=label, annotation_position="right")
+    fig.update_layout(
+        height=520, title=frames[0].layout.title.text,
+        xaxis=dict(title="feature (sorted by final dimensionality)"), yaxis=dict(title="D_i", range=[-0.02, 1.1]),
+        sliders=[dict(active=0, currentvalue=dict(prefix="step "), steps=[
+            dict(method="animate", label=f.name, args=[[f.name], dict(mode="immediate", frame=dict(duration=0, redraw=True), transition=dict(duration=0))])
+            for f in frames])],
+        updatemenus=[dict(type="buttons", showactive=False, x=0, y=1.15, buttons=[
+            dict(label="play", method="animate", args=[None, dict(frame=dict(duration=60, redraw=True), fromcurrent=True)])])],
+    )
+    return fig

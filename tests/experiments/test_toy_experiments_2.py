@@ -1,0 +1,94 @@
+"""Quick forms of the privileged-basis, computation, phase-diagram, dynamics and double-descent
+experiments reproduce their known results."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from superposition.experiments import run_experiment
+from superposition.toy import geometry, neurons
+
+
+def _summary(tmp_path_factory, name, *overrides):
+    out = tmp_path_factory.mktemp(name) / "run"
+    run_experiment(name, out, quick=True, overrides=list(overrides))
+    return json.loads((out / "summary.json").read_text())
+
+
+def test_neurons_dense_one_neuron_per_important_feature(tmp_path_factory):
+    s = _summary(tmp_path_factory, "neurons")
+    dense, sparse = s["instances"][0], s["instances"][-1]
+    W = torch.tensor(dense["W"])
+    assert W.shape == (5, 10)
+    mono = neurons.monosemantic_neurons(W)
+    assert mono.all()  # every neuron monosemantic ...
+    assert sorted(neurons.dominant_feature(W).tolist()) == [0, 1, 2, 3, 4]  # ... one per important feature
+    assert dense["monosemantic_features"] == [0, 1, 2, 3, 4]
+    assert sparse["n_monosemantic"] < 3  # polysemantic when sparse
+    assert len(dense["replica_losses"]) == 3
+
+
+def test_compute_abs_learns_plus_minus_pairs(tmp_path_factory):
+    s = _summary(tmp_path_factory, "compute-abs")
+    dense = s["instances"][0]
+    W_in, W_out = torch.tensor(dense["W_in"]), torch.tensor(dense["W_out"])
+    assert W_in.shape == (12, 30) and W_out.shape == (30, 12)  # [d_hidden][n_features], [n_features][d_hidden]
+    pairs = neurons.abs_pairs(W_in, W_out)
+    assert pairs[:4].all()  # the most important features each get a ± pair
+    assert dense["n_monosemantic"] == 12
+    assert s["instances"][-1]["n_monosemantic"] < 6  # polysemantic when sparse
+    second = s["pairs_setting"]
+    assert second["represented_features"] and second["every_represented_feature_has_a_pair"]
+
+
+@pytest.mark.slow
+def test_phase_diagram_corners(tmp_path_factory):
+    s = _summary(tmp_path_factory, "phase-diagram")
+    one = next(x for x in s["setups"] if x["n_features"] == 2)
+    phase = np.array(one["phase"])  # rows: relative importance (low -> high), columns: density (dense -> sparse)
+    g = phase.shape[0]
+    assert phase[-1, 0] == 1  # dense, extra more important: it takes the dimension
+    assert phase[0, 0] == 0  # dense, extra less important: dropped
+    assert phase[g // 2, -1] == 2  # sparse, equal importance: superposition
+    assert phase[-1, -1] == 2
+
+
+def test_dynamics_settles_on_fractions(tmp_path_factory):
+    s = _summary(tmp_path_factory, "dynamics")
+    dims = np.array(s["feature_dimensionality"])
+    assert dims.shape == (len(s["snapshot_steps"]), 100)
+    assert s["snapshot_steps"][0] == 0 and s["snapshot_steps"][-1] == 2999
+    assert s["late_sticky_share"]["share"] > s["late_sticky_share"]["chance"] + 0.3
+    # features move between plateaus, and each move is short next to the whole run
+    assert len(s["transitions"]) >= 10
+    assert s["median_transition_steps"] < 0.1 * 3000
+
+
+def test_double_descent_peak_between_regimes(tmp_path_factory):
+    s = _summary(tmp_path_factory, "double-descent")
+    per = s["per_T"]
+    T = [r["T"] for r in per]
+    test = np.array([r["test_loss"] for r in per])
+    peak = int(test.argmax())
+    assert 0 < peak < len(per) - 1  # the spike is inside the sweep
+    assert test[peak] > 1.3 * test[0] and test[peak] > 1.3 * test[-1]
+    # memorising: with 3 points, their hidden vectors spread like a triangle, D = 2/T
+    assert per[0]["mean_data_dimensionality"] == pytest.approx(2 / 3, abs=0.05)
+    assert per[0]["train_loss"] < 0.1 * per[0]["test_loss"]
+    for r in per:
+        assert len(r["hidden_vectors"]) == r["T"] and len(r["W"]) == 2
+
+
+def test_plateau_transitions_on_a_constructed_trajectory():
+    from superposition.experiments.dynamics import plateau_transitions
+
+    steps = np.arange(0, 100, 10)
+    # feature 0: 0 → 1/2 through one in-between snapshot; feature 1: 1/2 → 2/5 directly; feature 2 stays
+    dims = np.array([
+        [0.0, 0.5, 1.0], [0.0, 0.5, 1.0], [0.25, 0.5, 1.0], [0.5, 0.5, 1.0], [0.5, 0.4, 1.0],
+        [0.5, 0.4, 1.0], [0.5, 0.4, 1.0], [0.5, 0.4, 1.0], [0.5, 0.4, 1.0], [0.5, 0.4, 1.0],
+    ])
+    t = plateau_transitions(dims, steps)
+    assert [(x["feature"], x["from"], x["to"], x["duration"]) for x in t] == [(0, 0.0, 0.5, 20), (1, 0.5, 0.4, 10)]
