@@ -1,0 +1,82 @@
+"""JumpReLU SAE (Rajamanoharan et al. 2024): z = pre ⊙ H(pre − θ), one threshold θ per latent,
+trained with a straight-through estimator and an L0 penalty.
+
+The step function H has zero derivative almost everywhere, so θ gets pseudo-derivatives with a
+rectangle kernel K(u) = 1[|u| < ½] of bandwidth ε:
+
+    ∂/∂θ JumpReLU_θ(z) = −(θ/ε) K((z − θ)/ε)        ∂/∂θ H(z − θ) = −(1/ε) K((z − θ)/ε)
+
+The pre-activations get the ordinary gradient through the JumpReLU and none through the L0 term.
+θ = exp(log θ) keeps it positive. Loss: ‖x − x̂‖² + λ L0, or with `l0_target` λ (L0/target − 1)².
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+from superposition.sae.base import BatchedSAE, LossOut, SAEConfig, StepState
+
+
+def _rect(u: Tensor) -> Tensor:
+    return (u.abs() < 0.5).to(u.dtype)
+
+
+class _JumpReLU(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, pre: Tensor, log_threshold: Tensor, bandwidth: float) -> Tensor:
+        theta = log_threshold.exp()
+        ctx.save_for_backward(pre, theta)
+        ctx.bandwidth = bandwidth
+        return pre * (pre > theta)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        pre, theta = ctx.saved_tensors
+        eps = ctx.bandwidth
+        grad_pre = grad * (pre > theta)
+        grad_theta = (-(theta / eps) * _rect((pre - theta) / eps) * grad).sum(0)
+        return grad_pre, grad_theta * theta, None  # chain rule through θ = exp(log θ)
+
+
+class _Step(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, pre: Tensor, log_threshold: Tensor, bandwidth: float) -> Tensor:
+        theta = log_threshold.exp()
+        ctx.save_for_backward(pre, theta)
+        ctx.bandwidth = bandwidth
+        return (pre > theta).to(pre.dtype)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        pre, theta = ctx.saved_tensors
+        eps = ctx.bandwidth
+        grad_theta = (-(1.0 / eps) * _rect((pre - theta) / eps) * grad).sum(0)
+        return None, grad_theta * theta, None
+
+
+class JumpReLUSAE(BatchedSAE):
+    def __init__(self, cfg: SAEConfig, generator: torch.Generator | None = None) -> None:
+        super().__init__(cfg, generator)
+        self.log_threshold = nn.Parameter(torch.full((cfg.n_instances, cfg.d_sae), math.log(cfg.init_threshold)))
+        self.register_buffer("l0_coefficient", cfg.per_instance("l0_coefficient"))
+
+    @property
+    def threshold(self) -> Tensor:
+        return self.log_threshold.exp()
+
+    def encode(self, x: Tensor) -> Tensor:
+        pre = self.pre_acts(x)
+        return pre * (pre > self.threshold)
+
+    def loss(self, x: Tensor, state: StepState) -> LossOut:
+        pre = self.pre_acts(x)
+        z = _JumpReLU.apply(pre, self.log_threshold, self.cfg.bandwidth)
+        x_hat = self.decode(z)
+        mse = self.mse(x, x_hat)
+        l0 = _Step.apply(pre, self.log_threshold, self.cfg.bandwidth).sum(-1).mean(0)
+        sparsity = l0 if self.cfg.l0_target is None else (l0 / self.cfg.l0_target - 1).square()
+        total = (mse + state.sparsity_scale * self.l0_coefficient * sparsity).sum()
+        return LossOut(total, {"mse": mse, "l0": l0}, z, x_hat)

@@ -1,0 +1,85 @@
+"""Activation sources whose true features are known, for measuring SAE recovery exactly.
+
+A source has ``sample(batch, generator) -> x`` with x of shape (batch, d) or (batch, inst, d),
+plus ``sample_with_truth`` returning the true feature coefficients too, and ``features``: the
+true directions, (n, d) or (inst, n, d).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import torch
+from torch import Tensor
+
+from superposition.errors import SuperpositionError
+from superposition.toy.data import FeatureDistribution, Group
+from superposition.toy.model import ToyModel
+
+
+@dataclass
+class SyntheticDictionary:
+    """N unit directions in d dimensions; x = Σ_i c_i f_i with sparse coefficients c.
+
+    Feature i fires with probability p_i ∝ (i + 1)^(−zipf_exponent) (0: all equal), scaled so the
+    expected number of active features is `mean_l0` (each p_i capped at 1); an active feature's
+    coefficient is uniform in `magnitude`. `groups` correlate features (see toy.data). `hierarchy`
+    maps a parent to its children: a child fires only when its parent does, so its marginal
+    probability is p_child · p_parent.
+    """
+
+    n_features: int = 1024
+    d: int = 128
+    mean_l0: float = 8.0
+    zipf_exponent: float = 1.0
+    magnitude: tuple[float, float] = (0.0, 1.0)
+    groups: Sequence[Group] = ()
+    hierarchy: dict[int, list[int]] = field(default_factory=dict)
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.n_features <= 0 or self.d <= 0:
+            raise SuperpositionError(f"synthetic dictionary: n_features and d must be positive, got {self.n_features}, {self.d}")
+        gen = torch.Generator().manual_seed(self.seed)
+        F = torch.randn(self.n_features, self.d, generator=gen)
+        self.features = F / F.norm(dim=-1, keepdim=True)  # (n, d)
+        weights = (torch.arange(self.n_features, dtype=torch.float64) + 1) ** (-self.zipf_exponent)
+        self.probability = (weights * self.mean_l0 / weights.sum()).clamp(max=1.0)
+        self._dist = FeatureDistribution(self.probability.unsqueeze(0), self.groups, value_range=self.magnitude)
+        children = [c for cs in self.hierarchy.values() for c in cs]
+        if any(not 0 <= i < self.n_features for i in list(self.hierarchy) + children):
+            raise SuperpositionError(f"hierarchy: feature indices must lie in [0, {self.n_features})")
+        self._parent_of = torch.full((self.n_features,), -1, dtype=torch.long)
+        for parent, cs in self.hierarchy.items():
+            self._parent_of[cs] = parent
+
+    def sample_with_truth(self, batch: int, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+        """x (batch, d) and the coefficients c (batch, n_features)."""
+        c = self._dist.sample(batch, generator)[:, 0]
+        has_parent = self._parent_of >= 0
+        if bool(has_parent.any()):
+            parent_on = c[:, self._parent_of.clamp(min=0)] != 0
+            c = torch.where(has_parent & ~parent_on, torch.zeros_like(c), c)
+        return c @ self.features, c
+
+    def sample(self, batch: int, generator: torch.Generator | None = None, out: Tensor | None = None) -> Tensor:
+        return self.sample_with_truth(batch, generator)[0]
+
+
+class ToyHidden:
+    """Hidden activations h = W x of a trained toy model, per instance: x (batch, inst, d_hidden).
+    The true features are the columns of each instance's W: `features` is (inst, n_features, d)."""
+
+    def __init__(self, model: ToyModel, data: FeatureDistribution) -> None:
+        self.model = model
+        self.data = data
+        self.features = model.W.detach().transpose(1, 2).clone()
+
+    @torch.no_grad()
+    def sample_with_truth(self, batch: int, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+        x = self.data.sample(batch, generator)
+        return self.model.hidden(x), x
+
+    def sample(self, batch: int, generator: torch.Generator | None = None, out: Tensor | None = None) -> Tensor:
+        return self.sample_with_truth(batch, generator)[0]

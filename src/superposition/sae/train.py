@@ -1,0 +1,276 @@
+"""The one SAE trainer: every architecture, batched over instances, from any activation source.
+
+Adam; learning rate with linear warm-up and linear decay over the last `lr_decay_steps`; the
+sparsity coefficient warmed up linearly; b_dec started at the geometric median (or mean) of a
+sample; optional activation normalisation (inputs scaled so E‖x‖² = d_in, folded back into the
+weights at the end); dead latents tracked over a window of examples and optionally resampled;
+checkpoints that resume exactly; a progress bar. Non-finite losses stop training with the step and
+the term, keeping the last good checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import torch
+from pydantic import Field
+from safetensors.torch import load_file, save_file
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from superposition.config import Config
+from superposition.errors import SuperpositionError
+from superposition.sae.base import BatchedSAE, StepState
+
+
+class TrainingDiverged(SuperpositionError):
+    """A loss term became NaN or infinite."""
+
+
+class SAETrainConfig(Config):
+    steps: int = Field(2000, gt=0)
+    batch_size: int = Field(1024, gt=0)
+    lr: float = Field(1e-3, gt=0.0)
+    lr_warm_up_steps: int = Field(0, ge=0)
+    lr_decay_steps: int = Field(0, ge=0, description="linear decay to 0 over the last this many steps")
+    sparsity_warm_up_steps: int = Field(0, ge=0)
+    b_dec_init: Literal["geometric_median", "mean", "zeros"] = "geometric_median"
+    normalize_activations: bool = False
+    dead_window: int = Field(100_000, gt=0, description="a latent is dead after this many examples without firing")
+    resample: Literal["none", "simple", "anthropic"] = "none"
+    resample_every: int = Field(1000, gt=0)
+    checkpoint_every: int = Field(0, ge=0, description="0: only at the end (when a checkpoint directory is given)")
+    seed: int = 0
+
+
+@dataclass
+class SAEHistory:
+    steps: list[int] = field(default_factory=list)
+    terms: dict[str, list[list[float]]] = field(default_factory=dict)  # term -> per logged step, per instance
+    resampled: list[int] = field(default_factory=list)  # latents resampled at each resampling
+
+
+def lr_at(step: int, cfg: SAETrainConfig) -> float:
+    factor = 1.0
+    if step < cfg.lr_warm_up_steps:
+        factor = (step + 1) / cfg.lr_warm_up_steps
+    decay_start = cfg.steps - cfg.lr_decay_steps
+    if cfg.lr_decay_steps and step >= decay_start:
+        factor *= max(0.0, (cfg.steps - step) / cfg.lr_decay_steps)
+    return cfg.lr * factor
+
+
+def geometric_median(x: Tensor, iters: int = 50, eps: float = 1e-6) -> Tensor:
+    """Weiszfeld's algorithm on x (n, inst, d): the point minimising Σ‖x_i − y‖, per instance."""
+    y = x.mean(0)
+    for _ in range(iters):
+        w = 1.0 / (x - y).norm(dim=-1).clamp(min=eps)  # (n, inst)
+        y_new = (w.unsqueeze(-1) * x).sum(0) / w.sum(0).unsqueeze(-1)
+        if (y_new - y).norm() < eps:
+            return y_new
+        y = y_new
+    return y
+
+
+def _batch(source, n: int, gen: torch.Generator, n_instances: int) -> Tensor:
+    x = source.sample(n, gen)
+    return x.unsqueeze(1).expand(-1, n_instances, -1) if x.ndim == 2 else x
+
+
+class SAETrainer:
+    def __init__(self, sae: BatchedSAE, source, cfg: SAETrainConfig, checkpoint_dir: str | Path | None = None) -> None:
+        self.sae, self.source, self.cfg = sae, source, cfg
+        self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
+        self.opt = torch.optim.Adam(sae.parameters(), lr=cfg.lr)
+        self.gen = torch.Generator().manual_seed(cfg.seed)
+        I, m = sae.n_instances, sae.cfg.d_sae
+        self.since_fired = torch.zeros(I, m)  # examples since each latent last fired
+        self.scale = torch.ones(I, 1)  # activation normalisation factor per instance
+        self.step = 0
+        self.history = SAEHistory()
+        self._initialised = False
+
+    # ------------------------------------------------------------------ set-up
+    @torch.no_grad()
+    def initialise(self) -> None:
+        cfg, sae = self.cfg, self.sae
+        x = _batch(self.source, max(4096, cfg.batch_size), self.gen, sae.n_instances)
+        if cfg.normalize_activations:
+            self.scale = (sae.cfg.d_in / x.square().sum(-1).mean(0)).sqrt().unsqueeze(-1)  # (inst, 1)
+            x = x * self.scale
+        if cfg.b_dec_init == "geometric_median":
+            sae.b_dec.copy_(geometric_median(x))
+        elif cfg.b_dec_init == "mean":
+            sae.b_dec.copy_(x.mean(0))
+        self._initialised = True
+
+    # ------------------------------------------------------------------ training
+    def train(self, progress: bool | None = None) -> SAEHistory:
+        if not self._initialised:
+            self.initialise()
+        cfg, sae = self.cfg, self.sae
+        bar = tqdm(range(self.step, cfg.steps), initial=self.step, total=cfg.steps, desc=f"SAE ({sae.cfg.architecture})",
+                   disable=(not progress) if progress is not None else None, leave=False)
+        log_every = max(1, cfg.steps // 100)
+        for step in bar:
+            self.step = step
+            for group in self.opt.param_groups:
+                group["lr"] = lr_at(step, cfg)
+            x = _batch(self.source, cfg.batch_size, self.gen, sae.n_instances) * self.scale
+            state = StepState(
+                sparsity_scale=min(1.0, (step + 1) / cfg.sparsity_warm_up_steps) if cfg.sparsity_warm_up_steps else 1.0,
+                dead=self.since_fired >= cfg.dead_window,
+            )
+            out = sae.loss(x, state)
+            self._check_finite(out, step)
+            self.opt.zero_grad(set_to_none=True)
+            out.total.backward()
+            sae.remove_parallel_grad()
+            self.opt.step()
+            sae.normalize_decoder()
+            with torch.no_grad():
+                fired = (out.z != 0).any(0)  # (inst, d_sae)
+                self.since_fired += x.shape[0]
+                self.since_fired[fired] = 0
+            if cfg.resample != "none" and (step + 1) % cfg.resample_every == 0 and step + 1 < cfg.steps:
+                self.resample()
+            if step % log_every == 0 or step == cfg.steps - 1:
+                self.history.steps.append(step)
+                for k, v in out.terms.items():
+                    self.history.terms.setdefault(k, []).append(v.detach().tolist())
+                bar.set_postfix(mse=f"{out.terms['mse'].mean().item():.4g}", refresh=False)
+            self.step = step + 1
+            if self.checkpoint_dir is not None and cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0:
+                self.save_checkpoint()
+        if self.checkpoint_dir is not None:
+            self.save_checkpoint()
+        return self.history
+
+    def _check_finite(self, out, step: int) -> None:
+        for name, value in out.terms.items():
+            if not bool(torch.isfinite(value).all()):
+                bad = (~torch.isfinite(value)).nonzero().squeeze(1).tolist()
+                kept = f"; the last good checkpoint is in {self.checkpoint_dir}" if self.checkpoint_dir else ""
+                raise TrainingDiverged(f"training diverged at step {step}: loss term '{name}' is not finite for instance(s) {bad}{kept}")
+
+    # ------------------------------------------------------------------ resampling
+    @torch.no_grad()
+    def resample(self) -> None:
+        """Re-initialise dead latents.
+
+        simple: a random unit decoder direction, the encoder column along it.
+        anthropic: decoder directions from inputs the SAE reconstructs worst (sampled with
+        probability ∝ squared error), encoder columns along them scaled to 0.2 × the mean norm of
+        the alive encoder columns, encoder bias 0, and the Adam state of those entries reset.
+        """
+        sae, dead = self.sae, self.since_fired >= self.cfg.dead_window
+        n_dead = int(dead.sum())
+        self.history.resampled.append(n_dead)
+        if n_dead == 0:
+            return
+        W_enc = sae.encoder_weight()
+        for i in range(sae.n_instances):
+            idx = dead[i].nonzero().squeeze(1)
+            if idx.numel() == 0:
+                continue
+            if self.cfg.resample == "anthropic":
+                x = _batch(self.source, max(8192, 4 * idx.numel()), self.gen, sae.n_instances)[:, i:i + 1] * self.scale[i]
+                sae.eval()
+                err = self._recon(x, i).sub(x).square().sum(-1).squeeze(1)
+                sae.train()
+                pick = torch.multinomial(err.square() + 1e-12, idx.numel(), replacement=err.numel() < idx.numel(), generator=self.gen)
+                dirs = x[pick, 0] - sae.b_dec[i]
+            else:
+                dirs = torch.randn(idx.numel(), sae.cfg.d_in, generator=self.gen)
+            dirs = dirs / dirs.norm(dim=-1, keepdim=True).clamp(min=1e-8)
+            alive = ~dead[i]
+            enc_norm = W_enc[i][:, alive].norm(dim=0).mean() if bool(alive.any()) else torch.tensor(1.0)
+            sae.W_dec[i, idx] = dirs
+            if isinstance(getattr(sae, "W_enc", None), torch.nn.Parameter):  # untied
+                sae.W_enc[i][:, idx] = dirs.T * (0.2 * enc_norm if self.cfg.resample == "anthropic" else enc_norm)
+            sae.b_enc[i, idx] = 0.0
+            self._reset_adam(i, idx)
+            self.since_fired[i, idx] = 0
+
+    def _recon(self, x: Tensor, i: int) -> Tensor:
+        """Reconstruction of instance i's inputs x (batch, 1, d) by instance i alone."""
+        sae = self.sae
+        z = sae.encode(x.expand(-1, sae.n_instances, -1))
+        return sae.decode(z)[:, i:i + 1]
+
+    def _reset_adam(self, i: int, idx: Tensor) -> None:
+        sae = self.sae
+        slices = {"W_dec": (i, idx), "b_enc": (i, idx)}
+        if isinstance(getattr(sae, "W_enc", None), torch.nn.Parameter):
+            slices["W_enc"] = (i, slice(None), idx)
+        for name, sl in slices.items():
+            state = self.opt.state.get(getattr(sae, name), {})
+            for key in ("exp_avg", "exp_avg_sq"):
+                if key in state:
+                    state[key][sl] = 0.0
+
+    # ------------------------------------------------------------------ checkpoints
+    def save_checkpoint(self) -> Path:
+        """Write the model, Adam state, counters and RNG state; resuming continues exactly."""
+        d = self.checkpoint_dir
+        d.mkdir(parents=True, exist_ok=True)
+        tensors = {f"model.{k}": v.detach().contiguous() for k, v in self.sae.state_dict().items()}
+        names = {p: n for n, p in self.sae.named_parameters()}
+        for p, st in self.opt.state.items():
+            for key, v in st.items():
+                tensors[f"adam.{names[p]}.{key}"] = torch.as_tensor(v).contiguous()
+        tensors["since_fired"] = self.since_fired
+        tensors["scale"] = self.scale
+        tensors["rng"] = self.gen.get_state()
+        tmp = d / "checkpoint.safetensors.tmp"
+        save_file(tensors, str(tmp))
+        tmp.replace(d / "checkpoint.safetensors")  # never leave a half-written checkpoint
+        meta = {"step": self.step, "sae_cfg": self.sae.cfg.model_dump(), "train_cfg": self.cfg.model_dump(),
+                "history": {"steps": self.history.steps, "terms": self.history.terms, "resampled": self.history.resampled}}
+        (d / "checkpoint.json.tmp").write_text(json.dumps(meta))
+        (d / "checkpoint.json.tmp").replace(d / "checkpoint.json")
+        return d
+
+    def load_checkpoint(self) -> None:
+        d = self.checkpoint_dir
+        if d is None or not (d / "checkpoint.safetensors").is_file() or not (d / "checkpoint.json").is_file():
+            raise SuperpositionError(f"--resume: no checkpoint in {d}")
+        try:
+            tensors = load_file(str(d / "checkpoint.safetensors"))
+            meta = json.loads((d / "checkpoint.json").read_text())
+        except Exception as err:  # corrupt files
+            raise SuperpositionError(f"--resume: cannot read the checkpoint in {d} ({err})") from None
+        self.sae.load_state_dict({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")})
+        params = dict(self.sae.named_parameters())
+        for name, p in params.items():
+            st = {key.split(".")[-1]: v for key, v in tensors.items() if key.startswith(f"adam.{name}.")}
+            if st:
+                self.opt.state[p] = st
+        self.since_fired = tensors["since_fired"]
+        self.scale = tensors["scale"]
+        self.gen.set_state(tensors["rng"])
+        self.step = meta["step"]
+        h = meta["history"]
+        self.history = SAEHistory(h["steps"], h["terms"], h["resampled"])
+        self._initialised = True
+
+    # ------------------------------------------------------------------ finishing
+    @torch.no_grad()
+    def fold_normalization(self) -> None:
+        """Rewrite the weights so the SAE takes raw (unnormalised) activations.
+
+        Trained on x·s: with W_enc' = s W_enc, W_dec' = W_dec / s and b_dec' = b_dec / s the
+        pre-activations, and so every threshold and latent, are unchanged, and x̂' = x̂ / s.
+        """
+        if not self.cfg.normalize_activations:
+            return
+        sae, s = self.sae, self.scale  # (inst, 1)
+        if isinstance(getattr(sae, "W_enc", None), torch.nn.Parameter):
+            sae.W_enc.mul_(s.unsqueeze(-1))
+        sae.W_dec.div_(s.unsqueeze(-1))
+        sae.b_dec.div_(s)
+        sae.unit_norm_decoder = False
+        self.scale = torch.ones_like(s)
