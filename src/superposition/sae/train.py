@@ -115,39 +115,50 @@ class SAETrainer:
         bar = tqdm(range(self.step, cfg.steps), initial=self.step, total=cfg.steps, desc=f"SAE ({sae.cfg.architecture})",
                    disable=(not progress) if progress is not None else None, leave=False)
         log_every = max(1, cfg.steps // 100)
-        for step in bar:
-            self.step = step
-            for group in self.opt.param_groups:
-                group["lr"] = lr_at(step, cfg)
-            x = _batch(self.source, cfg.batch_size, self.gen, sae.n_instances) * self.scale
-            state = StepState(
-                sparsity_scale=min(1.0, (step + 1) / cfg.sparsity_warm_up_steps) if cfg.sparsity_warm_up_steps else 1.0,
-                dead=self.since_fired >= cfg.dead_window,
-            )
-            out = sae.loss(x, state)
-            self._check_finite(out, step)
-            self.opt.zero_grad(set_to_none=True)
-            out.total.backward()
-            sae.remove_parallel_grad()
-            self.opt.step()
-            sae.normalize_decoder()
-            with torch.no_grad():
-                fired = (out.z != 0).any(0)  # (inst, d_sae)
-                self.since_fired += x.shape[0]
-                self.since_fired[fired] = 0
-            if cfg.resample != "none" and (step + 1) % cfg.resample_every == 0 and step + 1 < cfg.steps:
-                self.resample()
-            if step % log_every == 0 or step == cfg.steps - 1:
-                self.history.steps.append(step)
-                for k, v in out.terms.items():
-                    self.history.terms.setdefault(k, []).append(v.detach().tolist())
-                bar.set_postfix(mse=f"{out.terms['mse'].mean().item():.4g}", refresh=False)
-            self.step = step + 1
-            if self.checkpoint_dir is not None and cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0:
+        try:
+            for step in bar:
+                self._step(step, bar, log_every)
+        except KeyboardInterrupt:
+            if self.checkpoint_dir is not None:  # leave a checkpoint that resumes at the unfinished step
+                self.gen.set_state(self._rng_at_step)
                 self.save_checkpoint()
+            raise
         if self.checkpoint_dir is not None:
             self.save_checkpoint()
         return self.history
+
+    def _step(self, step: int, bar, log_every: int) -> None:
+        cfg, sae = self.cfg, self.sae
+        self.step = step
+        self._rng_at_step = self.gen.get_state()
+        for group in self.opt.param_groups:
+            group["lr"] = lr_at(step, cfg)
+        x = _batch(self.source, cfg.batch_size, self.gen, sae.n_instances) * self.scale
+        state = StepState(
+            sparsity_scale=min(1.0, (step + 1) / cfg.sparsity_warm_up_steps) if cfg.sparsity_warm_up_steps else 1.0,
+            dead=self.since_fired >= cfg.dead_window,
+        )
+        out = sae.loss(x, state)
+        self._check_finite(out, step)
+        self.opt.zero_grad(set_to_none=True)
+        out.total.backward()
+        sae.remove_parallel_grad()
+        self.opt.step()
+        sae.normalize_decoder()
+        with torch.no_grad():
+            fired = (out.z != 0).any(0)  # (inst, d_sae)
+            self.since_fired += x.shape[0]
+            self.since_fired[fired] = 0
+        if cfg.resample != "none" and (step + 1) % cfg.resample_every == 0 and step + 1 < cfg.steps:
+            self.resample()
+        if step % log_every == 0 or step == cfg.steps - 1:
+            self.history.steps.append(step)
+            for k, v in out.terms.items():
+                self.history.terms.setdefault(k, []).append(v.detach().tolist())
+            bar.set_postfix(mse=f"{out.terms['mse'].mean().item():.4g}", refresh=False)
+        self.step = step + 1
+        if self.checkpoint_dir is not None and cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0:
+            self.save_checkpoint()
 
     def _check_finite(self, out, step: int) -> None:
         for name, value in out.terms.items():

@@ -1,0 +1,126 @@
+"""Each architecture's encode/decode/loss on hand-made weights and its defining property."""
+
+import math
+
+import pytest
+import torch
+
+from superposition.errors import SuperpositionError
+from superposition.sae import SAEConfig, StepState, make_sae
+from superposition.sae.jumprelu import _JumpReLU, _Step
+from superposition.sae.topk import batch_topk, topk_mask
+
+
+def _sae(arch, d_in=3, d_sae=4, **kw):
+    return make_sae(SAEConfig(architecture=arch, d_in=d_in, d_sae=d_sae, **kw), torch.Generator().manual_seed(0))
+
+
+def _set_identity(sae):
+    with torch.no_grad():
+        eye = torch.eye(3, 4)  # latents 0..2 are the coordinate axes, latent 3 unused
+        sae.W_dec.copy_(eye.T.unsqueeze(0))
+        if isinstance(getattr(sae, "W_enc", None), torch.nn.Parameter):
+            sae.W_enc.copy_(eye.unsqueeze(0))
+        sae.b_enc.zero_()
+        sae.b_dec.zero_()
+
+
+def test_standard_forward_and_loss_by_hand():
+    sae = _sae("standard", l1_coefficient=0.5)
+    _set_identity(sae)
+    x = torch.tensor([[[0.5, -1.0, 2.0]]])
+    z = sae.encode(x)
+    assert z[0, 0].tolist() == [0.5, 0.0, 2.0, 0.0]
+    assert sae(x)[0, 0].tolist() == [0.5, 0.0, 2.0]
+    out = sae.loss(x, StepState())
+    # mse = 1 (the negative coordinate is lost); L1 = 2.5; total = 1 + 0.5 * 2.5
+    assert out.terms["mse"].item() == pytest.approx(1.0)
+    assert out.total.item() == pytest.approx(2.25)
+    assert sae.loss(x, StepState(sparsity_scale=0.0)).total.item() == pytest.approx(1.0)
+
+
+def test_tied_standard_uses_decoder_transpose():
+    sae = _sae("standard", tied=True)
+    assert "W_enc" not in dict(sae.named_parameters())
+    assert torch.equal(sae.encoder_weight(), sae.W_dec.transpose(1, 2))
+
+
+def test_topk_keeps_k_per_example_and_batchtopk_k_per_example_on_average():
+    acts = torch.tensor([[[5.0, 1.0, 3.0, 2.0]], [[0.5, 0.25, 0.125, 0.375]]])  # exact in binary
+    assert topk_mask(acts, 2)[:, 0].tolist() == [[5.0, 0, 3.0, 0], [0.5, 0, 0, 0.375]]
+    kept, smallest = batch_topk(acts, 2)  # 4 largest over the batch: 5, 3, 2, 1 — all from example 0
+    assert kept[:, 0].tolist() == [[5.0, 1.0, 3.0, 2.0], [0, 0, 0, 0]]
+    assert smallest.tolist() == [1.0]
+
+
+def test_batchtopk_inference_uses_threshold():
+    sae = _sae("batchtopk", k=1)
+    _set_identity(sae)
+    sae.loss(torch.tensor([[[3.0, 1.0, 0.0]], [[0.0, 2.0, 0.5]]]), StepState())  # kept: 3 and 2 → smallest 2
+    assert sae.threshold.tolist() == [2.0]
+    sae.eval()
+    assert sae.encode(torch.tensor([[[2.5, 1.5, 3.0]]]))[0, 0].tolist() == [2.5, 0.0, 3.0, 0.0]
+
+
+def test_jumprelu_forward_and_pseudo_gradients():
+    theta, eps = 1.0, 0.5
+    pre = torch.tensor([[[0.5, 0.9, 1.1, 2.0]]], requires_grad=True)
+    log_t = torch.full((1, 4), math.log(theta), requires_grad=True)
+    z = _JumpReLU.apply(pre, log_t, eps)
+    assert z[0, 0].tolist() == pytest.approx([0.0, 0.0, 1.1, 2.0])
+    z.sum().backward()
+    # ∂/∂θ = −(θ/ε) K((z−θ)/ε): K=1 for |z−θ| < ε/2 = 0.25 → entries 0.9 and 1.1; chain ×θ for log θ
+    assert log_t.grad[0].tolist() == pytest.approx([0.0, -2.0, -2.0, 0.0])
+    assert pre.grad[0, 0].tolist() == [0.0, 0.0, 1.0, 1.0]
+    log_t.grad = None
+    _Step.apply(pre, log_t, eps).sum().backward()
+    assert log_t.grad[0].tolist() == pytest.approx([0.0, -2.0, -2.0, 0.0])  # −(1/ε) K(...) · θ
+
+
+def test_gated_gate_and_magnitude():
+    sae = _sae("gated")
+    _set_identity(sae)
+    with torch.no_grad():
+        sae.r_mag.fill_(math.log(2.0))  # magnitude path doubles
+        sae.b_mag.fill_(-0.5)
+    x = torch.tensor([[[1.0, -1.0, 0.2]]])
+    # gate: (1, -1, 0.2, 0) > 0 → latents 0, 2; magnitude ReLU(2·proj − 0.5) = (1.5, ·, 0, ·)
+    assert sae.encode(x)[0, 0].tolist() == pytest.approx([1.5, 0.0, 0.0, 0.0])
+    out = sae.loss(x, StepState())
+    assert set(out.terms) == {"mse", "l1", "aux"}
+
+
+def test_matryoshka_prefix_losses():
+    sae = _sae("matryoshka", d_in=3, d_sae=4, k=2, prefixes=[1, 2, 4])
+    _set_identity(sae)
+    x = torch.tensor([[[1.0, 2.0, 0.0]]])
+    out = sae.loss(x, StepState())
+    # k·batch = 2 latents kept: 0 and 1. Prefix 1 reconstructs (1,0,0): err 4; prefixes 2 and 4: exact
+    assert out.terms["prefix_mse"].item() == pytest.approx(4 / 3)
+    assert out.terms["mse"].item() == pytest.approx(0.0)
+
+
+def test_decoder_constraint_keeps_unit_norm_and_removes_parallel_gradient():
+    sae = _sae("standard")
+    x = torch.randn(16, 1, 3)
+    sae.loss(x, StepState()).total.backward()
+    sae.remove_parallel_grad()
+    W = sae.W_dec / sae.W_dec.norm(dim=-1, keepdim=True)
+    assert (sae.W_dec.grad * W).sum(-1).abs().max().item() < 1e-6
+    with torch.no_grad():
+        sae.W_dec.mul_(3.0)
+    sae.normalize_decoder()
+    assert torch.allclose(sae.W_dec.norm(dim=-1), torch.ones(1, 4))
+
+
+@pytest.mark.parametrize("kw, match", [
+    (dict(architecture="topk", d_in=4, d_sae=8, k=9), "k: must be at most d_sae"),
+    (dict(architecture="topk", d_in=4, d_sae=8), "k: required"),
+    (dict(architecture="standard", d_in=4, d_sae=0), "d_sae"),
+    (dict(architecture="standard", d_in=4, d_sae=8, l1_coefficient=-1.0), "l1_coefficient: must be ≥ 0"),
+    (dict(architecture="matryoshka", d_in=4, d_sae=8, k=2, prefixes=[4, 2, 8]), "prefixes"),
+    (dict(architecture="nope", d_in=4, d_sae=8), "architecture"),
+])
+def test_bad_hyperparameters(kw, match):
+    with pytest.raises(SuperpositionError, match=match):
+        SAEConfig.build(kw)
