@@ -60,7 +60,9 @@ def test_dynamics_settles_on_fractions(tmp_path_factory):
     dims = np.array(s["feature_dimensionality"])
     assert dims.shape == (len(s["snapshot_steps"]), 100)
     assert s["snapshot_steps"][0] == 0 and s["snapshot_steps"][-1] == 2999
-    assert s["late_sticky_share"]["share"] > s["late_sticky_share"]["chance"] + 0.3
+    # plateaus: in the second half of training almost every feature's dimensionality stays put
+    late = dims[len(dims) // 2:]
+    assert (np.abs(np.diff(late, axis=0)) < 0.01).mean() > 0.9
     # features move between plateaus, and each move is short next to the whole run
     assert len(s["transitions"]) >= 10
     assert s["median_transition_steps"] < 0.1 * 3000

@@ -13,6 +13,7 @@ from superposition.config import Config
 from superposition.toy import geometry
 from superposition.toy.data import FeatureDistribution, Group
 from superposition.toy.model import ComputationModel, ToyModel
+from superposition.seeding import derive_seed
 from superposition.toy.train import TrainResult, evaluate_losses, train_toy_model
 
 Probability = Annotated[float, Field(ge=0.0, le=1.0)]
@@ -129,7 +130,7 @@ def train_toy(
     if groups and not isinstance(groups[0], Group):
         groups = [g for g in groups for _ in range(reps)]
     data = FeatureDistribution(probability, groups, value_range=(-1.0, 1.0) if computation else (0.0, 1.0))
-    gen = torch.Generator().manual_seed(cfg.seed)
+    gen = torch.Generator().manual_seed(derive_seed(cfg.seed, "toy-init"))
     imp = importance.expand(n_inst, n_feat)
     if computation:
         model = ComputationModel(n_inst, n_feat, cfg.d_hidden, imp, generator=gen)
@@ -137,10 +138,10 @@ def train_toy(
         model = ToyModel(n_inst, n_feat, cfg.d_hidden, imp, hidden_relu=hidden_relu, generator=gen)
     history = train_toy_model(
         model, data, steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr, schedule=cfg.schedule,
-        warmup_steps=cfg.warmup_steps, seed=cfg.seed + 1, desc=desc,
+        warmup_steps=cfg.warmup_steps, seed=cfg.seed, desc=desc,
         callback=callback, callback_every=callback_every, log_every=log_every,
     )
-    final = evaluate_losses(model, data, seed=cfg.seed + 2)
+    final = evaluate_losses(model, data, seed=cfg.seed)
     return Trained(model, data, history, final, best_of_replicas(final, reps))
 
 

@@ -39,7 +39,7 @@ class SAEConfig(Config):
     weighted_l1: bool = Field(False, description="standard: L1 weighted by decoder row norms, no unit-norm constraint")
     # jumprelu
     bandwidth: float = Field(0.05, gt=0.0, description="jumprelu: width of the rectangle kernel of the straight-through estimator")
-    init_threshold: float = Field(0.05, gt=0.0)
+    init_threshold: float = Field(0.2, gt=0.0, description="jumprelu: starting threshold (short runs need it near the activation scale)")
     # topk family
     aux_k: int | None = Field(None, gt=0, description="latents used by the AuxK loss (default d_in // 2)")
     aux_coefficient: float = Field(1 / 32, ge=0.0)

@@ -14,6 +14,7 @@ import torch
 from torch import Tensor
 
 from superposition.errors import SuperpositionError
+from superposition.seeding import derive_seed
 from superposition.toy.data import FeatureDistribution, Group
 from superposition.toy.model import ToyModel
 
@@ -41,7 +42,7 @@ class SyntheticDictionary:
     def __post_init__(self) -> None:
         if self.n_features <= 0 or self.d <= 0:
             raise SuperpositionError(f"synthetic dictionary: n_features and d must be positive, got {self.n_features}, {self.d}")
-        gen = torch.Generator().manual_seed(self.seed)
+        gen = torch.Generator().manual_seed(derive_seed(self.seed, "synthetic-dictionary"))
         F = torch.randn(self.n_features, self.d, generator=gen)
         self.features = F / F.norm(dim=-1, keepdim=True)  # (n, d)
         weights = (torch.arange(self.n_features, dtype=torch.float64) + 1) ** (-self.zipf_exponent)

@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 from superposition.config import Config
 from superposition.errors import SuperpositionError
 from superposition.sae.base import BatchedSAE, StepState
+from superposition.seeding import derive_seed
 
 
 class TrainingDiverged(SuperpositionError):
@@ -85,7 +86,7 @@ class SAETrainer:
         self.sae, self.source, self.cfg = sae, source, cfg
         self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
         self.opt = torch.optim.Adam(sae.parameters(), lr=cfg.lr)
-        self.gen = torch.Generator().manual_seed(cfg.seed)
+        self.gen = torch.Generator().manual_seed(derive_seed(cfg.seed, "sae-data"))
         I, m = sae.n_instances, sae.cfg.d_sae
         self.since_fired = torch.zeros(I, m)  # examples since each latent last fired
         self.scale = torch.ones(I, 1)  # activation normalisation factor per instance

@@ -11,6 +11,8 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from superposition.seeding import derive_seed
+
 Schedule = Literal["constant", "linear", "cosine"]
 
 
@@ -57,7 +59,7 @@ class _InstanceParallel:
         self.model = model
         self.groups = [torch.arange(k, n, STREAMS) for k in range(STREAMS)]
         self.sources = [data.subset(g.tolist()) for g in self.groups]
-        self.gens = [torch.Generator().manual_seed(seed * STREAMS + k) for k in range(STREAMS)]
+        self.gens = [torch.Generator().manual_seed(derive_seed(seed, f"train-stream-{k}")) for k in range(STREAMS)]
         self.buffers: list[Tensor | None] = [None] * STREAMS
         self.saved_threads = torch.get_num_threads()
         self.threads = max(1, self.saved_threads // STREAMS)
@@ -123,7 +125,7 @@ def train_toy_model(
     weights. `callback(step, model)` runs every `callback_every` steps and after the last step.
     `progress=None` shows a bar only on a terminal.
     """
-    gen = torch.Generator().manual_seed(seed)
+    gen = torch.Generator().manual_seed(derive_seed(seed, "train"))
     opt = (torch.optim.AdamW if weight_decay else torch.optim.Adam)(
         model.parameters(), lr=lr, weight_decay=weight_decay
     )
@@ -170,7 +172,7 @@ def train_toy_model(
 @torch.no_grad()
 def evaluate_losses(model: nn.Module, data: Source, n_rows: int = 16384, seed: int = 12345, batch: int = 4096) -> Tensor:
     """Per-instance loss on `n_rows` fresh rows from a fixed seed: Float[Tensor, "inst"]."""
-    gen = torch.Generator().manual_seed(seed)
+    gen = torch.Generator().manual_seed(derive_seed(seed, "evaluate"))
     total = None
     done = 0
     while done < n_rows:
