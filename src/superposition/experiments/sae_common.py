@@ -97,8 +97,9 @@ def train_matched(
 
 def metrics_table(results: list[Trained], columns: list[str]) -> str:
     """A plain-text table for the terminal and the report."""
-    head = f"{'architecture':<12}" + "".join(f"{c:>12}" for c in columns)
-    rows = [head] + [f"{r.architecture:<12}" + "".join(f"{_fmt(r.metrics.get(c)):>12}" for c in columns) for r in results]
+    widths = [max(10, len(c) + 2) for c in columns]
+    head = f"{'architecture':<12}" + "".join(f"{c:>{w}}" for c, w in zip(columns, widths))
+    rows = [head] + [f"{r.architecture:<12}" + "".join(f"{_fmt(r.metrics.get(c)):>{w}}" for c, w in zip(columns, widths)) for r in results]
     return "\n".join(rows)
 
 
