@@ -31,6 +31,7 @@ test-all: setup
 
 bench: setup
 	$(BIN)/python benchmarks/bench_toy_trainer.py
+	$(BIN)/python benchmarks/bench_sae_topk.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

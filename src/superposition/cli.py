@@ -39,6 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from superposition.perf import tune_allocator
+
+    tune_allocator()
     try:
         args = build_parser().parse_args(argv)
         return _dispatch(args)

@@ -124,3 +124,38 @@ def test_decoder_constraint_keeps_unit_norm_and_removes_parallel_gradient():
 def test_bad_hyperparameters(kw, match):
     with pytest.raises(SuperpositionError, match=match):
         SAEConfig.build(kw)
+
+
+def test_sparse_topk_path_equals_the_dense_computation():
+    from superposition.sae.topk import TopKSAE
+
+    torch.manual_seed(0)
+    sae = _sae("topk", d_in=6, d_sae=20, k=3, n_instances=2)
+    assert type(sae) is TopKSAE
+    with torch.no_grad():
+        for p in sae.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    x = torch.randn(17, 2, 6)
+    dead = torch.zeros(2, 20, dtype=torch.bool)
+    dead[0, :7] = True
+    dead[1, 5:9] = True
+    out = sae.loss(x, StepState(dead=dead))
+    out.total.backward()
+    sparse_grads = {n: p.grad.clone() for n, p in sae.named_parameters()}
+    # the dense definition: z = TopK(ReLU(pre)), x̂ = z W_dec + b_dec, plus AuxK on every column
+    sae.zero_grad()
+    z = topk_mask(torch.relu(sae.pre_acts(x)), 3)
+    x_hat = sae.decode(z)
+    mse = sae.mse(x, x_hat)
+    pre = sae.pre_acts(x)
+    masked = torch.where(dead.unsqueeze(0), torch.relu(pre), torch.zeros_like(pre))
+    z_aux = topk_mask(masked, min(sae.aux_k, int(dead.sum(-1).max())))
+    e = (x - x_hat).detach()
+    e_hat = torch.einsum("bis,isd->bid", z_aux, sae.W_dec)
+    aux = (dead.sum(-1).float() / sae.aux_k).clamp(max=1) * (e_hat - e).square().sum((0, 2)) / (e - e.mean(0)).square().sum((0, 2))
+    ((mse + sae.cfg.aux_coefficient * aux).sum()).backward()
+    assert out.terms["mse"].tolist() == pytest.approx(mse.tolist(), rel=1e-5)
+    assert out.terms["auxk"].tolist() == pytest.approx(aux.tolist(), rel=1e-4)
+    for n, p in sae.named_parameters():
+        assert torch.allclose(sparse_grads[n], p.grad, atol=1e-5), n
+    assert out.fired.tolist() == (z != 0).any(0).tolist()

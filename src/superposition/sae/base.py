@@ -96,8 +96,9 @@ class StepState:
 class LossOut:
     total: Tensor  # scalar: summed over instances, each instance's terms averaged over the batch
     terms: dict[str, Tensor] = field(default_factory=dict)  # name -> Float[Tensor, "inst"]
-    z: Tensor | None = None  # latents used in training, (batch, inst, d_sae)
+    z: Tensor | None = None  # latents used in training, (batch, inst, d_sae); sparse paths may omit it
     x_hat: Tensor | None = None
+    fired: Tensor | None = None  # Bool[Tensor, "inst d_sae"]: latents that fired in this batch (else from z)
 
 
 class BatchedSAE(nn.Module):
@@ -126,11 +127,13 @@ class BatchedSAE(nn.Module):
 
     def pre_acts(self, x: Tensor) -> Tensor:
         """(x − b_dec) W_enc + b_enc: Float[Tensor, "batch inst d_sae"]."""
-        return torch.einsum("bid,ids->bis", x - self.b_dec, self.encoder_weight()) + self.b_enc
+        # batched matmul over instances on (inst, batch, ·) views: no permuted copies as with einsum
+        xc = (x - self.b_dec).transpose(0, 1)
+        return torch.baddbmm(self.b_enc.unsqueeze(1), xc, self.encoder_weight()).transpose(0, 1)
 
     def decode(self, z: Tensor) -> Tensor:
         """z W_dec + b_dec: Float[Tensor, "batch inst d_in"]."""
-        return torch.einsum("bis,isd->bid", z, self.W_dec) + self.b_dec
+        return torch.baddbmm(self.b_dec.unsqueeze(1), z.transpose(0, 1), self.W_dec).transpose(0, 1)
 
     def encode(self, x: Tensor) -> Tensor:  # pragma: no cover - every architecture defines it
         raise NotImplementedError

@@ -84,3 +84,24 @@ class ToyHidden:
 
     def sample(self, batch: int, generator: torch.Generator | None = None, out: Tensor | None = None) -> Tensor:
         return self.sample_with_truth(batch, generator)[0]
+
+
+class TensorSource:
+    """Serves consecutive batches of a fixed activation tensor (n, d), wrapping around; used to
+    feed two trainers identical data. `coefficients` (n, n_features), if given, are the truth."""
+
+    def __init__(self, x: Tensor, coefficients: Tensor | None = None) -> None:
+        self.x, self.coefficients, self.pos = x, coefficients, 0
+
+    def _take(self, t: Tensor, batch: int, start: int) -> Tensor:
+        idx = (torch.arange(batch) + start) % t.shape[0]
+        return t[idx] if start + batch > t.shape[0] else t[start:start + batch]
+
+    def sample_with_truth(self, batch: int, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor | None]:
+        start = self.pos
+        self.pos = (self.pos + batch) % self.x.shape[0]
+        c = None if self.coefficients is None else self._take(self.coefficients, batch, start)
+        return self._take(self.x, batch, start), c
+
+    def sample(self, batch: int, generator: torch.Generator | None = None, out: Tensor | None = None) -> Tensor:
+        return self.sample_with_truth(batch, generator)[0]

@@ -23,6 +23,22 @@ def topk_mask(acts: Tensor, k: int) -> Tensor:
     return torch.zeros_like(acts).scatter_(-1, idx, vals)
 
 
+def gather_rows(M: Tensor, idx: Tensor) -> Tensor:
+    """M (inst, n, d), idx (batch, inst, k) -> M[i, idx[b, i, j]] as (batch, inst, k, d).
+
+    Written as an embedding lookup over the flattened (inst·n, d) rows, whose backward
+    accumulates row gradients much faster on a CPU than indexing's index_put."""
+    inst, n, d = M.shape
+    offset = (torch.arange(inst, device=idx.device) * n).view(1, -1, 1)
+    return torch.nn.functional.embedding(idx + offset, M.reshape(inst * n, d))
+
+
+def sparse_decode(W_dec: Tensor, vals: Tensor, idx: Tensor) -> Tensor:
+    """Σ_j vals_j W_dec[idx_j] for the k active latents of each example: vals, idx (batch, inst, k)
+    -> (batch, inst, d_in). Reads k decoder rows per example instead of multiplying all d_sae."""
+    return (vals.unsqueeze(-1) * gather_rows(W_dec, idx)).sum(-2)
+
+
 def batch_topk(acts: Tensor, k: int) -> tuple[Tensor, Tensor]:
     """acts (batch, inst, d_sae) ≥ 0: keep the k·batch largest per instance over the batch.
     Returns the kept activations and, per instance, the smallest positive one kept."""
@@ -52,22 +68,44 @@ class TopKSAE(BatchedSAE):
         return mse, {"mse": mse}, x_hat
 
     def loss(self, x: Tensor, state: StepState) -> LossOut:
-        pre = self.pre_acts(x)
-        z = self._activate(pre)
-        main, terms, x_hat = self._recon_terms(x, z)
-        aux = self._auxk(x, x_hat, pre, state.dead)
+        if type(self) is TopKSAE:
+            # Sparse path: all pre-activations are computed without a graph, only to choose the
+            # top k; the chosen k are recomputed with autograd from their gathered encoder columns
+            # and decoded from their k decoder rows. Gradients then touch k columns and rows per
+            # example instead of all d_sae (about 2x faster on a CPU at k = 8, d_sae = 2048).
+            with torch.no_grad():
+                idx = self.pre_acts(x).topk(self.k, dim=-1, sorted=False).indices  # (batch, inst, k)
+            inst = torch.arange(self.n_instances, device=x.device).view(1, -1, 1)
+            xc = x - self.b_dec
+            W_sel = gather_rows(self.encoder_weight().transpose(1, 2), idx)  # (batch, inst, k, d_in)
+            b_sel = gather_rows(self.b_enc.unsqueeze(-1), idx).squeeze(-1)
+            vals = torch.relu((xc.unsqueeze(2) * W_sel).sum(-1) + b_sel)
+            x_hat = sparse_decode(self.W_dec, vals, idx) + self.b_dec
+            mse = self.mse(x, x_hat)
+            main, terms, z = mse, {"mse": mse}, None
+            fired = torch.zeros(self.n_instances, self.cfg.d_sae, dtype=torch.bool, device=x.device)
+            fired[inst.expand_as(idx)[vals > 0], idx[vals > 0]] = True
+        else:
+            z = self._activate(self.pre_acts(x))
+            main, terms, x_hat = self._recon_terms(x, z)
+            fired = None
+        aux = self._auxk(x, x_hat, state.dead)
         terms["auxk"] = aux
         total = (main + self.cfg.aux_coefficient * aux).sum()
-        return LossOut(total, terms, z, x_hat)
+        return LossOut(total, terms, z, x_hat, fired)
 
-    def _auxk(self, x: Tensor, x_hat: Tensor, pre: Tensor, dead: Tensor | None) -> Tensor:
+    def _auxk(self, x: Tensor, x_hat: Tensor, dead: Tensor | None) -> Tensor:
         zeros = torch.zeros(self.n_instances, device=x.device)
         if dead is None or not bool(dead.any()):
             return zeros
+        # only the dead latents' pre-activations are needed: compute those columns alone
+        cols = dead.any(0).nonzero().squeeze(1)
+        W_enc = self.encoder_weight()[:, :, cols]  # (inst, d_in, n_dead)
+        pre = torch.baddbmm(self.b_enc[:, cols].unsqueeze(1), (x - self.b_dec).transpose(0, 1), W_enc).transpose(0, 1)
+        masked = torch.where(dead[:, cols].unsqueeze(0), torch.relu(pre), torch.zeros_like(pre))
+        z_aux = topk_mask(masked, min(self.aux_k, cols.numel()))
         e = (x - x_hat).detach()
-        masked = torch.where(dead.unsqueeze(0), torch.relu(pre), torch.zeros_like(pre))
-        z_aux = topk_mask(masked, self.aux_k)
-        e_hat = torch.einsum("bis,isd->bid", z_aux, self.W_dec)
+        e_hat = torch.bmm(z_aux.transpose(0, 1), self.W_dec[:, cols]).transpose(0, 1)
         err = (e_hat - e).square().sum((0, 2))
         var = (e - e.mean(0)).square().sum((0, 2)).clamp(min=1e-12)
         scale = (dead.sum(-1).float() / self.aux_k).clamp(max=1.0)

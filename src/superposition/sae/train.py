@@ -147,7 +147,7 @@ class SAETrainer:
         self.opt.step()
         sae.normalize_decoder()
         with torch.no_grad():
-            fired = (out.z != 0).any(0)  # (inst, d_sae)
+            fired = out.fired if out.fired is not None else (out.z != 0).any(0)  # (inst, d_sae)
             self.since_fired += x.shape[0]
             self.since_fired[fired] = 0
         if cfg.resample != "none" and (step + 1) % cfg.resample_every == 0 and step + 1 < cfg.steps:

@@ -1,0 +1,119 @@
+"""TopK SAE training speed and memory: this project's trainer against SAELens, same data.
+
+Workload: the `sae-synthetic` default (1024 features in 128 dimensions, Zipf-like firing, 8 active
+on average), a TopK SAE with 2048 latents and k = 8, batch 1024, Adam at a constant lr. Both
+trainers read the same pre-generated activations from one safetensors file, each in its own
+process, so samples/s and peak RSS compare like for like. SAELens is not a dependency: this
+script installs it into its own virtual environment (.bench-envs/saelens) the first time.
+
+Targets: at least 3x SAELens's samples/s, and at least its MCC at equal samples.
+
+    python benchmarks/bench_sae_topk.py [--samples 500000] [--skip-saelens]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+ROOT = Path(__file__).resolve().parent.parent
+ENV = ROOT / ".bench-envs" / "saelens"
+SAELENS = "sae-lens==6.54.12"
+D_SAE, K, BATCH, LR = 2048, 8, 1024, 5e-3
+
+
+def ensure_saelens() -> Path:
+    python = ENV / "bin" / "python"
+    if not python.exists():
+        print(f"installing {SAELENS} into {ENV} (first run only) ...", flush=True)
+        subprocess.run([sys.executable, "-m", "venv", str(ENV)], check=True)
+        # the CPU build of torch first, so SAELens's requirement is already met
+        subprocess.run([str(python), "-m", "pip", "install", "-q", "torch==2.13.0", SAELENS], check=True)
+    return python
+
+
+def ours_worker(data_path: str, out_path: str) -> None:
+    from superposition.perf import tune_allocator
+    from superposition.sae import SAEConfig, make_sae
+    from superposition.sae.sources import TensorSource
+    from superposition.sae.train import SAETrainConfig, SAETrainer
+
+    tune_allocator()
+    x = load_file(data_path)["x"]
+    sae = make_sae(SAEConfig(architecture="topk", d_in=x.shape[1], d_sae=D_SAE, k=K), torch.Generator().manual_seed(0))
+    trainer = SAETrainer(sae, TensorSource(x), SAETrainConfig(steps=x.shape[0] // BATCH, batch_size=BATCH, lr=LR, dead_window=50_000))
+    start = time.perf_counter()
+    trainer.train(progress=False)
+    seconds = time.perf_counter() - start
+    save_file({"W_dec": sae.W_dec.detach()[0].contiguous()}, out_path)
+    print(json.dumps({"seconds": seconds, "samples": trainer.step * BATCH, "threads": torch.get_num_threads()}))
+
+
+def run_worker(cmd: list[str]) -> dict:
+    """Run a worker; return its JSON line plus its peak RSS (MiB)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise SystemExit(f"worker failed: {' '.join(cmd[:3])}\n{proc.stderr[-3000:]}")
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    result["peak_rss_mib"] = max(before, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss) / 1024
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--samples", type=int, default=500_000)
+    parser.add_argument("--skip-saelens", action="store_true")
+    parser.add_argument("--worker", choices=["ours"], help=argparse.SUPPRESS)
+    parser.add_argument("--data", help=argparse.SUPPRESS)
+    parser.add_argument("--out", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker == "ours":
+        ours_worker(args.data, args.out)
+        return
+
+    from superposition.sae import ground_truth as gt
+    from superposition.sae.sources import SyntheticDictionary
+
+    source = SyntheticDictionary(1024, 128, mean_l0=K, zipf_exponent=0.8, seed=0)
+    samples = args.samples - args.samples % BATCH
+    with tempfile.TemporaryDirectory() as tmp:
+        t = time.perf_counter()
+        x = torch.cat([source.sample(BATCH, g) for g in [torch.Generator().manual_seed(1)] for _ in range(samples // BATCH)])
+        gen_seconds = time.perf_counter() - t
+        data = str(Path(tmp) / "acts.safetensors")
+        save_file({"x": x}, data)
+        print(f"workload: {samples:,} activations of dimension 128 (generated at {samples / gen_seconds:,.0f}/s), "
+              f"TopK d_sae={D_SAE} k={K}, batch {BATCH}, lr {LR}")
+        rows = {}
+        rows["superposition"] = run_worker([sys.executable, __file__, "--worker", "ours", "--data", data, "--out", str(Path(tmp) / "ours.safetensors")])
+        rows["superposition"]["W_dec"] = load_file(str(Path(tmp) / "ours.safetensors"))["W_dec"]
+        if not args.skip_saelens:
+            python = ensure_saelens()
+            worker = str(Path(__file__).with_name("saelens_topk_worker.py"))
+            rows["SAELens"] = run_worker([str(python), worker, data, str(Path(tmp) / "saelens.safetensors"), str(D_SAE), str(K), str(BATCH), str(LR)])
+            rows["SAELens"]["W_dec"] = load_file(str(Path(tmp) / "saelens.safetensors"))["W_dec"]
+    print(f"{'trainer':<15}{'seconds':>9}{'samples/s':>12}{'peak RSS MiB':>14}{'MCC':>8}")
+    for name, r in rows.items():
+        r["mcc"] = gt.mcc(r["W_dec"], source.features)
+        print(f"{name:<15}{r['seconds']:>9.1f}{r['samples'] / r['seconds']:>12,.0f}{r['peak_rss_mib']:>14,.0f}{r['mcc']:>8.3f}")
+    if "SAELens" in rows:
+        ours, theirs = rows["superposition"], rows["SAELens"]
+        speedup = (ours["samples"] / ours["seconds"]) / (theirs["samples"] / theirs["seconds"])
+        ok = speedup >= 3 and ours["mcc"] >= theirs["mcc"] - 1e-3
+        print(f"speed-up: {speedup:.2f}x (target >= 3x); MCC {ours['mcc']:.3f} vs {theirs['mcc']:.3f} (target: at least equal)")
+        print("PASS" if ok else "FAIL")
+        raise SystemExit(0 if ok else 1)
+
+
+if __name__ == "__main__":
+    main()
