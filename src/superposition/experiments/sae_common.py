@@ -123,3 +123,24 @@ def metrics_figure(results: list[Trained], columns: list[str]):
         ax.set_title(c, fontsize=10)
     fig.tight_layout()
     return fig
+
+
+def density_figure(results: list[Trained]):
+    """Histogram of log10 latent density (fraction of examples a latent fires on) per
+    architecture; dead latents (density 0) are counted at the left edge."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7.5, 4))
+    bins = np.linspace(-6, 0, 49)
+    for r in results:
+        d = np.asarray(r.metrics["density"], dtype=float)
+        logd = np.log10(np.clip(d, 10 ** -5.99, None))
+        ax.hist(logd, bins=bins, histtype="step", lw=1.5, label=f"{r.architecture} ({(d == 0).mean():.0%} dead)")
+    ax.axvline(-2, color="0.6", ls=":", lw=1)
+    ax.axvline(-1, color="0.6", ls=":", lw=1)
+    ax.set_xlabel("log10 latent density (dotted: 1% and 10%; dead latents at the left edge)")
+    ax.set_ylabel("latents")
+    ax.legend(fontsize=8)
+    ax.set_title("Latent density histogram")
+    fig.tight_layout()
+    return fig

@@ -12,7 +12,7 @@ from safetensors.torch import save_file
 from superposition.config import Config
 from superposition.errors import SuperpositionError
 from superposition.experiments.base import Result, register
-from superposition.experiments.sae_common import ALL_ARCHITECTURES, metrics_figure, metrics_table, train_matched
+from superposition.experiments.sae_common import ALL_ARCHITECTURES, density_figure, metrics_figure, metrics_table, train_matched
 from superposition.report.html import FigureSpec
 from superposition.sae.io import save_sae
 from superposition.sae.sources import SyntheticDictionary
@@ -55,7 +55,10 @@ def run(cfg: SAESyntheticConfig, out: Path) -> Result:
     table = metrics_table(results, COLUMNS)
     print(table)
     highlights = {r.architecture: ", ".join(f"{c} {r.metrics[c]:.3f}" for c in COLUMNS if c in r.metrics) for r in results}
-    figures = [FigureSpec("metrics", "Ground-truth recovery and reconstruction per architecture at matched L0.", metrics_figure(results, COLUMNS))]
+    figures = [
+        FigureSpec("metrics", "Ground-truth recovery and reconstruction per architecture at matched L0.", metrics_figure(results, COLUMNS)),
+        FigureSpec("density", "How often each latent fires, per architecture.", density_figure(results)),
+    ]
     explanation = f"""
 <p>A synthetic dictionary of {cfg.n_features} random unit directions in {cfg.d} dimensions; feature i fires with
 probability ∝ (i+1)<sup>−{cfg.zipf_exponent}</sup>, {cfg.k} features per example on average, with a magnitude

@@ -13,7 +13,7 @@ from safetensors.torch import save_file
 
 from superposition.config import Config
 from superposition.experiments.base import Result, register
-from superposition.experiments.sae_common import ALL_ARCHITECTURES, metrics_table, train_matched
+from superposition.experiments.sae_common import ALL_ARCHITECTURES, density_figure, metrics_table, train_matched
 from superposition.report.html import FigureSpec
 from superposition.sae import SAEConfig, make_sae
 from superposition.sae.io import save_sae
@@ -110,6 +110,7 @@ def run(cfg: SAEToyConfig, out: Path) -> Result:
                    "directions (black). Latents that never fire are grey.", _directions_figure(F, results)),
         FigureSpec("resampling", "A wider standard SAE without and with resampling of dead latents: grey directions never fire.",
                    _resampling_figure(F, dead)),
+        FigureSpec("density", "How often each latent fires, per architecture.", density_figure(results)),
     ]
     explanation = f"""
 <p>First a toy model compresses {cfg.n_features} features into {cfg.d_hidden} dimensions at feature probability
