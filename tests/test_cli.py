@@ -1,6 +1,5 @@
 """The CLI contract: list, run, and one-line errors with exit code 2 and nothing half-written."""
 
-import json
 import os
 import subprocess
 import sys
@@ -83,7 +82,6 @@ def test_failure_during_run_leaves_nothing(tmp_path, capsys, monkeypatch):
 
 
 def test_overrides_compose():
-    cfg = make_config("geometry", quick=True, seed=5, overrides=["n_features=50", "importance=[1,2,3]", "d_hidden=3"]) if False else None
     cfg = make_config("geometry", quick=True, seed=5, overrides=["n_features=50", "lr=0.01", "feature_probability=0.1"])
     assert (cfg.n_features, cfg.lr, cfg.seed, cfg.feature_probability, cfg.d_hidden) == (50, 0.01, 5, 0.1, 20)
     with pytest.raises(Exception, match="importance: a list needs one value per feature"):

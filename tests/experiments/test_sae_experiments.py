@@ -1,7 +1,5 @@
 """The SAE experiments write loadable SAEs and ground truth, and show their effects."""
 
-import json
-
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -13,11 +11,6 @@ from superposition.sae import ground_truth as gt
 from superposition.sae.io import load_sae
 
 
-def _run(tmp_path_factory, name, *overrides):
-    out = tmp_path_factory.mktemp(name) / "run"
-    run_experiment(name, out, quick=True, overrides=list(overrides))
-    return out, json.loads((out / "summary.json").read_text())
-
 
 def _check_saved(out, n_features, d):
     features = load_file(str(out / "ground_truth.safetensors"))["features"]
@@ -28,8 +21,8 @@ def _check_saved(out, n_features, d):
     return features
 
 
-def test_sae_toy_recovers_the_pentagon_and_resampling_revives_dead_latents(tmp_path_factory):
-    out, s = _run(tmp_path_factory, "sae-toy")
+def test_sae_toy_recovers_the_pentagon_and_resampling_revives_dead_latents(run_quick):
+    out, s = run_quick("sae-toy")
     features = _check_saved(out, 5, 2)
     W = torch.tensor(s["toy_W"])
     assert torch.allclose(features, W.T)  # ground truth = the toy model's feature directions
@@ -44,8 +37,8 @@ def test_sae_toy_recovers_the_pentagon_and_resampling_revives_dead_latents(tmp_p
 
 
 @pytest.mark.slow
-def test_sae_synthetic_matched_l0_and_recovery(tmp_path_factory):
-    out, s = _run(tmp_path_factory, "sae-synthetic")
+def test_sae_synthetic_matched_l0_and_recovery(run_quick):
+    out, s = run_quick("sae-synthetic")
     _check_saved(out, 128, 32)
     res = s["results"]
     assert res["topk"]["mcc"] > 0.95 and res["topk"]["recovered"] > 0.9
@@ -55,8 +48,8 @@ def test_sae_synthetic_matched_l0_and_recovery(tmp_path_factory):
     assert len(res["standard"]["sweep"]) == 5
 
 
-def test_sae_synthetic_single_architecture_and_bad_k(tmp_path_factory):
-    out, s = _run(tmp_path_factory, "sae-synthetic", "architecture=topk", "samples=50000")
+def test_sae_synthetic_single_architecture_and_bad_k(run_quick, tmp_path_factory):
+    out, s = run_quick("sae-synthetic", "architecture=topk", "samples=50000")
     assert list(s["results"]) == ["topk"]
     from superposition.errors import SuperpositionError
 
@@ -64,8 +57,8 @@ def test_sae_synthetic_single_architecture_and_bad_k(tmp_path_factory):
         run_experiment("sae-synthetic", tmp_path_factory.mktemp("bad") / "r", quick=True, overrides=["k=999"])
 
 
-def test_absorption_runs_and_rates_are_probabilities(tmp_path_factory):
-    out, s = _run(tmp_path_factory, "absorption")
+def test_absorption_runs_and_rates_are_probabilities(run_quick):
+    out, s = run_quick("absorption")
     for arch, m in s["results"].items():
         assert 0 <= m["absorption"] <= 1 and 0 <= m["parent_miss_without_child"] <= 1
         assert len(m["parent_latents"]) == 8

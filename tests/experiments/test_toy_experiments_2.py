@@ -1,24 +1,16 @@
 """Quick forms of the privileged-basis, computation, phase-diagram, dynamics and double-descent
 experiments reproduce their known results."""
 
-import json
-
 import numpy as np
 import pytest
 import torch
 
-from superposition.experiments import run_experiment
-from superposition.toy import geometry, neurons
+from superposition.toy import neurons
 
 
-def _summary(tmp_path_factory, name, *overrides):
-    out = tmp_path_factory.mktemp(name) / "run"
-    run_experiment(name, out, quick=True, overrides=list(overrides))
-    return json.loads((out / "summary.json").read_text())
 
-
-def test_neurons_dense_one_neuron_per_important_feature(tmp_path_factory):
-    s = _summary(tmp_path_factory, "neurons")
+def test_neurons_dense_one_neuron_per_important_feature(run_quick):
+    _, s = run_quick("neurons")
     dense, sparse = s["instances"][0], s["instances"][-1]
     W = torch.tensor(dense["W"])
     assert W.shape == (5, 10)
@@ -30,8 +22,8 @@ def test_neurons_dense_one_neuron_per_important_feature(tmp_path_factory):
     assert len(dense["replica_losses"]) == 3
 
 
-def test_compute_abs_learns_plus_minus_pairs(tmp_path_factory):
-    s = _summary(tmp_path_factory, "compute-abs")
+def test_compute_abs_learns_plus_minus_pairs(run_quick):
+    _, s = run_quick("compute-abs")
     dense = s["instances"][0]
     W_in, W_out = torch.tensor(dense["W_in"]), torch.tensor(dense["W_out"])
     assert W_in.shape == (12, 30) and W_out.shape == (30, 12)  # [d_hidden][n_features], [n_features][d_hidden]
@@ -44,8 +36,8 @@ def test_compute_abs_learns_plus_minus_pairs(tmp_path_factory):
 
 
 @pytest.mark.slow
-def test_phase_diagram_corners(tmp_path_factory):
-    s = _summary(tmp_path_factory, "phase-diagram")
+def test_phase_diagram_corners(run_quick):
+    _, s = run_quick("phase-diagram")
     one = next(x for x in s["setups"] if x["n_features"] == 2)
     phase = np.array(one["phase"])  # rows: relative importance (low -> high), columns: density (dense -> sparse)
     g = phase.shape[0]
@@ -55,8 +47,8 @@ def test_phase_diagram_corners(tmp_path_factory):
     assert phase[-1, -1] == 2
 
 
-def test_dynamics_settles_on_fractions(tmp_path_factory):
-    s = _summary(tmp_path_factory, "dynamics")
+def test_dynamics_settles_on_fractions(run_quick):
+    _, s = run_quick("dynamics")
     dims = np.array(s["feature_dimensionality"])
     assert dims.shape == (len(s["snapshot_steps"]), 100)
     assert s["snapshot_steps"][0] == 0 and s["snapshot_steps"][-1] == 2999
@@ -68,10 +60,9 @@ def test_dynamics_settles_on_fractions(tmp_path_factory):
     assert s["median_transition_steps"] < 0.1 * 3000
 
 
-def test_double_descent_peak_between_regimes(tmp_path_factory):
-    s = _summary(tmp_path_factory, "double-descent")
+def test_double_descent_peak_between_regimes(run_quick):
+    _, s = run_quick("double-descent")
     per = s["per_T"]
-    T = [r["T"] for r in per]
     test = np.array([r["test_loss"] for r in per])
     peak = int(test.argmax())
     assert 0 < peak < len(per) - 1  # the spike is inside the sweep

@@ -6,11 +6,10 @@ import html
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from safetensors.torch import save_file
 
 from superposition.config import Config
-from superposition.errors import SuperpositionError
 from superposition.experiments.base import Result, register
 from superposition.experiments.sae_common import ALL_ARCHITECTURES, density_figure, metrics_figure, metrics_table, train_matched
 from superposition.report.html import FigureSpec
@@ -33,6 +32,12 @@ class SAESyntheticConfig(Config):
     architecture: Literal["all", "standard", "gated", "jumprelu", "topk", "batchtopk", "matryoshka"] = "all"
     seed: int = 0
 
+    @model_validator(mode="after")
+    def _k_fits(self):
+        if self.k > self.d_sae:
+            raise ValueError(f"k: must be at most d_sae ({self.d_sae}), got {self.k}")
+        return self
+
 
 @register(
     "sae-synthetic",
@@ -41,8 +46,6 @@ class SAESyntheticConfig(Config):
     quick={"n_features": 128, "d": 32, "d_sae": 256, "k": 3, "samples": 500_000},
 )
 def run(cfg: SAESyntheticConfig, out: Path) -> Result:
-    if cfg.k > cfg.d_sae:
-        raise SuperpositionError(f"k: must be at most d_sae ({cfg.d_sae}), got {cfg.k}")
     source = SyntheticDictionary(cfg.n_features, cfg.d, mean_l0=cfg.k, zipf_exponent=cfg.zipf_exponent, seed=cfg.seed)
     archs = ALL_ARCHITECTURES if cfg.architecture == "all" else [cfg.architecture]
     steps = max(1, cfg.samples // cfg.batch_size)

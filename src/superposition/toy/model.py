@@ -36,10 +36,8 @@ class ToyModel(nn.Module):
         W.normal_(0.0, (2.0 / (d_hidden + n_features)) ** 0.5, generator=generator)
         self.W = nn.Parameter(W)
         self.b = nn.Parameter(torch.zeros(n_instances, n_features))
-        if importance is None:
-            importance = torch.ones(n_instances, n_features)
         self._scratch: dict = {}  # persistent (out, d) buffers per batch shape and instance set
-        self.register_buffer("importance", torch.as_tensor(importance, dtype=torch.float32).expand(n_instances, n_features).clone())
+        self.register_buffer("importance", _importance(importance, n_instances, n_features))
 
     @property
     def n_instances(self) -> int:
@@ -146,6 +144,13 @@ class ToyModel(nn.Module):
         return torch.relu(torch.baddbmm(self.b.unsqueeze(1), self._hidden(xi), self.W))
 
 
+def _importance(importance: Tensor | None, n_instances: int, n_features: int) -> Tensor:
+    """Per-instance, per-feature weights of the loss (all 1 by default): Float[Tensor, "inst feat"]."""
+    if importance is None:
+        return torch.ones(n_instances, n_features)
+    return torch.as_tensor(importance, dtype=torch.float32).expand(n_instances, n_features).clone()
+
+
 def _inst_major(x: Tensor) -> Tensor:
     """(batch, inst, feat) -> contiguous (inst, batch, feat); free for tensors from the sampler."""
     return x.transpose(0, 1).contiguous()
@@ -173,9 +178,7 @@ class ComputationModel(nn.Module):
         self.W_in = nn.Parameter(torch.empty(n_instances, d_hidden, n_features).normal_(0.0, std, generator=generator))
         self.W_out = nn.Parameter(torch.empty(n_instances, n_features, d_hidden).normal_(0.0, std, generator=generator))
         self.b = nn.Parameter(torch.zeros(n_instances, n_features))
-        if importance is None:
-            importance = torch.ones(n_instances, n_features)
-        self.register_buffer("importance", torch.as_tensor(importance, dtype=torch.float32).expand(n_instances, n_features).clone())
+        self.register_buffer("importance", _importance(importance, n_instances, n_features))
 
     @property
     def n_instances(self) -> int:
