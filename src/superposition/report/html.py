@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
+from markupsafe import Markup
 import plotly.graph_objects as go
 import plotly.offline
 from matplotlib.figure import Figure as MplFigure
@@ -72,11 +73,11 @@ def render_report(
     plotlyjs = plotly.offline.get_plotlyjs() if any(i["kind"] == "plotly" for i in items) else ""
     page = _ENV.get_template("report.html").render(
         title=title,
-        explanation=jinja2.utils.markupsafe.Markup(explanation),
+        explanation=Markup(explanation),
         figures=items,
         highlights=highlights,
         config=config,
-        plotlyjs=jinja2.utils.markupsafe.Markup(plotlyjs),
+        plotlyjs=Markup(plotlyjs),
     )
     path = out / "report.html"
     path.write_text(page, encoding="utf-8")
