@@ -24,6 +24,12 @@ def _rect(u: Tensor) -> Tensor:
     return (u.abs() < 0.5).to(u.dtype)
 
 
+def _log_threshold_grad(grad: Tensor, pre: Tensor, theta: Tensor, eps: float, scale) -> Tensor:
+    """Pseudo-gradient −(scale/ε) K((z − θ)/ε) summed over the batch, then times θ for the chain
+    rule through θ = exp(log θ). scale is θ for the JumpReLU and 1 for the step function."""
+    return (-(scale / eps) * _rect((pre - theta) / eps) * grad).sum(0) * theta
+
+
 class _JumpReLU(torch.autograd.Function):
     @staticmethod
     def forward(ctx, pre: Tensor, log_threshold: Tensor, bandwidth: float) -> Tensor:
@@ -35,10 +41,8 @@ class _JumpReLU(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: Tensor):
         pre, theta = ctx.saved_tensors
-        eps = ctx.bandwidth
         grad_pre = grad * (pre > theta)
-        grad_theta = (-(theta / eps) * _rect((pre - theta) / eps) * grad).sum(0)
-        return grad_pre, grad_theta * theta, None  # chain rule through θ = exp(log θ)
+        return grad_pre, _log_threshold_grad(grad, pre, theta, ctx.bandwidth, scale=theta), None
 
 
 class _Step(torch.autograd.Function):
@@ -52,9 +56,7 @@ class _Step(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: Tensor):
         pre, theta = ctx.saved_tensors
-        eps = ctx.bandwidth
-        grad_theta = (-(1.0 / eps) * _rect((pre - theta) / eps) * grad).sum(0)
-        return None, grad_theta * theta, None
+        return None, _log_threshold_grad(grad, pre, theta, ctx.bandwidth, scale=1.0), None
 
 
 class JumpReLUSAE(BatchedSAE):
