@@ -93,3 +93,9 @@ def test_entry_point_runs_as_a_process(tmp_path):
                           capture_output=True, text=True)
     assert proc.returncode == 2
     assert proc.stderr.strip() == "superposition: error: --set n_instances: Input should be greater than 0 (got 0)"
+
+
+def test_diverging_training_is_a_one_line_error(tmp_path, capsys):
+    code, _, err = _run(capsys, "run", "intro", "--quick", "--out", str(tmp_path / "r"), "--set", "lr=1e30", "--set", "steps=50")
+    assert code == 2 and "the loss is not finite" in err and "lower lr" in err
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "r").exists()

@@ -7,3 +7,7 @@ class SuperpositionError(Exception):
     The message is one line that names the offending field and what is allowed; the CLI prints it
     without a traceback and exits with code 2.
     """
+
+
+class TrainingDiverged(SuperpositionError):
+    """A loss became NaN or infinite (usually a learning rate too high for the settings)."""

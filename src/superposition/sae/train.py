@@ -22,13 +22,9 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from superposition.config import Config
-from superposition.errors import SuperpositionError
+from superposition.errors import SuperpositionError, TrainingDiverged
 from superposition.sae.base import BatchedSAE, StepState
 from superposition.seeding import derive_seed
-
-
-class TrainingDiverged(SuperpositionError):
-    """A loss term became NaN or infinite."""
 
 
 class SAETrainConfig(Config):

@@ -11,6 +11,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from superposition.errors import TrainingDiverged
 from superposition.seeding import derive_seed
 
 Schedule = Literal["constant", "linear", "cosine"]
@@ -165,7 +166,8 @@ def train_toy_model(
         if parallel is not None:
             parallel.close()
     if not torch.isfinite(torch.tensor(result.losses[-1])).all():
-        raise FloatingPointError(f"{desc}: loss became non-finite by step {steps - 1}; lower lr")
+        bad = [i for i, v in enumerate(result.losses[-1]) if not math.isfinite(v)]
+        raise TrainingDiverged(f"{desc}: the loss is not finite at the end of training for instance(s) {bad}; lower lr (was {lr})")
     return result
 
 
