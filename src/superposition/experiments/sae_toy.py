@@ -18,6 +18,7 @@ from superposition.report.html import FigureSpec
 from superposition.sae import SAEConfig, make_sae
 from superposition.sae.io import save_sae
 from superposition.sae.metrics import Accumulator
+from superposition.sae.sources import ToyHidden
 from superposition.sae.train import SAETrainConfig, SAETrainer
 from superposition.seeding import derive_seed
 from superposition.toy.data import FeatureDistribution
@@ -43,22 +44,6 @@ class SAEToyConfig(Config):
     seed: int = 0
 
 
-class _Hidden:
-    """The toy model's hidden activations as a plain (batch, d) source, with the features present."""
-
-    def __init__(self, model: ToyModel, data: FeatureDistribution) -> None:
-        self.model, self.data = model, data
-        self.features = model.W.detach()[0].T.clone()  # (n_features, d_hidden): columns of W
-
-    @torch.no_grad()
-    def sample_with_truth(self, batch: int, generator=None):
-        x = self.data.sample(batch, generator)
-        return self.model.hidden(x)[:, 0], x[:, 0]
-
-    def sample(self, batch: int, generator=None, out=None):
-        return self.sample_with_truth(batch, generator)[0]
-
-
 @register(
     "sae-toy",
     "SAEs of every architecture on the hidden layer of the 5-in-2 toy model (sparse regime): latents over the true pentagon; dead latents with and without resampling",
@@ -72,7 +57,7 @@ def run(cfg: SAEToyConfig, out: Path) -> Result:
     model = ToyModel(1, cfg.n_features, cfg.d_hidden, importance.unsqueeze(0), generator=gen)
     data = FeatureDistribution(torch.full((1, cfg.n_features), cfg.feature_probability))
     train_toy_model(model, data, steps=cfg.toy_steps, batch_size=1024, lr=1e-2, schedule="cosine", seed=cfg.seed, desc="toy model")
-    source = _Hidden(model, data)
+    source = ToyHidden(model, data, instance=0)
     F = source.features
     # 2. SAEs of every architecture on its hidden activations
     steps = max(1, cfg.samples // cfg.batch_size)

@@ -69,18 +69,24 @@ class SyntheticDictionary:
 
 
 class ToyHidden:
-    """Hidden activations h = W x of a trained toy model, per instance: x (batch, inst, d_hidden).
-    The true features are the columns of each instance's W: `features` is (inst, n_features, d)."""
+    """Hidden activations h = W x of a trained toy model: x (batch, inst, d_hidden), with
+    `features` (inst, n_features, d), the columns of each instance's W. With `instance`, one
+    instance as a plain source: x (batch, d_hidden) and `features` (n_features, d)."""
 
-    def __init__(self, model: ToyModel, data: FeatureDistribution) -> None:
+    def __init__(self, model: ToyModel, data: FeatureDistribution, instance: int | None = None) -> None:
         self.model = model
         self.data = data
-        self.features = model.W.detach().transpose(1, 2).clone()
+        self.instance = instance
+        features = model.W.detach().transpose(1, 2).clone()
+        self.features = features if instance is None else features[instance]
 
     @torch.no_grad()
     def sample_with_truth(self, batch: int, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
         x = self.data.sample(batch, generator)
-        return self.model.hidden(x), x
+        h = self.model.hidden(x)
+        if self.instance is None:
+            return h, x
+        return h[:, self.instance], x[:, self.instance]
 
     def sample(self, batch: int, generator: torch.Generator | None = None, out: Tensor | None = None) -> Tensor:
         return self.sample_with_truth(batch, generator)[0]
