@@ -3,6 +3,8 @@
     superposition list
     superposition run EXPERIMENT --out DIR [--quick] [--seed N] [--set key=value ...]
     superposition demo [--out DIR] [--quick]
+    superposition train-sae [--config FILE] [--set key=value ...] --out DIR [--resume]
+    superposition eval-sae RUN_DIR [--sequences N]
 
 Bad input exits with code 2 and a one-line message, never a traceback.
 """
@@ -35,6 +37,15 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="run `intro` and `geometry` and print where their reports are")
     demo.add_argument("--out", default="runs/demo", help="parent directory of the two runs (default: runs/demo)")
     demo.add_argument("--quick", action="store_true", help="quick versions (for a smoke test)")
+    train = sub.add_parser("train-sae", help="train an SAE on a language model's activations (default: SmolLM2-135M, offline)")
+    train.add_argument("--config", default=None, help="YAML or JSON file of config keys")
+    train.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a config key; repeatable (keys: see docs/lm.md)")
+    train.add_argument("--out", required=True, help="run directory (must be new or empty, unless --resume)")
+    train.add_argument("--resume", action="store_true", help="continue the interrupted run in --out exactly where it stopped")
+    ev = sub.add_parser("eval-sae", help="evaluate a train-sae run: L0, explained variance, CE loss recovered, ...")
+    ev.add_argument("run_dir", help="a train-sae run directory")
+    ev.add_argument("--sequences", type=int, default=None, help="held-out sequences to evaluate on (default: the run's eval_sequences)")
     return parser
 
 
@@ -75,7 +86,35 @@ def _dispatch(args: argparse.Namespace) -> int:
         for r in reports:
             print(f"  {r}")
         return 0
+    if args.command == "train-sae":
+        from superposition.lm.config import make_lm_config
+        from superposition.lm.run import train_lm_sae
+
+        if args.resume and (args.config or args.overrides):
+            raise SuperpositionError("--resume: continues with the run's saved config.json; drop --config and --set")
+        cfg = None if args.resume else make_lm_config(args.config, args.overrides)
+        out = train_lm_sae(cfg, args.out, resume=args.resume)
+        _print_eval(out)
+        return 0
+    if args.command == "eval-sae":
+        from superposition.lm.run import evaluate_run
+
+        if args.sequences is not None and args.sequences <= 0:
+            raise SuperpositionError(f"--sequences: must be positive, got {args.sequences}")
+        evaluate_run(args.run_dir, eval_sequences=args.sequences)
+        _print_eval(Path(args.run_dir))
+        return 0
     raise SuperpositionError(f"unknown command {args.command!r}")
+
+
+def _print_eval(run: Path) -> None:
+    import json
+
+    s = json.loads((run / "summary.json").read_text())
+    keys = ("l0", "mse", "explained_variance", "ce_loss_clean", "ce_loss_with_sae", "ce_loss_zero_ablation",
+            "ce_loss_recovered", "kl_div", "frac_dead", "frac_dense")
+    print("\n".join(f"{k:>22}  {s[k]:.4g}" for k in keys))
+    print(f"wrote {run}\nreport: {run / 'report.html'}")
 
 
 if __name__ == "__main__":

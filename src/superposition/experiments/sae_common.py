@@ -16,6 +16,7 @@ from superposition.sae.base import BatchedSAE
 from superposition.sae.metrics import Accumulator
 from superposition.sae.train import SAETrainConfig, SAETrainer
 from superposition.seeding import derive_seed
+from superposition.viz.sae import density_histogram
 
 ALL_ARCHITECTURES = list(ARCHITECTURES)
 # Architectures whose sparsity is a penalty get a sweep of coefficients, trained as instances of
@@ -126,21 +127,5 @@ def metrics_figure(results: list[Trained], columns: list[str]):
 
 
 def density_figure(results: list[Trained]):
-    """Histogram of log10 latent density (fraction of examples a latent fires on) per
-    architecture; dead latents (density 0) are counted at the left edge."""
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7.5, 4))
-    bins = np.linspace(-6, 0, 49)
-    for r in results:
-        d = np.asarray(r.metrics["density"], dtype=float)
-        logd = np.log10(np.clip(d, 10 ** -5.99, None))
-        ax.hist(logd, bins=bins, histtype="step", lw=1.5, label=f"{r.architecture} ({(d == 0).mean():.0%} dead)")
-    ax.axvline(-2, color="0.6", ls=":", lw=1)
-    ax.axvline(-1, color="0.6", ls=":", lw=1)
-    ax.set_xlabel("log10 latent density (dotted: 1% and 10%; dead latents at the left edge)")
-    ax.set_ylabel("latents")
-    ax.legend(fontsize=8)
-    ax.set_title("Latent density histogram")
-    fig.tight_layout()
-    return fig
+    """Histogram of log10 latent density per architecture (see viz.sae.density_histogram)."""
+    return density_histogram({r.architecture: r.metrics["density"] for r in results})

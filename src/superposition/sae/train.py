@@ -11,9 +11,11 @@ the term, keeping the last good checkpoint.
 from __future__ import annotations
 
 import json
+import signal
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Callable, Literal
 
 import torch
 from pydantic import Field
@@ -23,7 +25,7 @@ from tqdm.auto import tqdm
 
 from superposition.config import Config
 from superposition.errors import SuperpositionError, TrainingDiverged
-from superposition.sae.base import BatchedSAE, StepState
+from superposition.sae.base import BatchedSAE, LossOut, StepState
 from superposition.seeding import derive_seed
 
 
@@ -78,14 +80,21 @@ def _batch(source, n: int, gen: torch.Generator, n_instances: int) -> Tensor:
 
 
 class SAETrainer:
-    def __init__(self, sae: BatchedSAE, source, cfg: SAETrainConfig, checkpoint_dir: str | Path | None = None) -> None:
-        self.sae, self.source, self.cfg = sae, source, cfg
+    def __init__(self, sae: BatchedSAE, source, cfg: SAETrainConfig, checkpoint_dir: str | Path | None = None,
+                 on_log: Callable[[int, Tensor, LossOut], dict | None] | None = None) -> None:
+        """`source` has sample(n, generator); if it also has state_dict/load_state_dict (a
+        streaming store), its position goes into checkpoints. `on_log(step, x, out)` is called at
+        logged steps and may return numbers for the progress bar."""
+        self.sae, self.source, self.cfg, self.on_log = sae, source, cfg, on_log
         self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
         self.opt = torch.optim.Adam(sae.parameters(), lr=cfg.lr)
         self.gen = torch.Generator().manual_seed(derive_seed(cfg.seed, "sae-data"))
         I, m = sae.n_instances, sae.cfg.d_sae
-        self.since_fired = torch.zeros(I, m)  # examples since each latent last fired
-        self.scale = torch.ones(I, 1)  # activation normalisation factor per instance
+        self.device = sae.W_dec.device
+        self.since_fired = torch.zeros(I, m, device=self.device)  # examples since each latent last fired
+        self.scale = torch.ones(I, 1, device=self.device)  # activation normalisation factor per instance
+        self._source_at_step = None
+        self._in_step = False  # True between a step's start and its last update: Ctrl-C there rolls it back
         self.step = 0
         self.history = SAEHistory()
         self._initialised = False
@@ -112,22 +121,43 @@ class SAETrainer:
         bar = tqdm(range(self.step, cfg.steps), initial=self.step, total=cfg.steps, desc=f"SAE ({sae.cfg.architecture})",
                    disable=(not progress) if progress is not None else None, leave=False)
         log_every = max(1, cfg.steps // 100)
+        asked = []
+
+        def on_sigint(signum, frame):  # first Ctrl-C: stop at the end of this step; second: now
+            if asked:
+                raise KeyboardInterrupt
+            asked.append(signum)
+
+        in_main = threading.current_thread() is threading.main_thread()
+        previous = signal.signal(signal.SIGINT, on_sigint) if in_main else None
         try:
             for step in bar:
                 self._step(step, bar, log_every)
+                if asked:
+                    raise KeyboardInterrupt
         except KeyboardInterrupt:
-            if self.checkpoint_dir is not None:  # leave a checkpoint that resumes at the unfinished step
-                self.gen.set_state(self._rng_at_step)
+            if self.checkpoint_dir is not None:
+                if self._in_step:  # roll back the unfinished step, so the checkpoint resumes at its start
+                    self.step = self._step_started
+                    self.gen.set_state(self._rng_at_step)
+                    if self._source_at_step is not None:
+                        self.source.load_state_dict(self._source_at_step)
                 self.save_checkpoint()
             raise
+        finally:
+            if in_main:
+                signal.signal(signal.SIGINT, previous)
         if self.checkpoint_dir is not None:
             self.save_checkpoint()
         return self.history
 
     def _step(self, step: int, bar, log_every: int) -> None:
         cfg, sae = self.cfg, self.sae
-        self.step = step
+        self._step_started = self.step = step
         self._rng_at_step = self.gen.get_state()
+        if hasattr(self.source, "state_dict"):
+            self._source_at_step = self.source.state_dict()
+        self._in_step = True
         for group in self.opt.param_groups:
             group["lr"] = lr_at(step, cfg)
         x = _batch(self.source, cfg.batch_size, self.gen, sae.n_instances) * self.scale
@@ -152,8 +182,10 @@ class SAETrainer:
             self.history.steps.append(step)
             for k, v in out.terms.items():
                 self.history.terms.setdefault(k, []).append(v.detach().tolist())
-            bar.set_postfix(mse=f"{out.terms['mse'].mean().item():.4g}", refresh=False)
+            shown = self.on_log(step, x, out) if self.on_log else None
+            bar.set_postfix(shown or {"mse": f"{out.terms['mse'].mean().item():.4g}"}, refresh=False)
         self.step = step + 1
+        self._in_step = False
         if self.checkpoint_dir is not None and cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0:
             self.save_checkpoint()
 
@@ -189,13 +221,13 @@ class SAETrainer:
                 sae.eval()
                 err = self._recon(x, i).sub(x).square().sum(-1).squeeze(1)
                 sae.train()
-                pick = torch.multinomial(err.square() + 1e-12, idx.numel(), replacement=err.numel() < idx.numel(), generator=self.gen)
+                pick = torch.multinomial(err.square().cpu() + 1e-12, idx.numel(), replacement=err.numel() < idx.numel(), generator=self.gen)
                 dirs = x[pick, 0] - sae.b_dec[i]
             else:
-                dirs = torch.randn(idx.numel(), sae.cfg.d_in, generator=self.gen)
+                dirs = torch.randn(idx.numel(), sae.cfg.d_in, generator=self.gen).to(self.device)
             dirs = dirs / dirs.norm(dim=-1, keepdim=True).clamp(min=1e-8)
             alive = ~dead[i]
-            enc_norm = W_enc[i][:, alive].norm(dim=0).mean() if bool(alive.any()) else torch.tensor(1.0)
+            enc_norm = W_enc[i][:, alive].norm(dim=0).mean() if bool(alive.any()) else torch.tensor(1.0, device=self.device)
             sae.W_dec[i, idx] = dirs
             if isinstance(getattr(sae, "W_enc", None), torch.nn.Parameter):  # untied
                 sae.W_enc[i][:, idx] = dirs.T * (0.2 * enc_norm if self.cfg.resample == "anthropic" else enc_norm)
@@ -225,18 +257,19 @@ class SAETrainer:
         """Write the model, Adam state, counters and RNG state; resuming continues exactly."""
         d = self.checkpoint_dir
         d.mkdir(parents=True, exist_ok=True)
-        tensors = {f"model.{k}": v.detach().contiguous() for k, v in self.sae.state_dict().items()}
+        tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in self.sae.state_dict().items()}
         names = {p: n for n, p in self.sae.named_parameters()}
         for p, st in self.opt.state.items():
             for key, v in st.items():
-                tensors[f"adam.{names[p]}.{key}"] = torch.as_tensor(v).contiguous()
-        tensors["since_fired"] = self.since_fired
-        tensors["scale"] = self.scale
+                tensors[f"adam.{names[p]}.{key}"] = torch.as_tensor(v).cpu().contiguous()
+        tensors["since_fired"] = self.since_fired.cpu()
+        tensors["scale"] = self.scale.cpu()
         tensors["rng"] = self.gen.get_state()
         tmp = d / "checkpoint.safetensors.tmp"
         save_file(tensors, str(tmp))
         tmp.replace(d / "checkpoint.safetensors")  # never leave a half-written checkpoint
-        meta = {"step": self.step, "sae_cfg": self.sae.cfg.model_dump(), "train_cfg": self.cfg.model_dump(),
+        meta = {"step": self.step, "source": self.source.state_dict() if hasattr(self.source, "state_dict") else None,
+                "sae_cfg": self.sae.cfg.model_dump(), "train_cfg": self.cfg.model_dump(),
                 "history": {"steps": self.history.steps, "terms": self.history.terms, "resampled": self.history.resampled}}
         (d / "checkpoint.json.tmp").write_text(json.dumps(meta))
         (d / "checkpoint.json.tmp").replace(d / "checkpoint.json")
@@ -256,9 +289,11 @@ class SAETrainer:
         for name, p in params.items():
             st = {key.split(".")[-1]: v for key, v in tensors.items() if key.startswith(f"adam.{name}.")}
             if st:
-                self.opt.state[p] = st
-        self.since_fired = tensors["since_fired"]
-        self.scale = tensors["scale"]
+                self.opt.state[p] = {k: (v if k == "step" else v.to(self.device)) for k, v in st.items()}
+        self.since_fired = tensors["since_fired"].to(self.device)
+        self.scale = tensors["scale"].to(self.device)
+        if meta.get("source") is not None:
+            self.source.load_state_dict(meta["source"])
         self.gen.set_state(tensors["rng"])
         self.step = meta["step"]
         h = meta["history"]

