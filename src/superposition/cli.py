@@ -5,6 +5,8 @@
     superposition demo [--out DIR] [--quick]
     superposition train-sae [--config FILE] [--set key=value ...] --out DIR [--resume]
     superposition eval-sae RUN_DIR [--sequences N]
+    superposition dashboard RUN_DIR --out SITE_DIR [--sequences N] [--latents N] [--sae NAME]
+    superposition analyze RUN_DIR --prompt TEXT [--token TOKEN] [--top N]
 
 Bad input exits with code 2 and a one-line message, never a traceback.
 """
@@ -46,6 +48,17 @@ def build_parser() -> argparse.ArgumentParser:
     ev = sub.add_parser("eval-sae", help="evaluate a train-sae run: L0, explained variance, CE loss recovered, ...")
     ev.add_argument("run_dir", help="a train-sae run directory")
     ev.add_argument("--sequences", type=int, default=None, help="held-out sequences to evaluate on (default: the run's eval_sequences)")
+    dash = sub.add_parser("dashboard", help="write a static, offline site of an SAE run's latents")
+    dash.add_argument("run_dir", help="a train-sae run, or an SAE experiment run (sae-toy, sae-synthetic, ...)")
+    dash.add_argument("--out", required=True, help="folder for the site (replaced if it exists)")
+    dash.add_argument("--sequences", type=int, default=None, help="held-out sequences to collect examples from (default 256)")
+    dash.add_argument("--latents", type=int, default=None, help="only the first N latents (default: all)")
+    dash.add_argument("--sae", default=None, help="experiment runs: which SAE under saes/ (default: the first)")
+    an = sub.add_parser("analyze", help="which latents drive a prompt's next token: activation, attribution, ablation")
+    an.add_argument("run_dir", help="a train-sae run directory")
+    an.add_argument("--prompt", required=True, help="text; analysed at its last token")
+    an.add_argument("--token", default=None, help="target next token (text; default: the model's top prediction)")
+    an.add_argument("--top", type=int, default=10, help="latents to list (default 10)")
     return parser
 
 
@@ -103,6 +116,22 @@ def _dispatch(args: argparse.Namespace) -> int:
             raise SuperpositionError(f"--sequences: must be positive, got {args.sequences}")
         evaluate_run(args.run_dir, eval_sequences=args.sequences)
         _print_eval(Path(args.run_dir))
+        return 0
+    if args.command == "dashboard":
+        from superposition.report.build import build_dashboard
+
+        for flag in ("sequences", "latents"):
+            if getattr(args, flag) is not None and getattr(args, flag) <= 0:
+                raise SuperpositionError(f"--{flag}: must be positive, got {getattr(args, flag)}")
+        site = build_dashboard(args.run_dir, args.out, args.sequences, args.latents, args.sae)
+        print(f"wrote {site}\nopen: {site / 'index.html'}")
+        return 0
+    if args.command == "analyze":
+        from superposition.lm.prompt import analyze_prompt
+
+        if args.top <= 0:
+            raise SuperpositionError(f"--top: must be positive, got {args.top}")
+        print(analyze_prompt(args.run_dir, args.prompt, args.token, args.top))
         return 0
     raise SuperpositionError(f"unknown command {args.command!r}")
 

@@ -8,19 +8,14 @@ from safetensors.torch import load_file
 
 from superposition.cli import main
 from superposition.lm.config import make_lm_config
-from superposition.lm.run import train_lm_sae
 from superposition.sae.train import SAETrainer
 
-TINY = ["hook_name=blocks.0.hook_resid_post", "context_size=32", "batch_size_tokens=128", "training_tokens=1280",
-        "n_batches_in_buffer=3", "model_batch_size=8", "expansion_factor=2", "k=8", "eval_sequences=4",
-        "lr_warm_up_steps=2", "log_every=1"]
+from tests.conftest import TINY
 
 
-@pytest.fixture(scope="module")
-def uninterrupted(tmp_path_factory, smol):
-    out = tmp_path_factory.mktemp("lm") / "full"
-    train_lm_sae(make_lm_config(None, TINY), out)
-    return out
+@pytest.fixture
+def uninterrupted(tiny_run):
+    return tiny_run
 
 
 def test_summary_has_the_contracted_metrics(uninterrupted):
@@ -98,3 +93,13 @@ def test_a_cache_from_another_hook_is_refused(tmp_path, uninterrupted, capsys):
     assert json.loads((cache / "manifest.json").read_text())["hook_name"] == "blocks.0.hook_resid_post"
     assert main(["train-sae", "--out", str(tmp_path / "b"), *base, "--set", "hook_name=blocks.1.hook_mlp_out"]) == 2
     assert "activation_cache" in capsys.readouterr().err and not (tmp_path / "b").exists()
+
+
+def test_analyze_lists_latents_with_attribution_and_ablation(uninterrupted, capsys):
+    assert main(["analyze", str(uninterrupted), "--prompt", "The value of the argument is", "--top", "4"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[1].split() == ["latent", "activation", "DLA", "attrib.", "ablation"] and len(lines) == 7
+    rows = [[float(v) for v in line.split()] for line in lines[2:6]]
+    assert all(r[1] > 0 for r in rows)  # only active latents can matter
+    assert main(["analyze", str(uninterrupted), "--prompt", "x", "--token", " unbelievably complicated"]) == 2
+    assert "--token ' unbelievably complicated': is" in capsys.readouterr().err

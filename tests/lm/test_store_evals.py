@@ -85,3 +85,14 @@ def test_ce_loss_recovered_is_one_for_perfect_and_zero_for_zero_ablation(smol):
 
 def test_ce_loss_recovered_formula():
     assert ce_loss_recovered(clean=2.0, with_sae=3.0, zero=6.0) == pytest.approx(0.75)
+
+
+def test_held_out_sequences_never_repeat_and_never_train(smol, tmp_path):
+    lm, _ = smol
+    (tmp_path / "small.txt").write_text("\n\n".join(f"Paragraph number {i} says something different about item {i}." for i in range(300)))
+    held = _store(smol, dataset_path=str(tmp_path / "small.txt"), holdout=True).first_sequences(10_000)
+    train = _store(smol, dataset_path=str(tmp_path / "small.txt")).sequences(0, 200)  # cycles past the end
+    rows = {tuple(r) for r in held.tolist()}
+    assert len(rows) == held.shape[0] > 0 and not rows & {tuple(r) for r in train.tolist()}
+    n_all = len(list(_store(smol, dataset_path=str(tmp_path / "small.txt"))._fresh_sequences()))
+    assert held.shape[0] == (n_all + held.shape[0]) // 20

@@ -192,8 +192,9 @@ def evaluate_run(run_dir: str | Path, lm=None, hooked: HookedModel | None = None
         lm = load_model(cfg.model_name, cfg.device, cfg.dtype)
         hooked = HookedModel(lm.model)
     n = eval_sequences or cfg.eval_sequences
-    seqs = make_store(cfg, lm, hooked, holdout=True).sequences(0, n)
-    print(f"evaluating on {n} held-out sequences ({n * cfg.context_size} tokens)", file=sys.stderr, flush=True)
+    seqs = make_store(cfg, lm, hooked, holdout=True).first_sequences(n)
+    n = seqs.shape[0]
+    print(f"evaluating on {n} held-out sequences ({seqs.numel()} tokens)", file=sys.stderr, flush=True)
     metrics = evaluate_sae(hooked, lm.tokenizer, sae, cfg.hook_name, seqs, batch_size=cfg.model_batch_size,
                            dead_threshold=cfg.dead_feature_threshold, device=cfg.device)
     old = json.loads((run / "summary.json").read_text()) if (run / "summary.json").is_file() else {}

@@ -76,6 +76,17 @@ class ActivationStore:
                 print(f"activation store: the corpus ({n} sequences) ran out; starting it again", file=sys.stderr)
             self.epochs_started += 1
 
+    def first_sequences(self, count: int) -> Tensor:
+        """Up to `count` sequences from one pass over the corpus (no repeats): for evaluation
+        and dashboards, where a repeated sequence would only duplicate examples."""
+        out = list(itertools.islice(self._fresh_sequences(), count))
+        if not out:
+            raise SuperpositionError(f"dataset_path {self.dataset_path}: too little text for one sequence of {self.context_size} tokens")
+        if len(out) < count:
+            print(f"activation store: only {len(out)} {'held-out ' if self.holdout else ''}sequences in the corpus "
+                  f"(asked for {count}); using them all", file=sys.stderr)
+        return torch.stack(out)
+
     def sequences(self, start: int, count: int) -> Tensor:
         """Training sequences [start, start + count) of the cycled corpus, (count, context_size)."""
         if self._seqs is None or self._seq_pos > start:

@@ -77,3 +77,10 @@ def score(W_dec: Tensor, F: Tensor, z: Tensor | None = None, presence: Tensor | 
         else:
             out["precision"] = out["recall"] = 0.0
     return out
+
+
+def best_matches(W_dec: Tensor, F: Tensor) -> tuple[Tensor, Tensor]:
+    """For each latent, the true feature its decoder row is most aligned with, and that |cos|."""
+    cos = cosine_matrix(W_dec, F).abs()
+    best = cos.max(dim=1)
+    return best.indices, best.values

@@ -21,3 +21,19 @@ def tiny_gpt2():
     torch.manual_seed(0)
     model = GPT2LMHeadModel(GPT2Config(n_layer=3, n_embd=64, n_head=4, n_positions=64, vocab_size=100)).eval()
     return model, HookedModel(model)
+
+
+TINY = ["hook_name=blocks.0.hook_resid_post", "context_size=32", "batch_size_tokens=128", "training_tokens=1280",
+        "n_batches_in_buffer=3", "model_batch_size=8", "expansion_factor=2", "k=8", "eval_sequences=4",
+        "lr_warm_up_steps=2", "log_every=1"]
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory, smol):
+    """A train-sae run on a tiny budget (10 steps of 128 tokens at blocks.0)."""
+    from superposition.lm.config import make_lm_config
+    from superposition.lm.run import train_lm_sae
+
+    out = tmp_path_factory.mktemp("lm") / "full"
+    train_lm_sae(make_lm_config(None, TINY), out)
+    return out

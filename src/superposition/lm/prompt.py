@@ -1,0 +1,63 @@
+"""`superposition analyze`: the latents behind one prompt's next token, as a table.
+
+For the last position of the prompt and a target token t (default: the model's top prediction):
+activation z_j, direct logit attribution z_j (d_j ⊙ g)·W_U[t], attribution patching
+z_j ∂logit_t/∂z_j, and the exact change in logit_t when latent j is ablated."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from superposition.errors import SuperpositionError
+from superposition.lm import analysis as an
+
+
+def analyze_prompt(run_dir: str | Path, prompt: str, token: str | None = None, top: int = 10) -> str:
+    from superposition.lm.config import LMSAEConfig
+    from superposition.lm.hooks import HookedModel
+    from superposition.lm.model import load_model
+    from superposition.sae.io import load_sae
+
+    run = Path(run_dir).expanduser()
+    if not (run / "config.json").is_file() or not (run / "sae").is_dir():
+        raise SuperpositionError(f"RUN_DIR {run}: not a train-sae run directory (config.json + sae/)")
+    cfg = LMSAEConfig.build(json.loads((run / "config.json").read_text()), str(run / "config.json"))
+    sae = load_sae(run / "sae")
+    lm = load_model(cfg.model_name, "cpu", "float32")
+    hooked = HookedModel(lm.model)
+    ids = lm.tokenizer(prompt, add_special_tokens=False, return_tensors="pt").input_ids
+    if cfg.prepend_bos and lm.tokenizer.bos_token_id is not None:
+        ids = torch.cat([torch.tensor([[lm.tokenizer.bos_token_id]]), ids], 1)
+    if ids.shape[1] < 2:
+        raise SuperpositionError("--prompt: needs at least one token")
+    with torch.no_grad():
+        logits, z = an.spliced_logits(hooked, sae, cfg.hook_name, ids)
+    if token is None:
+        target = int(logits[0, -1].argmax())
+    else:
+        enc = lm.tokenizer(token, add_special_tokens=False).input_ids
+        if len(enc) != 1:
+            raise SuperpositionError(f"--token {token!r}: is {len(enc)} tokens; give text that is exactly one token")
+        target = enc[0]
+    z_last = z[0, -1]
+    metric = lambda lg: lg[0, -1, target]
+    attr = an.attribution_patching(hooked, sae, cfg.hook_name, ids, metric)[0, -1]
+    dla = an.direct_logit_attribution(hooked, sae, cfg.hook_name, z_last, target)
+    order = attr.abs().argsort(descending=True)[:top]
+    lines = [f"prompt: {prompt!r}  -> target {lm.tokenizer.decode([target])!r} (logit {logits[0, -1, target]:.3f}); "
+             f"{int((z_last > 0).sum())} latents active at the last token",
+             f"{'latent':>7} {'activation':>11} {'DLA':>9} {'attrib.':>9} {'ablation':>9}"]
+    for j in order.tolist():
+        def zero_j(zz, j=j):
+            zz = zz.clone()
+            zz[0, -1, j] = 0
+            return zz
+        with torch.no_grad():
+            ablated, _ = an.spliced_logits(hooked, sae, cfg.hook_name, ids, zero_j)
+        effect = float(ablated[0, -1, target] - logits[0, -1, target])
+        lines.append(f"{j:>7} {float(z_last[j]):>11.4g} {float(dla[j]):>9.4g} {float(attr[j]):>9.4g} {effect:>9.4g}")
+    lines.append("DLA: direct path only; attrib.: gradient × activation (estimates −ablation); ablation: exact change in the target logit")
+    return "\n".join(lines)
