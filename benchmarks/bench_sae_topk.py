@@ -55,18 +55,16 @@ def ours_worker(data_path: str, out_path: str) -> None:
     trainer.train(progress=False)
     seconds = time.perf_counter() - start
     save_file({"W_dec": sae.W_dec.detach()[0].contiguous()}, out_path)
-    print(json.dumps({"seconds": seconds, "samples": trainer.step * BATCH, "threads": torch.get_num_threads()}))
+    print(json.dumps({"seconds": seconds, "samples": trainer.step * BATCH, "threads": torch.get_num_threads(),
+                      "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 
 
 def run_worker(cmd: list[str]) -> dict:
-    """Run a worker; return its JSON line plus its peak RSS (MiB)."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    """Run a worker; return its JSON line, which carries the worker's own peak RSS (MiB)."""
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         raise SystemExit(f"worker failed: {' '.join(cmd[:3])}\n{proc.stderr[-3000:]}")
-    result = json.loads(proc.stdout.strip().splitlines()[-1])
-    result["peak_rss_mib"] = max(before, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss) / 1024
-    return result
+    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:

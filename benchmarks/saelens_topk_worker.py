@@ -2,6 +2,7 @@
 on the activations in a safetensors file and writes its time and decoder. Not part of the package."""
 
 import json
+import resource
 import sys
 import time
 
@@ -41,4 +42,5 @@ start = time.perf_counter()
 trainer.fit()
 seconds = time.perf_counter() - start
 save_file({"W_dec": sae.W_dec.detach().contiguous()}, out_path)
-print(json.dumps({"seconds": seconds, "samples": n, "threads": torch.get_num_threads()}))
+print(json.dumps({"seconds": seconds, "samples": n, "threads": torch.get_num_threads(),
+                      "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
