@@ -13,6 +13,7 @@ from sae_lens.config import LoggingConfig, SAETrainerConfig
 from sae_lens.training.sae_trainer import SAETrainer
 
 data_path, out_path, d_sae, k, batch, lr = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), float(sys.argv[6])
+dead_window_samples, aux_coefficient = int(sys.argv[7]), float(sys.argv[8])
 x = load_file(data_path)["x"]
 n, d_in = x.shape
 
@@ -30,11 +31,14 @@ class Batches:
         return b
 
 
-sae = TopKTrainingSAE(TopKTrainingSAEConfig(d_in=d_in, d_sae=d_sae, k=k, dtype="float32", device="cpu"))
+sae = TopKTrainingSAE(TopKTrainingSAEConfig(d_in=d_in, d_sae=d_sae, k=k, dtype="float32", device="cpu",
+                                             aux_loss_coefficient=aux_coefficient))
 cfg = SAETrainerConfig(
     n_checkpoints=0, checkpoint_path=None, save_final_checkpoint=False, total_training_samples=n, device="cpu",
     autocast=False, lr=lr, lr_end=lr, lr_scheduler_name="constant", lr_warm_up_steps=0, adam_beta1=0.9, adam_beta2=0.999,
-    lr_decay_steps=0, n_restart_cycles=1, train_batch_size_samples=batch, dead_feature_window=1000, feature_sampling_window=2000,
+    lr_decay_steps=0, n_restart_cycles=1, train_batch_size_samples=batch, feature_sampling_window=2000,
+    # a latent is dead after more than this many steps without firing: the same number of samples as ours
+    dead_feature_window=dead_window_samples // batch,
     logger=LoggingConfig(log_to_wandb=False, eval_every_n_wandb_logs=2**31 - 1), n_batches_for_norm_estimate=10,
 )
 trainer = SAETrainer(cfg=cfg, sae=sae, data_provider=Batches(), save_checkpoint_fn=lambda path: None)

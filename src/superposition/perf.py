@@ -25,3 +25,24 @@ def tune_allocator(mmap_threshold: int = 1 << 30) -> bool:
         return bool(libc.mallopt(m_mmap_threshold, mmap_threshold)) and bool(libc.mallopt(m_trim_threshold, 2 * mmap_threshold))
     except (OSError, AttributeError):
         return False
+
+
+_BF16_CPU: bool | None = None
+
+
+def fast_bf16_matmul(device) -> bool:
+    """Whether bfloat16 matrix products are native (and so faster than float32) on `device`:
+    CUDA, or a CPU with AVX512-BF16 or AMX (measured here: 1.3 against 2.9 ms for a
+    1024×128 by 128×2048 product on 2 cores)."""
+    global _BF16_CPU
+    if str(device).startswith("cuda"):
+        return True
+    if str(device) != "cpu":
+        return False
+    if _BF16_CPU is None:
+        try:
+            flags = open("/proc/cpuinfo").read()
+            _BF16_CPU = "avx512_bf16" in flags or "amx_bf16" in flags
+        except OSError:
+            _BF16_CPU = False
+    return _BF16_CPU

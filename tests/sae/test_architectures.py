@@ -126,11 +126,14 @@ def test_bad_hyperparameters(kw, match):
         SAEConfig.build(kw)
 
 
-def test_sparse_topk_path_equals_the_dense_computation():
+@pytest.mark.parametrize("low_precision", ["off", "on"])
+def test_sparse_topk_path_equals_the_dense_computation(low_precision):
+    """Also with the top k chosen from a bfloat16 product: away from near-ties it chooses the same
+    latents, and everything after the choice is float32."""
     from superposition.sae.topk import TopKSAE
 
     torch.manual_seed(0)
-    sae = _sae("topk", d_in=6, d_sae=20, k=3, n_instances=2)
+    sae = _sae("topk", d_in=6, d_sae=20, k=3, n_instances=2, low_precision=low_precision)
     assert type(sae) is TopKSAE
     with torch.no_grad():
         for p in sae.parameters():

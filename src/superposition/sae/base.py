@@ -43,6 +43,10 @@ class SAEConfig(Config):
     # topk family
     aux_k: int | None = Field(None, gt=0, description="latents used by the AuxK loss (default d_in // 2)")
     aux_coefficient: float = Field(1 / 32, ge=0.0)
+    low_precision: Literal["auto", "on", "off"] = Field(
+        "off", description="topk training: choose the top k with a bfloat16 product (the chosen latents' values, the "
+                           "reconstruction and all gradients stay float32); auto: on where bf16 matmul is native. "
+                           "About 10% faster per step on a CPU with AVX512-BF16; MCC 0.964 against 0.973 in the benchmark")
     prefixes: list[int] | None = Field(None, description="matryoshka: nested dictionary sizes, ending at d_sae")
     # where the activations come from (language-model SAEs)
     model_name: str | None = None

@@ -14,6 +14,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from superposition.perf import fast_bf16_matmul
 from superposition.sae.base import BatchedSAE, LossOut, SAEConfig, StepState
 
 
@@ -74,7 +75,7 @@ class TopKSAE(BatchedSAE):
             # and decoded from their k decoder rows. Gradients then touch k columns and rows per
             # example instead of all d_sae (about 2x faster on a CPU at k = 8, d_sae = 2048).
             with torch.no_grad():
-                idx = self.pre_acts(x).topk(self.k, dim=-1, sorted=False).indices  # (batch, inst, k)
+                idx = self._selection_pre_acts(x).topk(self.k, dim=-1, sorted=False).indices  # (batch, inst, k)
             inst = torch.arange(self.n_instances, device=x.device).view(1, -1, 1)
             xc = x - self.b_dec
             W_sel = gather_rows(self.encoder_weight().transpose(1, 2), idx)  # (batch, inst, k, d_in)
@@ -94,6 +95,20 @@ class TopKSAE(BatchedSAE):
         total = (main + self.cfg.aux_coefficient * aux).sum()
         return LossOut(total, terms, z, x_hat, fired)
 
+    def _low_precision(self, x: Tensor) -> bool:
+        mode = self.cfg.low_precision
+        return mode == "on" or (mode == "auto" and fast_bf16_matmul(x.device))
+
+    def _selection_pre_acts(self, x: Tensor) -> Tensor:
+        """Pre-activations used only to choose the top k. In bfloat16 (where its matmul is
+        native) this product costs less than half; a near-tie between the k-th and (k+1)-th
+        latent may then resolve the other way, and the chosen latents' values are exact anyway."""
+        if not self._low_precision(x):
+            return self.pre_acts(x)
+        xc = (x - self.b_dec).transpose(0, 1).to(torch.bfloat16)
+        W = self.encoder_weight().to(torch.bfloat16)
+        return torch.baddbmm(self.b_enc.unsqueeze(1).to(torch.bfloat16), xc, W).transpose(0, 1)
+
     def _auxk(self, x: Tensor, x_hat: Tensor, dead: Tensor | None) -> Tensor:
         zeros = torch.zeros(self.n_instances, device=x.device)
         if dead is None or not bool(dead.any()):
@@ -102,7 +117,9 @@ class TopKSAE(BatchedSAE):
         cols = dead.any(0).nonzero().squeeze(1)
         W_enc = self.encoder_weight()[:, :, cols]  # (inst, d_in, n_dead)
         pre = torch.baddbmm(self.b_enc[:, cols].unsqueeze(1), (x - self.b_dec).transpose(0, 1), W_enc).transpose(0, 1)
-        masked = torch.where(dead[:, cols].unsqueeze(0), torch.relu(pre), torch.zeros_like(pre))
+        masked = torch.relu(pre)
+        if self.n_instances > 1:  # a column dead in one instance may be alive in another
+            masked = torch.where(dead[:, cols].unsqueeze(0), masked, torch.zeros_like(masked))
         z_aux = topk_mask(masked, min(self.aux_k, cols.numel()))
         e = (x - x_hat).detach()
         e_hat = torch.bmm(z_aux.transpose(0, 1), self.W_dec[:, cols]).transpose(0, 1)
