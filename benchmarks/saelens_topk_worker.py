@@ -14,6 +14,8 @@ from sae_lens.training.sae_trainer import SAETrainer
 
 data_path, out_path, d_sae, k, batch, lr = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), float(sys.argv[6])
 dead_window_samples, aux_coefficient = int(sys.argv[7]), float(sys.argv[8])
+seed = int(sys.argv[sys.argv.index("--seed") + 1]) if "--seed" in sys.argv else 0
+torch.manual_seed(seed)  # SAELens initialises from the global generator
 x = load_file(data_path)["x"]
 n, d_in = x.shape
 

@@ -120,7 +120,11 @@ class TopKSAE(BatchedSAE):
         masked = torch.relu(pre)
         if self.n_instances > 1:  # a column dead in one instance may be alive in another
             masked = torch.where(dead[:, cols].unsqueeze(0), masked, torch.zeros_like(masked))
-        z_aux = topk_mask(masked, min(self.aux_k, cols.numel()))
+        k_aux = min(self.aux_k, cols.numel())
+        if k_aux < cols.numel() and int((masked > 0).sum(-1).max()) > k_aux:
+            z_aux = topk_mask(masked, k_aux)
+        else:  # no example has more than k_aux positive dead pre-activations (the usual case): all of them are its top k_aux
+            z_aux = masked
         e = (x - x_hat).detach()
         e_hat = torch.bmm(z_aux.transpose(0, 1), self.W_dec[:, cols]).transpose(0, 1)
         err = (e_hat - e).square().sum((0, 2))
