@@ -22,10 +22,11 @@ ALL_ARCHITECTURES = list(ARCHITECTURES)
 # Architectures whose sparsity is a penalty get a sweep of coefficients, trained as instances of
 # one batched SAE; the instance whose L0 lands closest to the target is kept.
 # Ranges calibrated on the synthetic dictionary (coefficients in units of its activations).
+_R2 = 2 ** 0.5  # a factor of √2 between neighbours, so some instance lands within ~20% of the target L0
 SWEEPS = {
-    "standard": ("l1_coefficient", [0.08, 0.16, 0.32, 0.64, 1.28]),
-    "gated": ("l1_coefficient", [0.08, 0.16, 0.32, 0.64, 1.28]),
-    "jumprelu": ("l0_coefficient", [0.005, 0.01, 0.02, 0.04, 0.08]),
+    "standard": ("l1_coefficient", [round(0.16 * _R2 ** i, 4) for i in range(8)]),
+    "gated": ("l1_coefficient", [round(0.16 * _R2 ** i, 4) for i in range(8)]),
+    "jumprelu": ("l0_coefficient", [round(0.005 * _R2 ** i, 5) for i in range(8)]),
 }
 
 
