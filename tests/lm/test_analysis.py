@@ -43,7 +43,7 @@ def test_logit_lens_of_a_direction_built_from_one_tokens_unembedding():
         model.transformer.wte.weight.copy_(W / W.norm(dim=1, keepdim=True))  # tied: also W_U
         model.transformer.ln_f.weight.uniform_(0.5, 2.0)
     hooked = HookedModel(model)
-    W_U, g = an.unembedding(model).detach(), an.final_norm_gain(model).detach()
+    W_U, g = an.unembedding(model).detach(), an.final_norm_gain(hooked).detach()
     tokens = [3, 77, 150, 299]
     W_dec = torch.randn(8, 32) * 0.01
     for n, t in enumerate(tokens):

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from superposition.lm.data import special_mask
-from superposition.lm.hooks import HookedModel
+from superposition.lm.hooks import HookedModel, sae_inputs
 from superposition.sae.base import BatchedSAE
 
 
@@ -55,18 +55,13 @@ class LatentActivations:
         return out
 
 
-def sae_inputs(act: Tensor) -> Tensor:
-    """Hook activation as the SAE sees it: per-head z (…, heads, d_head) flattened."""
-    return act.flatten(-2) if act.ndim == 4 else act
-
-
 @torch.no_grad()
 def latent_activations(hooked: HookedModel, tokenizer, sae: BatchedSAE, hook_name: str, seqs: Tensor,
                        batch_size: int = 16, device: str = "cpu", progress: bool = False) -> LatentActivations:
     from tqdm.auto import tqdm
 
     toks, lats, vals = [], [], []
-    n_tokens, ctx = 0, seqs.shape[1]
+    n_tokens = 0
     chunks = list(seqs.split(batch_size))
     offset = 0
     for ids in tqdm(chunks, desc="latent activations", disable=not progress, leave=False):
@@ -141,24 +136,16 @@ def unembedding(model) -> Tensor:
     return model.get_output_embeddings().weight
 
 
-def final_norm_gain(model) -> Tensor | None:
+def final_norm_gain(hooked: HookedModel) -> Tensor | None:
     """The elementwise weight of the final (RMS/Layer)Norm, if the model has one."""
-    for path in ("model.norm", "transformer.ln_f", "gpt_neox.final_layer_norm", "model.decoder.final_layer_norm"):
-        m = model
-        for part in path.split("."):
-            m = getattr(m, part, None)
-        if m is not None and getattr(m, "weight", None) is not None:
-            return m.weight
-    return None
+    norm = hooked.final_norm()
+    return getattr(norm, "weight", None)
 
 
 def output_projection(hooked: HookedModel, layer: int) -> Tensor:
     """W_O as (n_heads * d_head, d_model): z (flattened heads) @ W_O is the attention output."""
-    from superposition.lm.hooks import _get
-
-    proj = _get(_get(hooked.blocks[layer], hooked.family.attn), hooked.family.out_proj)
-    w = proj.weight
-    return w.T if isinstance(proj, torch.nn.Linear) else w  # GPT-2's Conv1D stores (in, out)
+    proj = hooked.out_proj(layer)
+    return proj.weight.T if isinstance(proj, torch.nn.Linear) else proj.weight  # GPT-2's Conv1D stores (in, out)
 
 
 def decoder_in_residual(hooked: HookedModel, sae: BatchedSAE, hook_name: str) -> Tensor:
@@ -177,7 +164,7 @@ def logit_lens(hooked: HookedModel, sae: BatchedSAE, hook_name: str, latents: li
     dirs = decoder_in_residual(hooked, sae, hook_name)
     if latents is not None:
         dirs = dirs[latents]
-    g = final_norm_gain(hooked.model) if fold_final_norm else None
+    g = final_norm_gain(hooked) if fold_final_norm else None
     if g is not None:
         dirs = dirs * g.detach()
     W_U = unembedding(hooked.model).detach().float()
@@ -195,7 +182,7 @@ def direct_logit_attribution(hooked: HookedModel, sae: BatchedSAE, hook_name: st
     """Each latent's direct contribution to token's logit, z_j (d_j ⊙ g) · W_U[token], for
     latent activations z (…, d_sae); the final norm's division by the RMS is left out."""
     dirs = decoder_in_residual(hooked, sae, hook_name)
-    g = final_norm_gain(hooked.model) if fold_final_norm else None
+    g = final_norm_gain(hooked) if fold_final_norm else None
     u = unembedding(hooked.model)[token].detach()
     per_latent = dirs @ (u * g.detach() if g is not None else u)  # (d_sae,)
     return z * per_latent
@@ -212,7 +199,7 @@ def direct_attribution_per_head(hooked: HookedModel, sae: BatchedSAE, hook_name:
     H, dh = hooked.n_heads, hooked.d_head
     W_O = output_projection(hooked, layer).detach().reshape(H, dh, -1)
     W_dec = sae.W_dec[0].detach().reshape(-1, H, dh)
-    g = final_norm_gain(hooked.model) if fold_final_norm else None
+    g = final_norm_gain(hooked) if fold_final_norm else None
     u = unembedding(hooked.model)[token].detach()
     u = u * g.detach() if g is not None else u
     per_head = torch.einsum("jhd,hdm,m->jh", W_dec, W_O, u)  # (d_sae, heads)
@@ -321,9 +308,7 @@ def source_token_contributions(hooked: HookedModel, sae: BatchedSAE, hook_name: 
 def attention_pattern_and_values(hooked: HookedModel, layer: int, ids: Tensor) -> tuple[Tensor, Tensor]:
     """Attention probabilities (b, heads, q, k) and value vectors (b, heads, k, d_head) of one
     layer, for Llama-style (v_proj, grouped KV heads repeated) and GPT-2-style (c_attn) models."""
-    from superposition.lm.hooks import _get
-
-    attn = _get(hooked.blocks[layer], hooked.family.attn)
+    attn = hooked.attention(layer)
     H, dh = hooked.n_heads, hooked.d_head
     seen = {}
     if hasattr(attn, "v_proj"):

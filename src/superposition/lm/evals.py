@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from superposition.lm.data import special_mask
-from superposition.lm.hooks import HookedModel
+from superposition.lm.hooks import HookedModel, sae_inputs
 from superposition.sae.base import BatchedSAE
 from superposition.sae.metrics import Accumulator
 
@@ -52,7 +52,7 @@ def evaluate_sae(hooked: HookedModel, tokenizer, sae: BatchedSAE, hook_name: str
 
         clean = hooked.logits(ids, {hook_name: capture})
         act = seen["act"]
-        flat = act.flatten(2) if act.ndim == 4 else act
+        flat = sae_inputs(act)
         x = flat[keep].float()
         z = sae.encode(x.unsqueeze(1))
         x_hat = sae.decode(z)[:, 0]
@@ -60,7 +60,7 @@ def evaluate_sae(hooked: HookedModel, tokenizer, sae: BatchedSAE, hook_name: str
 
         def splice(values: Tensor):
             def fn(a: Tensor) -> Tensor:
-                out = a.flatten(2).clone() if a.ndim == 4 else a.clone()
+                out = sae_inputs(a).clone()
                 out[keep] = values.to(out.dtype)
                 return out.view(a.shape)
             return fn

@@ -36,13 +36,14 @@ class Family:
     attn: str
     mlp: str
     out_proj: str  # inside attn
+    final_norm: str  # the norm before the unembedding
 
 
 FAMILIES = (
-    Family("model.layers", "self_attn", "mlp", "o_proj"),  # Llama, Mistral, Qwen2, Gemma, SmolLM
-    Family("transformer.h", "attn", "mlp", "c_proj"),  # GPT-2, GPT-J-like
-    Family("gpt_neox.layers", "attention", "mlp", "dense"),  # GPT-NeoX, Pythia
-    Family("model.decoder.layers", "self_attn", "fc2", "out_proj"),  # OPT
+    Family("model.layers", "self_attn", "mlp", "o_proj", "model.norm"),  # Llama, Mistral, Qwen2, Gemma, SmolLM
+    Family("transformer.h", "attn", "mlp", "c_proj", "transformer.ln_f"),  # GPT-2, GPT-J-like
+    Family("gpt_neox.layers", "attention", "mlp", "dense", "gpt_neox.final_layer_norm"),  # GPT-NeoX, Pythia
+    Family("model.decoder.layers", "self_attn", "fc2", "out_proj", "model.decoder.final_layer_norm"),  # OPT
 )
 
 
@@ -56,6 +57,12 @@ def _get(module: nn.Module, path: str):
 
 class _Stop(Exception):
     """Raised by the last capture hook: nothing after it is needed."""
+
+
+def sae_inputs(act: Tensor) -> Tensor:
+    """A hook activation as an SAE sees it: per-head z (batch, pos, heads, d_head) flattened to
+    (batch, pos, heads · d_head); every other hook point is already (batch, pos, d)."""
+    return act.flatten(-2) if act.ndim == 4 else act
 
 
 def _first(output):
@@ -85,6 +92,17 @@ class HookedModel:
         self.n_heads = int(getattr(cfg, "num_attention_heads", None) or getattr(cfg, "n_head"))
         self.d_head = int(getattr(cfg, "head_dim", None) or self.d_model // self.n_heads)
 
+    # ------------------------------------------------------------------ parts
+    def attention(self, layer: int) -> nn.Module:
+        return _get(self.blocks[layer], self.family.attn)
+
+    def out_proj(self, layer: int) -> nn.Module:
+        """The attention output projection W_O of a block (its input is the per-head z)."""
+        return _get(self.attention(layer), self.family.out_proj)
+
+    def final_norm(self) -> nn.Module | None:
+        return _get(self.model, self.family.final_norm)
+
     # ------------------------------------------------------------------ names
     def hook_names(self) -> list[str]:
         return [f"blocks.{L}.{k}" for L in range(self.n_layers) for k in KINDS]
@@ -105,7 +123,6 @@ class HookedModel:
         """Attach fn(activation) at a hook point; a tensor it returns replaces the activation."""
         L, kind = self.parse(name)
         block = self.blocks[L]
-        fam = self.family
         if kind == "hook_resid_pre":
             def pre(module, args, kwargs):
                 x = args[0] if args else kwargs["hidden_states"]
@@ -117,14 +134,14 @@ class HookedModel:
                 return args, {**kwargs, "hidden_states": new}
             return block.register_forward_pre_hook(pre, with_kwargs=True)
         if kind == "attn.hook_z":
-            proj = _get(_get(block, fam.attn), fam.out_proj)
+            proj = self.out_proj(L)
 
             def pre_z(module, args):
                 z = args[0]
                 new = fn(z.view(*z.shape[:-1], self.n_heads, self.d_head))
                 return None if new is None else (new.reshape(z.shape),) + tuple(args[1:])
             return proj.register_forward_pre_hook(pre_z)
-        target = {"hook_resid_post": block, "hook_mlp_out": _get(block, fam.mlp), "hook_attn_out": _get(block, fam.attn)}[kind]
+        target = {"hook_resid_post": block, "hook_mlp_out": _get(block, self.family.mlp), "hook_attn_out": self.attention(L)}[kind]
 
         def post(module, args, output):
             new = fn(_first(output))

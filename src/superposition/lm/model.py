@@ -40,10 +40,9 @@ def cache_dir() -> Path:
 def lm_imports():
     """transformers, or a one-line error saying how to install the language-model extras."""
     try:
-        import transformers  # noqa: F401
+        import transformers
     except ImportError:
         raise SuperpositionError("language models need the `lm` extras: pip install 'superposition[lm]'") from None
-    import transformers
 
     transformers.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()  # loading takes a second; keep stderr for what matters

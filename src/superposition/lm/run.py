@@ -27,6 +27,7 @@ from superposition.lm.model import load_model
 from superposition.lm.store import ActivationStore, buffer_sequences_for
 from superposition.sae import SAEConfig, make_sae
 from superposition.sae.io import load_sae, save_sae
+from superposition.sae.metrics import explained_variance
 from superposition.sae.train import SAETrainConfig, SAETrainer
 from superposition.seeding import derive_seed
 
@@ -98,9 +99,7 @@ class RunLogger:
         if self.tokens0 is None:
             self.t0, self.tokens0 = time.time(), tokens
         rate = (tokens - self.tokens0) / max(time.time() - self.t0, 1e-9)
-        xs = x[:, 0].float()
-        x_hat = out.x_hat[:, 0].float()
-        ev = 1 - (xs - x_hat).square().sum() / (xs - xs.mean(0)).square().sum().clamp(min=1e-12)
+        ev = explained_variance(x[:, :1].float(), out.x_hat[:, :1].float())[0]
         l0 = (out.z[:, 0] != 0).sum(-1).float().mean().item() if out.z is not None else float(cfg.k)
         lr = self.opt.param_groups[0]["lr"] if self.opt is not None else float("nan")
         row = {"step": step, "tokens": tokens, "lr": lr, "mse": out.terms["mse"][0].item(), "l0": l0,

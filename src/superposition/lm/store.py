@@ -27,7 +27,7 @@ from torch import Tensor
 
 from superposition.errors import SuperpositionError
 from superposition.lm.data import packed_sequences, special_mask, split_sequences, texts
-from superposition.lm.hooks import HookedModel
+from superposition.lm.hooks import HookedModel, sae_inputs
 from superposition.seeding import derive_seed
 
 MANIFEST = "manifest.json"
@@ -105,7 +105,7 @@ class ActivationStore:
         for chunk in ids.split(self.model_batch_size):
             chunk = chunk.to(self.device)
             act = self.hooked.run_with_cache(chunk, [self.hook_name])[self.hook_name]
-            act = act.flatten(2) if act.ndim == 4 else act  # per-head z -> (batch, pos, heads * d_head)
+            act = sae_inputs(act)
             keep = ~special_mask(self.lm.tokenizer, chunk.cpu())
             parts.append(act.float().cpu()[keep])
             self.model_tokens += chunk.numel()

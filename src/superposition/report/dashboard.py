@@ -15,14 +15,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import jinja2
 import numpy as np
 from markupsafe import Markup
 
-_ENV = jinja2.Environment(
-    loader=jinja2.PackageLoader("superposition.report", "templates"),
-    autoescape=jinja2.select_autoescape(["html"]),
-)
+from superposition.report import TEMPLATES
+
 
 
 @dataclass
@@ -88,12 +85,12 @@ def write_dashboard(out: Path, title: str, subtitle: str, columns: list[dict], r
     shutil.rmtree(tmp, ignore_errors=True)
     (tmp / "latents").mkdir(parents=True)
     try:
-        (tmp / "style.css").write_text(_ENV.get_template("dashboard.css").render())
-        index = _ENV.get_template("dashboard_index.html").render(
+        (tmp / "style.css").write_text(TEMPLATES.get_template("dashboard.css").render())
+        index = TEMPLATES.get_template("dashboard_index.html").render(
             title=title, subtitle=subtitle, notes=notes, columns=columns,
             data=Markup(json_for_script({"columns": columns, "rows": rows})), n=len(rows))
         (tmp / "index.html").write_text(index, encoding="utf-8")
-        page_t = _ENV.get_template("dashboard_latent.html")
+        page_t = TEMPLATES.get_template("dashboard_latent.html")
         ids = [p.index for p in pages]
         for n, p in enumerate(pages):
             html = page_t.render(

@@ -9,16 +9,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import jinja2
-from markupsafe import Markup
 import plotly.graph_objects as go
 import plotly.offline
+from markupsafe import Markup
 from matplotlib.figure import Figure as MplFigure
 
-_ENV = jinja2.Environment(
-    loader=jinja2.PackageLoader("superposition.report", "templates"),
-    autoescape=jinja2.select_autoescape(["html"]),
-)
+from superposition.report import TEMPLATES
+
 
 
 @dataclass
@@ -71,7 +68,7 @@ def render_report(
             html = spec.figure.to_html(full_html=False, include_plotlyjs=False, default_height=f"{spec.figure.layout.height or 500}px")
             items.append({"kind": "plotly", "caption": spec.caption, "name": spec.name, "html": html})
     plotlyjs = plotly.offline.get_plotlyjs() if any(i["kind"] == "plotly" for i in items) else ""
-    page = _ENV.get_template("report.html").render(
+    page = TEMPLATES.get_template("report.html").render(
         title=title,
         explanation=Markup(explanation),
         figures=items,
