@@ -162,3 +162,29 @@ def test_sparse_topk_path_equals_the_dense_computation(low_precision):
     for n, p in sae.named_parameters():
         assert torch.allclose(sparse_grads[n], p.grad, atol=1e-5), n
     assert out.fired.tolist() == (z != 0).any(0).tolist()
+
+
+def test_auxk_without_its_topk_pass_equals_the_definition():
+    """When no example has more than aux_k positive dead pre-activations, AuxK skips its top-k:
+    the result and gradients must equal the definition with the top-k."""
+    torch.manual_seed(1)
+    sae = _sae("topk", d_in=6, d_sae=20, k=3, aux_k=4)
+    dead = torch.zeros(1, 20, dtype=torch.bool)
+    dead[0, 4:14] = True  # 10 dead latents, of which at most 3 can fire: more than aux_k = 4 are dead
+    with torch.no_grad():
+        sae.b_enc[0, 4:11] = -100.0
+    x = torch.randn(33, 1, 6)
+    x_hat = (x + 0.3 * torch.randn_like(x)).detach()
+    aux = sae._auxk(x, x_hat, dead)
+    aux.sum().backward()
+    grads = {n: p.grad.clone() for n, p in sae.named_parameters() if p.grad is not None}
+    sae.zero_grad()
+    pre = sae.pre_acts(x)
+    z_aux = topk_mask(torch.where(dead.unsqueeze(0), torch.relu(pre), torch.zeros_like(pre)), 4)
+    e = x - x_hat
+    e_hat = torch.einsum("bis,isd->bid", z_aux, sae.W_dec)
+    expected = (e_hat - e).square().sum((0, 2)) / (e - e.mean(0)).square().sum((0, 2))  # n_dead ≥ aux_k: scale 1
+    expected.sum().backward()
+    assert aux.tolist() == pytest.approx(expected.tolist(), rel=1e-5) and aux.item() > 0
+    for n, g in grads.items():
+        assert torch.allclose(g, sae.get_parameter(n).grad, atol=1e-6), n
