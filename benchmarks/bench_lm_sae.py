@@ -67,9 +67,17 @@ def ours_worker(docs: str, out_dir: str, tokens: int) -> None:
     seconds = time.perf_counter() - start
     trainer.fold_normalization()
     save_sae(sae, out_dir)
-    print(json.dumps({"seconds": seconds, "model_seconds": model_seconds[0], "tokens": trainer.step * cfg.batch_size_tokens,
-                      "threads": torch.get_num_threads(),
-                      "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+    print(
+        json.dumps(
+            {
+                "seconds": seconds,
+                "model_seconds": model_seconds[0],
+                "tokens": trainer.step * cfg.batch_size_tokens,
+                "threads": torch.get_num_threads(),
+                "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            }
+        )
+    )
 
 
 def evaluate(folder: Path, docs: str, n_seq: int) -> dict:
@@ -109,28 +117,56 @@ def main() -> None:
         with open(docs, "w") as f:
             for text in python_docs():
                 f.write(json.dumps({"text": text}) + "\n")
-        print(f"workload: SmolLM2-135M {HOOK}, python-docs, {args.tokens:,} tokens, context 128, batch 2048, TopK 4608 k=32")
-        rows = {"superposition": run_worker([sys.executable, __file__, "--worker", "ours", "--docs", docs, "--out",
-                                             str(Path(tmp) / "ours"), "--tokens", str(args.tokens)])}
+        print(
+            f"workload: SmolLM2-135M {HOOK}, python-docs, {args.tokens:,} tokens, context 128, batch 2048, TopK 4608 k=32"
+        )
+        rows = {
+            "superposition": run_worker(
+                [
+                    sys.executable,
+                    __file__,
+                    "--worker",
+                    "ours",
+                    "--docs",
+                    docs,
+                    "--out",
+                    str(Path(tmp) / "ours"),
+                    "--tokens",
+                    str(args.tokens),
+                ]
+            )
+        }
         rows["superposition"]["folder"] = Path(tmp) / "ours"
         if not args.skip_saelens:
             python = ensure_saelens()
             worker = str(Path(__file__).with_name("saelens_lm_worker.py"))
-            rows["SAELens"] = run_worker([str(python), worker, model_dir, docs, str(Path(tmp) / "saelens"), str(args.tokens)])
+            rows["SAELens"] = run_worker(
+                [str(python), worker, model_dir, docs, str(Path(tmp) / "saelens"), str(args.tokens)]
+            )
             rows["SAELens"]["folder"] = Path(tmp) / "saelens"
         for r in rows.values():
             r.update(evaluate(r["folder"], docs, args.eval_sequences))
-    print(f"{'trainer':<15}{'seconds':>8}{'tok/s':>8}{'act tok/s':>10}{'SAE tok/s':>10}{'RSS MiB':>9}{'L0':>7}{'EV':>7}{'CE rec.':>9}")
+    print(
+        f"{'trainer':<15}{'seconds':>8}{'tok/s':>8}{'act tok/s':>10}{'SAE tok/s':>10}{'RSS MiB':>9}{'L0':>7}{'EV':>7}{'CE rec.':>9}"
+    )
     for name, r in rows.items():
         sae_s = max(r["seconds"] - r["model_seconds"], 1e-9)
-        print(f"{name:<15}{r['seconds']:>8.1f}{r['tokens'] / r['seconds']:>8,.0f}{r['tokens'] / max(r['model_seconds'], 1e-9):>10,.0f}"
-              f"{r['tokens'] / sae_s:>10,.0f}{r['peak_rss_mib']:>9,.0f}{r['l0']:>7.1f}{r['explained_variance']:>7.3f}{r['ce_loss_recovered']:>9.3f}")
+        print(
+            f"{name:<15}{r['seconds']:>8.1f}{r['tokens'] / r['seconds']:>8,.0f}{r['tokens'] / max(r['model_seconds'], 1e-9):>10,.0f}"
+            f"{r['tokens'] / sae_s:>10,.0f}{r['peak_rss_mib']:>9,.0f}{r['l0']:>7.1f}{r['explained_variance']:>7.3f}{r['ce_loss_recovered']:>9.3f}"
+        )
     if "SAELens" in rows:
         ours, theirs = rows["superposition"], rows["SAELens"]
         speedup = (ours["tokens"] / ours["seconds"]) / (theirs["tokens"] / theirs["seconds"])
-        ok = speedup > 1 and ours["explained_variance"] >= theirs["explained_variance"] - 1e-3 and abs(ours["l0"] - theirs["l0"]) < 1
-        print(f"speed-up end to end: {speedup:.2f}x (target > 1x); explained variance {ours['explained_variance']:.3f} vs "
-              f"{theirs['explained_variance']:.3f} at L0 {ours['l0']:.1f} vs {theirs['l0']:.1f} (target: at least equal)")
+        ok = (
+            speedup > 1
+            and ours["explained_variance"] >= theirs["explained_variance"] - 1e-3
+            and abs(ours["l0"] - theirs["l0"]) < 1
+        )
+        print(
+            f"speed-up end to end: {speedup:.2f}x (target > 1x); explained variance {ours['explained_variance']:.3f} vs "
+            f"{theirs['explained_variance']:.3f} at L0 {ours['l0']:.1f} vs {theirs['l0']:.1f} (target: at least equal)"
+        )
         print("PASS" if ok else "FAIL")
         raise SystemExit(0 if ok else 1)
 

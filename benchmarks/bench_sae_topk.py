@@ -36,7 +36,9 @@ ROOT = Path(__file__).resolve().parent.parent
 ENV = ROOT / ".bench-envs" / "saelens"
 SAELENS = "sae-lens==6.54.12"
 D_SAE, K, BATCH, LR = 2048, 8, 1024, 5e-3
-DEAD_WINDOW = 50_000  # samples without firing before a latent counts as dead and AuxK trains it (both trainers)
+DEAD_WINDOW = (
+    50_000  # samples without firing before a latent counts as dead and AuxK trains it (both trainers)
+)
 AUX_COEFFICIENT = 1 / 32  # Gao et al.; ours by default, set explicitly for SAELens (its default is 1)
 
 
@@ -58,14 +60,28 @@ def ours_worker(data_path: str, out_path: str, seed: int) -> None:
 
     tune_allocator()
     x = load_file(data_path)["x"]
-    sae = make_sae(SAEConfig(architecture="topk", d_in=x.shape[1], d_sae=D_SAE, k=K), torch.Generator().manual_seed(seed))
-    trainer = SAETrainer(sae, TensorSource(x), SAETrainConfig(steps=x.shape[0] // BATCH, batch_size=BATCH, lr=LR, dead_window=DEAD_WINDOW))
+    sae = make_sae(
+        SAEConfig(architecture="topk", d_in=x.shape[1], d_sae=D_SAE, k=K), torch.Generator().manual_seed(seed)
+    )
+    trainer = SAETrainer(
+        sae,
+        TensorSource(x),
+        SAETrainConfig(steps=x.shape[0] // BATCH, batch_size=BATCH, lr=LR, dead_window=DEAD_WINDOW),
+    )
     start = time.perf_counter()
     trainer.train(progress=False)
     seconds = time.perf_counter() - start
     save_file({"W_dec": sae.W_dec.detach()[0].contiguous()}, out_path)
-    print(json.dumps({"seconds": seconds, "samples": trainer.step * BATCH, "threads": torch.get_num_threads(),
-                      "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+    print(
+        json.dumps(
+            {
+                "seconds": seconds,
+                "samples": trainer.step * BATCH,
+                "threads": torch.get_num_threads(),
+                "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            }
+        )
+    )
 
 
 def run_worker(cmd: list[str]) -> dict:
@@ -97,20 +113,49 @@ def main() -> None:
     samples = args.samples - args.samples % BATCH
     with tempfile.TemporaryDirectory() as tmp:
         t = time.perf_counter()
-        x = torch.cat([source.sample(BATCH, g) for g in [torch.Generator().manual_seed(1)] for _ in range(samples // BATCH)])
+        x = torch.cat(
+            [
+                source.sample(BATCH, g)
+                for g in [torch.Generator().manual_seed(1)]
+                for _ in range(samples // BATCH)
+            ]
+        )
         gen_seconds = time.perf_counter() - t
         data = str(Path(tmp) / "acts.safetensors")
         save_file({"x": x}, data)
-        print(f"workload: {samples:,} activations of dimension 128 (generated at {samples / gen_seconds:,.0f}/s), "
-              f"TopK d_sae={D_SAE} k={K}, batch {BATCH}, lr {LR}")
+        print(
+            f"workload: {samples:,} activations of dimension 128 (generated at {samples / gen_seconds:,.0f}/s), "
+            f"TopK d_sae={D_SAE} k={K}, batch {BATCH}, lr {LR}"
+        )
         rows: dict[str, dict] = {}
-        cmds = {"superposition": [sys.executable, __file__, "--worker", "ours", "--data", data, "--out", str(Path(tmp) / "ours.safetensors")]}
+        cmds = {
+            "superposition": [
+                sys.executable,
+                __file__,
+                "--worker",
+                "ours",
+                "--data",
+                data,
+                "--out",
+                str(Path(tmp) / "ours.safetensors"),
+            ]
+        }
         outs = {"superposition": Path(tmp) / "ours.safetensors"}
         if not args.skip_saelens:
             python = ensure_saelens()
             worker = str(Path(__file__).with_name("saelens_topk_worker.py"))
-            cmds["SAELens"] = [str(python), worker, data, str(Path(tmp) / "saelens.safetensors"), str(D_SAE), str(K), str(BATCH), str(LR),
-                                str(DEAD_WINDOW), str(AUX_COEFFICIENT)]
+            cmds["SAELens"] = [
+                str(python),
+                worker,
+                data,
+                str(Path(tmp) / "saelens.safetensors"),
+                str(D_SAE),
+                str(K),
+                str(BATCH),
+                str(LR),
+                str(DEAD_WINDOW),
+                str(AUX_COEFFICIENT),
+            ]
             outs["SAELens"] = Path(tmp) / "saelens.safetensors"
         for rep in range(args.repeats):
             for name, cmd in cmds.items():
@@ -121,16 +166,22 @@ def main() -> None:
                 row["all_mcc"].append(round(mcc, 4))
                 if r["seconds"] < row["seconds"]:
                     row.update({k: v for k, v in r.items() if k != "seconds"}, seconds=r["seconds"])
-    print(f"{'trainer':<15}{'seconds':>9}{'samples/s':>12}{'peak RSS MiB':>14}{'MCC':>8}   runs (s) / MCC per seed")
+    print(
+        f"{'trainer':<15}{'seconds':>9}{'samples/s':>12}{'peak RSS MiB':>14}{'MCC':>8}   runs (s) / MCC per seed"
+    )
     for name, r in rows.items():
         r["mcc"] = sum(r["all_mcc"]) / len(r["all_mcc"])
-        print(f"{name:<15}{r['seconds']:>9.1f}{r['samples'] / r['seconds']:>12,.0f}{r['peak_rss_mib']:>14,.0f}{r['mcc']:>8.3f}   "
-              f"{r['all_seconds']} / {r['all_mcc']}")
+        print(
+            f"{name:<15}{r['seconds']:>9.1f}{r['samples'] / r['seconds']:>12,.0f}{r['peak_rss_mib']:>14,.0f}{r['mcc']:>8.3f}   "
+            f"{r['all_seconds']} / {r['all_mcc']}"
+        )
     if "SAELens" in rows:
         ours, theirs = rows["superposition"], rows["SAELens"]
         speedup = (ours["samples"] / ours["seconds"]) / (theirs["samples"] / theirs["seconds"])
         ok = speedup >= 3 and ours["mcc"] >= theirs["mcc"] - 1e-3
-        print(f"speed-up: {speedup:.2f}x (target >= 3x); MCC {ours['mcc']:.3f} vs {theirs['mcc']:.3f} (target: at least equal)")
+        print(
+            f"speed-up: {speedup:.2f}x (target >= 3x); MCC {ours['mcc']:.3f} vs {theirs['mcc']:.3f} (target: at least equal)"
+        )
         print("PASS" if ok else "FAIL")
         raise SystemExit(0 if ok else 1)
 

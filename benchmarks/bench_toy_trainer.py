@@ -72,10 +72,16 @@ def main() -> None:
     inv_s = np.geomspace(1, 100, N_INST)
     p = torch.tensor(1 / inv_s, dtype=torch.float32).unsqueeze(1).expand(N_INST, N_FEAT).contiguous()
     data = FeatureDistribution(p)
-    W0 = ToyModel(N_INST, N_FEAT, D_HIDDEN, generator=torch.Generator().manual_seed(args.seed)).W.detach().clone()
+    W0 = (
+        ToyModel(N_INST, N_FEAT, D_HIDDEN, generator=torch.Generator().manual_seed(args.seed))
+        .W.detach()
+        .clone()
+    )
 
-    print(f"workload: {N_INST} instances x {N_FEAT} features x {D_HIDDEN} hidden, batch {BATCH}, {args.steps} steps, "
-          f"{torch.get_num_threads()} threads")
+    print(
+        f"workload: {N_INST} instances x {N_FEAT} features x {D_HIDDEN} hidden, batch {BATCH}, {args.steps} steps, "
+        f"{torch.get_num_threads()} threads"
+    )
     peak = matmul_peak_gflops()
     print(f"matmul peak (2048^3 fp32): {peak:.1f} GFLOP/s")
 
@@ -98,7 +104,9 @@ def main() -> None:
 
     print(f"{'trainer':<14}{'seconds':>9}{'ms/step':>9}{'GFLOP/s':>9}{'% peak':>8}{'final loss':>12}")
     for name, sec, loss in (("superposition", ours, loss_ours), ("plain loop", base, loss_plain)):
-        print(f"{name:<14}{sec:>9.2f}{1e3 * sec / args.steps:>9.2f}{fl / sec:>9.1f}{100 * fl / sec / peak:>7.1f}%{loss:>12.5f}")
+        print(
+            f"{name:<14}{sec:>9.2f}{1e3 * sec / args.steps:>9.2f}{fl / sec:>9.1f}{100 * fl / sec / peak:>7.1f}%{loss:>12.5f}"
+        )
     print(f"speed-up: {speedup:.2f}x (target >= 3x); final losses differ by {100 * rel:.2f}% (target <= 5%)")
     ok = speedup >= 3 and rel <= 0.05
     print("PASS" if ok else "FAIL")

@@ -14,7 +14,12 @@ import time
 
 import datasets
 import torch
-from sae_lens import LanguageModelSAERunnerConfig, LanguageModelSAETrainingRunner, LoggingConfig, TopKTrainingSAEConfig
+from sae_lens import (
+    LanguageModelSAERunnerConfig,
+    LanguageModelSAETrainingRunner,
+    LoggingConfig,
+    TopKTrainingSAEConfig,
+)
 from sae_lens.training.activations_store import ActivationsStore
 
 model_dir, docs, out_dir, tokens = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
@@ -36,18 +41,43 @@ ActivationsStore.get_activations = timed
 
 cfg = LanguageModelSAERunnerConfig(
     sae=TopKTrainingSAEConfig(d_in=576, d_sae=4608, k=32),
-    model_name=model_dir, model_class_name="AutoModelForCausalLM", hook_name="model.layers.6",
-    dataset_path="json", is_dataset_tokenized=False, streaming=False, context_size=128, prepend_bos=True,
-    exclude_special_tokens=True, store_batch_size_prompts=16,
+    model_name=model_dir,
+    model_class_name="AutoModelForCausalLM",
+    hook_name="model.layers.6",
+    dataset_path="json",
+    is_dataset_tokenized=False,
+    streaming=False,
+    context_size=128,
+    prepend_bos=True,
+    exclude_special_tokens=True,
+    store_batch_size_prompts=16,
     n_batches_in_buffer=128,  # SAELens sizes its mixing buffer as n_batches_in_buffer x context_size tokens: 16384, as ours
-    train_batch_size_tokens=2048, training_tokens=tokens, lr=1e-3, lr_warm_up_steps=20,
-    device="cpu", dtype="float32", logger=LoggingConfig(log_to_wandb=False), n_checkpoints=0,
-    save_final_checkpoint=False, output_path=out_dir, verbose=False, n_batches_for_norm_estimate=10,
+    train_batch_size_tokens=2048,
+    training_tokens=tokens,
+    lr=1e-3,
+    lr_warm_up_steps=20,
+    device="cpu",
+    dtype="float32",
+    logger=LoggingConfig(log_to_wandb=False),
+    n_checkpoints=0,
+    save_final_checkpoint=False,
+    output_path=out_dir,
+    verbose=False,
+    n_batches_for_norm_estimate=10,
 )
 dataset = datasets.load_dataset("json", data_files=docs, split="train")
 start = time.perf_counter()
 sae = LanguageModelSAETrainingRunner(cfg, override_dataset=dataset).run()
 seconds = time.perf_counter() - start
 sae.save_model(out_dir)
-print(json.dumps({"seconds": seconds, "model_seconds": model_seconds[0], "tokens": tokens, "threads": torch.get_num_threads(),
-                      "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+print(
+    json.dumps(
+        {
+            "seconds": seconds,
+            "model_seconds": model_seconds[0],
+            "tokens": tokens,
+            "threads": torch.get_num_threads(),
+            "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        }
+    )
+)

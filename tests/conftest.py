@@ -23,9 +23,19 @@ def tiny_gpt2():
     return model, HookedModel(model)
 
 
-TINY = ["hook_name=blocks.0.hook_resid_post", "context_size=32", "batch_size_tokens=128", "training_tokens=1280",
-        "n_batches_in_buffer=3", "model_batch_size=8", "expansion_factor=2", "k=8", "eval_sequences=4",
-        "lr_warm_up_steps=2", "log_every=1"]
+TINY = [
+    "hook_name=blocks.0.hook_resid_post",
+    "context_size=32",
+    "batch_size_tokens=128",
+    "training_tokens=1280",
+    "n_batches_in_buffer=3",
+    "model_batch_size=8",
+    "expansion_factor=2",
+    "k=8",
+    "eval_sequences=4",
+    "lr_warm_up_steps=2",
+    "log_every=1",
+]
 
 
 @pytest.fixture(scope="session")

@@ -19,7 +19,17 @@ def _run(capsys, *argv):
 def test_list_names_every_experiment(capsys):
     code, out, _ = _run(capsys, "list")
     assert code == 0
-    for name in ("intro", "importance", "correlated", "geometry", "neurons", "compute-abs", "phase-diagram", "dynamics", "double-descent"):
+    for name in (
+        "intro",
+        "importance",
+        "correlated",
+        "geometry",
+        "neurons",
+        "compute-abs",
+        "phase-diagram",
+        "dynamics",
+        "double-descent",
+    ):
         assert any(line.startswith(name) for line in out.splitlines())
 
 
@@ -29,9 +39,18 @@ def test_list_names_every_experiment(capsys):
         (["run", "nope", "--out", "{tmp}/x"], "unknown experiment 'nope'; available: "),
         (["run", "intro", "--out", "{tmp}/x", "--set", "bogus=1"], "--set bogus: unknown key; allowed: "),
         (["run", "intro", "--out", "{tmp}/x", "--set", "steps=ten"], "--set steps:"),
-        (["run", "intro", "--out", "{tmp}/x", "--set", "steps=0"], "--set steps: Input should be greater than 0"),
-        (["run", "intro", "--out", "{tmp}/x", "--set", "feature_probability=1.5"], "--set feature_probability"),
-        (["run", "intro", "--out", "{tmp}/x", "--set", "feature_probability=[0.5,0.2]"], "one value per instance"),
+        (
+            ["run", "intro", "--out", "{tmp}/x", "--set", "steps=0"],
+            "--set steps: Input should be greater than 0",
+        ),
+        (
+            ["run", "intro", "--out", "{tmp}/x", "--set", "feature_probability=1.5"],
+            "--set feature_probability",
+        ),
+        (
+            ["run", "intro", "--out", "{tmp}/x", "--set", "feature_probability=[0.5,0.2]"],
+            "one value per instance",
+        ),
         (["run", "intro", "--out", "{tmp}/x", "--set", "lr=-1"], "--set lr: Input should be greater than 0"),
         (["run", "intro", "--out", "{tmp}/x", "--set", "d_hidden"], "expected key=value"),
         (["run", "intro", "--out", "{tmp}/x", "--seed", "abc"], "invalid int value"),
@@ -75,27 +94,58 @@ def test_failure_during_run_leaves_nothing(tmp_path, capsys, monkeypatch):
         (out / "partial.json").write_text("{}")
         raise RuntimeError("simulated crash")
 
-    monkeypatch.setitem(base.REGISTRY, "intro", base.Experiment("intro", "", base.REGISTRY["intro"].config, boom, {}))
+    monkeypatch.setitem(
+        base.REGISTRY, "intro", base.Experiment("intro", "", base.REGISTRY["intro"].config, boom, {})
+    )
     with pytest.raises(RuntimeError):
         main(["run", "intro", "--out", str(tmp_path / "run")])
     assert os.listdir(tmp_path) == []
 
 
 def test_overrides_compose():
-    cfg = make_config("geometry", quick=True, seed=5, overrides=["n_features=50", "lr=0.01", "feature_probability=0.1"])
+    cfg = make_config(
+        "geometry", quick=True, seed=5, overrides=["n_features=50", "lr=0.01", "feature_probability=0.1"]
+    )
     assert (cfg.n_features, cfg.lr, cfg.seed, cfg.feature_probability, cfg.d_hidden) == (50, 0.01, 5, 0.1, 20)
     with pytest.raises(Exception, match="importance: a list needs one value per feature"):
         make_config("intro", overrides=["importance=[1,2]"])
 
 
 def test_entry_point_runs_as_a_process(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "superposition.cli", "run", "intro", "--out", str(tmp_path / "r"), "--set", "n_instances=0"],
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "superposition.cli",
+            "run",
+            "intro",
+            "--out",
+            str(tmp_path / "r"),
+            "--set",
+            "n_instances=0",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 2
-    assert proc.stderr.strip() == "superposition: error: --set n_instances: Input should be greater than 0 (got 0)"
+    assert (
+        proc.stderr.strip()
+        == "superposition: error: --set n_instances: Input should be greater than 0 (got 0)"
+    )
 
 
 def test_diverging_training_is_a_one_line_error(tmp_path, capsys):
-    code, _, err = _run(capsys, "run", "intro", "--quick", "--out", str(tmp_path / "r"), "--set", "lr=1e30", "--set", "steps=50")
+    code, _, err = _run(
+        capsys,
+        "run",
+        "intro",
+        "--quick",
+        "--out",
+        str(tmp_path / "r"),
+        "--set",
+        "lr=1e30",
+        "--set",
+        "steps=50",
+    )
     assert code == 2 and "the loss is not finite" in err and "lower lr" in err
     assert len(err.strip().splitlines()) == 1 and not (tmp_path / "r").exists()

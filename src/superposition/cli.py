@@ -31,33 +31,73 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("list", help="list the experiments")
     run = sub.add_parser("run", help="run one experiment and write its run directory")
     run.add_argument("experiment", help="experiment name (see `superposition list`)")
-    run.add_argument("--out", required=True, help="run directory to write (replaced if it holds an earlier run)")
+    run.add_argument(
+        "--out", required=True, help="run directory to write (replaced if it holds an earlier run)"
+    )
     run.add_argument("--quick", action="store_true", help="a smaller version that still shows the effect")
     run.add_argument("--seed", type=int, default=None, help="random seed (default: the config's, 0)")
-    run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                     help="override a config key; repeatable. Values are JSON (numbers, lists, true) or plain strings")
+    run.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config key; repeatable. Values are JSON (numbers, lists, true) or plain strings",
+    )
     demo = sub.add_parser("demo", help="run `intro` and `geometry` and print where their reports are")
-    demo.add_argument("--out", default="runs/demo", help="parent directory of the two runs (default: runs/demo)")
+    demo.add_argument(
+        "--out", default="runs/demo", help="parent directory of the two runs (default: runs/demo)"
+    )
     demo.add_argument("--quick", action="store_true", help="quick versions (for a smoke test)")
-    train = sub.add_parser("train-sae", help="train an SAE on a language model's activations (default: SmolLM2-135M, offline)")
+    train = sub.add_parser(
+        "train-sae", help="train an SAE on a language model's activations (default: SmolLM2-135M, offline)"
+    )
     train.add_argument("--config", default=None, help="YAML or JSON file of config keys")
-    train.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                       help="override a config key; repeatable (keys: see docs/lm.md)")
+    train.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config key; repeatable (keys: see docs/lm.md)",
+    )
     train.add_argument("--out", required=True, help="run directory (must be new or empty, unless --resume)")
-    train.add_argument("--resume", action="store_true", help="continue the interrupted run in --out exactly where it stopped")
-    ev = sub.add_parser("eval-sae", help="evaluate a train-sae run: L0, explained variance, CE loss recovered, ...")
+    train.add_argument(
+        "--resume", action="store_true", help="continue the interrupted run in --out exactly where it stopped"
+    )
+    ev = sub.add_parser(
+        "eval-sae", help="evaluate a train-sae run: L0, explained variance, CE loss recovered, ..."
+    )
     ev.add_argument("run_dir", help="a train-sae run directory")
-    ev.add_argument("--sequences", type=int, default=None, help="held-out sequences to evaluate on (default: the run's eval_sequences)")
+    ev.add_argument(
+        "--sequences",
+        type=int,
+        default=None,
+        help="held-out sequences to evaluate on (default: the run's eval_sequences)",
+    )
     dash = sub.add_parser("dashboard", help="write a static, offline site of an SAE run's latents")
-    dash.add_argument("run_dir", help="a train-sae run, or an SAE experiment run (sae-toy, sae-synthetic, ...)")
+    dash.add_argument(
+        "run_dir", help="a train-sae run, or an SAE experiment run (sae-toy, sae-synthetic, ...)"
+    )
     dash.add_argument("--out", required=True, help="folder for the site (replaced if it exists)")
-    dash.add_argument("--sequences", type=int, default=None, help="held-out sequences to collect examples from (default 256)")
+    dash.add_argument(
+        "--sequences",
+        type=int,
+        default=None,
+        help="held-out sequences to collect examples from (default 256)",
+    )
     dash.add_argument("--latents", type=int, default=None, help="only the first N latents (default: all)")
-    dash.add_argument("--sae", default=None, help="experiment runs: which SAE under saes/ (default: the first)")
-    an = sub.add_parser("analyze", help="which latents drive a prompt's next token: activation, attribution, ablation")
+    dash.add_argument(
+        "--sae", default=None, help="experiment runs: which SAE under saes/ (default: the first)"
+    )
+    an = sub.add_parser(
+        "analyze", help="which latents drive a prompt's next token: activation, attribution, ablation"
+    )
     an.add_argument("run_dir", help="a train-sae run directory")
     an.add_argument("--prompt", required=True, help="text; analysed at its last token")
-    an.add_argument("--token", default=None, help="target next token (text; default: the model's top prediction)")
+    an.add_argument(
+        "--token", default=None, help="target next token (text; default: the model's top prediction)"
+    )
     an.add_argument("--top", type=int, default=10, help="latents to list (default 10)")
     return parser
 
@@ -86,7 +126,9 @@ def _dispatch(args: argparse.Namespace) -> int:
             print(f"{name:<{width}}  {REGISTRY[name].description}")
         return 0
     if args.command == "run":
-        out = run_experiment(args.experiment, args.out, quick=args.quick, seed=args.seed, overrides=args.overrides)
+        out = run_experiment(
+            args.experiment, args.out, quick=args.quick, seed=args.seed, overrides=args.overrides
+        )
         print(f"wrote {out}\nreport: {out / 'report.html'}")
         return 0
     if args.command == "demo":
@@ -104,7 +146,9 @@ def _dispatch(args: argparse.Namespace) -> int:
         from superposition.lm.run import train_lm_sae
 
         if args.resume and (args.config or args.overrides):
-            raise SuperpositionError("--resume: continues with the run's saved config.json; drop --config and --set")
+            raise SuperpositionError(
+                "--resume: continues with the run's saved config.json; drop --config and --set"
+            )
         cfg = None if args.resume else make_lm_config(args.config, args.overrides)
         out = train_lm_sae(cfg, args.out, resume=args.resume)
         _print_eval(out)
@@ -140,8 +184,18 @@ def _print_eval(run: Path) -> None:
     import json
 
     s = json.loads((run / "summary.json").read_text())
-    keys = ("l0", "mse", "explained_variance", "ce_loss_clean", "ce_loss_with_sae", "ce_loss_zero_ablation",
-            "ce_loss_recovered", "kl_div", "frac_dead", "frac_dense")
+    keys = (
+        "l0",
+        "mse",
+        "explained_variance",
+        "ce_loss_clean",
+        "ce_loss_with_sae",
+        "ce_loss_zero_ablation",
+        "ce_loss_recovered",
+        "kl_div",
+        "frac_dead",
+        "frac_dense",
+    )
     print("\n".join(f"{k:>22}  {s[k]:.4g}" for k in keys))
     print(f"wrote {run}\nreport: {run / 'report.html'}")
 

@@ -22,7 +22,9 @@ def sae_toy(tmp_path_factory):
 
 def _rows(site):
     html = (site / "index.html").read_text()
-    return json.loads(html.split('<script type="application/json" id="data">')[1].split("</script>")[0])["rows"]
+    return json.loads(html.split('<script type="application/json" id="data">')[1].split("</script>")[0])[
+        "rows"
+    ]
 
 
 def test_every_true_feature_has_a_matching_latent(sae_toy, tmp_path):
@@ -44,7 +46,10 @@ def test_every_true_feature_has_a_matching_latent(sae_toy, tmp_path):
 def test_unknown_sae_name_is_one_line(sae_toy, tmp_path, capsys):
     assert main(["dashboard", str(sae_toy), "--out", str(tmp_path / "s"), "--sae", "relu"]) == 2
     err = capsys.readouterr().err
-    assert "--sae 'relu': not in this run; choose one of batchtopk, gated, jumprelu, matryoshka, standard, topk" in err
+    assert (
+        "--sae 'relu': not in this run; choose one of batchtopk, gated, jumprelu, matryoshka, standard, topk"
+        in err
+    )
     assert not (tmp_path / "s").exists()
     with pytest.raises(SuperpositionError, match="not a train-sae run"):
         build_dashboard(tmp_path, tmp_path / "s2")

@@ -20,10 +20,22 @@ def intro_run(tmp_path_factory):
 def test_run_directory_layout(intro_run):
     names = {p.name for p in intro_run.iterdir()}
     assert {"summary.json", "config.json", "report.html"} <= names
-    assert any(n.endswith(".png") for n in names) and any(n.endswith(".html") and n != "report.html" for n in names)
+    assert any(n.endswith(".png") for n in names) and any(
+        n.endswith(".html") and n != "report.html" for n in names
+    )
     config = json.loads((intro_run / "config.json").read_text())
     assert config["experiment"] == "intro" and config["quick"] is True
-    assert {"n_instances", "n_features", "d_hidden", "steps", "batch_size", "lr", "feature_probability", "importance", "seed"} <= set(config)
+    assert {
+        "n_instances",
+        "n_features",
+        "d_hidden",
+        "steps",
+        "batch_size",
+        "lr",
+        "feature_probability",
+        "importance",
+        "seed",
+    } <= set(config)
     report = (intro_run / "report.html").read_text()
     assert "data:image/png;base64," in report
     # opens offline: no script, stylesheet or image fetched from the network

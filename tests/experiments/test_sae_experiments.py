@@ -11,7 +11,6 @@ from superposition.sae import ground_truth as gt
 from superposition.sae.io import load_sae
 
 
-
 def _check_saved(out, n_features, d):
     features = load_file(str(out / "ground_truth.safetensors"))["features"]
     assert features.shape == (n_features, d)
@@ -44,7 +43,15 @@ def test_sae_synthetic_matched_l0_and_recovery(run_quick):
     assert res["topk"]["mcc"] > 0.95 and res["topk"]["recovered"] > 0.9
     for arch, m in res.items():
         assert 1.5 <= m["l0"] <= 6, (arch, m["l0"])  # matched to k = 3 within a factor of two
-        assert {"mcc", "recovered", "explained_variance", "frac_dead", "uniqueness", "precision", "recall"} <= set(m)
+        assert {
+            "mcc",
+            "recovered",
+            "explained_variance",
+            "frac_dead",
+            "uniqueness",
+            "precision",
+            "recall",
+        } <= set(m)
     assert len(res["standard"]["sweep"]) == 5
 
 

@@ -7,7 +7,6 @@ import torch
 from superposition.toy import geometry
 
 
-
 def test_importance_dense_keeps_the_most_important_sparse_shares(run_quick):
     _, s = run_quick("importance")
     dense, sparse = s["instances"][0], s["instances"][-1]

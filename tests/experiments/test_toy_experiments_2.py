@@ -8,7 +8,6 @@ import torch
 from superposition.toy import neurons
 
 
-
 def test_neurons_dense_one_neuron_per_important_feature(run_quick):
     _, s = run_quick("neurons")
     dense, sparse = s["instances"][0], s["instances"][-1]
@@ -26,7 +25,10 @@ def test_compute_abs_learns_plus_minus_pairs(run_quick):
     _, s = run_quick("compute-abs")
     dense = s["instances"][0]
     W_in, W_out = torch.tensor(dense["W_in"]), torch.tensor(dense["W_out"])
-    assert W_in.shape == (12, 30) and W_out.shape == (30, 12)  # [d_hidden][n_features], [n_features][d_hidden]
+    assert W_in.shape == (12, 30) and W_out.shape == (
+        30,
+        12,
+    )  # [d_hidden][n_features], [n_features][d_hidden]
     pairs = neurons.abs_pairs(W_in, W_out)
     assert pairs[:4].all()  # the most important features each get a ± pair
     assert dense["n_monosemantic"] == 12
@@ -39,7 +41,9 @@ def test_compute_abs_learns_plus_minus_pairs(run_quick):
 def test_phase_diagram_corners(run_quick):
     _, s = run_quick("phase-diagram")
     one = next(x for x in s["setups"] if x["n_features"] == 2)
-    phase = np.array(one["phase"])  # rows: relative importance (low -> high), columns: density (dense -> sparse)
+    phase = np.array(
+        one["phase"]
+    )  # rows: relative importance (low -> high), columns: density (dense -> sparse)
     g = phase.shape[0]
     assert phase[-1, 0] == 1  # dense, extra more important: it takes the dimension
     assert phase[0, 0] == 0  # dense, extra less important: dropped
@@ -53,7 +57,7 @@ def test_dynamics_settles_on_fractions(run_quick):
     assert dims.shape == (len(s["snapshot_steps"]), 100)
     assert s["snapshot_steps"][0] == 0 and s["snapshot_steps"][-1] == 2999
     # plateaus: in the second half of training almost every feature's dimensionality stays put
-    late = dims[len(dims) // 2:]
+    late = dims[len(dims) // 2 :]
     assert (np.abs(np.diff(late, axis=0)) < 0.01).mean() > 0.9
     # features move between plateaus, and each move is short next to the whole run
     assert len(s["transitions"]) >= 10
@@ -79,9 +83,22 @@ def test_plateau_transitions_on_a_constructed_trajectory():
 
     steps = np.arange(0, 100, 10)
     # feature 0: 0 → 1/2 through one in-between snapshot; feature 1: 1/2 → 2/5 directly; feature 2 stays
-    dims = np.array([
-        [0.0, 0.5, 1.0], [0.0, 0.5, 1.0], [0.25, 0.5, 1.0], [0.5, 0.5, 1.0], [0.5, 0.4, 1.0],
-        [0.5, 0.4, 1.0], [0.5, 0.4, 1.0], [0.5, 0.4, 1.0], [0.5, 0.4, 1.0], [0.5, 0.4, 1.0],
-    ])
+    dims = np.array(
+        [
+            [0.0, 0.5, 1.0],
+            [0.0, 0.5, 1.0],
+            [0.25, 0.5, 1.0],
+            [0.5, 0.5, 1.0],
+            [0.5, 0.4, 1.0],
+            [0.5, 0.4, 1.0],
+            [0.5, 0.4, 1.0],
+            [0.5, 0.4, 1.0],
+            [0.5, 0.4, 1.0],
+            [0.5, 0.4, 1.0],
+        ]
+    )
     t = plateau_transitions(dims, steps)
-    assert [(x["feature"], x["from"], x["to"], x["duration"]) for x in t] == [(0, 0.0, 0.5, 20), (1, 0.5, 0.4, 10)]
+    assert [(x["feature"], x["from"], x["to"], x["duration"]) for x in t] == [
+        (0, 0.0, 0.5, 20),
+        (1, 0.5, 0.4, 10),
+    ]

@@ -11,7 +11,9 @@ from superposition.sae.ground_truth import best_matches
 
 
 def _standard(d_in, d_sae, seed=0, W_dec=None):
-    sae = make_sae(SAEConfig(architecture="standard", d_in=d_in, d_sae=d_sae), torch.Generator().manual_seed(seed))
+    sae = make_sae(
+        SAEConfig(architecture="standard", d_in=d_in, d_sae=d_sae), torch.Generator().manual_seed(seed)
+    )
     with torch.no_grad():
         if W_dec is not None:
             sae.W_dec.copy_(W_dec[None])
@@ -20,10 +22,15 @@ def _standard(d_in, d_sae, seed=0, W_dec=None):
 
 
 def _seqs(lm, n=3, ctx=24):
-    text = ("The library reads the file, parses every line, and returns a list of records. "
-            "Errors are raised when the input is malformed or the path does not exist. ") * 4
+    text = (
+        "The library reads the file, parses every line, and returns a list of records. "
+        "Errors are raised when the input is malformed or the path does not exist. "
+    ) * 4
     ids = lm.tokenizer(text, add_special_tokens=False, return_tensors="pt").input_ids[0]
-    rows = [torch.cat([torch.tensor([lm.tokenizer.bos_token_id]), ids[i * ctx:(i + 1) * ctx - 1]]) for i in range(n)]
+    rows = [
+        torch.cat([torch.tensor([lm.tokenizer.bos_token_id]), ids[i * ctx : (i + 1) * ctx - 1]])
+        for i in range(n)
+    ]
     return torch.stack(rows)
 
 
@@ -51,7 +58,9 @@ def test_logit_lens_of_a_direction_built_from_one_tokens_unembedding():
     sae = _standard(32, 8, W_dec=W_dec)
     top, top_v, bottom, bottom_v = an.logit_lens(hooked, sae, "blocks.1.hook_resid_post", k=3)
     assert top[:4, 0].tolist() == tokens and bottom[4:, 0].tolist() == tokens
-    torch.testing.assert_close(top_v[:4, 0], torch.ones(4)) and torch.testing.assert_close(bottom_v[4:, 0], -torch.ones(4))
+    torch.testing.assert_close(top_v[:4, 0], torch.ones(4)) and torch.testing.assert_close(
+        bottom_v[4:, 0], -torch.ones(4)
+    )
     unfolded = an.logit_lens(hooked, sae, "blocks.1.hook_resid_post", k=300, fold_final_norm=False)
     expected = (W_U[tokens[0]] / g) @ W_U[tokens[0]]  # without the gain: Σ_i W_U[t, i]² / g_i
     torch.testing.assert_close(unfolded[1][0][unfolded[0][0] == tokens[0]][0], expected)
@@ -66,16 +75,20 @@ def test_latent_activations_match_dense_encoding(smol):
     z = sae.encode(x.reshape(-1, 1, 576))[:, 0].detach()
     z[special_mask(lm.tokenizer, seqs).reshape(-1)] = 0
     assert la.n_tokens == seqs.numel() - 3
-    np.testing.assert_allclose(la.density(), (z > 0).float().mean(0).numpy() * seqs.numel() / la.n_tokens, rtol=1e-6)
+    np.testing.assert_allclose(
+        la.density(), (z > 0).float().mean(0).numpy() * seqs.numel() / la.n_tokens, rtol=1e-6
+    )
     j = int((z > 0).sum(0).argmax())
     ex = an.top_examples(la, j, n=3, before=4, after=2)
     best = z[:, j].topk(3)
     assert [e.seq * seqs.shape[1] + e.pos for e in ex] == best.indices.tolist()
-    assert ex[0].value == pytest.approx(float(best.values[0])) and ex[0].acts[ex[0].focus] == pytest.approx(ex[0].value)
+    assert ex[0].value == pytest.approx(float(best.values[0])) and ex[0].acts[ex[0].focus] == pytest.approx(
+        ex[0].value
+    )
     e = ex[0]  # the window's per-token activations are latent j's on those tokens
     flat = e.seq * seqs.shape[1] + e.pos - e.focus
-    np.testing.assert_allclose(e.acts, z[flat:flat + len(e.acts), j].numpy(), rtol=1e-5)
-    assert e.token_ids == seqs[e.seq, e.pos - e.focus:e.pos - e.focus + len(e.acts)].tolist()
+    np.testing.assert_allclose(e.acts, z[flat : flat + len(e.acts), j].numpy(), rtol=1e-5)
+    assert e.token_ids == seqs[e.seq, e.pos - e.focus : e.pos - e.focus + len(e.acts)].tolist()
     counts, edges = an.activation_histogram(la, j)
     assert counts.sum() == int((z[:, j] > 0).sum()) and edges[-1] == pytest.approx(float(best.values[0]))
     bins = an.quantile_examples(la, j, n_bins=3, per_bin=2)
@@ -97,6 +110,7 @@ def test_attribution_patching_is_the_derivative_of_scaling_a_latent(smol):
             z = z.clone()
             z[0, -1, j] = z[0, -1, j] * s
             return z
+
         with torch.no_grad():
             return float(metric(an.spliced_logits(hooked, sae, hook, ids, edit)[0]))
 
@@ -123,7 +137,9 @@ def test_latent_to_latent_gradients_through_an_identity_path(smol):
     ids = _seqs(lm, n=1, ctx=12)
     up, down = _standard(576, 16, seed=4), _standard(576, 8, seed=5)
     # resid_post of block 1 is resid_pre of block 2: z_down = ReLU(W_encᵀ(x − b_dec) + b), x = x̂_up + error
-    G = an.latent_gradients(hooked, up, "blocks.1.hook_resid_post", down, "blocks.2.hook_resid_pre", ids, [0, 3])
+    G = an.latent_gradients(
+        hooked, up, "blocks.1.hook_resid_post", down, "blocks.2.hook_resid_pre", ids, [0, 3]
+    )
     x = hooked.run_with_cache(ids, ["blocks.2.hook_resid_pre"])["blocks.2.hook_resid_pre"]
     z_down = down.encode(x.reshape(-1, 1, 576))[:, 0].detach()
     for row, j in zip(G, [0, 3]):
@@ -143,7 +159,10 @@ def test_per_head_attribution_and_source_tokens_for_an_attention_sae(smol, tiny_
     assert per_head.shape == (24, 9)
     torch.testing.assert_close(per_head.sum(-1), total, rtol=1e-4, atol=1e-5)
     # source tokens: z = Σ_k A[h,q,k] v[h,k], so the contributions add up to the pre-activation
-    for h, name, seq in ((hooked, hook, ids), (tiny_gpt2[1], "blocks.1.attn.hook_z", torch.randint(0, 100, (1, 9)))):
+    for h, name, seq in (
+        (hooked, hook, ids),
+        (tiny_gpt2[1], "blocks.1.attn.hook_z", torch.randint(0, 100, (1, 9))),
+    ):
         s = _standard(h.n_heads * h.d_head, 6, seed=7)
         xs = h.run_with_cache(seq, [name])[name].flatten(-2)[0]
         pre = ((xs - s.b_dec[0]) @ s.W_enc[0] + s.b_enc[0]).detach()

@@ -33,9 +33,16 @@ def test_packing_joins_documents_with_eos_and_prepends_bos():
     tok = _CharTokenizer()
     seqs = list(packed_sequences(tok, iter(["abcd", "efg", "hijklmn"]), context_size=5, prepend_bos=True))
     flat = [t for s in seqs for t in s[1:].tolist()]
-    expected = [ord(c) + 10 for c in "abcd"] + [2] + [ord(c) + 10 for c in "efg"] + [2] + [ord(c) + 10 for c in "hijklmn"] + [2]
+    expected = (
+        [ord(c) + 10 for c in "abcd"]
+        + [2]
+        + [ord(c) + 10 for c in "efg"]
+        + [2]
+        + [ord(c) + 10 for c in "hijklmn"]
+        + [2]
+    )
     assert all(s.shape == (5,) and s[0] == 1 for s in seqs)
-    assert flat == expected[:len(flat)] and len(flat) == 4 * (len(expected) // 4)
+    assert flat == expected[: len(flat)] and len(flat) == 4 * (len(expected) // 4)
     no_bos = list(packed_sequences(tok, iter(["abcd", "efg"]), context_size=3, prepend_bos=False))
     assert [s.tolist() for s in no_bos] == [[107, 108, 109], [110, 2, 111], [112, 113, 2]]
 
@@ -52,7 +59,9 @@ def test_special_tokens_are_masked_and_holdout_is_every_20th():
 def test_local_files(tmp_path):
     (tmp_path / "a.txt").write_text("First paragraph\nstill first.\n\nSecond one.\n")
     assert list(texts(str(tmp_path / "a.txt"))) == ["First paragraph\nstill first.\n", "Second one.\n"]
-    (tmp_path / "b.jsonl").write_text(json.dumps({"content": "hello"}) + "\n\n" + json.dumps({"content": "world"}) + "\n")
+    (tmp_path / "b.jsonl").write_text(
+        json.dumps({"content": "hello"}) + "\n\n" + json.dumps({"content": "world"}) + "\n"
+    )
     assert list(texts(str(tmp_path / "b.jsonl"))) == ["hello", "world"]
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -63,7 +72,9 @@ def test_local_files(tmp_path):
 
 def test_a_dataset_without_a_text_column_is_one_line_error(tmp_path):
     (tmp_path / "d.jsonl").write_text(json.dumps({"title": "x", "n": 1}) + "\n")
-    with pytest.raises(SuperpositionError, match=r"no text column \(text or content or document or body\); columns: title, n"):
+    with pytest.raises(
+        SuperpositionError, match=r"no text column \(text or content or document or body\); columns: title, n"
+    ):
         list(texts(str(tmp_path / "d.jsonl")))
     with pytest.raises(SuperpositionError, match="no file at"):
         list(texts(str(tmp_path / "missing.txt")))

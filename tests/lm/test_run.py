@@ -20,8 +20,18 @@ def uninterrupted(tiny_run):
 
 def test_summary_has_the_contracted_metrics(uninterrupted):
     s = json.loads((uninterrupted / "summary.json").read_text())
-    for key in ("l0", "mse", "explained_variance", "ce_loss_clean", "ce_loss_with_sae", "ce_loss_zero_ablation",
-                "ce_loss_recovered", "kl_div", "frac_dead", "frac_dense"):
+    for key in (
+        "l0",
+        "mse",
+        "explained_variance",
+        "ce_loss_clean",
+        "ce_loss_with_sae",
+        "ce_loss_zero_ablation",
+        "ce_loss_recovered",
+        "kl_div",
+        "frac_dead",
+        "frac_dense",
+    ):
         assert isinstance(s[key], float), key
     assert s["l0"] <= 8 and s["ce_loss_zero_ablation"] > s["ce_loss_with_sae"] >= s["ce_loss_clean"] - 0.05
     cfg = json.loads((uninterrupted / "sae" / "cfg.json").read_text())
@@ -61,14 +71,20 @@ def test_eval_sae_rewrites_the_summary(uninterrupted, capsys):
     assert s["eval_sequences"] == 2 and "ce_loss_recovered" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--set", "hook_name=blocks.99.hook_resid_post"], "hook_name 'blocks.99.hook_resid_post': not a hook point of this model; valid:"),
-    (["--set", "context_size=10000"], "context_size: 10000 is longer than the model allows (8192)"),
-    (["--set", "model_name=/nonexistent/model"], "model_name '/nonexistent/model': cannot load it"),
-    (["--set", "architecture=relu"], "--set architecture: Input should be"),
-    (["--set", "batch_size_tokens=0"], "--set batch_size_tokens: Input should be greater than 0"),
-    (["--resume"], "--resume: "),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (
+            ["--set", "hook_name=blocks.99.hook_resid_post"],
+            "hook_name 'blocks.99.hook_resid_post': not a hook point of this model; valid:",
+        ),
+        (["--set", "context_size=10000"], "context_size: 10000 is longer than the model allows (8192)"),
+        (["--set", "model_name=/nonexistent/model"], "model_name '/nonexistent/model': cannot load it"),
+        (["--set", "architecture=relu"], "--set architecture: Input should be"),
+        (["--set", "batch_size_tokens=0"], "--set batch_size_tokens: Input should be greater than 0"),
+        (["--resume"], "--resume: "),
+    ],
+)
 def test_bad_input_is_one_line_and_writes_nothing(tmp_path, capsys, args, message):
     out = tmp_path / "run"
     assert main(["train-sae", "--out", str(out), *args]) == 2
@@ -88,15 +104,25 @@ def test_yaml_config_file_and_unknown_key(tmp_path, capsys):
 
 def test_a_cache_from_another_hook_is_refused(tmp_path, uninterrupted, capsys):
     cache = tmp_path / "acts"
-    base = [a for s in TINY for a in ("--set", s)] + ["--set", f"activation_cache={cache}", "--set", "training_tokens=256"]
+    base = [a for s in TINY for a in ("--set", s)] + [
+        "--set",
+        f"activation_cache={cache}",
+        "--set",
+        "training_tokens=256",
+    ]
     assert main(["train-sae", "--out", str(tmp_path / "a"), *base]) == 0
     assert json.loads((cache / "manifest.json").read_text())["hook_name"] == "blocks.0.hook_resid_post"
-    assert main(["train-sae", "--out", str(tmp_path / "b"), *base, "--set", "hook_name=blocks.1.hook_mlp_out"]) == 2
+    assert (
+        main(["train-sae", "--out", str(tmp_path / "b"), *base, "--set", "hook_name=blocks.1.hook_mlp_out"])
+        == 2
+    )
     assert "activation_cache" in capsys.readouterr().err and not (tmp_path / "b").exists()
 
 
 def test_analyze_lists_latents_with_attribution_and_ablation(uninterrupted, capsys):
-    assert main(["analyze", str(uninterrupted), "--prompt", "The value of the argument is", "--top", "4"]) == 0
+    assert (
+        main(["analyze", str(uninterrupted), "--prompt", "The value of the argument is", "--top", "4"]) == 0
+    )
     lines = capsys.readouterr().out.strip().splitlines()
     assert lines[1].split() == ["latent", "activation", "DLA", "attrib.", "ablation"] and len(lines) == 7
     rows = [[float(v) for v in line.split()] for line in lines[2:6]]

@@ -14,7 +14,14 @@ HOOK = "blocks.1.hook_resid_post"
 
 def _store(smol, **kw):
     lm, hooked = smol
-    args = dict(dataset_path="python-docs", context_size=32, prepend_bos=True, buffer_sequences=6, model_batch_size=6, seed=3)
+    args = dict(
+        dataset_path="python-docs",
+        context_size=32,
+        prepend_bos=True,
+        buffer_sequences=6,
+        model_batch_size=6,
+        seed=3,
+    )
     return ActivationStore(lm, hooked, kw.pop("hook", HOOK), **{**args, **kw})
 
 
@@ -47,12 +54,17 @@ def test_cache_is_reused_and_refused_for_another_hook(smol, tmp_path):
     assert first.model_tokens > 0 and (tmp_path / "cache" / "manifest.json").is_file()
     again = _store(smol, cache=tmp_path / "cache")
     assert torch.equal(again.sample(400), x) and again.model_tokens == 0
-    with pytest.raises(SuperpositionError, match=r"made with hook_name='blocks.1.hook_resid_post', this run has 'blocks.2.hook_mlp_out'"):
+    with pytest.raises(
+        SuperpositionError,
+        match=r"made with hook_name='blocks.1.hook_resid_post', this run has 'blocks.2.hook_mlp_out'",
+    ):
         _store(smol, cache=tmp_path / "cache", hook="blocks.2.hook_mlp_out")
 
 
 def test_context_longer_than_the_model_allows(smol):
-    with pytest.raises(SuperpositionError, match=r"context_size: 9000 is longer than the model allows \(8192\)"):
+    with pytest.raises(
+        SuperpositionError, match=r"context_size: 9000 is longer than the model allows \(8192\)"
+    ):
         _store(smol, context_size=9000)
 
 
@@ -73,7 +85,9 @@ def test_ce_loss_recovered_is_one_for_perfect_and_zero_for_zero_ablation(smol):
     identity = _fixed_sae(d, torch.cat([eye, -eye], 1), torch.cat([eye, -eye], 0))  # relu(x) − relu(−x) = x
     m = evaluate_sae(hooked, lm.tokenizer, identity, HOOK, seqs, batch_size=4)
     assert m["ce_loss_with_sae"] == pytest.approx(m["ce_loss_clean"], abs=1e-5)
-    assert m["ce_loss_recovered"] == pytest.approx(1.0, abs=1e-4) and m["kl_div"] == pytest.approx(0.0, abs=1e-5)
+    assert m["ce_loss_recovered"] == pytest.approx(1.0, abs=1e-4) and m["kl_div"] == pytest.approx(
+        0.0, abs=1e-5
+    )
     assert m["explained_variance"] == pytest.approx(1.0, abs=1e-6) and m["l0"] == pytest.approx(d, rel=0.02)
     assert 2.0 < m["ce_loss_clean"] < 6.0 and m["ce_loss_zero_ablation"] > m["ce_loss_clean"] + 1
     zero = _fixed_sae(d, torch.cat([eye, -eye], 1), torch.zeros(2 * d, d))
@@ -89,7 +103,9 @@ def test_ce_loss_recovered_formula():
 
 def test_held_out_sequences_never_repeat_and_never_train(smol, tmp_path):
     lm, _ = smol
-    (tmp_path / "small.txt").write_text("\n\n".join(f"Paragraph number {i} says something different about item {i}." for i in range(300)))
+    (tmp_path / "small.txt").write_text(
+        "\n\n".join(f"Paragraph number {i} says something different about item {i}." for i in range(300))
+    )
     held = _store(smol, dataset_path=str(tmp_path / "small.txt"), holdout=True).first_sequences(10_000)
     train = _store(smol, dataset_path=str(tmp_path / "small.txt")).sequences(0, 200)  # cycles past the end
     rows = {tuple(r) for r in held.tolist()}

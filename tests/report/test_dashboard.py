@@ -14,12 +14,23 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
 def _evil_site(tmp_path):
-    rows = [{"id": 0, "density": 0.5, "top_logits": EVIL}, {"id": 1, "density": 0.01, "top_logits": "harmless"}]
-    page = LatentPage(0, {"note": EVIL}, histogram=([1, 2, 3], [0.0, 1.0, 2.0, 3.0]),
-                      top=[[TokenSpan(EVIL, 1.0, 1.0, True), TokenSpan(" ok", 0.0, 0.0)]],
-                      tables=[("Logit lens", ["token", "logit"], [[EVIL, 1.5]])], bars=[("cos", [EVIL], [0.5])])
-    cols = [{"key": "id", "label": "latent", "type": "num"}, {"key": "density", "label": "density", "type": "num"},
-            {"key": "top_logits", "label": "tokens", "type": "text"}]
+    rows = [
+        {"id": 0, "density": 0.5, "top_logits": EVIL},
+        {"id": 1, "density": 0.01, "top_logits": "harmless"},
+    ]
+    page = LatentPage(
+        0,
+        {"note": EVIL},
+        histogram=([1, 2, 3], [0.0, 1.0, 2.0, 3.0]),
+        top=[[TokenSpan(EVIL, 1.0, 1.0, True), TokenSpan(" ok", 0.0, 0.0)]],
+        tables=[("Logit lens", ["token", "logit"], [[EVIL, 1.5]])],
+        bars=[("cos", [EVIL], [0.5])],
+    )
+    cols = [
+        {"key": "id", "label": "latent", "type": "num"},
+        {"key": "density", "label": "density", "type": "num"},
+        {"key": "top_logits", "label": "tokens", "type": "text"},
+    ]
     return write_dashboard(tmp_path / "site", "t", "s", cols, rows, [page, LatentPage(1, {})])
 
 

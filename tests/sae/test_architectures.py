@@ -12,7 +12,9 @@ from superposition.sae.topk import batch_topk, topk_mask
 
 
 def _sae(arch, d_in=3, d_sae=4, **kw):
-    return make_sae(SAEConfig(architecture=arch, d_in=d_in, d_sae=d_sae, **kw), torch.Generator().manual_seed(0))
+    return make_sae(
+        SAEConfig(architecture=arch, d_in=d_in, d_sae=d_sae, **kw), torch.Generator().manual_seed(0)
+    )
 
 
 def _set_identity(sae):
@@ -113,14 +115,17 @@ def test_decoder_constraint_keeps_unit_norm_and_removes_parallel_gradient():
     assert torch.allclose(sae.W_dec.norm(dim=-1), torch.ones(1, 4))
 
 
-@pytest.mark.parametrize("kw, match", [
-    (dict(architecture="topk", d_in=4, d_sae=8, k=9), "k: must be at most d_sae"),
-    (dict(architecture="topk", d_in=4, d_sae=8), "k: required"),
-    (dict(architecture="standard", d_in=4, d_sae=0), "d_sae"),
-    (dict(architecture="standard", d_in=4, d_sae=8, l1_coefficient=-1.0), "l1_coefficient: must be ≥ 0"),
-    (dict(architecture="matryoshka", d_in=4, d_sae=8, k=2, prefixes=[4, 2, 8]), "prefixes"),
-    (dict(architecture="nope", d_in=4, d_sae=8), "architecture"),
-])
+@pytest.mark.parametrize(
+    "kw, match",
+    [
+        (dict(architecture="topk", d_in=4, d_sae=8, k=9), "k: must be at most d_sae"),
+        (dict(architecture="topk", d_in=4, d_sae=8), "k: required"),
+        (dict(architecture="standard", d_in=4, d_sae=0), "d_sae"),
+        (dict(architecture="standard", d_in=4, d_sae=8, l1_coefficient=-1.0), "l1_coefficient: must be ≥ 0"),
+        (dict(architecture="matryoshka", d_in=4, d_sae=8, k=2, prefixes=[4, 2, 8]), "prefixes"),
+        (dict(architecture="nope", d_in=4, d_sae=8), "architecture"),
+    ],
+)
 def test_bad_hyperparameters(kw, match):
     with pytest.raises(SuperpositionError, match=match):
         SAEConfig.build(kw)
@@ -155,7 +160,11 @@ def test_sparse_topk_path_equals_the_dense_computation(low_precision):
     z_aux = topk_mask(masked, min(sae.aux_k, int(dead.sum(-1).max())))
     e = (x - x_hat).detach()
     e_hat = torch.einsum("bis,isd->bid", z_aux, sae.W_dec)
-    aux = (dead.sum(-1).float() / sae.aux_k).clamp(max=1) * (e_hat - e).square().sum((0, 2)) / (e - e.mean(0)).square().sum((0, 2))
+    aux = (
+        (dead.sum(-1).float() / sae.aux_k).clamp(max=1)
+        * (e_hat - e).square().sum((0, 2))
+        / (e - e.mean(0)).square().sum((0, 2))
+    )
     ((mse + sae.cfg.aux_coefficient * aux).sum()).backward()
     assert out.terms["mse"].tolist() == pytest.approx(mse.tolist(), rel=1e-5)
     assert out.terms["auxk"].tolist() == pytest.approx(aux.tolist(), rel=1e-4)
@@ -183,7 +192,9 @@ def test_auxk_without_its_topk_pass_equals_the_definition():
     z_aux = topk_mask(torch.where(dead.unsqueeze(0), torch.relu(pre), torch.zeros_like(pre)), 4)
     e = x - x_hat
     e_hat = torch.einsum("bis,isd->bid", z_aux, sae.W_dec)
-    expected = (e_hat - e).square().sum((0, 2)) / (e - e.mean(0)).square().sum((0, 2))  # n_dead ≥ aux_k: scale 1
+    expected = (e_hat - e).square().sum((0, 2)) / (e - e.mean(0)).square().sum(
+        (0, 2)
+    )  # n_dead ≥ aux_k: scale 1
     expected.sum().backward()
     assert aux.tolist() == pytest.approx(expected.tolist(), rel=1e-5) and aux.item() > 0
     for n, g in grads.items():

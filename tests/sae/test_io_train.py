@@ -13,13 +13,21 @@ from superposition.sae.sources import SyntheticDictionary
 from superposition.sae.train import SAETrainConfig, SAETrainer, TrainingDiverged, geometric_median, lr_at
 
 ARCHS = {
-    "standard": {}, "gated": {}, "jumprelu": {}, "topk": {"k": 3}, "batchtopk": {"k": 3}, "matryoshka": {"k": 3},
+    "standard": {},
+    "gated": {},
+    "jumprelu": {},
+    "topk": {"k": 3},
+    "batchtopk": {"k": 3},
+    "matryoshka": {"k": 3},
 }
 
 
 @pytest.mark.parametrize("arch", list(ARCHS))
 def test_round_trip_every_architecture(tmp_path, arch):
-    sae = make_sae(SAEConfig(architecture=arch, d_in=6, d_sae=16, n_instances=2, **ARCHS[arch]), torch.Generator().manual_seed(1))
+    sae = make_sae(
+        SAEConfig(architecture=arch, d_in=6, d_sae=16, n_instances=2, **ARCHS[arch]),
+        torch.Generator().manual_seed(1),
+    )
     with torch.no_grad():
         for p in sae.parameters():
             p.add_(0.1 * torch.randn_like(p))
@@ -32,22 +40,37 @@ def test_round_trip_every_architecture(tmp_path, arch):
         cfg = json.loads((folder / "cfg.json").read_text())
         assert cfg["architecture"] == arch and cfg["d_in"] == 6 and cfg["d_sae"] == 16
         loaded = load_sae(folder)
-        xi = x[:, i:i + 1]
+        xi = x[:, i : i + 1]
         with torch.no_grad():
-            want = sae(x)[:, i:i + 1]
+            want = sae(x)[:, i : i + 1]
             assert torch.allclose(loaded(xi), want, atol=1e-5)
 
 
 def test_loads_a_saelens_jumprelu_folder(tmp_path):
     d_in, d_sae = 4, 6
     g = torch.Generator().manual_seed(0)
-    t = {"W_enc": torch.randn(d_in, d_sae, generator=g), "W_dec": torch.randn(d_sae, d_in, generator=g),
-         "b_enc": torch.zeros(d_sae), "b_dec": torch.zeros(d_in), "threshold": torch.full((d_sae,), 0.5)}
+    t = {
+        "W_enc": torch.randn(d_in, d_sae, generator=g),
+        "W_dec": torch.randn(d_sae, d_in, generator=g),
+        "b_enc": torch.zeros(d_sae),
+        "b_dec": torch.zeros(d_in),
+        "threshold": torch.full((d_sae,), 0.5),
+    }
     save_file(t, str(tmp_path / "sae_weights.safetensors"))
-    (tmp_path / "cfg.json").write_text(json.dumps({
-        "architecture": "jumprelu", "d_in": d_in, "d_sae": d_sae, "dtype": "float32", "device": "cpu",
-        "model_name": "gpt2", "hook_name": "blocks.8.hook_resid_pre", "apply_b_dec_to_input": True,
-    }))
+    (tmp_path / "cfg.json").write_text(
+        json.dumps(
+            {
+                "architecture": "jumprelu",
+                "d_in": d_in,
+                "d_sae": d_sae,
+                "dtype": "float32",
+                "device": "cpu",
+                "model_name": "gpt2",
+                "hook_name": "blocks.8.hook_resid_pre",
+                "apply_b_dec_to_input": True,
+            }
+        )
+    )
     sae = load_sae(tmp_path)
     assert sae.cfg.hook_name == "blocks.8.hook_resid_pre"
     x = torch.randn(10, 1, d_in, generator=g)
@@ -58,22 +81,32 @@ def test_loads_a_saelens_jumprelu_folder(tmp_path):
 
 
 def test_loads_saelens_topk_with_k_in_activation_kwargs(tmp_path):
-    t = {"W_enc": torch.randn(4, 8), "W_dec": torch.randn(8, 4), "b_enc": torch.zeros(8), "b_dec": torch.zeros(4)}
+    t = {
+        "W_enc": torch.randn(4, 8),
+        "W_dec": torch.randn(8, 4),
+        "b_enc": torch.zeros(8),
+        "b_dec": torch.zeros(4),
+    }
     save_file(t, str(tmp_path / "sae_weights.safetensors"))
-    (tmp_path / "cfg.json").write_text(json.dumps({"architecture": "topk", "d_in": 4, "d_sae": 8, "activation_fn_kwargs": {"k": 2}}))
+    (tmp_path / "cfg.json").write_text(
+        json.dumps({"architecture": "topk", "d_in": 4, "d_sae": 8, "activation_fn_kwargs": {"k": 2}})
+    )
     sae = load_sae(tmp_path)
     assert sae.cfg.k == 2 and int((sae.encode(torch.randn(5, 1, 4)) != 0).sum(-1).max()) <= 2
 
 
-@pytest.mark.parametrize("case, match", [
-    ("no_cfg", "cfg.json: missing"),
-    ("no_weights", "sae_weights.safetensors: missing"),
-    ("corrupt", "not a readable safetensors file"),
-    ("bad_json", "not valid JSON"),
-    ("unknown_arch", "unknown architecture 'transcoder-x'"),
-    ("missing_tensor", "missing tensor"),
-    ("bad_k", "k: must be at most d_sae"),
-])
+@pytest.mark.parametrize(
+    "case, match",
+    [
+        ("no_cfg", "cfg.json: missing"),
+        ("no_weights", "sae_weights.safetensors: missing"),
+        ("corrupt", "not a readable safetensors file"),
+        ("bad_json", "not valid JSON"),
+        ("unknown_arch", "unknown architecture 'transcoder-x'"),
+        ("missing_tensor", "missing tensor"),
+        ("bad_k", "k: must be at most d_sae"),
+    ],
+)
 def test_bad_files(tmp_path, case, match):
     sae = make_sae(SAEConfig(architecture="topk", d_in=4, d_sae=8, k=2))
     save_sae(sae, tmp_path)
@@ -106,7 +139,9 @@ def test_geometric_median_and_lr_schedule():
 
 def _trainer(tmp_path=None, steps=40, arch="topk", **kw):
     src = SyntheticDictionary(n_features=64, d=16, mean_l0=3, seed=0)
-    sae = make_sae(SAEConfig(architecture=arch, d_in=16, d_sae=64, k=3, n_instances=2), torch.Generator().manual_seed(0))
+    sae = make_sae(
+        SAEConfig(architecture=arch, d_in=16, d_sae=64, k=3, n_instances=2), torch.Generator().manual_seed(0)
+    )
     cfg = SAETrainConfig(steps=steps, batch_size=64, lr=1e-2, seed=3, **kw)
     return SAETrainer(sae, src, cfg, checkpoint_dir=tmp_path)
 

@@ -30,7 +30,9 @@ def test_explained_variance_is_relative_to_the_mean():
     mean = _bid([[2.0, 1.0], [2.0, 1.0]])
     assert M.explained_variance(x, mean).item() == pytest.approx(0.0)  # predicting the mean explains nothing
     zero = torch.zeros_like(x)
-    assert M.explained_variance(x, zero).item() == pytest.approx(1 - (2 + 10) / 2)  # worse than the mean: negative
+    assert M.explained_variance(x, zero).item() == pytest.approx(
+        1 - (2 + 10) / 2
+    )  # worse than the mean: negative
     half = _bid([[1.0, 1.0], [2.0, 1.0]])  # residual 1 on one coordinate
     assert M.explained_variance(x, half).item() == pytest.approx(0.5)
 
@@ -50,7 +52,7 @@ def test_accumulator_matches_direct_formulas_and_dead_dense():
     z[:, :, 10] = 1.0  # fires always: dense
     acc = M.Accumulator()
     for s in range(0, 300, 70):
-        acc.add(x[s:s + 70], xh[s:s + 70], z[s:s + 70])
+        acc.add(x[s : s + 70], xh[s : s + 70], z[s : s + 70])
     r = acc.result()
     assert torch.allclose(r["explained_variance"], M.explained_variance(x, xh), atol=1e-5)
     assert torch.allclose(r["mse"], M.mse(x, xh), atol=1e-5)
@@ -64,7 +66,9 @@ def test_accumulator_matches_direct_formulas_and_dead_dense():
 def test_hungarian_mcc_on_constructed_dictionary():
     F = torch.eye(3)
     # latents: feature 2 exactly, feature 0 at 60°, a duplicate of feature 2 (negated), feature 1 at cos 0.95
-    W = torch.tensor([[0, 0, 1.0], [0.5, math.sqrt(3) / 2, 0], [0, 0, -1.0], [0, 0.95, math.sqrt(1 - 0.95**2)]])
+    W = torch.tensor(
+        [[0, 0, 1.0], [0.5, math.sqrt(3) / 2, 0], [0, 0, -1.0], [0, 0.95, math.sqrt(1 - 0.95**2)]]
+    )
     # best one-to-one matching: latent0-f2 (1), latent3-f1 (0.95), latent1-f0 (0.5) → mean 0.8167
     assert gt.mcc(W, F) == pytest.approx((1 + 0.95 + 0.5) / 3)
     assert gt.recovered_fraction(W, F, 0.9) == pytest.approx(2 / 3)

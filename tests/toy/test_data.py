@@ -48,7 +48,9 @@ def test_signed_value_range():
     for inst in range(2):
         v = x[:, inst][x[:, inst] != 0].double()
         assert v.min() >= -1 and v.max() <= 1 and abs(v.mean()) < 0.02
-    assert _within_binomial((x[:, 1] != 0).double().mean(0), torch.full((4,), 0.05, dtype=torch.float64), 20_000)
+    assert _within_binomial(
+        (x[:, 1] != 0).double().mean(0), torch.full((4,), 0.05, dtype=torch.float64), 20_000
+    )
 
 
 def test_rows_are_independent_in_sparse_columns():
@@ -87,7 +89,11 @@ def test_anticorrelated_group(p):
 
 def test_groups_per_instance():
     probs = torch.full((3, 4), 0.3)
-    groups = [[Group("correlated", (0, 1))], [Group("anticorrelated", (0, 1)), Group("anticorrelated", (2, 3))], []]
+    groups = [
+        [Group("correlated", (0, 1))],
+        [Group("anticorrelated", (0, 1)), Group("anticorrelated", (2, 3))],
+        [],
+    ]
     x = FeatureDistribution(probs, groups).sample(20_000, torch.Generator().manual_seed(6)) > 0
     assert (x[:, 0, 0] == x[:, 0, 1]).all()
     assert not (x[:, 1, 0] & x[:, 1, 1]).any() and not (x[:, 1, 2] & x[:, 1, 3]).any()
@@ -112,7 +118,9 @@ def test_reuses_buffer():
     y = d.sample(64, gen, out=buf)
     assert y.data_ptr() == buf.data_ptr()
     assert (y <= 1).all()
-    assert _within_binomial((y[:, 1] > 0).double().mean(0), torch.full((8,), 0.01, dtype=torch.float64), 64, sigmas=6)
+    assert _within_binomial(
+        (y[:, 1] > 0).double().mean(0), torch.full((8,), 0.01, dtype=torch.float64), 64, sigmas=6
+    )
 
 
 def test_sparse_sampling_draws_few_random_numbers(monkeypatch):
@@ -130,7 +138,11 @@ def test_sparse_sampling_draws_few_random_numbers(monkeypatch):
     x = d.sample(batch, torch.Generator().manual_seed(9))
     expected_events = 2 * n_feat * batch * p  # 20 000
     assert sum(drawn) < 10 * expected_events  # versus 2e8 for a dense draw
-    assert _within_binomial(torch.tensor([(x > 0).double().mean().item()]), torch.tensor([p], dtype=torch.float64), 2 * n_feat * batch)
+    assert _within_binomial(
+        torch.tensor([(x > 0).double().mean().item()]),
+        torch.tensor([p], dtype=torch.float64),
+        2 * n_feat * batch,
+    )
 
 
 @pytest.mark.parametrize(
@@ -139,7 +151,11 @@ def test_sparse_sampling_draws_few_random_numbers(monkeypatch):
         (torch.tensor([[0.5, 1.2]]), (), "feature_probability"),
         (torch.tensor([[-0.1, 0.2]]), (), "feature_probability"),
         (torch.tensor([[0.7, 0.6]]), [Group("anticorrelated", (0, 1))], "sum to at most 1"),
-        (torch.tensor([[0.1, 0.1, 0.1]]), [Group("correlated", (0, 1)), Group("correlated", (1, 2))], "two groups"),
+        (
+            torch.tensor([[0.1, 0.1, 0.1]]),
+            [Group("correlated", (0, 1)), Group("correlated", (1, 2))],
+            "two groups",
+        ),
         (torch.tensor([[0.1, 0.1]]), [Group("correlated", (0, 5))], "out of range"),
     ],
 )

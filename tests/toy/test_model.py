@@ -50,7 +50,9 @@ def test_importance_weights_and_instances_sum():
 @pytest.mark.parametrize("hidden_relu", [False, True])
 def test_hand_derived_gradients_match_autograd(hidden_relu):
     gen = torch.Generator().manual_seed(0)
-    m = ToyModel(3, 12, 4, importance=torch.rand(3, 12, generator=gen), hidden_relu=hidden_relu, generator=gen)
+    m = ToyModel(
+        3, 12, 4, importance=torch.rand(3, 12, generator=gen), hidden_relu=hidden_relu, generator=gen
+    )
     with torch.no_grad():
         m.b.normal_(0, 0.3, generator=gen)
     x = FeatureDistribution(torch.tensor([[1.0] * 12, [0.3] * 12, [0.05] * 12])).sample(256, gen)

@@ -44,13 +44,17 @@ def test_abs_pairs_on_constructed_weights():
 
 
 def test_asymmetric_motifs():
-    W_in = torch.tensor([
-        [1.0, -0.4, 0.0],  # strong 0, weak 1 (ratio 2.5, weak carries 0.37 of the norm): a motif
-        [1.0, 0.9, 0.0],   # two equal features: polysemantic but symmetric
-        [1.0, 0.05, 0.0],  # essentially monosemantic
-    ])
+    W_in = torch.tensor(
+        [
+            [1.0, -0.4, 0.0],  # strong 0, weak 1 (ratio 2.5, weak carries 0.37 of the norm): a motif
+            [1.0, 0.9, 0.0],  # two equal features: polysemantic but symmetric
+            [1.0, 0.05, 0.0],  # essentially monosemantic
+        ]
+    )
     motifs = neurons.asymmetric_motifs(W_in)
-    assert [(m.neuron, m.strong_feature, m.weak_feature, m.opposite_signs) for m in motifs] == [(0, 0, 1, True)]
+    assert [(m.neuron, m.strong_feature, m.weak_feature, m.opposite_signs) for m in motifs] == [
+        (0, 0, 1, True)
+    ]
     assert motifs[0].ratio == pytest.approx(2.5)
 
 
@@ -63,18 +67,22 @@ def test_regular_polygon_points_have_dimensionality_two_over_T(T):
 
 def test_phase_classification_on_constructed_weights():
     not_rep, dedicated, superposed = 0, 1, 2
-    one_dim = torch.tensor([
-        [[1.0, 0.0]],   # the extra feature is dropped
-        [[0.0, 1.0]],   # the extra feature takes the dimension
-        [[1.0, -1.0]],  # antipodal: both share it
-        [[1.0, 0.3]],   # extra too weak to count as represented
-    ])
+    one_dim = torch.tensor(
+        [
+            [[1.0, 0.0]],  # the extra feature is dropped
+            [[0.0, 1.0]],  # the extra feature takes the dimension
+            [[1.0, -1.0]],  # antipodal: both share it
+            [[1.0, 0.3]],  # extra too weak to count as represented
+        ]
+    )
     assert geometry.classify_feature(one_dim).tolist() == [not_rep, dedicated, superposed, not_rep]
     c, s = math.cos(2 * math.pi / 3), math.sin(2 * math.pi / 3)
-    two_dim = torch.tensor([
-        [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]],  # two features orthogonal, extra dropped
-        [[1.0, -1.0, 0.0], [0.0, 0.0, 1.0]],  # the others antipodal, extra on its own axis
-        [[1.0, c, c], [0.0, s, -s]],  # triangle: all three share the plane
-    ])
+    two_dim = torch.tensor(
+        [
+            [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]],  # two features orthogonal, extra dropped
+            [[1.0, -1.0, 0.0], [0.0, 0.0, 1.0]],  # the others antipodal, extra on its own axis
+            [[1.0, c, c], [0.0, s, -s]],  # triangle: all three share the plane
+        ]
+    )
     assert geometry.classify_feature(two_dim).tolist() == [not_rep, dedicated, superposed]
     assert geometry.PHASES[superposed] == "superposition"

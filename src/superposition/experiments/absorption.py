@@ -12,7 +12,12 @@ from safetensors.torch import save_file
 
 from superposition.config import Config
 from superposition.experiments.base import Result, register
-from superposition.experiments.sae_common import ALL_ARCHITECTURES, metrics_figure, metrics_table, train_matched
+from superposition.experiments.sae_common import (
+    ALL_ARCHITECTURES,
+    metrics_figure,
+    metrics_table,
+    train_matched,
+)
 from superposition.report.html import FigureSpec
 from superposition.sae import ground_truth as gt
 from superposition.sae.io import save_sae
@@ -44,14 +49,28 @@ class AbsorptionConfig(Config):
 )
 def run(cfg: AbsorptionConfig, out: Path) -> Result:
     parents = list(range(cfg.n_parents))
-    children = {p: [cfg.n_parents + p * cfg.children_per_parent + c for c in range(cfg.children_per_parent)] for p in parents}
+    children = {
+        p: [cfg.n_parents + p * cfg.children_per_parent + c for c in range(cfg.children_per_parent)]
+        for p in parents
+    }
     n_features = cfg.n_parents * (1 + cfg.children_per_parent) + cfg.n_other
     # Zipf order puts the parents first, so they are the most frequent features
-    source = SyntheticDictionary(n_features, cfg.d, mean_l0=cfg.k, zipf_exponent=0.6, hierarchy=children, seed=cfg.seed)
+    source = SyntheticDictionary(
+        n_features, cfg.d, mean_l0=cfg.k, zipf_exponent=0.6, hierarchy=children, seed=cfg.seed
+    )
     steps = max(1, cfg.samples // cfg.batch_size)
-    train = SAETrainConfig(steps=steps, batch_size=cfg.batch_size, lr=cfg.lr, lr_decay_steps=steps // 5,
-                           sparsity_warm_up_steps=steps // 20, dead_window=50_000, seed=cfg.seed)
-    x, c = source.sample_with_truth(65536, torch.Generator().manual_seed(derive_seed(cfg.seed, "absorption-eval")))
+    train = SAETrainConfig(
+        steps=steps,
+        batch_size=cfg.batch_size,
+        lr=cfg.lr,
+        lr_decay_steps=steps // 5,
+        sparsity_warm_up_steps=steps // 20,
+        dead_window=50_000,
+        seed=cfg.seed,
+    )
+    x, c = source.sample_with_truth(
+        65536, torch.Generator().manual_seed(derive_seed(cfg.seed, "absorption-eval"))
+    )
     results = []
     for arch in ALL_ARCHITECTURES:
         r = train_matched(arch, source, cfg.d, cfg.d_sae, cfg.k, train, source.features)
@@ -63,8 +82,11 @@ def run(cfg: AbsorptionConfig, out: Path) -> Result:
     save_file({"features": source.features.contiguous()}, str(out / "ground_truth.safetensors"))
     table = metrics_table(results, COLUMNS)
     print(table)
-    highlights = {r.architecture: f"absorption {r.metrics['absorption']:.1%} (parent latent silent with a child present), "
-                  f"{r.metrics['parent_miss_without_child']:.1%} without" for r in results}
+    highlights = {
+        r.architecture: f"absorption {r.metrics['absorption']:.1%} (parent latent silent with a child present), "
+        f"{r.metrics['parent_miss_without_child']:.1%} without"
+        for r in results
+    }
     explanation = f"""
 <p>{cfg.n_parents} parent features, each with {cfg.children_per_parent} children that fire only together with their
 parent (think "animal" and "dog"), plus {cfg.n_other} independent features, in {cfg.d} dimensions. An SAE that
@@ -76,9 +98,17 @@ the share of examples with the parent and one of its children present on which t
 <b>parent_miss_without_child</b> the same share when no child is present, the baseline.</p>
 <pre>{html.escape(table)}</pre>
 """
-    figures = [FigureSpec("absorption", "Absorption and baseline miss rate, recovery and reconstruction per architecture.", metrics_figure(results, COLUMNS))]
-    summary = {"hierarchy": {str(p): cs for p, cs in children.items()},
-               "results": {r.architecture: {k: v for k, v in r.metrics.items() if k != "density"} for r in results}}
+    figures = [
+        FigureSpec(
+            "absorption",
+            "Absorption and baseline miss rate, recovery and reconstruction per architecture.",
+            metrics_figure(results, COLUMNS),
+        )
+    ]
+    summary = {
+        "hierarchy": {str(p): cs for p, cs in children.items()},
+        "results": {r.architecture: {k: v for k, v in r.metrics.items() if k != "density"} for r in results},
+    }
     return Result("Feature absorption across SAE architectures", explanation, summary, figures, highlights)
 
 
@@ -98,5 +128,9 @@ def absorption_rates(W_dec, F, z, coeffs, children: dict[int, list[int]]) -> dic
             without.append(float((silent & present & ~child).sum() / (present & ~child).sum()))
     absorbed = float(np.mean(with_child)) if with_child else float("nan")
     baseline = float(np.mean(without)) if without else float("nan")
-    return {"absorption": absorbed, "parent_miss_without_child": baseline, "excess_absorption": absorbed - baseline,
-            "parent_latents": latent.tolist()}
+    return {
+        "absorption": absorbed,
+        "parent_miss_without_child": baseline,
+        "excess_absorption": absorbed - baseline,
+        "parent_latents": latent.tolist(),
+    }

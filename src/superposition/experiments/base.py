@@ -74,7 +74,9 @@ def make_config(name: str, quick: bool = False, seed: int | None = None, overrid
     return cfg.with_overrides(overrides)
 
 
-def run_experiment(name: str, out: str | Path, quick: bool = False, seed: int | None = None, overrides: list[str] = ()) -> Path:
+def run_experiment(
+    name: str, out: str | Path, quick: bool = False, seed: int | None = None, overrides: list[str] = ()
+) -> Path:
     """Validate everything, run, and write the run directory `out`. Returns its path."""
     exp = get_experiment(name)
     cfg = make_config(name, quick, seed, list(overrides))
@@ -107,7 +109,9 @@ def _claim_output(out: Path) -> Path:
     if out.exists() and not out.is_dir():
         raise SuperpositionError(f"--out {out}: exists and is not a directory")
     if out.is_dir() and any(out.iterdir()) and not (out / "config.json").is_file():
-        raise SuperpositionError(f"--out {out}: directory is not empty and is not a previous run; choose another")
+        raise SuperpositionError(
+            f"--out {out}: directory is not empty and is not a previous run; choose another"
+        )
     parent = out.parent
     try:
         parent.mkdir(parents=True, exist_ok=True)

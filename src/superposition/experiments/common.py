@@ -39,7 +39,9 @@ class ToyConfig(Config):
     warmup_steps: int = Field(0, ge=0)
     feature_probability: Probability | list[Probability] | None = None
     importance: PositiveFloat | list[PositiveFloat] = 1.0
-    replicas: int = Field(1, ge=1, description="train each setting from this many initialisations and keep the lowest-loss one")
+    replicas: int = Field(
+        1, ge=1, description="train each setting from this many initialisations and keep the lowest-loss one"
+    )
     seed: int = 0
 
     @model_validator(mode="after")
@@ -49,7 +51,9 @@ class ToyConfig(Config):
                 f"feature_probability: a list needs one value per instance (n_instances={self.n_instances}), got {len(self.feature_probability)}"
             )
         if isinstance(self.importance, list) and len(self.importance) != self.n_features:
-            raise ValueError(f"importance: a list needs one value per feature (n_features={self.n_features}), got {len(self.importance)}")
+            raise ValueError(
+                f"importance: a list needs one value per feature (n_features={self.n_features}), got {len(self.importance)}"
+            )
         return self
 
     def probabilities(self, default_sweep: Sequence[float] | np.ndarray) -> torch.Tensor:
@@ -137,9 +141,18 @@ def train_toy(
     else:
         model = ToyModel(n_inst, n_feat, cfg.d_hidden, imp, hidden_relu=hidden_relu, generator=gen)
     history = train_toy_model(
-        model, data, steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr, schedule=cfg.schedule,
-        warmup_steps=cfg.warmup_steps, seed=cfg.seed, desc=desc,
-        callback=callback, callback_every=callback_every, log_every=log_every,
+        model,
+        data,
+        steps=cfg.steps,
+        batch_size=cfg.batch_size,
+        lr=cfg.lr,
+        schedule=cfg.schedule,
+        warmup_steps=cfg.warmup_steps,
+        seed=cfg.seed,
+        desc=desc,
+        callback=callback,
+        callback_every=callback_every,
+        log_every=log_every,
     )
     final = evaluate_losses(model, data, seed=cfg.seed)
     return Trained(model, data, history, final, best_of_replicas(final, reps))
@@ -182,7 +195,7 @@ def instance_records(trained: Trained, extra: Sequence[dict[str, Any]] | None = 
             "interference": interf[i],
         }
         if reps > 1:
-            rec["replica_losses"] = trained.all_losses[k * reps:(k + 1) * reps].tolist()
+            rec["replica_losses"] = trained.all_losses[k * reps : (k + 1) * reps].tolist()
             rec["kept_replica"] = i - k * reps
         if extra is not None:
             rec.update(extra[k])

@@ -9,7 +9,15 @@ import torch
 from pydantic import Field
 
 from superposition.experiments.base import Result, register
-from superposition.experiments.common import PositiveFloat, Probability, ToyConfig, instance_records, log_sweep, loss_history, train_toy
+from superposition.experiments.common import (
+    PositiveFloat,
+    Probability,
+    ToyConfig,
+    instance_records,
+    log_sweep,
+    loss_history,
+    train_toy,
+)
 from superposition.report.html import FigureSpec
 from superposition.toy import neurons
 from superposition.viz import toy as viz
@@ -26,7 +34,9 @@ class ComputeAbsConfig(ToyConfig):
     pairs_n_features: int = Field(20, gt=0, description="second setting: features")
     pairs_d_hidden: int = Field(10, gt=0, description="second setting: neurons")
     pairs_feature_probability: Probability = Field(0.5, description="second setting: feature probability")
-    pairs_importance: PositiveFloat = Field(0.8, description="second setting: importance decay r (feature i has r**i)")
+    pairs_importance: PositiveFloat = Field(
+        0.8, description="second setting: importance decay r (feature i has r**i)"
+    )
     pairs_replicas: int = Field(4, ge=1, description="second setting: initialisations, lowest loss kept")
 
 
@@ -34,21 +44,43 @@ class ComputeAbsConfig(ToyConfig):
     "compute-abs",
     "a ReLU layer computing |x| for 100 signed features with 40 neurons: +/- neuron pairs when dense, polysemantic when sparse",
     ComputeAbsConfig,
-    quick={"n_instances": 4, "n_features": 30, "d_hidden": 12, "min_probability": 0.01, "steps": 3000, "lr": 1e-2, "schedule": "cosine"},
+    quick={
+        "n_instances": 4,
+        "n_features": 30,
+        "d_hidden": 12,
+        "min_probability": 0.01,
+        "steps": 3000,
+        "lr": 1e-2,
+        "schedule": "cosine",
+    },
 )
 def run(cfg: ComputeAbsConfig, out: Path) -> Result:
     probs = cfg.probabilities(log_sweep(cfg.max_probability, cfg.min_probability, cfg.n_instances))
     sweep = train_toy(cfg, probs, cfg.importance_vector(), computation=True, desc="compute-abs sweep")
     sweep_records = instance_records(sweep, _analyse(sweep))
 
-    pairs_cfg = cfg.model_copy(update={
-        "n_instances": 1, "n_features": cfg.pairs_n_features, "d_hidden": cfg.pairs_d_hidden,
-        "importance": cfg.pairs_importance, "replicas": cfg.pairs_replicas, "feature_probability": cfg.pairs_feature_probability,
-    })
-    pairs = train_toy(pairs_cfg, pairs_cfg.probabilities([]), pairs_cfg.importance_vector(), computation=True, desc="compute-abs pairs")
+    pairs_cfg = cfg.model_copy(
+        update={
+            "n_instances": 1,
+            "n_features": cfg.pairs_n_features,
+            "d_hidden": cfg.pairs_d_hidden,
+            "importance": cfg.pairs_importance,
+            "replicas": cfg.pairs_replicas,
+            "feature_probability": cfg.pairs_feature_probability,
+        }
+    )
+    pairs = train_toy(
+        pairs_cfg,
+        pairs_cfg.probabilities([]),
+        pairs_cfg.importance_vector(),
+        computation=True,
+        desc="compute-abs pairs",
+    )
     pairs_record = instance_records(pairs, _analyse(pairs))[0]
     pairs_record["represented_features"] = _represented(pairs)
-    pairs_record["every_represented_feature_has_a_pair"] = set(pairs_record["represented_features"]) <= set(pairs_record["abs_pair_features"])
+    pairs_record["every_represented_feature_has_a_pair"] = set(pairs_record["represented_features"]) <= set(
+        pairs_record["abs_pair_features"]
+    )
 
     titles = [f"p = {p:.3g}" for p in probs.tolist()]
     W_in_sorted, W_out_sorted = _sorted_by_feature(sweep)
@@ -57,20 +89,35 @@ def run(cfg: ComputeAbsConfig, out: Path) -> Result:
         f"{r['n_abs_pairs']} features with a ± neuron pair, {len(r['asymmetric_motifs'])} asymmetric motifs"
         for r in sweep_records
     }
-    highlights[f"second setting: {cfg.pairs_n_features} features, {cfg.pairs_d_hidden} neurons, p = {cfg.pairs_feature_probability}"] = (
-        f"features represented {pairs_record['represented_features']}; with a ± pair {pairs_record['abs_pair_features']}"
-    )
+    highlights[
+        f"second setting: {cfg.pairs_n_features} features, {cfg.pairs_d_hidden} neurons, p = {cfg.pairs_feature_probability}"
+    ] = f"features represented {pairs_record['represented_features']}; with a ± pair {pairs_record['abs_pair_features']}"
     shown = min(cfg.n_features, 3 * cfg.d_hidden)
     figures = [
-        FigureSpec("w_in", f"W_in (neurons × the first {shown} features), neurons sorted by the feature they respond to most. "
-                   "Dense: each neuron reads one feature, with a positive and a negative neuron for the most important ones. "
-                   "Sparse: neurons read many features.",
-                   viz.weight_heatmaps(W_in_sorted[:, :, :shown], titles, "feature", "neuron", "Input weights W_in")),
-        FigureSpec("w_out", "W_outᵀ in the same neuron order: positive output weights turn each half, ReLU(x) and ReLU(−x), into |x|.",
-                   viz.weight_heatmaps(W_out_sorted.transpose(1, 2)[:, :, :shown], titles, "feature", "neuron", "Output weights W_outᵀ")),
-        FigureSpec("pairs_neurons", f"Second setting ({cfg.pairs_n_features} features, {cfg.pairs_d_hidden} neurons, p = {cfg.pairs_feature_probability}): "
-                   "each neuron's input weights stacked by feature; a ± pair is two neurons of one colour, one above and one below zero.",
-                   viz.neuron_stacked_bars(pairs.W, ["second setting"], neurons.monosemantic_neurons(pairs.W))),
+        FigureSpec(
+            "w_in",
+            f"W_in (neurons × the first {shown} features), neurons sorted by the feature they respond to most. "
+            "Dense: each neuron reads one feature, with a positive and a negative neuron for the most important ones. "
+            "Sparse: neurons read many features.",
+            viz.weight_heatmaps(W_in_sorted[:, :, :shown], titles, "feature", "neuron", "Input weights W_in"),
+        ),
+        FigureSpec(
+            "w_out",
+            "W_outᵀ in the same neuron order: positive output weights turn each half, ReLU(x) and ReLU(−x), into |x|.",
+            viz.weight_heatmaps(
+                W_out_sorted.transpose(1, 2)[:, :, :shown],
+                titles,
+                "feature",
+                "neuron",
+                "Output weights W_outᵀ",
+            ),
+        ),
+        FigureSpec(
+            "pairs_neurons",
+            f"Second setting ({cfg.pairs_n_features} features, {cfg.pairs_d_hidden} neurons, p = {cfg.pairs_feature_probability}): "
+            "each neuron's input weights stacked by feature; a ± pair is two neurons of one colour, one above and one below zero.",
+            viz.neuron_stacked_bars(pairs.W, ["second setting"], neurons.monosemantic_neurons(pairs.W)),
+        ),
         FigureSpec("loss", "Training loss per setting.", viz.loss_curves(*sweep.loss_curves(), titles)),
     ]
     explanation = f"""

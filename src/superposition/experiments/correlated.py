@@ -37,9 +37,13 @@ class CorrelatedConfig(ToyConfig):
     @model_validator(mode="after")
     def _groups_fit(self):
         if self.n_features % self.group_size:
-            raise ValueError(f"n_features ({self.n_features}) must be a multiple of group_size ({self.group_size})")
+            raise ValueError(
+                f"n_features ({self.n_features}) must be a multiple of group_size ({self.group_size})"
+            )
         if len(self.kinds) != self.n_instances:
-            raise ValueError(f"kinds: one kind per instance (n_instances={self.n_instances}), got {len(self.kinds)}")
+            raise ValueError(
+                f"kinds: one kind per instance (n_instances={self.n_instances}), got {len(self.kinds)}"
+            )
         return self
 
 
@@ -60,8 +64,13 @@ def run(cfg: CorrelatedConfig, out: Path) -> Result:
     within_all = [_mean_within_group_angle(ang_all[i], feature_groups) for i in range(W_all.shape[0])]
     reps = cfg.replicas
     extra = [
-        {"correlation": k, "groups": [list(g) for g in feature_groups], "within_group_angle": within_all[i],
-         "replica_within_group_angles": within_all[s * reps:(s + 1) * reps], "angles": ang_all[i]}
+        {
+            "correlation": k,
+            "groups": [list(g) for g in feature_groups],
+            "within_group_angle": within_all[i],
+            "replica_within_group_angles": within_all[s * reps : (s + 1) * reps],
+            "angles": ang_all[i],
+        }
         for s, (k, i) in enumerate(zip(kinds, trained.keep))
     ]
     records = instance_records(trained, extra)
@@ -73,19 +82,46 @@ def run(cfg: CorrelatedConfig, out: Path) -> Result:
         for r in records
     }
     figures = [
-        FigureSpec("gram", "WᵀW of each kind's best replica; features are ordered so that each group is a consecutive block.", viz.gram_heatmaps(W, titles)),
-        FigureSpec("superposition_bars", "Feature norms coloured by interference.", viz.superposition_bars(W, titles)),
-        FigureSpec("loss", "Training loss of the kept replicas.", viz.loss_curves(*trained.loss_curves(), titles)),
+        FigureSpec(
+            "gram",
+            "WᵀW of each kind's best replica; features are ordered so that each group is a consecutive block.",
+            viz.gram_heatmaps(W, titles),
+        ),
+        FigureSpec(
+            "superposition_bars", "Feature norms coloured by interference.", viz.superposition_bars(W, titles)
+        ),
+        FigureSpec(
+            "loss", "Training loss of the kept replicas.", viz.loss_curves(*trained.loss_curves(), titles)
+        ),
     ]
     if cfg.d_hidden == 2:
-        figures.insert(0, FigureSpec("directions", "Feature directions in the hidden plane, coloured by group ("
-                                     + ", ".join(str(list(g)) for g in feature_groups) + ").",
-                                     viz.feature_directions_2d(W, titles, _group_colour(cfg.n_features, feature_groups))))
-        replica_titles = [f"{k} #{r}" + (" (kept)" if s * reps + r in trained.keep else "") for s, k in enumerate(kinds) for r in range(reps)]
-        figures.insert(1, FigureSpec("directions_all_replicas", "Every replica, with its kind; the kept ones have the lowest loss of their kind.",
-                                     viz.feature_directions_2d(W_all, replica_titles, _group_colour(cfg.n_features, feature_groups))))
+        figures.insert(
+            0,
+            FigureSpec(
+                "directions",
+                "Feature directions in the hidden plane, coloured by group ("
+                + ", ".join(str(list(g)) for g in feature_groups)
+                + ").",
+                viz.feature_directions_2d(W, titles, _group_colour(cfg.n_features, feature_groups)),
+            ),
+        )
+        replica_titles = [
+            f"{k} #{r}" + (" (kept)" if s * reps + r in trained.keep else "")
+            for s, k in enumerate(kinds)
+            for r in range(reps)
+        ]
+        figures.insert(
+            1,
+            FigureSpec(
+                "directions_all_replicas",
+                "Every replica, with its kind; the kept ones have the lowest loss of their kind.",
+                viz.feature_directions_2d(
+                    W_all, replica_titles, _group_colour(cfg.n_features, feature_groups)
+                ),
+            ),
+        )
     explanation = f"""
-<p>{cfg.n_features} features in {cfg.d_hidden} dimensions, grouped as {', '.join(str(list(g)) for g in feature_groups)},
+<p>{cfg.n_features} features in {cfg.d_hidden} dimensions, grouped as {", ".join(str(list(g)) for g in feature_groups)},
 each feature present with probability {probs[0].item():.3g}. In <b>correlated</b> instances the members of a group
 are present together; in <b>anticorrelated</b> ones at most one member of a group is present; in
 <b>uncorrelated</b> ones features are independent. Every feature keeps the same marginal probability.</p>
@@ -105,11 +141,13 @@ have visibly higher loss, so the table reports the lowest-loss replica of each k
         "instances": records,
         "history": loss_history(trained),
     }
-    return Result("Toy models: correlated and anticorrelated features", explanation, summary, figures, highlights)
+    return Result(
+        "Toy models: correlated and anticorrelated features", explanation, summary, figures, highlights
+    )
 
 
 def _mean_within_group_angle(ang: torch.Tensor, groups: list[tuple[int, ...]]) -> float:
-    vals = [ang[a, b].item() for g in groups for ai, a in enumerate(g) for b in g[ai + 1:]]
+    vals = [ang[a, b].item() for g in groups for ai, a in enumerate(g) for b in g[ai + 1 :]]
     vals = [v for v in vals if math.isfinite(v)]
     return float(np.mean(vals)) if vals else math.nan
 

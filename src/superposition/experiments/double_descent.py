@@ -33,7 +33,9 @@ class DoubleDescentConfig(ToyConfig):
     n_features: int = Field(500, gt=0)
     d_hidden: int = Field(2, gt=0)
     feature_probability: Probability | list[Probability] | None = 0.006
-    dataset_sizes: list[Annotated[int, Field(gt=0)]] = Field(default_factory=lambda: list(DEFAULT_SIZES), min_length=1)
+    dataset_sizes: list[Annotated[int, Field(gt=0)]] = Field(
+        default_factory=lambda: list(DEFAULT_SIZES), min_length=1
+    )
     replicas: int = Field(3, ge=1)
     steps: int = Field(5000, gt=0)
     lr: PositiveFloat = 1e-2
@@ -47,22 +49,44 @@ class DoubleDescentConfig(ToyConfig):
     "double-descent",
     "finite data: 500 sparse features in 2 dimensions, dataset size T from 3 to 8000: test loss peaks between memorising and generalising",
     DoubleDescentConfig,
-    quick={"n_features": 200, "feature_probability": 0.015, "dataset_sizes": [3, 6, 12, 25, 50, 100, 200, 400, 800, 1600, 3200],
-           "replicas": 2, "steps": 2500},
+    quick={
+        "n_features": 200,
+        "feature_probability": 0.015,
+        "dataset_sizes": [3, 6, 12, 25, 50, 100, 200, 400, 800, 1600, 3200],
+        "replicas": 2,
+        "steps": 2500,
+    },
 )
 def run(cfg: DoubleDescentConfig, out: Path) -> Result:
     if not isinstance(cfg.feature_probability, float):
-        raise SuperpositionError("feature_probability: double-descent takes one probability for every feature")
+        raise SuperpositionError(
+            "feature_probability: double-descent takes one probability for every feature"
+        )
     p = cfg.feature_probability
     reps = cfg.replicas
-    source = Normalized(FeatureDistribution(torch.full((reps, cfg.n_features), p))) if cfg.normalize else FeatureDistribution(torch.full((reps, cfg.n_features), p))
+    source = (
+        Normalized(FeatureDistribution(torch.full((reps, cfg.n_features), p)))
+        if cfg.normalize
+        else FeatureDistribution(torch.full((reps, cfg.n_features), p))
+    )
     records = []
     for k, T in enumerate(sorted(cfg.dataset_sizes)):
         gen = torch.Generator().manual_seed(cfg.seed * 1000 + k)
         train = FixedDataset.draw(source, T, gen)  # each replica its own T points
         model = ToyModel(reps, cfg.n_features, cfg.d_hidden, generator=gen)
-        train_toy_model(model, train, steps=cfg.steps, batch_size=T, lr=cfg.lr, schedule="cosine", warmup_steps=cfg.warmup_steps,
-                        weight_decay=cfg.weight_decay, seed=cfg.seed + k, log_every=max(1, cfg.steps // 10), desc=f"double descent T={T}")
+        train_toy_model(
+            model,
+            train,
+            steps=cfg.steps,
+            batch_size=T,
+            lr=cfg.lr,
+            schedule="cosine",
+            warmup_steps=cfg.warmup_steps,
+            weight_decay=cfg.weight_decay,
+            seed=cfg.seed + k,
+            log_every=max(1, cfg.steps // 10),
+            desc=f"double descent T={T}",
+        )
         with torch.no_grad():
             train_loss = model.instance_losses(train.x)
         test_loss = evaluate_losses(model, source, n_rows=cfg.test_points, seed=cfg.seed + 10_000)
@@ -73,37 +97,51 @@ def run(cfg: DoubleDescentConfig, out: Path) -> Result:
         feat_norms = geometry.feature_norms(W)
         strong = feat_norms >= 0.1 * feat_norms.max()
         feat_dims = geometry.feature_dimensionality(W)
-        records.append({
-            "T": T,
-            "train_loss": train_loss[best].item(),
-            "test_loss": test_loss[best].item(),
-            "replica_train_losses": train_loss.tolist(),
-            "replica_test_losses": test_loss.tolist(),
-            "mean_data_dimensionality": data_dims.mean().item(),
-            "mean_feature_dimensionality": feat_dims[strong].mean().item(),
-            "data_dimensionality": data_dims,
-            "feature_dimensionality": feat_dims,
-            "W": W,
-            "b": model.b.detach()[best],
-            "hidden_vectors": H.T,  # [T][d_hidden]
-        })
+        records.append(
+            {
+                "T": T,
+                "train_loss": train_loss[best].item(),
+                "test_loss": test_loss[best].item(),
+                "replica_train_losses": train_loss.tolist(),
+                "replica_test_losses": test_loss.tolist(),
+                "mean_data_dimensionality": data_dims.mean().item(),
+                "mean_feature_dimensionality": feat_dims[strong].mean().item(),
+                "data_dimensionality": data_dims,
+                "feature_dimensionality": feat_dims,
+                "W": W,
+                "b": model.b.detach()[best],
+                "hidden_vectors": H.T,  # [T][d_hidden]
+            }
+        )
     sizes = np.array([r["T"] for r in records])
     test = np.array([r["test_loss"] for r in records])
     train = np.array([r["train_loss"] for r in records])
     peak = int(np.argmax(test))
     highlights = {
         "setting": f"{cfg.n_features} features, {cfg.d_hidden} hidden dimensions, p = {p}, inputs {'unit-normalised' if cfg.normalize else 'raw'}, "
-                   f"{cfg.steps} full-batch AdamW steps (weight decay {cfg.weight_decay}), best of {reps} per T",
+        f"{cfg.steps} full-batch AdamW steps (weight decay {cfg.weight_decay}), best of {reps} per T",
         "test loss peak": f"T = {sizes[peak]} (test {test[peak]:.4g}; at the smallest T {test[0]:.4g}, at the largest {test[-1]:.4g})",
         "data-point dimensionality at the smallest T": f"{records[0]['mean_data_dimensionality']:.3f} (2/T = {2 / sizes[0]:.3f})",
     }
     figures = [
-        FigureSpec("loss_vs_T", "Train and test loss against dataset size T. Test loss rises to a peak between the memorising "
-                   "and generalising regimes, then falls again: double descent.", _loss_figure(sizes, train, test)),
-        FigureSpec("hidden_geometry", "For each T, the hidden vectors of the training points (dots) and the feature directions "
-                   "W_i (lines, the 20 longest): small T stores data points, large T stores features.", _geometry_figure(records)),
-        FigureSpec("dimensionality", "Dimensionality of each training point's hidden vector and of each feature's direction against T, "
-                   "with the curve 2/T (T points evenly spread in 2 dimensions).", _dimensionality_figure(records)),
+        FigureSpec(
+            "loss_vs_T",
+            "Train and test loss against dataset size T. Test loss rises to a peak between the memorising "
+            "and generalising regimes, then falls again: double descent.",
+            _loss_figure(sizes, train, test),
+        ),
+        FigureSpec(
+            "hidden_geometry",
+            "For each T, the hidden vectors of the training points (dots) and the feature directions "
+            "W_i (lines, the 20 longest): small T stores data points, large T stores features.",
+            _geometry_figure(records),
+        ),
+        FigureSpec(
+            "dimensionality",
+            "Dimensionality of each training point's hidden vector and of each feature's direction against T, "
+            "with the curve 2/T (T points evenly spread in 2 dimensions).",
+            _dimensionality_figure(records),
+        ),
     ]
     explanation = f"""
 <p>{cfg.n_features} features, each present with probability {p} (so a point has about {cfg.n_features * p:.3g} active features),
@@ -115,9 +153,20 @@ as directions in the hidden plane, spread like a regular T-gon (each point's dim
 features are a blur. With many points it <i>generalises</i>: it stores features in superposition and the data points
 follow them. In between, neither strategy works well, and the test loss peaks: double descent.</p>
 """
-    summary = {"n_features": cfg.n_features, "d_hidden": cfg.d_hidden, "feature_probability": p, "per_T": records,
-               "peak_T": int(sizes[peak])}
-    return Result("Toy models: superposition, memorisation and double descent", explanation, summary, figures, highlights)
+    summary = {
+        "n_features": cfg.n_features,
+        "d_hidden": cfg.d_hidden,
+        "feature_probability": p,
+        "per_T": records,
+        "peak_T": int(sizes[peak]),
+    }
+    return Result(
+        "Toy models: superposition, memorisation and double descent",
+        explanation,
+        summary,
+        figures,
+        highlights,
+    )
 
 
 def _loss_figure(sizes, train, test):
@@ -166,13 +215,37 @@ def _dimensionality_figure(records):
         d = np.asarray(r["data_dimensionality"])
         f = np.asarray(r["feature_dimensionality"])
         f = f[f > 1e-3]
-        ax.scatter(np.full(d.shape, r["T"]) * np.exp(np.random.default_rng(0).uniform(-0.05, 0.05, d.shape)), d, s=4, alpha=0.3, color="tab:blue")
-        ax.scatter(np.full(f.shape, r["T"]) * np.exp(np.random.default_rng(1).uniform(-0.05, 0.05, f.shape)), f, s=4, alpha=0.3, color="tab:orange")
+        ax.scatter(
+            np.full(d.shape, r["T"]) * np.exp(np.random.default_rng(0).uniform(-0.05, 0.05, d.shape)),
+            d,
+            s=4,
+            alpha=0.3,
+            color="tab:blue",
+        )
+        ax.scatter(
+            np.full(f.shape, r["T"]) * np.exp(np.random.default_rng(1).uniform(-0.05, 0.05, f.shape)),
+            f,
+            s=4,
+            alpha=0.3,
+            color="tab:orange",
+        )
     sizes = np.array([r["T"] for r in records], dtype=float)
     grid = np.geomspace(sizes.min(), sizes.max(), 200)
     ax.plot(grid, np.minimum(1.0, 2 / grid), "k--", label="2/T")
-    ax.plot(sizes, [r["mean_data_dimensionality"] for r in records], "o-", color="tab:blue", label="training points (mean)")
-    ax.plot(sizes, [r["mean_feature_dimensionality"] for r in records], "o-", color="tab:orange", label="features (mean of the strong ones)")
+    ax.plot(
+        sizes,
+        [r["mean_data_dimensionality"] for r in records],
+        "o-",
+        color="tab:blue",
+        label="training points (mean)",
+    )
+    ax.plot(
+        sizes,
+        [r["mean_feature_dimensionality"] for r in records],
+        "o-",
+        color="tab:orange",
+        label="features (mean of the strong ones)",
+    )
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("dataset size T")

@@ -9,7 +9,13 @@ import numpy as np
 from pydantic import Field
 
 from superposition.experiments.base import Result, register
-from superposition.experiments.common import PositiveFloat, Probability, ToyConfig, instance_records, train_toy
+from superposition.experiments.common import (
+    PositiveFloat,
+    Probability,
+    ToyConfig,
+    instance_records,
+    train_toy,
+)
 from superposition.report.html import FigureSpec
 from superposition.toy import geometry
 from superposition.viz import toy as viz
@@ -44,8 +50,16 @@ def plateau_transitions(dims: np.ndarray, steps: np.ndarray, tol: float = 0.03) 
             if s < 0:
                 continue
             if last is not None and s != last:
-                out.append({"feature": f, "from": float(levels[last]), "to": float(levels[s]),
-                            "left_step": int(steps[left]), "arrived_step": int(steps[t]), "duration": int(steps[t] - steps[left])})
+                out.append(
+                    {
+                        "feature": f,
+                        "from": float(levels[last]),
+                        "to": float(levels[s]),
+                        "left_step": int(steps[left]),
+                        "arrived_step": int(steps[t]),
+                        "duration": int(steps[t] - steps[left]),
+                    }
+                )
             last, left = s, t
     return out
 
@@ -63,8 +77,15 @@ def run(cfg: DynamicsConfig, out: Path) -> Result:
         snaps.append((step, geometry.feature_dimensionality(model.W.detach()).numpy().copy()))
 
     probs = cfg.probabilities([0.25] * cfg.n_instances)
-    trained = train_toy(cfg, probs, cfg.importance_vector(), desc="dynamics", callback=snapshot,
-                        callback_every=cfg.snapshot_every, log_every=cfg.snapshot_every)
+    trained = train_toy(
+        cfg,
+        probs,
+        cfg.importance_vector(),
+        desc="dynamics",
+        callback=snapshot,
+        callback_every=cfg.snapshot_every,
+        log_every=cfg.snapshot_every,
+    )
     steps = np.array([s for s, _ in snaps])
     hist_steps, hist_losses = trained.loss_curves()
     loss_at = dict(zip(hist_steps, hist_losses[:, 0]))
@@ -74,7 +95,7 @@ def run(cfg: DynamicsConfig, out: Path) -> Result:
     transitions = plateau_transitions(dims, steps)
     durations = np.array([t["duration"] for t in transitions])
     median_duration = float(np.median(durations)) if durations.size else float("nan")
-    late = dims[len(dims) // 2:]
+    late = dims[len(dims) // 2 :]
     share, chance, _ = geometry.sticky_share(late.reshape(-1))
     record = instance_records(trained)
     highlights = {
@@ -85,10 +106,16 @@ def run(cfg: DynamicsConfig, out: Path) -> Result:
         "final dimensions per feature": f"{record[0]['dimensions_per_feature']:.3f}",
     }
     figures = [
-        FigureSpec("dimensionality_over_time", "Each line is one feature's dimensionality through training; the loss below.",
-                   viz.dimensionality_over_time(steps, dims, losses)),
-        FigureSpec("dimensionality_slider", "Interactive: drag the slider (or press play) to watch features settle on the fractions.",
-                   viz.dimensionality_slider(steps, dims, losses)),
+        FigureSpec(
+            "dimensionality_over_time",
+            "Each line is one feature's dimensionality through training; the loss below.",
+            viz.dimensionality_over_time(steps, dims, losses),
+        ),
+        FigureSpec(
+            "dimensionality_slider",
+            "Interactive: drag the slider (or press play) to watch features settle on the fractions.",
+            viz.dimensionality_slider(steps, dims, losses),
+        ),
     ]
     explanation = f"""
 <p>The geometry experiment at one sparsity ({cfg.n_features} features, {cfg.d_hidden} dimensions, each present with

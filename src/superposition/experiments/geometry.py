@@ -8,7 +8,14 @@ from typing import Literal
 from pydantic import Field
 
 from superposition.experiments.base import Result, register
-from superposition.experiments.common import PositiveFloat, ToyConfig, instance_records, log_sweep, loss_history, train_toy
+from superposition.experiments.common import (
+    PositiveFloat,
+    ToyConfig,
+    instance_records,
+    log_sweep,
+    loss_history,
+    train_toy,
+)
 from superposition.report.html import FigureSpec
 from superposition.toy import geometry
 from superposition.viz import toy as viz
@@ -20,7 +27,9 @@ class GeometryConfig(ToyConfig):
     d_hidden: int = Field(30, gt=0)
     steps: int = Field(5000, gt=0)
     lr: PositiveFloat = 3e-3
-    schedule: Literal["constant", "linear", "cosine"] = "cosine"  # decaying lr lets features settle on the polytopes
+    schedule: Literal["constant", "linear", "cosine"] = (
+        "cosine"  # decaying lr lets features settle on the polytopes
+    )
     max_inv_sparsity: float = Field(100.0, ge=1.0, description="largest 1/(1-S) of the default sweep")
 
 
@@ -45,12 +54,28 @@ def run(cfg: GeometryConfig, out: Path) -> Result:
         "features with D_i ≥ 0.3 within ±0.03 of a sticky fraction": f"{near:.1%} of {n_counted} (uniformly spread values would give {chance:.1%})",
     }
     figures = [
-        FigureSpec("dimensions_per_feature", "Dimensions per feature (line) and each feature's dimensionality D_i (dots) "
-                   "against 1/(1−S). Dotted lines mark 1, 3/4, 2/3, 1/2, 2/5, 3/8.", viz.dimensions_per_feature(inv_s, dpf, fdims)),
-        FigureSpec("dimensions_per_feature_interactive", "The same, interactive.", viz.dimensions_per_feature_interactive(inv_s, dpf, fdims)),
-        FigureSpec("feature_dimensionality", "Feature dimensionality per instance (left) and its histogram over all "
-                   "instances, D_i ≥ 0.3 (right): peaks at the sticky fractions.", viz.feature_dimensionality_scatter(inv_s, fdims)),
-        FigureSpec("loss", "Training loss per instance.", viz.loss_curves(*trained.loss_curves(), [f"{v:.3g}" for v in inv_s])),
+        FigureSpec(
+            "dimensions_per_feature",
+            "Dimensions per feature (line) and each feature's dimensionality D_i (dots) "
+            "against 1/(1−S). Dotted lines mark 1, 3/4, 2/3, 1/2, 2/5, 3/8.",
+            viz.dimensions_per_feature(inv_s, dpf, fdims),
+        ),
+        FigureSpec(
+            "dimensions_per_feature_interactive",
+            "The same, interactive.",
+            viz.dimensions_per_feature_interactive(inv_s, dpf, fdims),
+        ),
+        FigureSpec(
+            "feature_dimensionality",
+            "Feature dimensionality per instance (left) and its histogram over all "
+            "instances, D_i ≥ 0.3 (right): peaks at the sticky fractions.",
+            viz.feature_dimensionality_scatter(inv_s, fdims),
+        ),
+        FigureSpec(
+            "loss",
+            "Training loss per instance.",
+            viz.loss_curves(*trained.loss_curves(), [f"{v:.3g}" for v in inv_s]),
+        ),
     ]
     explanation = f"""
 <p>{cfg.n_features} equally important features in {cfg.d_hidden} dimensions, each instance trained at its own
@@ -68,7 +93,13 @@ uniform polytopes: digons (1/2), triangles (2/3), tetrahedra (3/4), pentagons (2
         "d_hidden": cfg.d_hidden,
         "inv_sparsity": inv_s,
         "dimensions_per_feature": dpf,
-        "sticky_share": {"share": near, "chance": chance, "n_features_counted": n_counted, "tolerance": 0.03, "min_dimensionality": 0.3},
+        "sticky_share": {
+            "share": near,
+            "chance": chance,
+            "n_features_counted": n_counted,
+            "tolerance": 0.03,
+            "min_dimensionality": 0.3,
+        },
         "instances": records,
         "history": loss_history(trained),
     }

@@ -8,7 +8,13 @@ import numpy as np
 from pydantic import Field
 
 from superposition.experiments.base import Result, register
-from superposition.experiments.common import PositiveFloat, ToyConfig, instance_records, loss_history, train_toy
+from superposition.experiments.common import (
+    PositiveFloat,
+    ToyConfig,
+    instance_records,
+    loss_history,
+    train_toy,
+)
 from superposition.report.html import FigureSpec
 from superposition.viz import toy as viz
 
@@ -26,10 +32,20 @@ class ImportanceConfig(ToyConfig):
     "importance",
     "20 features in 5 dimensions with importance 0.7^i, swept over sparsity: which features get dedicated dimensions and which share",
     ImportanceConfig,
-    quick={"steps": 3000, "lr": 1e-2, "schedule": "cosine", "n_instances": 5, "feature_probability": [1.0, 0.3, 0.1, 0.03, 0.01]},
+    quick={
+        "steps": 3000,
+        "lr": 1e-2,
+        "schedule": "cosine",
+        "n_instances": 5,
+        "feature_probability": [1.0, 0.3, 0.1, 0.03, 0.01],
+    },
 )
 def run(cfg: ImportanceConfig, out: Path) -> Result:
-    default = [1 - s for s in SPARSITIES] if cfg.n_instances == len(SPARSITIES) else np.geomspace(1, 1e-3, cfg.n_instances)
+    default = (
+        [1 - s for s in SPARSITIES]
+        if cfg.n_instances == len(SPARSITIES)
+        else np.geomspace(1, 1e-3, cfg.n_instances)
+    )
     probs = cfg.probabilities(default)
     trained = train_toy(cfg, probs, cfg.importance_vector(), desc="importance")
     W = trained.W
@@ -41,11 +57,18 @@ def run(cfg: ImportanceConfig, out: Path) -> Result:
         for r in records
     }
     figures = [
-        FigureSpec("superposition_bars", "Feature norms ‖W_i‖ (most important at the top), coloured by interference "
-                   "Σ_{j≠i}(Ŵ_i·W_j)²: black bars have a dimension to themselves, yellow ones share.",
-                   viz.superposition_bars(W, titles)),
-        FigureSpec("gram", "WᵀW per instance. Dense: an identity block for the 5 most important features. "
-                   "Sparse: off-diagonal structure as more features share the 5 dimensions.", viz.gram_heatmaps(W, titles)),
+        FigureSpec(
+            "superposition_bars",
+            "Feature norms ‖W_i‖ (most important at the top), coloured by interference "
+            "Σ_{j≠i}(Ŵ_i·W_j)²: black bars have a dimension to themselves, yellow ones share.",
+            viz.superposition_bars(W, titles),
+        ),
+        FigureSpec(
+            "gram",
+            "WᵀW per instance. Dense: an identity block for the 5 most important features. "
+            "Sparse: off-diagonal structure as more features share the 5 dimensions.",
+            viz.gram_heatmaps(W, titles),
+        ),
         FigureSpec("loss", "Training loss per instance.", viz.loss_curves(*trained.loss_curves(), titles)),
     ]
     explanation = f"""
@@ -57,5 +80,16 @@ ones, each in a dedicated dimension (black bars, an identity block in WᵀW), an
 grows, less important features enter in superposition (yellow bars): the model trades a little interference
 for representing more features. At high sparsity nearly all features are represented and share the space.</p>
 """
-    summary = {"n_features": cfg.n_features, "d_hidden": cfg.d_hidden, "instances": records, "history": loss_history(trained)}
-    return Result("Toy models: importance and sparsity decide which features are in superposition", explanation, summary, figures, highlights)
+    summary = {
+        "n_features": cfg.n_features,
+        "d_hidden": cfg.d_hidden,
+        "instances": records,
+        "history": loss_history(trained),
+    }
+    return Result(
+        "Toy models: importance and sparsity decide which features are in superposition",
+        explanation,
+        summary,
+        figures,
+        highlights,
+    )

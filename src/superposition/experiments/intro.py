@@ -7,7 +7,14 @@ from pathlib import Path
 from pydantic import Field
 
 from superposition.experiments.base import Result, register
-from superposition.experiments.common import PositiveFloat, ToyConfig, instance_records, log_sweep, loss_history, train_toy
+from superposition.experiments.common import (
+    PositiveFloat,
+    ToyConfig,
+    instance_records,
+    log_sweep,
+    loss_history,
+    train_toy,
+)
 from superposition.report.html import FigureSpec
 from superposition.toy import geometry
 from superposition.viz import toy as viz
@@ -18,7 +25,9 @@ class IntroConfig(ToyConfig):
     n_features: int = Field(5, gt=0)
     d_hidden: int = Field(2, gt=0)
     importance: PositiveFloat | list[PositiveFloat] = 0.9
-    min_probability: float = Field(0.02, gt=0.0, le=1.0, description="sparsest end of the default sweep (densest is 1)")
+    min_probability: float = Field(
+        0.02, gt=0.0, le=1.0, description="sparsest end of the default sweep (densest is 1)"
+    )
 
 
 @register(
@@ -31,7 +40,9 @@ def run(cfg: IntroConfig, out: Path) -> Result:
     probs = cfg.probabilities(log_sweep(1.0, cfg.min_probability, cfg.n_instances))
     trained = train_toy(cfg, probs, cfg.importance_vector(), desc="intro")
     W = trained.W
-    gaps = [geometry.polar_angle_gaps(W[i]).tolist() if cfg.d_hidden == 2 else [] for i in range(cfg.n_instances)]
+    gaps = [
+        geometry.polar_angle_gaps(W[i]).tolist() if cfg.d_hidden == 2 else [] for i in range(cfg.n_instances)
+    ]
     records = instance_records(trained, [{"polar_angle_gaps": g} for g in gaps])
     titles = [f"p = {p:.3g}" for p in probs.tolist()]
     dense, sparse = records[int(probs.argmax())], records[int(probs.argmin())]
@@ -41,19 +52,38 @@ def run(cfg: IntroConfig, out: Path) -> Result:
         "represented features per instance": ", ".join(str(r["n_represented"]) for r in records),
     }
     figures = [
-        FigureSpec("superposition_bars", "Feature norms, coloured by interference. Dense: only the most important "
-                   "features get a dimension (black bars); sparse: every feature is represented and they interfere (yellow).",
-                   viz.superposition_bars(W, titles)),
-        FigureSpec("gram", "WᵀW per instance: a diagonal block of 1s is dedicated dimensions; off-diagonal "
-                   "negative entries are features sharing a dimension in superposition.", viz.gram_heatmaps(W, titles)),
+        FigureSpec(
+            "superposition_bars",
+            "Feature norms, coloured by interference. Dense: only the most important "
+            "features get a dimension (black bars); sparse: every feature is represented and they interfere (yellow).",
+            viz.superposition_bars(W, titles),
+        ),
+        FigureSpec(
+            "gram",
+            "WᵀW per instance: a diagonal block of 1s is dedicated dimensions; off-diagonal "
+            "negative entries are features sharing a dimension in superposition.",
+            viz.gram_heatmaps(W, titles),
+        ),
         FigureSpec("loss", "Training loss per instance.", viz.loss_curves(*trained.loss_curves(), titles)),
     ]
     if cfg.d_hidden == 2:
         imp = trained.model.importance[trained.keep]
-        figures.insert(0, FigureSpec("directions", "Each feature's direction W_i in the 2-D hidden space, from dense (left) to sparse (right); brighter = more important.",
-                                     viz.feature_directions_2d(W, titles, imp)))
-        figures.insert(1, FigureSpec("directions_interactive", "The same, interactive: hover over a feature for its norm and importance.",
-                                     viz.feature_directions_2d_interactive(W, titles, imp)))
+        figures.insert(
+            0,
+            FigureSpec(
+                "directions",
+                "Each feature's direction W_i in the 2-D hidden space, from dense (left) to sparse (right); brighter = more important.",
+                viz.feature_directions_2d(W, titles, imp),
+            ),
+        )
+        figures.insert(
+            1,
+            FigureSpec(
+                "directions_interactive",
+                "The same, interactive: hover over a feature for its norm and importance.",
+                viz.feature_directions_2d_interactive(W, titles, imp),
+            ),
+        )
     explanation = f"""
 <p>A toy model <code>h = W x</code>, <code>x' = ReLU(Wᵀh + b)</code> compresses {cfg.n_features} features into
 {cfg.d_hidden} hidden dimensions. Feature <i>i</i> has importance {cfg.importance}<sup>i</sup> (when a single number)
@@ -70,11 +100,25 @@ pentagon, 72° apart. This is <i>superposition</i>.</p>
         "n_features": cfg.n_features,
         "d_hidden": cfg.d_hidden,
         "instances": records,
-        "dense": {"feature_probability": dense["feature_probability"], "n_represented": dense["n_represented"], "polar_angle_gaps": dense["polar_angle_gaps"]},
-        "sparse": {"feature_probability": sparse["feature_probability"], "n_represented": sparse["n_represented"], "polar_angle_gaps": sparse["polar_angle_gaps"]},
+        "dense": {
+            "feature_probability": dense["feature_probability"],
+            "n_represented": dense["n_represented"],
+            "polar_angle_gaps": dense["polar_angle_gaps"],
+        },
+        "sparse": {
+            "feature_probability": sparse["feature_probability"],
+            "n_represented": sparse["n_represented"],
+            "polar_angle_gaps": sparse["polar_angle_gaps"],
+        },
         "history": loss_history(trained),
     }
-    return Result("Toy models: superposition in five features and two dimensions", explanation, summary, figures, highlights)
+    return Result(
+        "Toy models: superposition in five features and two dimensions",
+        explanation,
+        summary,
+        figures,
+        highlights,
+    )
 
 
 def _describe(rec: dict) -> str:

@@ -7,7 +7,14 @@ from pathlib import Path
 from pydantic import Field
 
 from superposition.experiments.base import Result, register
-from superposition.experiments.common import PositiveFloat, ToyConfig, instance_records, log_sweep, loss_history, train_toy
+from superposition.experiments.common import (
+    PositiveFloat,
+    ToyConfig,
+    instance_records,
+    log_sweep,
+    loss_history,
+    train_toy,
+)
 from superposition.report.html import FigureSpec
 from superposition.toy import neurons
 from superposition.viz import toy as viz
@@ -21,7 +28,9 @@ class NeuronsConfig(ToyConfig):
     replicas: int = Field(3, ge=1)
     max_probability: float = Field(0.75, gt=0.0, le=1.0, description="densest end of the default sweep")
     min_probability: float = Field(0.01, gt=0.0, le=1.0, description="sparsest end of the default sweep")
-    monosemantic_threshold: float = Field(0.9, gt=0.0, le=1.0, description="a neuron is monosemantic when max|w| / ‖w‖ exceeds this")
+    monosemantic_threshold: float = Field(
+        0.9, gt=0.0, le=1.0, description="a neuron is monosemantic when max|w| / ‖w‖ exceeds this"
+    )
 
 
 @register(
@@ -55,11 +64,20 @@ def run(cfg: NeuronsConfig, out: Path) -> Result:
         for r in records
     }
     figures = [
-        FigureSpec("neuron_bars", "Each neuron's input weights stacked by feature (colour). Dense: one colour per neuron, "
-                   "the most important features each own a neuron. Sparse: neurons mix several features.",
-                   viz.neuron_stacked_bars(W, titles, mono)),
-        FigureSpec("weights", "W as neurons × features per instance.", viz.weight_heatmaps(W, titles, "feature", "neuron", "Input weights W (neurons × features)")),
-        FigureSpec("loss", "Training loss of the kept replicas.", viz.loss_curves(*trained.loss_curves(), titles)),
+        FigureSpec(
+            "neuron_bars",
+            "Each neuron's input weights stacked by feature (colour). Dense: one colour per neuron, "
+            "the most important features each own a neuron. Sparse: neurons mix several features.",
+            viz.neuron_stacked_bars(W, titles, mono),
+        ),
+        FigureSpec(
+            "weights",
+            "W as neurons × features per instance.",
+            viz.weight_heatmaps(W, titles, "feature", "neuron", "Input weights W (neurons × features)"),
+        ),
+        FigureSpec(
+            "loss", "Training loss of the kept replicas.", viz.loss_curves(*trained.loss_curves(), titles)
+        ),
     ]
     explanation = f"""
 <p>The neuron model <code>h = ReLU(W x)</code>, <code>x' = ReLU(Wᵀh + b)</code> puts a ReLU on the hidden layer,
@@ -73,5 +91,12 @@ more features than neurons, and neurons respond to several features (polysemanti
 bars). A neuron counts as monosemantic when its largest weight carries more than {cfg.monosemantic_threshold}
 of its weight vector's norm.</p>
 """
-    summary = {"n_features": cfg.n_features, "d_hidden": cfg.d_hidden, "instances": records, "history": loss_history(trained)}
-    return Result("Toy models: privileged basis and polysemantic neurons", explanation, summary, figures, highlights)
+    summary = {
+        "n_features": cfg.n_features,
+        "d_hidden": cfg.d_hidden,
+        "instances": records,
+        "history": loss_history(trained),
+    }
+    return Result(
+        "Toy models: privileged basis and polysemantic neurons", explanation, summary, figures, highlights
+    )

@@ -49,21 +49,43 @@ def run(cfg: PhaseDiagramConfig, out: Path) -> Result:
         probs = torch.tensor(np.tile(density, g))
         importance = torch.ones(g * g, n_feat)
         importance[:, -1] = torch.tensor(np.repeat(rel_imp, g), dtype=torch.float32)
-        sub = cfg.model_copy(update={"n_instances": g * g, "n_features": n_feat, "d_hidden": d_hidden, "feature_probability": None, "importance": 1.0})
+        sub = cfg.model_copy(
+            update={
+                "n_instances": g * g,
+                "n_features": n_feat,
+                "d_hidden": d_hidden,
+                "feature_probability": None,
+                "importance": 1.0,
+            }
+        )
         trained = train_toy(sub, probs, importance, desc=f"phase diagram {n_feat}x{d_hidden}")
         W = trained.W
         phase = geometry.classify_feature(W, -1).reshape(g, g).numpy()
         norm = geometry.feature_norms(W)[:, -1].reshape(g, g).numpy()
         name = f"{n_feat} features in {d_hidden} dimension{'s' if d_hidden > 1 else ''}"
-        setups.append({
-            "n_features": n_feat, "d_hidden": d_hidden, "feature_probability": density, "relative_importance": rel_imp,
-            "phase": phase, "phase_names": list(geometry.PHASES), "extra_feature_norm": norm,
-            "final_loss": trained.final_loss.reshape(g, g), "W": W.reshape(g, g, d_hidden, n_feat), "history": loss_history(trained),
-        })
+        setups.append(
+            {
+                "n_features": n_feat,
+                "d_hidden": d_hidden,
+                "feature_probability": density,
+                "relative_importance": rel_imp,
+                "phase": phase,
+                "phase_names": list(geometry.PHASES),
+                "extra_feature_norm": norm,
+                "final_loss": trained.final_loss.reshape(g, g),
+                "W": W.reshape(g, g, d_hidden, n_feat),
+                "history": loss_history(trained),
+            }
+        )
         counts = {p: int((phase == k).sum()) for k, p in enumerate(geometry.PHASES)}
         highlights[name] = ", ".join(f"{v} cells {k}" for k, v in counts.items())
-        figures.append(FigureSpec(f"phase_{n_feat}x{d_hidden}", f"{name}: the phase of the extra (last) feature in each cell, "
-                                  "and its norm ‖W_extra‖.", _phase_figure(phase, norm, density, rel_imp, name)))
+        figures.append(
+            FigureSpec(
+                f"phase_{n_feat}x{d_hidden}",
+                f"{name}: the phase of the extra (last) feature in each cell, and its norm ‖W_extra‖.",
+                _phase_figure(phase, norm, density, rel_imp, name),
+            )
+        )
     explanation = f"""
 <p>The smallest models with a choice to make. <b>{SETUPS[0][0]} features in {SETUPS[0][1]} dimension</b>: one feature of
 importance 1 and an extra feature of relative importance r. <b>{SETUPS[1][0]} features in {SETUPS[1][1]} dimensions</b>: two
@@ -83,10 +105,28 @@ region that grows with sparsity. The boundaries are sharp: a phase change, as in
 def _phase_figure(phase: np.ndarray, norm: np.ndarray, density: np.ndarray, rel_imp: np.ndarray, name: str):
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.6))
     extent = [np.log10(density[0]), np.log10(density[-1]), np.log10(rel_imp[0]), np.log10(rel_imp[-1])]
-    im = axes[0].imshow(phase, origin="lower", cmap=ListedColormap(PHASE_COLOURS), vmin=-0.5, vmax=2.5, extent=extent, aspect="auto", interpolation="nearest")
+    im = axes[0].imshow(
+        phase,
+        origin="lower",
+        cmap=ListedColormap(PHASE_COLOURS),
+        vmin=-0.5,
+        vmax=2.5,
+        extent=extent,
+        aspect="auto",
+        interpolation="nearest",
+    )
     cb = fig.colorbar(im, ax=axes[0], ticks=[0, 1, 2])
     cb.ax.set_yticklabels(list(geometry.PHASES))
-    im2 = axes[1].imshow(norm, origin="lower", cmap="viridis", vmin=0, vmax=max(1.0, float(norm.max())), extent=extent, aspect="auto", interpolation="nearest")
+    im2 = axes[1].imshow(
+        norm,
+        origin="lower",
+        cmap="viridis",
+        vmin=0,
+        vmax=max(1.0, float(norm.max())),
+        extent=extent,
+        aspect="auto",
+        interpolation="nearest",
+    )
     fig.colorbar(im2, ax=axes[1], label="‖W_extra‖")
     for ax, title in zip(axes, ("phase of the extra feature", "norm of the extra feature")):
         ax.set_xlabel("feature density 1 − S (log10), dense → sparse")

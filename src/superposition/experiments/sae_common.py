@@ -22,11 +22,11 @@ ALL_ARCHITECTURES = list(ARCHITECTURES)
 # Architectures whose sparsity is a penalty get a sweep of coefficients, trained as instances of
 # one batched SAE; the instance whose L0 lands closest to the target is kept.
 # Ranges calibrated on the synthetic dictionary (coefficients in units of its activations).
-_R2 = 2 ** 0.5  # a factor of √2 between neighbours, so some instance lands within ~20% of the target L0
+_R2 = 2**0.5  # a factor of √2 between neighbours, so some instance lands within ~20% of the target L0
 SWEEPS = {
-    "standard": ("l1_coefficient", [round(0.16 * _R2 ** i, 4) for i in range(8)]),
-    "gated": ("l1_coefficient", [round(0.16 * _R2 ** i, 4) for i in range(8)]),
-    "jumprelu": ("l0_coefficient", [round(0.005 * _R2 ** i, 5) for i in range(8)]),
+    "standard": ("l1_coefficient", [round(0.16 * _R2**i, 4) for i in range(8)]),
+    "gated": ("l1_coefficient", [round(0.16 * _R2**i, 4) for i in range(8)]),
+    "jumprelu": ("l0_coefficient", [round(0.005 * _R2**i, 5) for i in range(8)]),
 }
 
 
@@ -70,7 +70,9 @@ def train_matched(
     trainer.train()
     trainer.fold_normalization()
     sae.eval()
-    x, coeffs = source.sample_with_truth(eval_samples, torch.Generator().manual_seed(derive_seed(train.seed, "sae-eval")))
+    x, coeffs = source.sample_with_truth(
+        eval_samples, torch.Generator().manual_seed(derive_seed(train.seed, "sae-eval"))
+    )
     if x.ndim == 2:
         x = x.unsqueeze(1).expand(-1, sae.n_instances, -1)
         coeffs = coeffs.unsqueeze(1).expand(-1, sae.n_instances, -1)
@@ -101,7 +103,10 @@ def metrics_table(results: list[Trained], columns: list[str]) -> str:
     """A plain-text table for the terminal and the report."""
     widths = [max(10, len(c) + 2) for c in columns]
     head = f"{'architecture':<12}" + "".join(f"{c:>{w}}" for c, w in zip(columns, widths))
-    rows = [head] + [f"{r.architecture:<12}" + "".join(f"{_fmt(r.metrics.get(c)):>{w}}" for c, w in zip(columns, widths)) for r in results]
+    rows = [head] + [
+        f"{r.architecture:<12}" + "".join(f"{_fmt(r.metrics.get(c)):>{w}}" for c, w in zip(columns, widths))
+        for r in results
+    ]
     return "\n".join(rows)
 
 

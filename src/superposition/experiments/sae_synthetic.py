@@ -11,7 +11,13 @@ from safetensors.torch import save_file
 
 from superposition.config import Config
 from superposition.experiments.base import Result, register
-from superposition.experiments.sae_common import ALL_ARCHITECTURES, density_figure, metrics_figure, metrics_table, train_matched
+from superposition.experiments.sae_common import (
+    ALL_ARCHITECTURES,
+    density_figure,
+    metrics_figure,
+    metrics_table,
+    train_matched,
+)
 from superposition.report.html import FigureSpec
 from superposition.sae.io import save_sae
 from superposition.sae.sources import SyntheticDictionary
@@ -24,8 +30,12 @@ class SAESyntheticConfig(Config):
     n_features: int = Field(1024, gt=0)
     d: int = Field(128, gt=0)
     d_sae: int = Field(2048, gt=0)
-    k: int = Field(8, gt=0, description="target L0: k of the TopK family; the penalised architectures are matched to it")
-    zipf_exponent: float = Field(0.8, ge=0.0, description="feature i fires with probability ∝ (i+1)^-exponent (0: equal)")
+    k: int = Field(
+        8, gt=0, description="target L0: k of the TopK family; the penalised architectures are matched to it"
+    )
+    zipf_exponent: float = Field(
+        0.8, ge=0.0, description="feature i fires with probability ∝ (i+1)^-exponent (0: equal)"
+    )
     samples: int = Field(1_000_000, gt=0, description="training examples per SAE")
     batch_size: int = Field(1024, gt=0)
     lr: float = Field(5e-3, gt=0.0)
@@ -46,20 +56,36 @@ class SAESyntheticConfig(Config):
     quick={"n_features": 128, "d": 32, "d_sae": 256, "k": 3, "samples": 500_000},
 )
 def run(cfg: SAESyntheticConfig, out: Path) -> Result:
-    source = SyntheticDictionary(cfg.n_features, cfg.d, mean_l0=cfg.k, zipf_exponent=cfg.zipf_exponent, seed=cfg.seed)
+    source = SyntheticDictionary(
+        cfg.n_features, cfg.d, mean_l0=cfg.k, zipf_exponent=cfg.zipf_exponent, seed=cfg.seed
+    )
     archs = ALL_ARCHITECTURES if cfg.architecture == "all" else [cfg.architecture]
     steps = max(1, cfg.samples // cfg.batch_size)
-    train = SAETrainConfig(steps=steps, batch_size=cfg.batch_size, lr=cfg.lr, lr_decay_steps=steps // 5,
-                           sparsity_warm_up_steps=steps // 20, dead_window=max(50_000, cfg.samples // 10), seed=cfg.seed)
+    train = SAETrainConfig(
+        steps=steps,
+        batch_size=cfg.batch_size,
+        lr=cfg.lr,
+        lr_decay_steps=steps // 5,
+        sparsity_warm_up_steps=steps // 20,
+        dead_window=max(50_000, cfg.samples // 10),
+        seed=cfg.seed,
+    )
     results = [train_matched(a, source, cfg.d, cfg.d_sae, cfg.k, train, source.features) for a in archs]
     for r in results:
         save_sae(r.sae, out / "saes" / r.architecture, r.instance)
     save_file({"features": source.features.contiguous()}, str(out / "ground_truth.safetensors"))
     table = metrics_table(results, COLUMNS)
     print(table)
-    highlights = {r.architecture: ", ".join(f"{c} {r.metrics[c]:.3f}" for c in COLUMNS if c in r.metrics) for r in results}
+    highlights = {
+        r.architecture: ", ".join(f"{c} {r.metrics[c]:.3f}" for c in COLUMNS if c in r.metrics)
+        for r in results
+    }
     figures = [
-        FigureSpec("metrics", "Ground-truth recovery and reconstruction per architecture at matched L0.", metrics_figure(results, COLUMNS)),
+        FigureSpec(
+            "metrics",
+            "Ground-truth recovery and reconstruction per architecture at matched L0.",
+            metrics_figure(results, COLUMNS),
+        ),
         FigureSpec("density", "How often each latent fires, per architecture.", density_figure(results)),
     ]
     explanation = f"""
@@ -75,8 +101,17 @@ coefficients as instances of one batched SAE, and the one whose L0 is closest to
 <pre>{html.escape(table)}</pre>
 """
     summary = {
-        "n_features": cfg.n_features, "d": cfg.d, "d_sae": cfg.d_sae, "target_l0": cfg.k, "training_examples": steps * cfg.batch_size,
-        "results": {r.architecture: {**{k: v for k, v in r.metrics.items() if k != "density"}, "sweep": r.sweep} for r in results},
+        "n_features": cfg.n_features,
+        "d": cfg.d,
+        "d_sae": cfg.d_sae,
+        "target_l0": cfg.k,
+        "training_examples": steps * cfg.batch_size,
+        "results": {
+            r.architecture: {**{k: v for k, v in r.metrics.items() if k != "density"}, "sweep": r.sweep}
+            for r in results
+        },
         "latent_density": {r.architecture: r.metrics["density"] for r in results},
     }
-    return Result("SAEs on a synthetic dictionary: recovery at matched L0", explanation, summary, figures, highlights)
+    return Result(
+        "SAEs on a synthetic dictionary: recovery at matched L0", explanation, summary, figures, highlights
+    )

@@ -13,7 +13,12 @@ from safetensors.torch import save_file
 
 from superposition.config import Config
 from superposition.experiments.base import Result, register
-from superposition.experiments.sae_common import ALL_ARCHITECTURES, density_figure, metrics_table, train_matched
+from superposition.experiments.sae_common import (
+    ALL_ARCHITECTURES,
+    density_figure,
+    metrics_table,
+    train_matched,
+)
 from superposition.report.html import FigureSpec
 from superposition.sae import SAEConfig, make_sae
 from superposition.sae.io import save_sae
@@ -40,7 +45,9 @@ class SAEToyConfig(Config):
     batch_size: int = Field(1024, gt=0)
     lr: float = Field(5e-3, gt=0.0)
     resampling_d_sae: int = Field(32, gt=0, description="width of the SAEs in the dead-latent comparison")
-    resampling_lr: float = Field(3e-2, gt=0.0, description="a high learning rate, a common cause of dead latents")
+    resampling_lr: float = Field(
+        3e-2, gt=0.0, description="a high learning rate, a common cause of dead latents"
+    )
     seed: int = 0
 
 
@@ -56,13 +63,29 @@ def run(cfg: SAEToyConfig, out: Path) -> Result:
     importance = cfg.importance ** torch.arange(cfg.n_features, dtype=torch.float32)
     model = ToyModel(1, cfg.n_features, cfg.d_hidden, importance.unsqueeze(0), generator=gen)
     data = FeatureDistribution(torch.full((1, cfg.n_features), cfg.feature_probability))
-    train_toy_model(model, data, steps=cfg.toy_steps, batch_size=1024, lr=1e-2, schedule="cosine", seed=cfg.seed, desc="toy model")
+    train_toy_model(
+        model,
+        data,
+        steps=cfg.toy_steps,
+        batch_size=1024,
+        lr=1e-2,
+        schedule="cosine",
+        seed=cfg.seed,
+        desc="toy model",
+    )
     source = ToyHidden(model, data, instance=0)
     F = source.features
     # 2. SAEs of every architecture on its hidden activations
     steps = max(1, cfg.samples // cfg.batch_size)
-    train = SAETrainConfig(steps=steps, batch_size=cfg.batch_size, lr=cfg.lr, lr_decay_steps=steps // 5,
-                           sparsity_warm_up_steps=steps // 20, dead_window=50_000, seed=cfg.seed)
+    train = SAETrainConfig(
+        steps=steps,
+        batch_size=cfg.batch_size,
+        lr=cfg.lr,
+        lr_decay_steps=steps // 5,
+        sparsity_warm_up_steps=steps // 20,
+        dead_window=50_000,
+        seed=cfg.seed,
+    )
     results = [train_matched(a, source, cfg.d_hidden, cfg.d_sae, cfg.k, train, F) for a in ALL_ARCHITECTURES]
     for r in results:
         save_sae(r.sae, out / "saes" / r.architecture, r.instance)
@@ -70,31 +93,60 @@ def run(cfg: SAEToyConfig, out: Path) -> Result:
     # 3. dead latents with and without resampling
     dead = {}
     for mode in ("none", "anthropic"):
-        sae = make_sae(SAEConfig(architecture="standard", d_in=cfg.d_hidden, d_sae=cfg.resampling_d_sae, l1_coefficient=0.3),
-                       torch.Generator().manual_seed(derive_seed(cfg.seed, "sae-init")))
-        t = SAETrainer(sae, source, train.model_copy(update={
-            "resample": mode, "resample_every": max(1, steps // 4), "dead_window": 20_000, "lr": cfg.resampling_lr}))
+        sae = make_sae(
+            SAEConfig(
+                architecture="standard", d_in=cfg.d_hidden, d_sae=cfg.resampling_d_sae, l1_coefficient=0.3
+            ),
+            torch.Generator().manual_seed(derive_seed(cfg.seed, "sae-init")),
+        )
+        t = SAETrainer(
+            sae,
+            source,
+            train.model_copy(
+                update={
+                    "resample": mode,
+                    "resample_every": max(1, steps // 4),
+                    "dead_window": 20_000,
+                    "lr": cfg.resampling_lr,
+                }
+            ),
+        )
         t.train()
         sae.eval()
-        x, _ = source.sample_with_truth(16384, torch.Generator().manual_seed(derive_seed(cfg.seed, "sae-eval")))
+        x, _ = source.sample_with_truth(
+            16384, torch.Generator().manual_seed(derive_seed(cfg.seed, "sae-eval"))
+        )
         x = x.unsqueeze(1)
         acc = Accumulator()
         with torch.no_grad():
             z = sae.encode(x)
             acc.add(x, sae.decode(z), z)
         m = acc.result()
-        dead[mode] = {"frac_dead": float(m["frac_dead"][0]), "explained_variance": float(m["explained_variance"][0]),
-                      "resampled_per_round": t.history.resampled, "W_dec": sae.W_dec.detach()[0], "density": m["density"][0]}
+        dead[mode] = {
+            "frac_dead": float(m["frac_dead"][0]),
+            "explained_variance": float(m["explained_variance"][0]),
+            "resampled_per_round": t.history.resampled,
+            "W_dec": sae.W_dec.detach()[0],
+            "density": m["density"][0],
+        }
     table = metrics_table(results, COLUMNS)
     print(table)
     highlights = {r.architecture: ", ".join(f"{c} {r.metrics[c]:.3f}" for c in COLUMNS) for r in results}
     highlights["dead latents, standard SAE of width %d" % cfg.resampling_d_sae] = (
-        f"without resampling {dead['none']['frac_dead']:.0%}, with Anthropic resampling {dead['anthropic']['frac_dead']:.0%}")
+        f"without resampling {dead['none']['frac_dead']:.0%}, with Anthropic resampling {dead['anthropic']['frac_dead']:.0%}"
+    )
     figures = [
-        FigureSpec("latents_over_features", "Decoder directions of each SAE (coloured, dashed) over the toy model's true feature "
-                   "directions (black). Latents that never fire are grey.", _directions_figure(F, results)),
-        FigureSpec("resampling", "A wider standard SAE without and with resampling of dead latents: grey directions never fire.",
-                   _resampling_figure(F, dead)),
+        FigureSpec(
+            "latents_over_features",
+            "Decoder directions of each SAE (coloured, dashed) over the toy model's true feature "
+            "directions (black). Latents that never fire are grey.",
+            _directions_figure(F, results),
+        ),
+        FigureSpec(
+            "resampling",
+            "A wider standard SAE without and with resampling of dead latents: grey directions never fire.",
+            _resampling_figure(F, dead),
+        ),
         FigureSpec("density", "How often each latent fires, per architecture.", density_figure(results)),
     ]
     explanation = f"""
@@ -112,14 +164,27 @@ them back.</p>
     summary = {
         "toy_W": model.W.detach()[0],
         "results": {r.architecture: {k: v for k, v in r.metrics.items() if k != "density"} for r in results},
-        "resampling": {k: {kk: vv for kk, vv in v.items() if kk not in ("W_dec", "density")} for k, v in dead.items()},
+        "resampling": {
+            k: {kk: vv for kk, vv in v.items() if kk not in ("W_dec", "density")} for k, v in dead.items()
+        },
     }
-    return Result("SAEs on a toy model: recovering features from superposition", explanation, summary, figures, highlights)
+    return Result(
+        "SAEs on a toy model: recovering features from superposition",
+        explanation,
+        summary,
+        figures,
+        highlights,
+    )
 
 
 def _draw(ax, F, W_dec, density, colour, title):
     for f in F.numpy():
-        ax.annotate("", xy=f / np.linalg.norm(f), xytext=(0, 0), arrowprops=dict(arrowstyle="->", color="black", lw=1.6))
+        ax.annotate(
+            "",
+            xy=f / np.linalg.norm(f),
+            xytext=(0, 0),
+            arrowprops=dict(arrowstyle="->", color="black", lw=1.6),
+        )
     for w, dens in zip(W_dec.numpy(), density):
         w = w / max(1e-8, np.linalg.norm(w))
         ax.plot([0, w[0]], [0, w[1]], ls="--", lw=1.3, color=colour if dens > 0 else "0.75")
@@ -135,7 +200,14 @@ def _directions_figure(F, results):
     fig, axes = plt.subplots(1, len(results), figsize=(2.6 * len(results), 3.3))
     colours = plt.get_cmap("tab10")
     for n, (ax, r) in enumerate(zip(np.atleast_1d(axes), results)):
-        _draw(ax, F, r.sae.W_dec.detach()[r.instance], r.metrics["density"], colours(n), f"{r.architecture}\nMCC {r.metrics['mcc']:.2f}")
+        _draw(
+            ax,
+            F,
+            r.sae.W_dec.detach()[r.instance],
+            r.metrics["density"],
+            colours(n),
+            f"{r.architecture}\nMCC {r.metrics['mcc']:.2f}",
+        )
     fig.tight_layout()
     return fig
 

@@ -42,7 +42,7 @@ class LatentActivations:
 
     def of(self, j: int) -> tuple[np.ndarray, np.ndarray]:
         """Latent j's (flat token index, value), largest value first."""
-        sel = self.order[self.starts[j]:self.starts[j + 1]]
+        sel = self.order[self.starts[j] : self.starts[j + 1]]
         return self.token[sel], self.value[sel]
 
     def density(self) -> np.ndarray:
@@ -56,8 +56,16 @@ class LatentActivations:
 
 
 @torch.no_grad()
-def latent_activations(hooked: HookedModel, tokenizer, sae: BatchedSAE, hook_name: str, seqs: Tensor,
-                       batch_size: int = 16, device: str = "cpu", progress: bool = False) -> LatentActivations:
+def latent_activations(
+    hooked: HookedModel,
+    tokenizer,
+    sae: BatchedSAE,
+    hook_name: str,
+    seqs: Tensor,
+    batch_size: int = 16,
+    device: str = "cpu",
+    progress: bool = False,
+) -> LatentActivations:
     from tqdm.auto import tqdm
 
     toks, lats, vals = [], [], []
@@ -74,7 +82,9 @@ def latent_activations(hooked: HookedModel, tokenizer, sae: BatchedSAE, hook_nam
         n_tokens += int(keep.sum())
         offset += ids.numel()
     cat = lambda xs, dt: np.concatenate(xs).astype(dt) if xs else np.zeros(0, dt)
-    return LatentActivations(seqs, cat(toks, np.int64), cat(lats, np.int64), cat(vals, np.float32), sae.cfg.d_sae, n_tokens)
+    return LatentActivations(
+        seqs, cat(toks, np.int64), cat(lats, np.int64), cat(vals, np.float32), sae.cfg.d_sae, n_tokens
+    )
 
 
 @dataclass
@@ -100,13 +110,22 @@ def _example(la: LatentActivations, j: int, flat: int, value: float, before: int
     return Example(s, p, float(value), la.seqs[s, lo:hi].tolist(), acts.tolist(), p - lo)
 
 
-def top_examples(la: LatentActivations, j: int, n: int = 10, before: int = 12, after: int = 4) -> list[Example]:
+def top_examples(
+    la: LatentActivations, j: int, n: int = 10, before: int = 12, after: int = 4
+) -> list[Example]:
     tok, val = la.of(j)
     return [_example(la, j, t, v, before, after) for t, v in zip(tok[:n], val[:n])]
 
 
-def quantile_examples(la: LatentActivations, j: int, n_bins: int = 4, per_bin: int = 3, before: int = 12,
-                      after: int = 4, seed: int = 0) -> list[tuple[str, list[Example]]]:
+def quantile_examples(
+    la: LatentActivations,
+    j: int,
+    n_bins: int = 4,
+    per_bin: int = 3,
+    before: int = 12,
+    after: int = 4,
+    seed: int = 0,
+) -> list[tuple[str, list[Example]]]:
     """Random examples from equal-width activation intervals (0, max], highest interval first."""
     tok, val = la.of(j)
     if len(val) == 0:
@@ -118,7 +137,12 @@ def quantile_examples(la: LatentActivations, j: int, n_bins: int = 4, per_bin: i
         idx = np.nonzero((val > lo) & (val <= hi))[0]
         if len(idx):
             pick = np.sort(rng.choice(idx, size=min(per_bin, len(idx)), replace=False))
-            out.append((f"{lo:.3g} – {hi:.3g} ({len(idx)} tokens)", [_example(la, j, tok[i], val[i], before, after) for i in pick]))
+            out.append(
+                (
+                    f"{lo:.3g} – {hi:.3g} ({len(idx)} tokens)",
+                    [_example(la, j, tok[i], val[i], before, after) for i in pick],
+                )
+            )
     return out
 
 
@@ -145,7 +169,9 @@ def final_norm_gain(hooked: HookedModel) -> Tensor | None:
 def output_projection(hooked: HookedModel, layer: int) -> Tensor:
     """W_O as (n_heads * d_head, d_model): z (flattened heads) @ W_O is the attention output."""
     proj = hooked.out_proj(layer)
-    return proj.weight.T if isinstance(proj, torch.nn.Linear) else proj.weight  # GPT-2's Conv1D stores (in, out)
+    return (
+        proj.weight.T if isinstance(proj, torch.nn.Linear) else proj.weight
+    )  # GPT-2's Conv1D stores (in, out)
 
 
 def decoder_in_residual(hooked: HookedModel, sae: BatchedSAE, hook_name: str) -> Tensor:
@@ -156,8 +182,15 @@ def decoder_in_residual(hooked: HookedModel, sae: BatchedSAE, hook_name: str) ->
 
 
 @torch.no_grad()
-def logit_lens(hooked: HookedModel, sae: BatchedSAE, hook_name: str, latents: list[int] | None = None, k: int = 10,
-               fold_final_norm: bool = True, chunk: int = 256) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+def logit_lens(
+    hooked: HookedModel,
+    sae: BatchedSAE,
+    hook_name: str,
+    latents: list[int] | None = None,
+    k: int = 10,
+    fold_final_norm: bool = True,
+    chunk: int = 256,
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Top and bottom k tokens of each decoder direction through the unembedding:
     logits_j = (d_j ⊙ g) W_Uᵀ, with g the final norm's gain when `fold_final_norm`.
     Returns (top_ids, top_values, bottom_ids, bottom_values), each (n_latents, k)."""
@@ -177,8 +210,9 @@ def logit_lens(hooked: HookedModel, sae: BatchedSAE, hook_name: str, latents: li
     return tuple(torch.cat(o) for o in outs)
 
 
-def direct_logit_attribution(hooked: HookedModel, sae: BatchedSAE, hook_name: str, z: Tensor, token: int,
-                             fold_final_norm: bool = True) -> Tensor:
+def direct_logit_attribution(
+    hooked: HookedModel, sae: BatchedSAE, hook_name: str, z: Tensor, token: int, fold_final_norm: bool = True
+) -> Tensor:
     """Each latent's direct contribution to token's logit, z_j (d_j ⊙ g) · W_U[token], for
     latent activations z (…, d_sae); the final norm's division by the RMS is left out."""
     dirs = decoder_in_residual(hooked, sae, hook_name)
@@ -188,8 +222,9 @@ def direct_logit_attribution(hooked: HookedModel, sae: BatchedSAE, hook_name: st
     return z * per_latent
 
 
-def direct_attribution_per_head(hooked: HookedModel, sae: BatchedSAE, hook_name: str, z: Tensor, token: int,
-                                fold_final_norm: bool = True) -> Tensor:
+def direct_attribution_per_head(
+    hooked: HookedModel, sae: BatchedSAE, hook_name: str, z: Tensor, token: int, fold_final_norm: bool = True
+) -> Tensor:
     """For an attention SAE (hook_z): latent j's direct logit contribution split over heads,
     z_j (W_dec[j, h] W_O[h] ⊙ g) · W_U[token]; (…, d_sae, n_heads). Sums over heads to
     `direct_logit_attribution`."""
@@ -207,7 +242,9 @@ def direct_attribution_per_head(hooked: HookedModel, sae: BatchedSAE, hook_name:
 
 
 # ---------------------------------------------------------------------- causal effects
-def spliced_logits(hooked: HookedModel, sae: BatchedSAE, hook_name: str, ids: Tensor, edit=None, keep_error: bool = True):
+def spliced_logits(
+    hooked: HookedModel, sae: BatchedSAE, hook_name: str, ids: Tensor, edit=None, keep_error: bool = True
+):
     """Logits with the hook activation replaced by SAE(x) (+ the SAE's error, so that only the
     edit changes anything); edit(z) -> z' modifies latents. Returns (logits, z)."""
     seen = {}
@@ -257,8 +294,15 @@ def attribution_patching(hooked: HookedModel, sae: BatchedSAE, hook_name: str, i
     return (z * z.grad).detach()
 
 
-def latent_gradients(hooked: HookedModel, up: BatchedSAE, up_hook: str, down: BatchedSAE, down_hook: str, ids: Tensor,
-                     down_latents: list[int]) -> Tensor:
+def latent_gradients(
+    hooked: HookedModel,
+    up: BatchedSAE,
+    up_hook: str,
+    down: BatchedSAE,
+    down_hook: str,
+    ids: Tensor,
+    down_latents: list[int],
+) -> Tensor:
     """∂z_down[j]/∂z_up summed over positions, for each chosen downstream latent j:
     (len(down_latents), d_sae_up). The upstream SAE is spliced in with its error term (so the
     model computes exactly what it did), the downstream one reads the activation at down_hook."""
@@ -281,15 +325,18 @@ def latent_gradients(hooked: HookedModel, up: BatchedSAE, up_hook: str, down: Ba
     with torch.enable_grad(), hooked.hooks({up_hook: splice, down_hook: read}):
         hooked.model(input_ids=ids, use_cache=False)
         for n, j in enumerate(down_latents):
-            (grad,) = torch.autograd.grad(seen["z_down"][:, j].sum(), seen["z_up"], retain_graph=n + 1 < len(down_latents))
+            (grad,) = torch.autograd.grad(
+                seen["z_down"][:, j].sum(), seen["z_up"], retain_graph=n + 1 < len(down_latents)
+            )
             rows.append(grad[:, 0].sum(0))
     return torch.stack(rows)
 
 
 # ---------------------------------------------------------------------- attention SAEs
 @torch.no_grad()
-def source_token_contributions(hooked: HookedModel, sae: BatchedSAE, hook_name: str, ids: Tensor, latent: int,
-                               pos: int, seq: int = 0) -> tuple[Tensor, Tensor]:
+def source_token_contributions(
+    hooked: HookedModel, sae: BatchedSAE, hook_name: str, ids: Tensor, latent: int, pos: int, seq: int = 0
+) -> tuple[Tensor, Tensor]:
     """For an attention SAE: how much each source token k (and head h) contributes to latent j's
     pre-activation at query position `pos`. With z[h, q] = Σ_k A[h, q, k] v[h, k], the encoder
     pre-activation is linear in z, so contribution[h, k] = A[h, q, k] v[h, k] · W_enc[h-block, j].
@@ -297,10 +344,10 @@ def source_token_contributions(hooked: HookedModel, sae: BatchedSAE, hook_name: 
     layer, kind = hooked.parse(hook_name)
     if kind != "attn.hook_z":
         raise ValueError("source_token_contributions needs an attn.hook_z SAE")
-    pattern, values = attention_pattern_and_values(hooked, layer, ids[seq:seq + 1])
+    pattern, values = attention_pattern_and_values(hooked, layer, ids[seq : seq + 1])
     H, dh = hooked.n_heads, hooked.d_head
     w = sae.encoder_weight()[0][:, latent].detach().reshape(H, dh)
-    contrib = pattern[0, :, pos, :pos + 1] * torch.einsum("hkd,hd->hk", values[0, :, :pos + 1], w)
+    contrib = pattern[0, :, pos, : pos + 1] * torch.einsum("hkd,hd->hk", values[0, :, : pos + 1], w)
     const = sae.b_enc[0, latent] - sae.b_dec[0] @ sae.encoder_weight()[0][:, latent]
     return contrib, const.detach()
 
@@ -314,7 +361,9 @@ def attention_pattern_and_values(hooked: HookedModel, layer: int, ids: Tensor) -
     if hasattr(attn, "v_proj"):
         handle = attn.v_proj.register_forward_hook(lambda m, a, o: seen.__setitem__("v", o))
     elif hasattr(attn, "c_attn"):
-        handle = attn.c_attn.register_forward_hook(lambda m, a, o: seen.__setitem__("v", o.split(o.shape[-1] // 3, -1)[2]))
+        handle = attn.c_attn.register_forward_hook(
+            lambda m, a, o: seen.__setitem__("v", o.split(o.shape[-1] // 3, -1)[2])
+        )
     else:
         raise ValueError(f"source tokens: no value projection found in {type(attn).__name__}")
     model = hooked.model

@@ -19,15 +19,24 @@ from superposition.sae.base import Architecture
 class LMSAEConfig(Config):
     # model and data
     model_name: str = Field(DEFAULT_MODEL, description="alias, hub name, local folder or .gguf file")
-    hook_name: str = Field("blocks.6.hook_resid_post", description="blocks.L.hook_resid_pre|hook_resid_post|hook_mlp_out|hook_attn_out|attn.hook_z")
-    dataset_path: str = Field(DEFAULT_DATASET, description="python-docs, a .txt/.jsonl/.parquet file, or a hub dataset")
+    hook_name: str = Field(
+        "blocks.6.hook_resid_post",
+        description="blocks.L.hook_resid_pre|hook_resid_post|hook_mlp_out|hook_attn_out|attn.hook_z",
+    )
+    dataset_path: str = Field(
+        DEFAULT_DATASET, description="python-docs, a .txt/.jsonl/.parquet file, or a hub dataset"
+    )
     text_column: str | None = Field(None, description="default: the first of text, content, document, body")
     context_size: int = Field(128, gt=1)
     batch_size_tokens: int = Field(2048, gt=0)
     prepend_bos: bool = True
-    n_batches_in_buffer: int = Field(8, gt=0, description="activations are shuffled across this many batches' worth of sequences")
+    n_batches_in_buffer: int = Field(
+        8, gt=0, description="activations are shuffled across this many batches' worth of sequences"
+    )
     model_batch_size: int = Field(16, gt=0, description="sequences per forward pass of the model")
-    activation_cache: str | None = Field(None, description="folder of cached activations (written if new, read if it matches)")
+    activation_cache: str | None = Field(
+        None, description="folder of cached activations (written if new, read if it matches)"
+    )
     # SAE
     architecture: Architecture = "topk"
     d_sae: int | None = Field(None, gt=0, description="default: expansion_factor × d_in")
@@ -50,8 +59,12 @@ class LMSAEConfig(Config):
     training_tokens: int = Field(500_000, gt=0, description="a few minutes on 2 cores with the defaults")
     # dead latents and resampling
     feature_sampling_window: int = Field(1000, gt=0, description="steps between resamplings")
-    dead_feature_window: int = Field(200, gt=0, description="steps without firing after which a latent is dead")
-    dead_feature_threshold: float = Field(1e-8, ge=0.0, description="evaluation: a latent firing on at most this fraction of tokens is dead")
+    dead_feature_window: int = Field(
+        200, gt=0, description="steps without firing after which a latent is dead"
+    )
+    dead_feature_threshold: float = Field(
+        1e-8, ge=0.0, description="evaluation: a latent firing on at most this fraction of tokens is dead"
+    )
     resample: Literal["none", "simple", "anthropic"] = "none"
     # run
     seed: int = 0
@@ -99,5 +112,9 @@ def load_config_file(path: str | Path) -> dict:
 
 
 def make_lm_config(config_file: str | None = None, overrides: list[str] = ()) -> LMSAEConfig:
-    base = LMSAEConfig.build(load_config_file(config_file), f"--config {config_file}") if config_file else LMSAEConfig()
+    base = (
+        LMSAEConfig.build(load_config_file(config_file), f"--config {config_file}")
+        if config_file
+        else LMSAEConfig()
+    )
     return base.with_overrides(overrides)

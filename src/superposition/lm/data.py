@@ -28,8 +28,19 @@ from superposition.errors import SuperpositionError
 DEFAULT_DATASET = "python-docs"
 HOLDOUT = 20  # sequence i is held out for evaluation when i % HOLDOUT == HOLDOUT - 1
 TEXT_COLUMNS = ("text", "content", "document", "body")
-_SKIP_DIRS = {"test", "tests", "idlelib", "lib2to3", "site-packages", "dist-packages", "__pycache__", "turtledemo",
-              "ensurepip", "venv", "tkinter"}
+_SKIP_DIRS = {
+    "test",
+    "tests",
+    "idlelib",
+    "lib2to3",
+    "site-packages",
+    "dist-packages",
+    "__pycache__",
+    "turtledemo",
+    "ensurepip",
+    "venv",
+    "tkinter",
+}
 
 
 def python_docs() -> Iterator[str]:
@@ -47,7 +58,9 @@ def python_docs() -> Iterator[str]:
             tree = ast.parse(path.read_text(encoding="utf-8"))
         except (SyntaxError, UnicodeDecodeError, OSError):
             continue
-        for node in [tree] + [n for n in ast.walk(tree) if isinstance(n, (ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))]:
+        for node in [tree] + [
+            n for n in ast.walk(tree) if isinstance(n, (ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+        ]:
             doc = ast.get_docstring(node)
             if doc and len(doc) >= 200:  # one-liners are more code than prose
                 yield doc
@@ -58,10 +71,14 @@ def _column(record: dict, text_column: str | None, where: str) -> str:
     for name in names:
         if name in record and isinstance(record[name], str):
             return record[name]
-    raise SuperpositionError(f"dataset_path {where}: no text column ({' or '.join(names)}); columns: {', '.join(map(str, record))}")
+    raise SuperpositionError(
+        f"dataset_path {where}: no text column ({' or '.join(names)}); columns: {', '.join(map(str, record))}"
+    )
 
 
-def texts(dataset_path: str = DEFAULT_DATASET, text_column: str | None = None, split: str = "train") -> Iterator[str]:
+def texts(
+    dataset_path: str = DEFAULT_DATASET, text_column: str | None = None, split: str = "train"
+) -> Iterator[str]:
     """Documents from `python-docs`, a .txt file (paragraphs), .jsonl, .parquet, or a hub dataset."""
     if dataset_path == DEFAULT_DATASET:
         yield from python_docs()
@@ -89,7 +106,9 @@ def texts(dataset_path: str = DEFAULT_DATASET, text_column: str | None = None, s
                 try:
                     record = json.loads(line)
                 except json.JSONDecodeError as err:
-                    raise SuperpositionError(f"dataset_path {path}: line {n} is not JSON ({err.msg})") from None
+                    raise SuperpositionError(
+                        f"dataset_path {path}: line {n} is not JSON ({err.msg})"
+                    ) from None
                 if not isinstance(record, dict):
                     raise SuperpositionError(f"dataset_path {path}: line {n} is not a JSON object")
                 yield _column(record, text_column, str(path))
@@ -105,25 +124,33 @@ def texts(dataset_path: str = DEFAULT_DATASET, text_column: str | None = None, s
     try:
         import datasets
     except ImportError:
-        raise SuperpositionError("dataset_path: hub datasets need the `datasets` package (pip install datasets)") from None
+        raise SuperpositionError(
+            "dataset_path: hub datasets need the `datasets` package (pip install datasets)"
+        ) from None
     try:
         ds = datasets.load_dataset(dataset_path, split=split, streaming=True)
     except Exception as err:  # the hub raises many types; all mean "cannot use this name"
         first = (str(err).strip().splitlines() or [type(err).__name__])[0]
-        raise SuperpositionError(f"dataset_path {dataset_path!r}: not python-docs, a .txt/.jsonl/.parquet file, or a "
-                                 f"loadable hub dataset ({first})") from None
+        raise SuperpositionError(
+            f"dataset_path {dataset_path!r}: not python-docs, a .txt/.jsonl/.parquet file, or a "
+            f"loadable hub dataset ({first})"
+        ) from None
     for record in ds:
         yield _column(record, text_column, dataset_path)
 
 
-def packed_sequences(tokenizer, docs: Iterator[str], context_size: int, prepend_bos: bool = True) -> Iterator[Tensor]:
+def packed_sequences(
+    tokenizer, docs: Iterator[str], context_size: int, prepend_bos: bool = True
+) -> Iterator[Tensor]:
     """LongTensor (context_size,) sequences: documents joined by EOS, cut to length, BOS first."""
     bos, eos = tokenizer.bos_token_id, tokenizer.eos_token_id
     if prepend_bos and bos is None:
         raise SuperpositionError("prepend_bos: this tokenizer has no BOS token; set prepend_bos=false")
     body = context_size - 1 if prepend_bos else context_size
     if body < 1:
-        raise SuperpositionError(f"context_size: must be at least {2 if prepend_bos else 1}, got {context_size}")
+        raise SuperpositionError(
+            f"context_size: must be at least {2 if prepend_bos else 1}, got {context_size}"
+        )
     buf: list[int] = []
     for doc in docs:
         buf.extend(tokenizer(doc, add_special_tokens=False)["input_ids"])
@@ -145,5 +172,3 @@ def split_sequences(seqs: Iterator[Tensor], holdout: bool) -> Iterator[Tensor]:
     for i, s in enumerate(seqs):
         if (i % HOLDOUT == HOLDOUT - 1) == holdout:
             yield s
-
-

@@ -35,8 +35,16 @@ def ce_loss_recovered(clean: float, with_sae: float, zero: float) -> float:
 
 
 @torch.no_grad()
-def evaluate_sae(hooked: HookedModel, tokenizer, sae: BatchedSAE, hook_name: str, seqs: Tensor,
-                 batch_size: int = 8, dead_threshold: float = 1e-8, device: str = "cpu") -> dict:
+def evaluate_sae(
+    hooked: HookedModel,
+    tokenizer,
+    sae: BatchedSAE,
+    hook_name: str,
+    seqs: Tensor,
+    batch_size: int = 8,
+    dead_threshold: float = 1e-8,
+    device: str = "cpu",
+) -> dict:
     """Every metric of the module docstring, for one SAE (n_instances = 1) on sequences (n, ctx)."""
     acc = Accumulator()
     ce = {"clean": 0.0, "sae": 0.0, "zero": 0.0}
@@ -63,6 +71,7 @@ def evaluate_sae(hooked: HookedModel, tokenizer, sae: BatchedSAE, hook_name: str
                 out = sae_inputs(a).clone()
                 out[keep] = values.to(out.dtype)
                 return out.view(a.shape)
+
             return fn
 
         with_sae = hooked.logits(ids, {hook_name: splice(x_hat)})

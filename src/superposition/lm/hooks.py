@@ -25,7 +25,9 @@ from torch import Tensor, nn
 from superposition.errors import SuperpositionError
 
 KINDS = ("hook_resid_pre", "hook_resid_post", "hook_mlp_out", "hook_attn_out", "attn.hook_z")
-_NAME = re.compile(r"^blocks\.(\d+)\.(hook_resid_pre|hook_resid_post|hook_mlp_out|hook_attn_out|attn\.hook_z)$")
+_NAME = re.compile(
+    r"^blocks\.(\d+)\.(hook_resid_pre|hook_resid_post|hook_mlp_out|hook_attn_out|attn\.hook_z)$"
+)
 
 
 @dataclass
@@ -40,7 +42,9 @@ class Family:
 
 
 FAMILIES = (
-    Family("model.layers", "self_attn", "mlp", "o_proj", "model.norm"),  # Llama, Mistral, Qwen2, Gemma, SmolLM
+    Family(
+        "model.layers", "self_attn", "mlp", "o_proj", "model.norm"
+    ),  # Llama, Mistral, Qwen2, Gemma, SmolLM
     Family("transformer.h", "attn", "mlp", "c_proj", "transformer.ln_f"),  # GPT-2, GPT-J-like
     Family("gpt_neox.layers", "attention", "mlp", "dense", "gpt_neox.final_layer_norm"),  # GPT-NeoX, Pythia
     Family("model.decoder.layers", "self_attn", "fc2", "out_proj", "model.decoder.final_layer_norm"),  # OPT
@@ -84,8 +88,10 @@ class HookedModel:
                 self.family, self.blocks = fam, blocks
                 break
         else:
-            raise SuperpositionError(f"hook points: model class {type(model).__name__} is not a supported family "
-                                     f"(Llama-, GPT-2-, GPT-NeoX- or OPT-style)")
+            raise SuperpositionError(
+                f"hook points: model class {type(model).__name__} is not a supported family "
+                f"(Llama-, GPT-2-, GPT-NeoX- or OPT-style)"
+            )
         cfg = model.config
         self.n_layers = len(self.blocks)
         self.d_model = int(getattr(cfg, "hidden_size", None) or getattr(cfg, "n_embd"))
@@ -110,8 +116,10 @@ class HookedModel:
     def parse(self, name: str) -> tuple[int, str]:
         m = _NAME.match(name)
         if not m or int(m.group(1)) >= self.n_layers:
-            raise SuperpositionError(f"hook_name {name!r}: not a hook point of this model; valid: blocks.L.<kind> with "
-                                     f"L in 0..{self.n_layers - 1} and kind one of {', '.join(KINDS)}")
+            raise SuperpositionError(
+                f"hook_name {name!r}: not a hook point of this model; valid: blocks.L.<kind> with "
+                f"L in 0..{self.n_layers - 1} and kind one of {', '.join(KINDS)}"
+            )
         return int(m.group(1)), m.group(2)
 
     def d_in(self, name: str) -> int:
@@ -124,6 +132,7 @@ class HookedModel:
         L, kind = self.parse(name)
         block = self.blocks[L]
         if kind == "hook_resid_pre":
+
             def pre(module, args, kwargs):
                 x = args[0] if args else kwargs["hidden_states"]
                 new = fn(x)
@@ -132,6 +141,7 @@ class HookedModel:
                 if args:
                     return (new,) + tuple(args[1:]), kwargs
                 return args, {**kwargs, "hidden_states": new}
+
             return block.register_forward_pre_hook(pre, with_kwargs=True)
         if kind == "attn.hook_z":
             proj = self.out_proj(L)
@@ -140,12 +150,18 @@ class HookedModel:
                 z = args[0]
                 new = fn(z.view(*z.shape[:-1], self.n_heads, self.d_head))
                 return None if new is None else (new.reshape(z.shape),) + tuple(args[1:])
+
             return proj.register_forward_pre_hook(pre_z)
-        target = {"hook_resid_post": block, "hook_mlp_out": _get(block, self.family.mlp), "hook_attn_out": self.attention(L)}[kind]
+        target = {
+            "hook_resid_post": block,
+            "hook_mlp_out": _get(block, self.family.mlp),
+            "hook_attn_out": self.attention(L),
+        }[kind]
 
         def post(module, args, output):
             new = fn(_first(output))
             return None if new is None else _replace_first(output, new)
+
         return target.register_forward_hook(post)
 
     @contextmanager
@@ -158,7 +174,9 @@ class HookedModel:
                 h.remove()
 
     @torch.no_grad()
-    def run_with_cache(self, input_ids: Tensor, names: list[str], attention_mask: Tensor | None = None) -> dict[str, Tensor]:
+    def run_with_cache(
+        self, input_ids: Tensor, names: list[str], attention_mask: Tensor | None = None
+    ) -> dict[str, Tensor]:
         """Activations at `names`, stopping the forward pass after the last block they need."""
         last = max(self.parse(n)[0] for n in names)
         cache: dict[str, Tensor] = {}
@@ -168,6 +186,7 @@ class HookedModel:
                 cache[name] = x.detach()
                 if stop and len(cache) == len(names):
                     raise _Stop
+
             return fn
 
         # the resid_post of the last block fires after everything else in it
@@ -179,8 +198,12 @@ class HookedModel:
             pass
         return cache
 
-    def logits(self, input_ids: Tensor, replace: dict[str, Callable[[Tensor], Tensor | None]] | None = None,
-               attention_mask: Tensor | None = None) -> Tensor:
+    def logits(
+        self,
+        input_ids: Tensor,
+        replace: dict[str, Callable[[Tensor], Tensor | None]] | None = None,
+        attention_mask: Tensor | None = None,
+    ) -> Tensor:
         """The model's logits, with activations at the given hook points replaced by fn(activation)."""
         with self.hooks(replace or {}):
             return self.model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits

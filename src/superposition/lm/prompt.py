@@ -40,24 +40,34 @@ def analyze_prompt(run_dir: str | Path, prompt: str, token: str | None = None, t
     else:
         enc = lm.tokenizer(token, add_special_tokens=False).input_ids
         if len(enc) != 1:
-            raise SuperpositionError(f"--token {token!r}: is {len(enc)} tokens; give text that is exactly one token")
+            raise SuperpositionError(
+                f"--token {token!r}: is {len(enc)} tokens; give text that is exactly one token"
+            )
         target = enc[0]
     z_last = z[0, -1]
     metric = lambda lg: lg[0, -1, target]
     attr = an.attribution_patching(hooked, sae, cfg.hook_name, ids, metric)[0, -1]
     dla = an.direct_logit_attribution(hooked, sae, cfg.hook_name, z_last, target)
     order = attr.abs().argsort(descending=True)[:top]
-    lines = [f"prompt: {prompt!r}  -> target {lm.tokenizer.decode([target])!r} (logit {logits[0, -1, target]:.3f}); "
-             f"{int((z_last > 0).sum())} latents active at the last token",
-             f"{'latent':>7} {'activation':>11} {'DLA':>9} {'attrib.':>9} {'ablation':>9}"]
+    lines = [
+        f"prompt: {prompt!r}  -> target {lm.tokenizer.decode([target])!r} (logit {logits[0, -1, target]:.3f}); "
+        f"{int((z_last > 0).sum())} latents active at the last token",
+        f"{'latent':>7} {'activation':>11} {'DLA':>9} {'attrib.':>9} {'ablation':>9}",
+    ]
     for j in order.tolist():
+
         def zero_j(zz, j=j):
             zz = zz.clone()
             zz[0, -1, j] = 0
             return zz
+
         with torch.no_grad():
             ablated, _ = an.spliced_logits(hooked, sae, cfg.hook_name, ids, zero_j)
         effect = float(ablated[0, -1, target] - logits[0, -1, target])
-        lines.append(f"{j:>7} {float(z_last[j]):>11.4g} {float(dla[j]):>9.4g} {float(attr[j]):>9.4g} {effect:>9.4g}")
-    lines.append("DLA: direct path only; attrib.: gradient × activation (estimates −ablation); ablation: exact change in the target logit")
+        lines.append(
+            f"{j:>7} {float(z_last[j]):>11.4g} {float(dla[j]):>9.4g} {float(attr[j]):>9.4g} {effect:>9.4g}"
+        )
+    lines.append(
+        "DLA: direct path only; attrib.: gradient × activation (estimates −ablation); ablation: exact change in the target logit"
+    )
     return "\n".join(lines)

@@ -35,32 +35,65 @@ LOG_KEYS = ["step", "tokens", "lr", "mse", "l0", "explained_variance", "auxk", "
 
 
 def sae_config(cfg: LMSAEConfig, d_in: int) -> SAEConfig:
-    return SAEConfig.build({
-        "architecture": cfg.architecture, "d_in": d_in, "d_sae": cfg.sae_width(d_in),
-        "k": cfg.k if cfg.architecture in ("topk", "batchtopk", "matryoshka") else None,
-        "l1_coefficient": cfg.l1_coefficient, "l0_coefficient": cfg.l0_coefficient, "aux_k": cfg.aux_k,
-        "aux_coefficient": cfg.aux_coefficient, "bandwidth": cfg.bandwidth, "init_threshold": cfg.init_threshold,
-        "prefixes": cfg.prefixes, "model_name": cfg.model_name, "hook_name": cfg.hook_name,
-    }, "config")
+    return SAEConfig.build(
+        {
+            "architecture": cfg.architecture,
+            "d_in": d_in,
+            "d_sae": cfg.sae_width(d_in),
+            "k": cfg.k if cfg.architecture in ("topk", "batchtopk", "matryoshka") else None,
+            "l1_coefficient": cfg.l1_coefficient,
+            "l0_coefficient": cfg.l0_coefficient,
+            "aux_k": cfg.aux_k,
+            "aux_coefficient": cfg.aux_coefficient,
+            "bandwidth": cfg.bandwidth,
+            "init_threshold": cfg.init_threshold,
+            "prefixes": cfg.prefixes,
+            "model_name": cfg.model_name,
+            "hook_name": cfg.hook_name,
+        },
+        "config",
+    )
 
 
 def train_config(cfg: LMSAEConfig) -> SAETrainConfig:
-    return SAETrainConfig.build({
-        "steps": cfg.steps, "batch_size": cfg.batch_size_tokens, "lr": cfg.lr, "lr_warm_up_steps": cfg.lr_warm_up_steps,
-        "lr_decay_steps": cfg.lr_decay_steps, "sparsity_warm_up_steps": cfg.sparsity_warm_up_steps,
-        "b_dec_init": cfg.b_dec_init, "normalize_activations": cfg.normalize_activations,
-        "dead_window": cfg.dead_feature_window * cfg.batch_size_tokens, "resample": cfg.resample,
-        "resample_every": cfg.feature_sampling_window, "checkpoint_every": cfg.checkpoint_every, "seed": cfg.seed,
-    }, "config")
+    return SAETrainConfig.build(
+        {
+            "steps": cfg.steps,
+            "batch_size": cfg.batch_size_tokens,
+            "lr": cfg.lr,
+            "lr_warm_up_steps": cfg.lr_warm_up_steps,
+            "lr_decay_steps": cfg.lr_decay_steps,
+            "sparsity_warm_up_steps": cfg.sparsity_warm_up_steps,
+            "b_dec_init": cfg.b_dec_init,
+            "normalize_activations": cfg.normalize_activations,
+            "dead_window": cfg.dead_feature_window * cfg.batch_size_tokens,
+            "resample": cfg.resample,
+            "resample_every": cfg.feature_sampling_window,
+            "checkpoint_every": cfg.checkpoint_every,
+            "seed": cfg.seed,
+        },
+        "config",
+    )
 
 
 def make_store(cfg: LMSAEConfig, lm, hooked: HookedModel, holdout: bool = False) -> ActivationStore:
     return ActivationStore(
-        lm, hooked, cfg.hook_name, dataset_path=cfg.dataset_path, text_column=cfg.text_column,
-        context_size=cfg.context_size, prepend_bos=cfg.prepend_bos,
-        buffer_sequences=buffer_sequences_for(cfg.batch_size_tokens, cfg.n_batches_in_buffer, cfg.context_size),
-        model_batch_size=cfg.model_batch_size, seed=cfg.seed, cache=None if holdout else cfg.activation_cache,
-        holdout=holdout, device=cfg.device)
+        lm,
+        hooked,
+        cfg.hook_name,
+        dataset_path=cfg.dataset_path,
+        text_column=cfg.text_column,
+        context_size=cfg.context_size,
+        prepend_bos=cfg.prepend_bos,
+        buffer_sequences=buffer_sequences_for(
+            cfg.batch_size_tokens, cfg.n_batches_in_buffer, cfg.context_size
+        ),
+        model_batch_size=cfg.model_batch_size,
+        seed=cfg.seed,
+        cache=None if holdout else cfg.activation_cache,
+        holdout=holdout,
+        device=cfg.device,
+    )
 
 
 class RunLogger:
@@ -88,8 +121,12 @@ class RunLogger:
             try:
                 import wandb
             except ImportError:
-                raise SuperpositionError("wandb: enabled but the wandb package is not installed (pip install wandb)") from None
-            self.wandb = wandb.init(project=cfg.wandb_project, config=cfg.model_dump(), dir=str(out), resume="allow")
+                raise SuperpositionError(
+                    "wandb: enabled but the wandb package is not installed (pip install wandb)"
+                ) from None
+            self.wandb = wandb.init(
+                project=cfg.wandb_project, config=cfg.model_dump(), dir=str(out), resume="allow"
+            )
         self.t0, self.tokens0 = time.time(), None
         self.opt = None  # the trainer's optimiser, for the learning rate
 
@@ -102,8 +139,15 @@ class RunLogger:
         ev = explained_variance(x[:, :1].float(), out.x_hat[:, :1].float())[0]
         l0 = (out.z[:, 0] != 0).sum(-1).float().mean().item() if out.z is not None else float(cfg.k)
         lr = self.opt.param_groups[0]["lr"] if self.opt is not None else float("nan")
-        row = {"step": step, "tokens": tokens, "lr": lr, "mse": out.terms["mse"][0].item(), "l0": l0,
-               "explained_variance": ev.item(), "tokens_per_s": rate}
+        row = {
+            "step": step,
+            "tokens": tokens,
+            "lr": lr,
+            "mse": out.terms["mse"][0].item(),
+            "l0": l0,
+            "explained_variance": ev.item(),
+            "tokens_per_s": rate,
+        }
         for key in ("auxk", "l1"):
             if key in out.terms:
                 row[key] = out.terms[key][0].item()
@@ -133,7 +177,9 @@ def _prepare_out(out: Path, resume: bool) -> None:
         if not (out / "config.json").is_file() or not (out / "checkpoint" / "checkpoint.json").is_file():
             raise SuperpositionError(f"--resume: {out} holds no checkpointed run")
     elif out.is_dir() and any(out.iterdir()):
-        raise SuperpositionError(f"--out {out}: not empty; continue it with --resume or choose another folder")
+        raise SuperpositionError(
+            f"--out {out}: not empty; continue it with --resume or choose another folder"
+        )
 
 
 def train_lm_sae(cfg: LMSAEConfig, out: str | Path, resume: bool = False) -> Path:
@@ -157,26 +203,46 @@ def train_lm_sae(cfg: LMSAEConfig, out: str | Path, resume: bool = False) -> Pat
     logger.opt = trainer.opt
     if resume:
         trainer.load_checkpoint()
-    print(f"training a {cfg.architecture} SAE ({d_in} -> {sae_cfg.d_sae}) on {cfg.model_name} {cfg.hook_name}: "
-          f"{cfg.steps} steps of {cfg.batch_size_tokens} tokens", file=sys.stderr, flush=True)
+    print(
+        f"training a {cfg.architecture} SAE ({d_in} -> {sae_cfg.d_sae}) on {cfg.model_name} {cfg.hook_name}: "
+        f"{cfg.steps} steps of {cfg.batch_size_tokens} tokens",
+        file=sys.stderr,
+        flush=True,
+    )
     started = time.time()
     try:
         trainer.train(progress=True)
     except KeyboardInterrupt:
-        raise SuperpositionError(f"interrupted at step {trainer.step}; continue with: superposition train-sae --out {out} --resume") from None
+        raise SuperpositionError(
+            f"interrupted at step {trainer.step}; continue with: superposition train-sae --out {out} --resume"
+        ) from None
     finally:
         logger.close()
     elapsed = time.time() - started
     trainer.fold_normalization()
-    save_sae(sae, out / "sae", 0, {"context_size": cfg.context_size, "prepend_bos": cfg.prepend_bos, "dataset_path": cfg.dataset_path})
-    training = {"train_seconds": round(elapsed, 1), "train_steps": cfg.steps, "training_tokens": cfg.steps * cfg.batch_size_tokens,
-                "model_tokens_run": store.model_tokens}
+    save_sae(
+        sae,
+        out / "sae",
+        0,
+        {"context_size": cfg.context_size, "prepend_bos": cfg.prepend_bos, "dataset_path": cfg.dataset_path},
+    )
+    training = {
+        "train_seconds": round(elapsed, 1),
+        "train_steps": cfg.steps,
+        "training_tokens": cfg.steps * cfg.batch_size_tokens,
+        "model_tokens_run": store.model_tokens,
+    }
     evaluate_run(out, lm=lm, hooked=hooked, training=training)
     return out
 
 
-def evaluate_run(run_dir: str | Path, lm=None, hooked: HookedModel | None = None, training: dict | None = None,
-                 eval_sequences: int | None = None) -> dict:
+def evaluate_run(
+    run_dir: str | Path,
+    lm=None,
+    hooked: HookedModel | None = None,
+    training: dict | None = None,
+    eval_sequences: int | None = None,
+) -> dict:
     """`superposition eval-sae`: evaluate RUN_DIR/sae on held-out text; write summary.json,
     figures and report.html."""
     from superposition.report.html import FigureSpec, close_figures, render_report, save_figures
@@ -194,25 +260,74 @@ def evaluate_run(run_dir: str | Path, lm=None, hooked: HookedModel | None = None
     seqs = make_store(cfg, lm, hooked, holdout=True).first_sequences(n)
     n = seqs.shape[0]
     print(f"evaluating on {n} held-out sequences ({seqs.numel()} tokens)", file=sys.stderr, flush=True)
-    metrics = evaluate_sae(hooked, lm.tokenizer, sae, cfg.hook_name, seqs, batch_size=cfg.model_batch_size,
-                           dead_threshold=cfg.dead_feature_threshold, device=cfg.device)
+    metrics = evaluate_sae(
+        hooked,
+        lm.tokenizer,
+        sae,
+        cfg.hook_name,
+        seqs,
+        batch_size=cfg.model_batch_size,
+        dead_threshold=cfg.dead_feature_threshold,
+        device=cfg.device,
+    )
     old = json.loads((run / "summary.json").read_text()) if (run / "summary.json").is_file() else {}
-    summary = {**old, **(training or {}), **metrics, "model_name": cfg.model_name, "hook_name": cfg.hook_name,
-               "architecture": cfg.architecture, "d_sae": sae.cfg.d_sae, "eval_sequences": n}
-    rows = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines() if line.strip()] if (run / "log.jsonl").is_file() else []
-    figures = [FigureSpec("latent_density", "Latent density on held-out text (log10 of the fraction of tokens a latent fires on).",
-                          density_histogram({cfg.architecture: metrics["density"]}, cfg.dead_feature_threshold))]
+    summary = {
+        **old,
+        **(training or {}),
+        **metrics,
+        "model_name": cfg.model_name,
+        "hook_name": cfg.hook_name,
+        "architecture": cfg.architecture,
+        "d_sae": sae.cfg.d_sae,
+        "eval_sequences": n,
+    }
+    rows = (
+        [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines() if line.strip()]
+        if (run / "log.jsonl").is_file()
+        else []
+    )
+    figures = [
+        FigureSpec(
+            "latent_density",
+            "Latent density on held-out text (log10 of the fraction of tokens a latent fires on).",
+            density_histogram({cfg.architecture: metrics["density"]}, cfg.dead_feature_threshold),
+        )
+    ]
     if rows:
-        figures.append(FigureSpec("training_curves", "Training metrics against tokens seen.",
-                                  training_curves(rows, ["mse", "l0", "explained_variance", "tokens_per_s"])))
+        figures.append(
+            FigureSpec(
+                "training_curves",
+                "Training metrics against tokens seen.",
+                training_curves(rows, ["mse", "l0", "explained_variance", "tokens_per_s"]),
+            )
+        )
     try:
         tmp = run / "summary.json.tmp"
         tmp.write_text(json.dumps(summary, indent=1))
         tmp.replace(run / "summary.json")
         save_figures(figures, run)
-        highlights = {k: summary[k] for k in ("l0", "explained_variance", "ce_loss_recovered", "ce_loss_clean", "ce_loss_with_sae",
-                                              "ce_loss_zero_ablation", "kl_div", "frac_dead", "frac_dense")}
-        render_report(run, f"SAE on {cfg.model_name} at {cfg.hook_name}", _EXPLANATION, figures, highlights, cfg.model_dump())
+        highlights = {
+            k: summary[k]
+            for k in (
+                "l0",
+                "explained_variance",
+                "ce_loss_recovered",
+                "ce_loss_clean",
+                "ce_loss_with_sae",
+                "ce_loss_zero_ablation",
+                "kl_div",
+                "frac_dead",
+                "frac_dense",
+            )
+        }
+        render_report(
+            run,
+            f"SAE on {cfg.model_name} at {cfg.hook_name}",
+            _EXPLANATION,
+            figures,
+            highlights,
+            cfg.model_dump(),
+        )
     finally:
         close_figures(figures)
     return summary

@@ -34,12 +34,27 @@ MANIFEST = "manifest.json"
 
 
 class ActivationStore:
-    def __init__(self, lm, hooked: HookedModel, hook_name: str, *, dataset_path: str, context_size: int,
-                 prepend_bos: bool, buffer_sequences: int, model_batch_size: int, seed: int = 0,
-                 text_column: str | None = None, cache: str | Path | None = None, holdout: bool = False,
-                 device: str = "cpu") -> None:
+    def __init__(
+        self,
+        lm,
+        hooked: HookedModel,
+        hook_name: str,
+        *,
+        dataset_path: str,
+        context_size: int,
+        prepend_bos: bool,
+        buffer_sequences: int,
+        model_batch_size: int,
+        seed: int = 0,
+        text_column: str | None = None,
+        cache: str | Path | None = None,
+        holdout: bool = False,
+        device: str = "cpu",
+    ) -> None:
         if context_size > lm.n_ctx:
-            raise SuperpositionError(f"context_size: {context_size} is longer than the model allows ({lm.n_ctx})")
+            raise SuperpositionError(
+                f"context_size: {context_size} is longer than the model allows ({lm.n_ctx})"
+            )
         hooked.parse(hook_name)
         self.lm, self.hooked, self.hook_name = lm, hooked, hook_name
         self.dataset_path, self.text_column = dataset_path, text_column
@@ -48,9 +63,17 @@ class ActivationStore:
         self.seed, self.holdout, self.device = seed, holdout, device
         self.d_in = hooked.d_in(hook_name)
         self.cache = Path(cache) if cache else None
-        self.identity = {"model_name": lm.name, "hook_name": hook_name, "dataset_path": dataset_path,
-                         "text_column": text_column, "context_size": context_size, "prepend_bos": prepend_bos,
-                         "buffer_sequences": buffer_sequences, "holdout": holdout, "d_in": self.d_in}
+        self.identity = {
+            "model_name": lm.name,
+            "hook_name": hook_name,
+            "dataset_path": dataset_path,
+            "text_column": text_column,
+            "context_size": context_size,
+            "prepend_bos": prepend_bos,
+            "buffer_sequences": buffer_sequences,
+            "holdout": holdout,
+            "d_in": self.d_in,
+        }
         self.manifest = self._open_cache() if self.cache else None
         self.buffer_index, self.offset = 0, 0
         self._buffer: Tensor | None = None
@@ -62,7 +85,9 @@ class ActivationStore:
     # ------------------------------------------------------------------ sequences
     def _fresh_sequences(self) -> Iterator[Tensor]:
         docs = texts(self.dataset_path, self.text_column)
-        return split_sequences(packed_sequences(self.lm.tokenizer, docs, self.context_size, self.prepend_bos), self.holdout)
+        return split_sequences(
+            packed_sequences(self.lm.tokenizer, docs, self.context_size, self.prepend_bos), self.holdout
+        )
 
     def _cycled(self) -> Iterator[Tensor]:
         for epoch in itertools.count():
@@ -71,9 +96,14 @@ class ActivationStore:
                 n += 1
                 yield s
             if n == 0:
-                raise SuperpositionError(f"dataset_path {self.dataset_path}: too little text for one sequence of {self.context_size} tokens")
+                raise SuperpositionError(
+                    f"dataset_path {self.dataset_path}: too little text for one sequence of {self.context_size} tokens"
+                )
             if epoch == 0:
-                print(f"activation store: the corpus ({n} sequences) ran out; starting it again", file=sys.stderr)
+                print(
+                    f"activation store: the corpus ({n} sequences) ran out; starting it again",
+                    file=sys.stderr,
+                )
             self.epochs_started += 1
 
     def first_sequences(self, count: int) -> Tensor:
@@ -81,10 +111,15 @@ class ActivationStore:
         and dashboards, where a repeated sequence would only duplicate examples."""
         out = list(itertools.islice(self._fresh_sequences(), count))
         if not out:
-            raise SuperpositionError(f"dataset_path {self.dataset_path}: too little text for one sequence of {self.context_size} tokens")
+            raise SuperpositionError(
+                f"dataset_path {self.dataset_path}: too little text for one sequence of {self.context_size} tokens"
+            )
         if len(out) < count:
-            print(f"activation store: only {len(out)} {'held-out ' if self.holdout else ''}sequences in the corpus "
-                  f"(asked for {count}); using them all", file=sys.stderr)
+            print(
+                f"activation store: only {len(out)} {'held-out ' if self.holdout else ''}sequences in the corpus "
+                f"(asked for {count}); using them all",
+                file=sys.stderr,
+            )
         return torch.stack(out)
 
     def sequences(self, start: int, count: int) -> Tensor:
@@ -125,7 +160,7 @@ class ActivationStore:
         while need:
             if self._buffer is None:
                 self._buffer = self._compute_buffer(self.buffer_index)
-            take = self._buffer[self.offset:self.offset + need]
+            take = self._buffer[self.offset : self.offset + need]
             parts.append(take)
             need -= take.shape[0]
             self.offset += take.shape[0]
@@ -152,8 +187,10 @@ class ActivationStore:
             raise SuperpositionError(f"activation_cache {self.cache}: unreadable manifest ({err})") from None
         for key, want in self.identity.items():
             if manifest.get(key) != want:
-                raise SuperpositionError(f"activation_cache {self.cache}: made with {key}={manifest.get(key)!r}, "
-                                         f"this run has {want!r}; use another folder")
+                raise SuperpositionError(
+                    f"activation_cache {self.cache}: made with {key}={manifest.get(key)!r}, "
+                    f"this run has {want!r}; use another folder"
+                )
         return manifest
 
     def _read_shard(self, i: int) -> Tensor | None:

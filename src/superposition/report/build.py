@@ -21,8 +21,14 @@ from superposition.errors import SuperpositionError
 from superposition.report.dashboard import LatentPage, TokenSpan, write_dashboard
 
 
-def build_dashboard(run_dir: str | Path, out: str | Path, sequences: int | None = None, max_latents: int | None = None,
-                    sae_name: str | None = None, top_k: int = 10) -> Path:
+def build_dashboard(
+    run_dir: str | Path,
+    out: str | Path,
+    sequences: int | None = None,
+    max_latents: int | None = None,
+    sae_name: str | None = None,
+    top_k: int = 10,
+) -> Path:
     run = Path(run_dir).expanduser().absolute()
     out = Path(out).expanduser().absolute()
     if not run.is_dir():
@@ -33,12 +39,17 @@ def build_dashboard(run_dir: str | Path, out: str | Path, sequences: int | None 
         return _lm_dashboard(run, out, sequences or 256, max_latents, top_k)
     if (run / "ground_truth.safetensors").is_file() and (run / "saes").is_dir():
         return _toy_dashboard(run, out, sae_name, max_latents)
-    raise SuperpositionError(f"RUN_DIR {run}: not a train-sae run (sae/ + config.json) or an SAE experiment run "
-                             f"(saes/ + ground_truth.safetensors)")
+    raise SuperpositionError(
+        f"RUN_DIR {run}: not a train-sae run (sae/ + config.json) or an SAE experiment run "
+        f"(saes/ + ground_truth.safetensors)"
+    )
 
 
 def _spans(tokens: list[str], acts: list[float], focus: int, vmax: float) -> list[TokenSpan]:
-    return [TokenSpan(t, a, min(1.0, a / vmax) if vmax > 0 else 0.0, i == focus) for i, (t, a) in enumerate(zip(tokens, acts))]
+    return [
+        TokenSpan(t, a, min(1.0, a / vmax) if vmax > 0 else 0.0, i == focus)
+        for i, (t, a) in enumerate(zip(tokens, acts))
+    ]
 
 
 def _lm_dashboard(run: Path, out: Path, n_seq: int, max_latents: int | None, top_k: int) -> Path:
@@ -54,8 +65,14 @@ def _lm_dashboard(run: Path, out: Path, n_seq: int, max_latents: int | None, top
     lm = load_model(cfg.model_name, cfg.device, cfg.dtype)
     hooked = HookedModel(lm.model)
     seqs = make_store(cfg, lm, hooked, holdout=True).first_sequences(n_seq)
-    print(f"dashboard: latent activations on {seqs.shape[0]} held-out sequences ({seqs.numel()} tokens)", file=sys.stderr, flush=True)
-    la = an.latent_activations(hooked, lm.tokenizer, sae, cfg.hook_name, seqs, cfg.model_batch_size, cfg.device, progress=True)
+    print(
+        f"dashboard: latent activations on {seqs.shape[0]} held-out sequences ({seqs.numel()} tokens)",
+        file=sys.stderr,
+        flush=True,
+    )
+    la = an.latent_activations(
+        hooked, lm.tokenizer, sae, cfg.hook_name, seqs, cfg.model_batch_size, cfg.device, progress=True
+    )
     density, vmax = la.density(), la.max_activation()
     latents = list(range(sae.cfg.d_sae))[:max_latents]
     top_ids, top_vals, bot_ids, bot_vals = an.logit_lens(hooked, sae, cfg.hook_name, latents, k=top_k)
@@ -69,24 +86,50 @@ def _lm_dashboard(run: Path, out: Path, n_seq: int, max_latents: int | None, top
     rows, pages = [], []
     for n, j in enumerate(latents):
         tops = [tok(int(t)) for t in top_ids[n]]
-        rows.append({"id": j, "density": float(density[j]), "max_act": float(vmax[j]),
-                     "top_logits": " ".join(repr(t)[1:-1] for t in tops[:5])})
+        rows.append(
+            {
+                "id": j,
+                "density": float(density[j]),
+                "max_act": float(vmax[j]),
+                "top_logits": " ".join(repr(t)[1:-1] for t in tops[:5]),
+            }
+        )
         counts, edges = an.activation_histogram(la, j)
-        page = LatentPage(j, {"density": f"{density[j]:.3g}", "max activation": f"{vmax[j]:.3g}",
-                              "tokens analysed": f"{la.n_tokens:,}"},
-                          histogram=(counts.tolist(), edges.tolist()) if density[j] > 0 else None)
+        page = LatentPage(
+            j,
+            {
+                "density": f"{density[j]:.3g}",
+                "max activation": f"{vmax[j]:.3g}",
+                "tokens analysed": f"{la.n_tokens:,}",
+            },
+            histogram=(counts.tolist(), edges.tolist()) if density[j] > 0 else None,
+        )
         ex = lambda e: _spans([tok(t) for t in e.token_ids], e.acts, e.focus, float(vmax[j]))
         page.top = [ex(e) for e in an.top_examples(la, j, n=top_k)]
         page.quantiles = [(label, [ex(e) for e in exs]) for label, exs in an.quantile_examples(la, j)]
-        page.tables = [("Logit lens: top tokens", ["token", "logit"], [[tops[i], float(top_vals[n, i])] for i in range(len(tops))]),
-                       ("Logit lens: bottom tokens", ["token", "logit"],
-                        [[tok(int(t)), float(v)] for t, v in zip(bot_ids[n], bot_vals[n])])]
+        page.tables = [
+            (
+                "Logit lens: top tokens",
+                ["token", "logit"],
+                [[tops[i], float(top_vals[n, i])] for i in range(len(tops))],
+            ),
+            (
+                "Logit lens: bottom tokens",
+                ["token", "logit"],
+                [[tok(int(t)), float(v)] for t, v in zip(bot_ids[n], bot_vals[n])],
+            ),
+        ]
         pages.append(page)
-    columns = [{"key": "id", "label": "latent", "type": "num"}, {"key": "density", "label": "density", "type": "num"},
-               {"key": "max_act", "label": "max activation", "type": "num"},
-               {"key": "top_logits", "label": "top logit-lens tokens", "type": "text"}]
-    subtitle = (f"{sae.cfg.architecture} SAE, {sae.cfg.d_sae} latents, on {cfg.model_name} at {cfg.hook_name}; "
-                f"{la.n_tokens:,} held-out tokens from {cfg.dataset_path}")
+    columns = [
+        {"key": "id", "label": "latent", "type": "num"},
+        {"key": "density", "label": "density", "type": "num"},
+        {"key": "max_act", "label": "max activation", "type": "num"},
+        {"key": "top_logits", "label": "top logit-lens tokens", "type": "text"},
+    ]
+    subtitle = (
+        f"{sae.cfg.architecture} SAE, {sae.cfg.d_sae} latents, on {cfg.model_name} at {cfg.hook_name}; "
+        f"{la.n_tokens:,} held-out tokens from {cfg.dataset_path}"
+    )
     return write_dashboard(out, f"SAE latents: {cfg.hook_name}", subtitle, columns, rows, pages)
 
 
@@ -115,23 +158,54 @@ def _toy_dashboard(run: Path, out: Path, sae_name: str | None, max_latents: int 
     rows, pages = [], []
     for j in latents:
         fires = int((response[:, j] > 0).sum())
-        rows.append({"id": j, "feature": int(feat[j]), "cos": float(best[j]), "fires_on": fires,
-                     "max_response": float(response[:, j].max())})
+        rows.append(
+            {
+                "id": j,
+                "feature": int(feat[j]),
+                "cos": float(best[j]),
+                "fires_on": fires,
+                "max_response": float(response[:, j].max()),
+            }
+        )
         order = cos[j].abs().argsort(descending=True)[:8]
         resp_order = response[:, j].argsort(descending=True)[:8]
-        page = LatentPage(j, {"best-matching feature": int(feat[j]), "|cos| with it": f"{best[j]:.3f}",
-                              "true features it fires on (each alone, value 1)": fires})
-        page.bars = [("Cosine with the closest true features", [f"feature {int(i)}" for i in order], [float(cos[j, i]) for i in order]),
-                     ("Activation when each true feature is present alone (value 1)", [f"feature {int(i)}" for i in resp_order],
-                      [float(response[i, j]) for i in resp_order])]
+        page = LatentPage(
+            j,
+            {
+                "best-matching feature": int(feat[j]),
+                "|cos| with it": f"{best[j]:.3f}",
+                "true features it fires on (each alone, value 1)": fires,
+            },
+        )
+        page.bars = [
+            (
+                "Cosine with the closest true features",
+                [f"feature {int(i)}" for i in order],
+                [float(cos[j, i]) for i in order],
+            ),
+            (
+                "Activation when each true feature is present alone (value 1)",
+                [f"feature {int(i)}" for i in resp_order],
+                [float(response[i, j]) for i in resp_order],
+            ),
+        ]
         d = W_dec.shape[1]
         if d <= 16:
             f = F[feat[j]]
-            page.tables = [("Decoder direction beside its feature", ["dim", "latent", "feature"],
-                            [[f"{k}", float(W_dec[j, k]), float(f[k])] for k in range(d)])]
+            page.tables = [
+                (
+                    "Decoder direction beside its feature",
+                    ["dim", "latent", "feature"],
+                    [[f"{k}", float(W_dec[j, k]), float(f[k])] for k in range(d)],
+                )
+            ]
         pages.append(page)
-    columns = [{"key": "id", "label": "latent", "type": "num"}, {"key": "feature", "label": "best feature", "type": "num"},
-               {"key": "cos", "label": "|cos|", "type": "num"}, {"key": "fires_on", "label": "features it fires on", "type": "num"},
-               {"key": "max_response", "label": "max response", "type": "num"}]
+    columns = [
+        {"key": "id", "label": "latent", "type": "num"},
+        {"key": "feature", "label": "best feature", "type": "num"},
+        {"key": "cos", "label": "|cos|", "type": "num"},
+        {"key": "fires_on", "label": "features it fires on", "type": "num"},
+        {"key": "max_response", "label": "max response", "type": "num"},
+    ]
     subtitle = f"{name}: {sae.cfg.architecture} SAE, {sae.cfg.d_sae} latents, against {F.shape[0]} true features in {F.shape[1]} dimensions"
     return write_dashboard(out, f"SAE latents: {run.name}/{name}", subtitle, columns, rows, pages)

@@ -21,7 +21,6 @@ from markupsafe import Markup
 from superposition.report import TEMPLATES
 
 
-
 @dataclass
 class TokenSpan:
     text: str
@@ -43,7 +42,12 @@ class LatentPage:
 
 def json_for_script(data: Any) -> str:
     """JSON safe to place inside <script type="application/json">: no '<' survives."""
-    return json.dumps(data, separators=(",", ":")).replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+    return (
+        json.dumps(data, separators=(",", ":"))
+        .replace("<", "\\u003c")
+        .replace(">", "\\u003e")
+        .replace("&", "\\u0026")
+    )
 
 
 def histogram_svg(counts: list[int], edges: list[float], width: int = 420, height: int = 140) -> Markup:
@@ -54,10 +58,15 @@ def histogram_svg(counts: list[int], edges: list[float], width: int = 420, heigh
     rects = "".join(
         f'<rect x="{i * bw:.1f}" y="{height - 18 - (c / top) * (height - 24):.1f}" width="{max(bw - 1, 1):.1f}" '
         f'height="{(c / top) * (height - 24):.1f}"><title>{edges[i]:.3g}–{edges[i + 1]:.3g}: {int(c)}</title></rect>'
-        for i, c in enumerate(counts))
-    labels = (f'<text x="0" y="{height - 4}">{edges[0]:.3g}</text>'
-              f'<text x="{width}" y="{height - 4}" text-anchor="end">{edges[-1]:.3g}</text>')
-    return Markup(f'<svg class="hist" viewBox="0 0 {width} {height}" width="{width}" height="{height}">{rects}{labels}</svg>')
+        for i, c in enumerate(counts)
+    )
+    labels = (
+        f'<text x="0" y="{height - 4}">{edges[0]:.3g}</text>'
+        f'<text x="{width}" y="{height - 4}" text-anchor="end">{edges[-1]:.3g}</text>'
+    )
+    return Markup(
+        f'<svg class="hist" viewBox="0 0 {width} {height}" width="{width}" height="{height}">{rects}{labels}</svg>'
+    )
 
 
 def bars_svg(labels: list[str], values: list[float], width: int = 420) -> Markup:
@@ -71,14 +80,25 @@ def bars_svg(labels: list[str], values: list[float], width: int = 420) -> Markup
     for i, (lab, v) in enumerate(zip(labels, values)):
         w = abs(v) / vmax * (width - pad - 50)
         cls = "pos" if v >= 0 else "neg"
-        parts.append(f'<text x="{pad - 4}" y="{i * row + 12}" text-anchor="end">{escape(lab)}</text>'
-                     f'<rect class="{cls}" x="{pad}" y="{i * row + 2}" width="{w:.1f}" height="{row - 4}"></rect>'
-                     f'<text x="{pad + w + 4:.1f}" y="{i * row + 12}">{v:.3g}</text>')
-    return Markup(f'<svg class="bars" viewBox="0 0 {width} {h}" width="{width}" height="{h}">{"".join(parts)}</svg>')
+        parts.append(
+            f'<text x="{pad - 4}" y="{i * row + 12}" text-anchor="end">{escape(lab)}</text>'
+            f'<rect class="{cls}" x="{pad}" y="{i * row + 2}" width="{w:.1f}" height="{row - 4}"></rect>'
+            f'<text x="{pad + w + 4:.1f}" y="{i * row + 12}">{v:.3g}</text>'
+        )
+    return Markup(
+        f'<svg class="bars" viewBox="0 0 {width} {h}" width="{width}" height="{h}">{"".join(parts)}</svg>'
+    )
 
 
-def write_dashboard(out: Path, title: str, subtitle: str, columns: list[dict], rows: list[dict],
-                    pages: list[LatentPage], notes: str = "") -> Path:
+def write_dashboard(
+    out: Path,
+    title: str,
+    subtitle: str,
+    columns: list[dict],
+    rows: list[dict],
+    pages: list[LatentPage],
+    notes: str = "",
+) -> Path:
     """columns: [{"key", "label", "type": "num"|"text"}]; rows: one dict per latent with "id"."""
     out = Path(out)
     tmp = out.with_name(f".{out.name}.partial")
@@ -87,16 +107,25 @@ def write_dashboard(out: Path, title: str, subtitle: str, columns: list[dict], r
     try:
         (tmp / "style.css").write_text(TEMPLATES.get_template("dashboard.css").render())
         index = TEMPLATES.get_template("dashboard_index.html").render(
-            title=title, subtitle=subtitle, notes=notes, columns=columns,
-            data=Markup(json_for_script({"columns": columns, "rows": rows})), n=len(rows))
+            title=title,
+            subtitle=subtitle,
+            notes=notes,
+            columns=columns,
+            data=Markup(json_for_script({"columns": columns, "rows": rows})),
+            n=len(rows),
+        )
         (tmp / "index.html").write_text(index, encoding="utf-8")
         page_t = TEMPLATES.get_template("dashboard_latent.html")
         ids = [p.index for p in pages]
         for n, p in enumerate(pages):
             html = page_t.render(
-                title=title, p=p, prev=ids[n - 1] if n else None, next=ids[n + 1] if n + 1 < len(ids) else None,
+                title=title,
+                p=p,
+                prev=ids[n - 1] if n else None,
+                next=ids[n + 1] if n + 1 < len(ids) else None,
                 hist=histogram_svg(*p.histogram) if p.histogram else None,
-                bar_svgs=[(t, bars_svg(labels, vals)) for t, labels, vals in p.bars])
+                bar_svgs=[(t, bars_svg(labels, vals)) for t, labels, vals in p.bars],
+            )
             (tmp / "latents" / f"{p.index}.html").write_text(html, encoding="utf-8")
         if out.exists():
             shutil.rmtree(out)

@@ -17,7 +17,6 @@ from matplotlib.figure import Figure as MplFigure
 from superposition.report import TEMPLATES
 
 
-
 @dataclass
 class FigureSpec:
     """A figure of a run: saved as `<name>.png` (matplotlib) or `<name>.html` (plotly)."""
@@ -63,9 +62,20 @@ def render_report(
         if isinstance(spec.figure, MplFigure):
             buf = io.BytesIO()
             spec.figure.savefig(buf, format="png", dpi=110)
-            items.append({"kind": "png", "caption": spec.caption, "name": spec.name, "data": base64.b64encode(buf.getvalue()).decode()})
+            items.append(
+                {
+                    "kind": "png",
+                    "caption": spec.caption,
+                    "name": spec.name,
+                    "data": base64.b64encode(buf.getvalue()).decode(),
+                }
+            )
         else:
-            html = spec.figure.to_html(full_html=False, include_plotlyjs=False, default_height=f"{spec.figure.layout.height or 500}px")
+            html = spec.figure.to_html(
+                full_html=False,
+                include_plotlyjs=False,
+                default_height=f"{spec.figure.layout.height or 500}px",
+            )
             items.append({"kind": "plotly", "caption": spec.caption, "name": spec.name, "html": html})
     plotlyjs = plotly.offline.get_plotlyjs() if any(i["kind"] == "plotly" for i in items) else ""
     page = TEMPLATES.get_template("report.html").render(

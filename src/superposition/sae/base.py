@@ -32,26 +32,40 @@ class SAEConfig(Config):
     # sparsity: L1 (standard, gated), L0 (jumprelu), k (topk, batchtopk, matryoshka); a list gives one per instance
     l1_coefficient: float | list[float] = 1.0
     l0_coefficient: float | list[float] = 1.0
-    l0_target: float | None = Field(None, gt=0.0, description="jumprelu: penalise (L0/target − 1)² instead of L0")
+    l0_target: float | None = Field(
+        None, gt=0.0, description="jumprelu: penalise (L0/target − 1)² instead of L0"
+    )
     k: int | None = Field(None, gt=0)
     # standard
     tied: bool = False
-    weighted_l1: bool = Field(False, description="standard: L1 weighted by decoder row norms, no unit-norm constraint")
+    weighted_l1: bool = Field(
+        False, description="standard: L1 weighted by decoder row norms, no unit-norm constraint"
+    )
     # jumprelu
-    bandwidth: float = Field(0.05, gt=0.0, description="jumprelu: width of the rectangle kernel of the straight-through estimator")
-    init_threshold: float = Field(0.2, gt=0.0, description="jumprelu: starting threshold (short runs need it near the activation scale)")
+    bandwidth: float = Field(
+        0.05, gt=0.0, description="jumprelu: width of the rectangle kernel of the straight-through estimator"
+    )
+    init_threshold: float = Field(
+        0.2, gt=0.0, description="jumprelu: starting threshold (short runs need it near the activation scale)"
+    )
     # topk family
     aux_k: int | None = Field(None, gt=0, description="latents used by the AuxK loss (default d_in // 2)")
     aux_coefficient: float = Field(1 / 32, ge=0.0)
     low_precision: Literal["auto", "on", "off"] = Field(
-        "off", description="topk training: choose the top k with a bfloat16 product (the chosen latents' values, the "
-                           "reconstruction and all gradients stay float32); auto: on where bf16 matmul is native. "
-                           "About 10% faster per step on a CPU with AVX512-BF16; MCC 0.964 against 0.973 in the benchmark")
-    prefixes: list[int] | None = Field(None, description="matryoshka: nested dictionary sizes, ending at d_sae")
+        "off",
+        description="topk training: choose the top k with a bfloat16 product (the chosen latents' values, the "
+        "reconstruction and all gradients stay float32); auto: on where bf16 matmul is native. "
+        "About 10% faster per step on a CPU with AVX512-BF16; MCC 0.964 against 0.973 in the benchmark",
+    )
+    prefixes: list[int] | None = Field(
+        None, description="matryoshka: nested dictionary sizes, ending at d_sae"
+    )
     # where the activations come from (language-model SAEs)
     model_name: str | None = None
     hook_name: str | None = None
-    normalization_scale: float | None = Field(None, description="set when activation normalisation was folded into the weights")
+    normalization_scale: float | None = Field(
+        None, description="set when activation normalisation was folded into the weights"
+    )
 
     @model_validator(mode="after")
     def _check(self):
@@ -64,11 +78,15 @@ class SAEConfig(Config):
         if a == "matryoshka":
             pre = self.prefix_sizes()
             if sorted(pre) != pre or len(set(pre)) != len(pre) or pre[-1] != self.d_sae or pre[0] <= 0:
-                raise ValueError(f"prefixes: strictly increasing positive sizes ending at d_sae ({self.d_sae}), got {pre}")
+                raise ValueError(
+                    f"prefixes: strictly increasing positive sizes ending at d_sae ({self.d_sae}), got {pre}"
+                )
         for name in ("l1_coefficient", "l0_coefficient"):
             v = getattr(self, name)
             if isinstance(v, list) and len(v) != self.n_instances:
-                raise ValueError(f"{name}: a list needs one value per instance (n_instances={self.n_instances}), got {len(v)}")
+                raise ValueError(
+                    f"{name}: a list needs one value per instance (n_instances={self.n_instances}), got {len(v)}"
+                )
             if (min(v) if isinstance(v, list) else v) < 0:
                 raise ValueError(f"{name}: must be ≥ 0")
         return self

@@ -50,7 +50,9 @@ def uniqueness(W_dec: Tensor, F: Tensor, threshold: float = 0.9) -> float:
     return float(arg[rec].unique().numel() / rec.sum().item())
 
 
-def precision_recall(z: Tensor, presence: Tensor, latents: np.ndarray, features: np.ndarray) -> tuple[Tensor, Tensor]:
+def precision_recall(
+    z: Tensor, presence: Tensor, latents: np.ndarray, features: np.ndarray
+) -> tuple[Tensor, Tensor]:
     """z (batch, d_sae), presence (batch, n) bool; per matched pair (latents[k], features[k])."""
     fires = z[:, torch.as_tensor(latents)] != 0
     present = presence[:, torch.as_tensor(features)]
@@ -60,7 +62,9 @@ def precision_recall(z: Tensor, presence: Tensor, latents: np.ndarray, features:
     return precision, recall
 
 
-def score(W_dec: Tensor, F: Tensor, z: Tensor | None = None, presence: Tensor | None = None, threshold: float = 0.9) -> dict:
+def score(
+    W_dec: Tensor, F: Tensor, z: Tensor | None = None, presence: Tensor | None = None, threshold: float = 0.9
+) -> dict:
     """Every ground-truth metric for one SAE."""
     rows, cols, cos = hungarian_matching(W_dec, F)
     out = {

@@ -57,9 +57,13 @@ def save_sae(sae: BatchedSAE, folder: str | Path, instance: int = 0, extra_cfg: 
     return folder
 
 
-def save_instances(sae: BatchedSAE, parent: str | Path, names: list[str], extra_cfg: list[dict] | None = None) -> list[Path]:
+def save_instances(
+    sae: BatchedSAE, parent: str | Path, names: list[str], extra_cfg: list[dict] | None = None
+) -> list[Path]:
     """One folder per instance: parent/<name>/."""
-    return [save_sae(sae, Path(parent) / n, i, (extra_cfg or [{}] * len(names))[i]) for i, n in enumerate(names)]
+    return [
+        save_sae(sae, Path(parent) / n, i, (extra_cfg or [{}] * len(names))[i]) for i, n in enumerate(names)
+    ]
 
 
 def load_sae(folder: str | Path) -> BatchedSAE:
@@ -92,14 +96,22 @@ def _config_from(raw: dict, tensors: dict, path: Path) -> SAEConfig:
     arch = raw.get("architecture")
     kwargs = raw.get("activation_fn_kwargs") or {}
     if arch is None or arch not in ARCHITECTURES:
-        saelens = {"standard": "standard", "gated": "gated", "jumprelu": "jumprelu", "topk": "topk", "batchtopk": "batchtopk",
-                   "matryoshka_batchtopk": "matryoshka"}
+        saelens = {
+            "standard": "standard",
+            "gated": "gated",
+            "jumprelu": "jumprelu",
+            "topk": "topk",
+            "batchtopk": "batchtopk",
+            "matryoshka_batchtopk": "matryoshka",
+        }
         if arch in saelens:
             arch = saelens[arch]
         elif arch is None and raw.get("activation_fn_str") == "topk":
             arch = "topk"
         else:
-            raise SuperpositionError(f"{path}: unknown architecture {arch!r}; known: {', '.join(ARCHITECTURES)}")
+            raise SuperpositionError(
+                f"{path}: unknown architecture {arch!r}; known: {', '.join(ARCHITECTURES)}"
+            )
     W_enc = tensors.get("W_enc")
     values = {
         "architecture": arch,
@@ -118,7 +130,11 @@ def _config_from(raw: dict, tensors: dict, path: Path) -> SAEConfig:
 
 def _fill(sae: BatchedSAE, t: dict, path: Path) -> None:
     arch = sae.cfg.architecture
-    need = ["W_dec", "b_dec"] + (["b_gate", "r_mag", "b_mag"] if arch == "gated" else ["b_enc"]) + (["W_enc"] if not getattr(sae.cfg, "tied", False) else [])
+    need = (
+        ["W_dec", "b_dec"]
+        + (["b_gate", "r_mag", "b_mag"] if arch == "gated" else ["b_enc"])
+        + (["W_enc"] if not getattr(sae.cfg, "tied", False) else [])
+    )
     if arch == "jumprelu":
         need.append("threshold")
     missing = [k for k in need if k not in t]
@@ -126,7 +142,9 @@ def _fill(sae: BatchedSAE, t: dict, path: Path) -> None:
         raise SuperpositionError(f"{path}: missing tensor(s) {', '.join(missing)} for architecture {arch}")
     d_in, d_sae = sae.cfg.d_in, sae.cfg.d_sae
     if tuple(t["W_dec"].shape) != (d_sae, d_in):
-        raise SuperpositionError(f"{path}: W_dec has shape {tuple(t['W_dec'].shape)}, cfg.json says [{d_sae}, {d_in}]")
+        raise SuperpositionError(
+            f"{path}: W_dec has shape {tuple(t['W_dec'].shape)}, cfg.json says [{d_sae}, {d_in}]"
+        )
     sae.W_dec.copy_(t["W_dec"].unsqueeze(0))
     sae.b_dec.copy_(t["b_dec"].unsqueeze(0))
     if isinstance(getattr(sae, "W_enc", None), torch.nn.Parameter):
@@ -140,4 +158,6 @@ def _fill(sae: BatchedSAE, t: dict, path: Path) -> None:
     if arch in ("batchtopk", "matryoshka") and "threshold" in t:
         sae.threshold.copy_(t["threshold"].reshape(-1)[:1])
     # saved weights may be folded (not unit norm): keep them exactly as written
-    sae.unit_norm_decoder = sae.unit_norm_decoder and bool(torch.allclose(sae.W_dec.norm(dim=-1), torch.ones(1), atol=1e-4))
+    sae.unit_norm_decoder = sae.unit_norm_decoder and bool(
+        torch.allclose(sae.W_dec.norm(dim=-1), torch.ones(1), atol=1e-4)
+    )

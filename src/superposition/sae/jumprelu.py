@@ -62,7 +62,9 @@ class _Step(torch.autograd.Function):
 class JumpReLUSAE(BatchedSAE):
     def __init__(self, cfg: SAEConfig, generator: torch.Generator | None = None) -> None:
         super().__init__(cfg, generator)
-        self.log_threshold = nn.Parameter(torch.full((cfg.n_instances, cfg.d_sae), math.log(cfg.init_threshold)))
+        self.log_threshold = nn.Parameter(
+            torch.full((cfg.n_instances, cfg.d_sae), math.log(cfg.init_threshold))
+        )
         self.register_buffer("l0_coefficient", cfg.per_instance("l0_coefficient"))
 
     @property

@@ -1,9 +1,9 @@
 """SAE quality metrics, per instance: x and x̂ are (batch, inst, d_in), z is (batch, inst, d_sae).
 
-    L0 = E[#{j : z_j ≠ 0}]            L1 = E[Σ_j |z_j|]            MSE = E[‖x − x̂‖²]
-    explained variance = 1 − Σ‖x − x̂‖² / Σ‖x − x̄‖²   (relative to the mean, not to zero)
-    density_j = P(z_j ≠ 0); dead: density 0; dense: density above 1% / 10%
-    shrinkage γ = Σ x̂·x / Σ‖x̂‖², the scale that best maps x̂ onto x (γ > 1: x̂ is shrunk)
+L0 = E[#{j : z_j ≠ 0}]            L1 = E[Σ_j |z_j|]            MSE = E[‖x − x̂‖²]
+explained variance = 1 − Σ‖x − x̂‖² / Σ‖x − x̄‖²   (relative to the mean, not to zero)
+density_j = P(z_j ≠ 0); dead: density 0; dense: density above 1% / 10%
+shrinkage γ = Σ x̂·x / Σ‖x̂‖², the scale that best maps x̂ onto x (γ > 1: x̂ is shrunk)
 """
 
 from __future__ import annotations

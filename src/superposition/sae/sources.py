@@ -41,13 +41,17 @@ class SyntheticDictionary:
 
     def __post_init__(self) -> None:
         if self.n_features <= 0 or self.d <= 0:
-            raise SuperpositionError(f"synthetic dictionary: n_features and d must be positive, got {self.n_features}, {self.d}")
+            raise SuperpositionError(
+                f"synthetic dictionary: n_features and d must be positive, got {self.n_features}, {self.d}"
+            )
         gen = torch.Generator().manual_seed(derive_seed(self.seed, "synthetic-dictionary"))
         F = torch.randn(self.n_features, self.d, generator=gen)
         self.features = F / F.norm(dim=-1, keepdim=True)  # (n, d)
         weights = (torch.arange(self.n_features, dtype=torch.float64) + 1) ** (-self.zipf_exponent)
         self.probability = (weights * self.mean_l0 / weights.sum()).clamp(max=1.0)
-        self._dist = FeatureDistribution(self.probability.unsqueeze(0), self.groups, value_range=self.magnitude)
+        self._dist = FeatureDistribution(
+            self.probability.unsqueeze(0), self.groups, value_range=self.magnitude
+        )
         children = [c for cs in self.hierarchy.values() for c in cs]
         if any(not 0 <= i < self.n_features for i in list(self.hierarchy) + children):
             raise SuperpositionError(f"hierarchy: feature indices must lie in [0, {self.n_features})")
@@ -55,7 +59,9 @@ class SyntheticDictionary:
         for parent, cs in self.hierarchy.items():
             self._parent_of[cs] = parent
 
-    def sample_with_truth(self, batch: int, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+    def sample_with_truth(
+        self, batch: int, generator: torch.Generator | None = None
+    ) -> tuple[Tensor, Tensor]:
         """x (batch, d) and the coefficients c (batch, n_features)."""
         c = self._dist.sample(batch, generator)[:, 0]
         has_parent = self._parent_of >= 0
@@ -64,7 +70,9 @@ class SyntheticDictionary:
             c = torch.where(has_parent & ~parent_on, torch.zeros_like(c), c)
         return c @ self.features, c
 
-    def sample(self, batch: int, generator: torch.Generator | None = None, out: Tensor | None = None) -> Tensor:
+    def sample(
+        self, batch: int, generator: torch.Generator | None = None, out: Tensor | None = None
+    ) -> Tensor:
         return self.sample_with_truth(batch, generator)[0]
 
 
@@ -81,14 +89,18 @@ class ToyHidden:
         self.features = features if instance is None else features[instance]
 
     @torch.no_grad()
-    def sample_with_truth(self, batch: int, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+    def sample_with_truth(
+        self, batch: int, generator: torch.Generator | None = None
+    ) -> tuple[Tensor, Tensor]:
         x = self.data.sample(batch, generator)
         h = self.model.hidden(x)
         if self.instance is None:
             return h, x
         return h[:, self.instance], x[:, self.instance]
 
-    def sample(self, batch: int, generator: torch.Generator | None = None, out: Tensor | None = None) -> Tensor:
+    def sample(
+        self, batch: int, generator: torch.Generator | None = None, out: Tensor | None = None
+    ) -> Tensor:
         return self.sample_with_truth(batch, generator)[0]
 
 
@@ -101,13 +113,17 @@ class TensorSource:
 
     def _take(self, t: Tensor, batch: int, start: int) -> Tensor:
         idx = (torch.arange(batch) + start) % t.shape[0]
-        return t[idx] if start + batch > t.shape[0] else t[start:start + batch]
+        return t[idx] if start + batch > t.shape[0] else t[start : start + batch]
 
-    def sample_with_truth(self, batch: int, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor | None]:
+    def sample_with_truth(
+        self, batch: int, generator: torch.Generator | None = None
+    ) -> tuple[Tensor, Tensor | None]:
         start = self.pos
         self.pos = (self.pos + batch) % self.x.shape[0]
         c = None if self.coefficients is None else self._take(self.coefficients, batch, start)
         return self._take(self.x, batch, start), c
 
-    def sample(self, batch: int, generator: torch.Generator | None = None, out: Tensor | None = None) -> Tensor:
+    def sample(
+        self, batch: int, generator: torch.Generator | None = None, out: Tensor | None = None
+    ) -> Tensor:
         return self.sample_with_truth(batch, generator)[0]

@@ -38,10 +38,14 @@ class SAETrainConfig(Config):
     sparsity_warm_up_steps: int = Field(0, ge=0)
     b_dec_init: Literal["geometric_median", "mean", "zeros"] = "geometric_median"
     normalize_activations: bool = False
-    dead_window: int = Field(100_000, gt=0, description="a latent is dead after this many examples without firing")
+    dead_window: int = Field(
+        100_000, gt=0, description="a latent is dead after this many examples without firing"
+    )
     resample: Literal["none", "simple", "anthropic"] = "none"
     resample_every: int = Field(1000, gt=0)
-    checkpoint_every: int = Field(0, ge=0, description="0: only at the end (when a checkpoint directory is given)")
+    checkpoint_every: int = Field(
+        0, ge=0, description="0: only at the end (when a checkpoint directory is given)"
+    )
     seed: int = 0
 
 
@@ -80,8 +84,14 @@ def _batch(source, n: int, gen: torch.Generator, n_instances: int) -> Tensor:
 
 
 class SAETrainer:
-    def __init__(self, sae: BatchedSAE, source, cfg: SAETrainConfig, checkpoint_dir: str | Path | None = None,
-                 on_log: Callable[[int, Tensor, LossOut], dict | None] | None = None) -> None:
+    def __init__(
+        self,
+        sae: BatchedSAE,
+        source,
+        cfg: SAETrainConfig,
+        checkpoint_dir: str | Path | None = None,
+        on_log: Callable[[int, Tensor, LossOut], dict | None] | None = None,
+    ) -> None:
         """`source` has sample(n, generator); if it also has state_dict/load_state_dict (a
         streaming store), its position goes into checkpoints. `on_log(step, x, out)` is called at
         logged steps and may return numbers for the progress bar."""
@@ -118,8 +128,14 @@ class SAETrainer:
         if not self._initialised:
             self.initialise()
         cfg, sae = self.cfg, self.sae
-        bar = tqdm(range(self.step, cfg.steps), initial=self.step, total=cfg.steps, desc=f"SAE ({sae.cfg.architecture})",
-                   disable=(not progress) if progress is not None else None, leave=False)
+        bar = tqdm(
+            range(self.step, cfg.steps),
+            initial=self.step,
+            total=cfg.steps,
+            desc=f"SAE ({sae.cfg.architecture})",
+            disable=(not progress) if progress is not None else None,
+            leave=False,
+        )
         log_every = max(1, cfg.steps // 100)
         asked = []
 
@@ -162,7 +178,9 @@ class SAETrainer:
             group["lr"] = lr_at(step, cfg)
         x = _batch(self.source, cfg.batch_size, self.gen, sae.n_instances) * self.scale
         state = StepState(
-            sparsity_scale=min(1.0, (step + 1) / cfg.sparsity_warm_up_steps) if cfg.sparsity_warm_up_steps else 1.0,
+            sparsity_scale=min(1.0, (step + 1) / cfg.sparsity_warm_up_steps)
+            if cfg.sparsity_warm_up_steps
+            else 1.0,
             dead=self.since_fired >= cfg.dead_window,
         )
         out = sae.loss(x, state)
@@ -193,8 +211,12 @@ class SAETrainer:
         for name, value in out.terms.items():
             if not bool(torch.isfinite(value).all()):
                 bad = (~torch.isfinite(value)).nonzero().squeeze(1).tolist()
-                kept = f"; the last good checkpoint is in {self.checkpoint_dir}" if self.checkpoint_dir else ""
-                raise TrainingDiverged(f"training diverged at step {step}: loss term '{name}' is not finite for instance(s) {bad}{kept}")
+                kept = (
+                    f"; the last good checkpoint is in {self.checkpoint_dir}" if self.checkpoint_dir else ""
+                )
+                raise TrainingDiverged(
+                    f"training diverged at step {step}: loss term '{name}' is not finite for instance(s) {bad}{kept}"
+                )
 
     # ------------------------------------------------------------------ resampling
     @torch.no_grad()
@@ -217,20 +239,34 @@ class SAETrainer:
             if idx.numel() == 0:
                 continue
             if self.cfg.resample == "anthropic":
-                x = _batch(self.source, max(8192, 4 * idx.numel()), self.gen, sae.n_instances)[:, i:i + 1] * self.scale[i]
+                x = (
+                    _batch(self.source, max(8192, 4 * idx.numel()), self.gen, sae.n_instances)[:, i : i + 1]
+                    * self.scale[i]
+                )
                 sae.eval()
                 err = self._recon(x, i).sub(x).square().sum(-1).squeeze(1)
                 sae.train()
-                pick = torch.multinomial(err.square().cpu() + 1e-12, idx.numel(), replacement=err.numel() < idx.numel(), generator=self.gen)
+                pick = torch.multinomial(
+                    err.square().cpu() + 1e-12,
+                    idx.numel(),
+                    replacement=err.numel() < idx.numel(),
+                    generator=self.gen,
+                )
                 dirs = x[pick, 0] - sae.b_dec[i]
             else:
                 dirs = torch.randn(idx.numel(), sae.cfg.d_in, generator=self.gen).to(self.device)
             dirs = dirs / dirs.norm(dim=-1, keepdim=True).clamp(min=1e-8)
             alive = ~dead[i]
-            enc_norm = W_enc[i][:, alive].norm(dim=0).mean() if bool(alive.any()) else torch.tensor(1.0, device=self.device)
+            enc_norm = (
+                W_enc[i][:, alive].norm(dim=0).mean()
+                if bool(alive.any())
+                else torch.tensor(1.0, device=self.device)
+            )
             sae.W_dec[i, idx] = dirs
             if isinstance(getattr(sae, "W_enc", None), torch.nn.Parameter):  # untied
-                sae.W_enc[i][:, idx] = dirs.T * (0.2 * enc_norm if self.cfg.resample == "anthropic" else enc_norm)
+                sae.W_enc[i][:, idx] = dirs.T * (
+                    0.2 * enc_norm if self.cfg.resample == "anthropic" else enc_norm
+                )
             sae.b_enc[i, idx] = 0.0
             self._reset_adam(i, idx)
             self.since_fired[i, idx] = 0
@@ -239,7 +275,7 @@ class SAETrainer:
         """Reconstruction of instance i's inputs x (batch, 1, d) by instance i alone."""
         sae = self.sae
         z = sae.encode(x.expand(-1, sae.n_instances, -1))
-        return sae.decode(z)[:, i:i + 1]
+        return sae.decode(z)[:, i : i + 1]
 
     def _reset_adam(self, i: int, idx: Tensor) -> None:
         sae = self.sae
@@ -268,9 +304,17 @@ class SAETrainer:
         tmp = d / "checkpoint.safetensors.tmp"
         save_file(tensors, str(tmp))
         tmp.replace(d / "checkpoint.safetensors")  # never leave a half-written checkpoint
-        meta = {"step": self.step, "source": self.source.state_dict() if hasattr(self.source, "state_dict") else None,
-                "sae_cfg": self.sae.cfg.model_dump(), "train_cfg": self.cfg.model_dump(),
-                "history": {"steps": self.history.steps, "terms": self.history.terms, "resampled": self.history.resampled}}
+        meta = {
+            "step": self.step,
+            "source": self.source.state_dict() if hasattr(self.source, "state_dict") else None,
+            "sae_cfg": self.sae.cfg.model_dump(),
+            "train_cfg": self.cfg.model_dump(),
+            "history": {
+                "steps": self.history.steps,
+                "terms": self.history.terms,
+                "resampled": self.history.resampled,
+            },
+        }
         (d / "checkpoint.json.tmp").write_text(json.dumps(meta))
         (d / "checkpoint.json.tmp").replace(d / "checkpoint.json")
         return d
@@ -284,7 +328,9 @@ class SAETrainer:
             meta = json.loads((d / "checkpoint.json").read_text())
         except Exception as err:  # corrupt files
             raise SuperpositionError(f"--resume: cannot read the checkpoint in {d} ({err})") from None
-        self.sae.load_state_dict({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")})
+        self.sae.load_state_dict(
+            {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
+        )
         params = dict(self.sae.named_parameters())
         for name, p in params.items():
             st = {key.split(".")[-1]: v for key, v in tensors.items() if key.startswith(f"adam.{name}.")}

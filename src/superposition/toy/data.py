@@ -59,7 +59,9 @@ class FeatureDistribution:
     def __post_init__(self) -> None:
         p = torch.as_tensor(self.probability, dtype=torch.float64)
         if p.ndim != 2:
-            raise SuperpositionError(f"feature_probability: expected shape (inst, feat), got {tuple(p.shape)}")
+            raise SuperpositionError(
+                f"feature_probability: expected shape (inst, feat), got {tuple(p.shape)}"
+            )
         if not torch.isfinite(p).all() or (p < 0).any() or (p > 1).any():
             raise SuperpositionError("feature_probability: every probability must lie in [0, 1]")
         self.probability = p
@@ -78,13 +80,17 @@ class FeatureDistribution:
     def subset(self, instances: Sequence[int]) -> "FeatureDistribution":
         """The distribution of some of the instances, in the order given."""
         idx = list(instances)
-        return FeatureDistribution(self.probability[idx], [self._per_instance_groups[i] for i in idx], self.value_range)
+        return FeatureDistribution(
+            self.probability[idx], [self._per_instance_groups[i] for i in idx], self.value_range
+        )
 
     @property
     def n_features(self) -> int:
         return self.probability.shape[1]
 
-    def sample(self, batch: int, generator: torch.Generator | None = None, out: Tensor | None = None) -> Tensor:
+    def sample(
+        self, batch: int, generator: torch.Generator | None = None, out: Tensor | None = None
+    ) -> Tensor:
         """Draw a batch: Float[Tensor, "batch inst feat"].
 
         The result is a transposed view of an (inst, batch, feat) buffer, so
@@ -146,7 +152,9 @@ def _groups_per_instance(groups, n_inst: int) -> list[list[Group]]:
     if all(isinstance(g, Group) for g in groups):
         return [list(groups) for _ in range(n_inst)]
     if len(groups) != n_inst:
-        raise SuperpositionError(f"groups: expected one list of groups per instance ({n_inst}), got {len(groups)}")
+        raise SuperpositionError(
+            f"groups: expected one list of groups per instance ({n_inst}), got {len(groups)}"
+        )
     return [list(g) for g in groups]
 
 
@@ -160,7 +168,9 @@ def _build_tables(p: Tensor, per_inst: list[list[Group]]) -> dict:
         layout = []
         for g in groups:
             if g.kind not in ("correlated", "anticorrelated"):
-                raise SuperpositionError(f"groups: unknown kind {g.kind!r}; allowed: correlated, anticorrelated")
+                raise SuperpositionError(
+                    f"groups: unknown kind {g.kind!r}; allowed: correlated, anticorrelated"
+                )
             for f in g.features:
                 if not 0 <= f < n_feat:
                     raise SuperpositionError(f"groups: feature {f} out of range [0, {n_feat})")
@@ -301,7 +311,9 @@ class Normalized:
     def __init__(self, source: FeatureDistribution) -> None:
         self.source = source
 
-    def sample(self, batch: int, generator: torch.Generator | None = None, out: Tensor | None = None) -> Tensor:
+    def sample(
+        self, batch: int, generator: torch.Generator | None = None, out: Tensor | None = None
+    ) -> Tensor:
         x = self.source.sample(batch, generator, out=out)
         norms = x.norm(dim=-1, keepdim=True)
         return x.div_(torch.where(norms > 0, norms, torch.ones_like(norms)))
@@ -324,5 +336,7 @@ class FixedDataset:
         """Float[Tensor, "point inst feat"]."""
         return self.xi.transpose(0, 1)
 
-    def sample(self, batch: int | None = None, generator: torch.Generator | None = None, out: Tensor | None = None) -> Tensor:
+    def sample(
+        self, batch: int | None = None, generator: torch.Generator | None = None, out: Tensor | None = None
+    ) -> Tensor:
         return self.x

@@ -89,7 +89,9 @@ def polar_angle_gaps(W: Tensor, threshold: float = 0.5) -> Tensor:
 PHASES = ("not represented", "dedicated dimension", "superposition")
 
 
-def classify_feature(W: Tensor, feature: int = -1, norm_threshold: float = 0.5, interference_threshold: float = 0.1) -> Tensor:
+def classify_feature(
+    W: Tensor, feature: int = -1, norm_threshold: float = 0.5, interference_threshold: float = 0.1
+) -> Tensor:
     """Phase of one feature in each instance: Long[Tensor, "..."] indexing `PHASES`.
 
     0 not represented (‖W_f‖ ≤ norm_threshold); 1 a dedicated dimension (represented, and no other

@@ -83,7 +83,9 @@ class ToyModel(nn.Module):
         return losses
 
     @torch.no_grad()
-    def grads_for(self, x: Tensor, instances: Tensor | None = None, want_loss: bool = False) -> tuple[Tensor, Tensor, Tensor | None]:
+    def grads_for(
+        self, x: Tensor, instances: Tensor | None = None, want_loss: bool = False
+    ) -> tuple[Tensor, Tensor, Tensor | None]:
         """Gradients of some instances: x holds just those instances (batch, len(instances), feat).
 
         Returns (grad_W, grad_b, losses) for them without touching ``.grad``, so several threads
@@ -107,7 +109,9 @@ class ToyModel(nn.Module):
         chunk = max(1, _CHUNK_BYTES // (batch * n_feat * xi.element_size()))
         for s in range(0, n_inst, chunk):
             sl = slice(s, s + chunk)
-            loss = self._grads_chunk(xi[sl], W[sl], b[sl], importance[sl], out[sl], d[sl], grad_W[sl], grad_b[sl], want_loss)
+            loss = self._grads_chunk(
+                xi[sl], W[sl], b[sl], importance[sl], out[sl], d[sl], grad_W[sl], grad_b[sl], want_loss
+            )
             if losses is not None:
                 losses[sl] = loss
         return grad_W, grad_b, losses
@@ -175,8 +179,12 @@ class ComputationModel(nn.Module):
     ) -> None:
         super().__init__()
         std = (2.0 / (d_hidden + n_features)) ** 0.5
-        self.W_in = nn.Parameter(torch.empty(n_instances, d_hidden, n_features).normal_(0.0, std, generator=generator))
-        self.W_out = nn.Parameter(torch.empty(n_instances, n_features, d_hidden).normal_(0.0, std, generator=generator))
+        self.W_in = nn.Parameter(
+            torch.empty(n_instances, d_hidden, n_features).normal_(0.0, std, generator=generator)
+        )
+        self.W_out = nn.Parameter(
+            torch.empty(n_instances, n_features, d_hidden).normal_(0.0, std, generator=generator)
+        )
         self.b = nn.Parameter(torch.zeros(n_instances, n_features))
         self.register_buffer("importance", _importance(importance, n_instances, n_features))
 

@@ -39,10 +39,14 @@ class Source(Protocol):
     """Anything that draws training batches: ``sample(batch, generator, out=None)`` returning a
     (batch, inst, feat) tensor, reusing the (inst, batch, feat) buffer `out` when given."""
 
-    def sample(self, batch: int, generator: torch.Generator | None = None, out: Tensor | None = None) -> Tensor: ...
+    def sample(
+        self, batch: int, generator: torch.Generator | None = None, out: Tensor | None = None
+    ) -> Tensor: ...
 
 
-STREAMS = 2  # instance groups sampled with their own generators; fixed, so results don't depend on the machine
+STREAMS = (
+    2  # instance groups sampled with their own generators; fixed, so results don't depend on the machine
+)
 
 
 class _InstanceParallel:
@@ -60,7 +64,9 @@ class _InstanceParallel:
         self.model = model
         self.groups = [torch.arange(k, n, STREAMS) for k in range(STREAMS)]
         self.sources = [data.subset(g.tolist()) for g in self.groups]
-        self.gens = [torch.Generator().manual_seed(derive_seed(seed, f"train-stream-{k}")) for k in range(STREAMS)]
+        self.gens = [
+            torch.Generator().manual_seed(derive_seed(seed, f"train-stream-{k}")) for k in range(STREAMS)
+        ]
         self.buffers: list[Tensor | None] = [None] * STREAMS
         self.saved_threads = torch.get_num_threads()
         self.threads = max(1, self.saved_threads // STREAMS)
@@ -132,9 +138,11 @@ def train_toy_model(
     )
     result = TrainResult()
     manual = hasattr(model, "accumulate_grads")
-    parallel = _InstanceParallel(model, data, seed) if (
-        hasattr(model, "grads_for") and hasattr(data, "subset") and model.n_instances >= STREAMS
-    ) else None
+    parallel = (
+        _InstanceParallel(model, data, seed)
+        if (hasattr(model, "grads_for") and hasattr(data, "subset") and model.n_instances >= STREAMS)
+        else None
+    )
     buffer = None
     bar = tqdm(range(steps), desc=desc, disable=(not progress) if progress is not None else None, leave=False)
     try:
@@ -167,12 +175,16 @@ def train_toy_model(
             parallel.close()
     if not torch.isfinite(torch.tensor(result.losses[-1])).all():
         bad = [i for i, v in enumerate(result.losses[-1]) if not math.isfinite(v)]
-        raise TrainingDiverged(f"{desc}: the loss is not finite at the end of training for instance(s) {bad}; lower lr (was {lr})")
+        raise TrainingDiverged(
+            f"{desc}: the loss is not finite at the end of training for instance(s) {bad}; lower lr (was {lr})"
+        )
     return result
 
 
 @torch.no_grad()
-def evaluate_losses(model: nn.Module, data: Source, n_rows: int = 16384, seed: int = 12345, batch: int = 4096) -> Tensor:
+def evaluate_losses(
+    model: nn.Module, data: Source, n_rows: int = 16384, seed: int = 12345, batch: int = 4096
+) -> Tensor:
     """Per-instance loss on `n_rows` fresh rows from a fixed seed: Float[Tensor, "inst"]."""
     gen = torch.Generator().manual_seed(derive_seed(seed, "evaluate"))
     total = None

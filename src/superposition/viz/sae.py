@@ -17,8 +17,14 @@ def density_histogram(densities: Mapping[str, Sequence[float]], dead_threshold: 
     bins = np.linspace(-6, 0, 49)
     for label, d in densities.items():
         d = np.asarray(d, dtype=float)
-        logd = np.log10(np.clip(d, 10 ** -5.99, None))
-        ax.hist(logd, bins=bins, histtype="step", lw=1.5, label=f"{label} ({(d <= dead_threshold).mean():.0%} dead)")
+        logd = np.log10(np.clip(d, 10**-5.99, None))
+        ax.hist(
+            logd,
+            bins=bins,
+            histtype="step",
+            lw=1.5,
+            label=f"{label} ({(d <= dead_threshold).mean():.0%} dead)",
+        )
     ax.axvline(-2, color="0.6", ls=":", lw=1)
     ax.axvline(-1, color="0.6", ls=":", lw=1)
     ax.set_xlabel("log10 latent density (dotted: 1% and 10%; dead latents at the left edge)")

@@ -37,7 +37,7 @@ def feature_directions_2d(W: Tensor, titles: Sequence[str], importance: Tensor |
     importance (bright = important)."""
     W = W.detach().cpu()
     n_inst, _, n_feat = W.shape
-    imp = (importance if importance is not None else np.ones((n_inst, n_feat)))
+    imp = importance if importance is not None else np.ones((n_inst, n_feat))
     imp = np.broadcast_to(np.asarray(imp, dtype=float), (n_inst, n_feat))
     cmap = plt.get_cmap("viridis")
     fig, axes = _grid(n_inst)
@@ -95,7 +95,13 @@ def superposition_bars(W: Tensor, titles: Sequence[str], max_cols: int = 8) -> F
     cmap = plt.get_cmap("inferno")
     cols = min(n_inst, max_cols)
     rows = math.ceil(n_inst / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(1.9 * cols, 0.5 + min(6.0, 0.16 * n_feat + 0.8) * rows), squeeze=False, sharex=True)
+    fig, axes = plt.subplots(
+        rows,
+        cols,
+        figsize=(1.9 * cols, 0.5 + min(6.0, 0.16 * n_feat + 0.8) * rows),
+        squeeze=False,
+        sharex=True,
+    )
     for ax in axes.flat[n_inst:]:
         ax.axis("off")
     for i, ax in enumerate(axes.flat[:n_inst]):
@@ -109,7 +115,9 @@ def superposition_bars(W: Tensor, titles: Sequence[str], max_cols: int = 8) -> F
     return fig
 
 
-def dimensions_per_feature(inv_sparsity: np.ndarray, dims_per_feature: np.ndarray, feature_dims: np.ndarray) -> Figure:
+def dimensions_per_feature(
+    inv_sparsity: np.ndarray, dims_per_feature: np.ndarray, feature_dims: np.ndarray
+) -> Figure:
     """Dimensions per feature D* = m/‖W‖_F² (line) and every feature's dimensionality D_i (dots)
     against 1/(1−S) on a log axis, with the sticky fractions marked."""
     fig, ax = plt.subplots(figsize=(8, 4.8))
@@ -117,8 +125,23 @@ def dimensions_per_feature(inv_sparsity: np.ndarray, dims_per_feature: np.ndarra
     xs = np.repeat(inv_sparsity[:, None], n_feat, axis=1)
     jitter = np.exp(np.random.default_rng(0).uniform(-0.03, 0.03, size=xs.shape))
     keep = feature_dims > 0.02
-    ax.scatter((xs * jitter)[keep], feature_dims[keep], s=5, alpha=0.35, color="tab:blue", label="feature dimensionality $D_i$")
-    ax.plot(inv_sparsity, dims_per_feature, color="black", lw=2, marker="o", ms=4, label="dimensions per feature $m/\\|W\\|_F^2$")
+    ax.scatter(
+        (xs * jitter)[keep],
+        feature_dims[keep],
+        s=5,
+        alpha=0.35,
+        color="tab:blue",
+        label="feature dimensionality $D_i$",
+    )
+    ax.plot(
+        inv_sparsity,
+        dims_per_feature,
+        color="black",
+        lw=2,
+        marker="o",
+        ms=4,
+        label="dimensions per feature $m/\\|W\\|_F^2$",
+    )
     for frac, label in FRACTION_LABELS.items():
         ax.axhline(frac, color="tab:red", ls=":", lw=0.9)
         ax.text(inv_sparsity.max() * 1.08, frac, label, va="center", fontsize=9, color="tab:red")
@@ -139,7 +162,9 @@ def feature_dimensionality_scatter(inv_sparsity: np.ndarray, feature_dims: np.nd
     n_inst, n_feat = feature_dims.shape
     for i in range(n_inst):
         d = feature_dims[i][feature_dims[i] > 0.02]
-        ax.scatter(np.full_like(d, i) + np.random.default_rng(i).uniform(-0.3, 0.3, d.shape), d, s=4, alpha=0.4)
+        ax.scatter(
+            np.full_like(d, i) + np.random.default_rng(i).uniform(-0.3, 0.3, d.shape), d, s=4, alpha=0.4
+        )
     for frac in FRACTION_LABELS:
         ax.axhline(frac, color="0.5", ls=":", lw=0.8)
     ax.set_xticks(range(n_inst))
@@ -152,7 +177,9 @@ def feature_dimensionality_scatter(inv_sparsity: np.ndarray, feature_dims: np.nd
     axes[1].hist(all_d, bins=80, range=(0.3, 1.1), orientation="horizontal", color="tab:blue")
     for frac, label in FRACTION_LABELS.items():
         axes[1].axhline(frac, color="tab:red", ls=":", lw=0.8)
-        axes[1].text(axes[1].get_xlim()[1] * 0.98, frac, label, ha="right", va="bottom", fontsize=8, color="tab:red")
+        axes[1].text(
+            axes[1].get_xlim()[1] * 0.98, frac, label, ha="right", va="bottom", fontsize=8, color="tab:red"
+        )
     axes[1].set_ylim(0, 1.1)
     axes[1].set_xlabel("count, D_i ≥ 0.3 (all instances)")
     fig.suptitle("Per-feature dimensionality $D_i = \\|W_i\\|^2 / \\sum_j (\\hat W_i \\cdot W_j)^2$")
@@ -166,7 +193,13 @@ def loss_curves(steps: Sequence[int], losses: np.ndarray, labels: Sequence[str])
     cmap = plt.get_cmap("plasma")
     n = losses.shape[1]
     for i in range(n):
-        ax.plot(steps, losses[:, i], color=cmap(i / max(1, n - 1) * 0.9), lw=1, label=labels[i] if n <= 12 else None)
+        ax.plot(
+            steps,
+            losses[:, i],
+            color=cmap(i / max(1, n - 1) * 0.9),
+            lw=1,
+            label=labels[i] if n <= 12 else None,
+        )
     ax.set_yscale("log")
     ax.set_xlabel("step")
     ax.set_ylabel("loss")
@@ -179,34 +212,54 @@ def loss_curves(steps: Sequence[int], losses: np.ndarray, labels: Sequence[str])
 
 # ---------------------------------------------------------------- interactive (plotly)
 
-def feature_directions_2d_interactive(W: Tensor, titles: Sequence[str], importance: Tensor | None = None) -> go.Figure:
+
+def feature_directions_2d_interactive(
+    W: Tensor, titles: Sequence[str], importance: Tensor | None = None
+) -> go.Figure:
     """Interactive version of `feature_directions_2d`: hover shows feature, norm and importance."""
     W = W.detach().cpu().numpy()
     n_inst, _, n_feat = W.shape
-    imp = np.broadcast_to(np.asarray(importance if importance is not None else 1.0, dtype=float), (n_inst, n_feat))
+    imp = np.broadcast_to(
+        np.asarray(importance if importance is not None else 1.0, dtype=float), (n_inst, n_feat)
+    )
     cols = min(n_inst, 5)
     rows = math.ceil(n_inst / cols)
-    fig = make_subplots(rows=rows, cols=cols, subplot_titles=list(titles), horizontal_spacing=0.02, vertical_spacing=0.06)
+    fig = make_subplots(
+        rows=rows, cols=cols, subplot_titles=list(titles), horizontal_spacing=0.02, vertical_spacing=0.06
+    )
     for i in range(n_inst):
         r, c = i // cols + 1, i % cols + 1
         for f in range(n_feat):
             x, y = W[i, 0, f], W[i, 1, f]
             fig.add_trace(
                 go.Scatter(
-                    x=[0, x], y=[0, y], mode="lines+markers", marker=dict(size=[0, 7]),
-                    line=dict(color=f"hsl({int(260 * (1 - (imp[i, f] - imp.min()) / max(1e-9, np.ptp(imp))))},70%,45%)"),
+                    x=[0, x],
+                    y=[0, y],
+                    mode="lines+markers",
+                    marker=dict(size=[0, 7]),
+                    line=dict(
+                        color=f"hsl({int(260 * (1 - (imp[i, f] - imp.min()) / max(1e-9, np.ptp(imp))))},70%,45%)"
+                    ),
                     hovertext=f"feature {f}<br>norm {np.hypot(x, y):.3f}<br>importance {imp[i, f]:.3g}",
-                    hoverinfo="text", showlegend=False,
+                    hoverinfo="text",
+                    showlegend=False,
                 ),
-                row=r, col=c,
+                row=r,
+                col=c,
             )
         fig.update_xaxes(range=[-1.3, 1.3], visible=False, row=r, col=c)
         fig.update_yaxes(range=[-1.3, 1.3], visible=False, scaleanchor=f"x{i + 1 if i else ''}", row=r, col=c)
-    fig.update_layout(height=260 * rows + 60, title="Feature directions (hover for details)", margin=dict(l=10, r=10, t=70, b=10))
+    fig.update_layout(
+        height=260 * rows + 60,
+        title="Feature directions (hover for details)",
+        margin=dict(l=10, r=10, t=70, b=10),
+    )
     return fig
 
 
-def dimensions_per_feature_interactive(inv_sparsity: np.ndarray, dims_per_feature: np.ndarray, feature_dims: np.ndarray) -> go.Figure:
+def dimensions_per_feature_interactive(
+    inv_sparsity: np.ndarray, dims_per_feature: np.ndarray, feature_dims: np.ndarray
+) -> go.Figure:
     fig = go.Figure()
     n_inst, n_feat = feature_dims.shape
     xs, ys, text = [], [], []
@@ -216,17 +269,43 @@ def dimensions_per_feature_interactive(inv_sparsity: np.ndarray, dims_per_featur
                 xs.append(inv_sparsity[i])
                 ys.append(feature_dims[i, f])
                 text.append(f"instance {i}, feature {f}: D = {feature_dims[i, f]:.3f}")
-    fig.add_trace(go.Scatter(x=xs, y=ys, mode="markers", marker=dict(size=4, opacity=0.4), hovertext=text, hoverinfo="text", name="feature dimensionality D_i"))
-    fig.add_trace(go.Scatter(x=inv_sparsity, y=dims_per_feature, mode="lines+markers", line=dict(color="black"), name="dimensions per feature"))
+    fig.add_trace(
+        go.Scatter(
+            x=xs,
+            y=ys,
+            mode="markers",
+            marker=dict(size=4, opacity=0.4),
+            hovertext=text,
+            hoverinfo="text",
+            name="feature dimensionality D_i",
+        )
+    )
+    fig.add_trace(
+        go.Scatter(
+            x=inv_sparsity,
+            y=dims_per_feature,
+            mode="lines+markers",
+            line=dict(color="black"),
+            name="dimensions per feature",
+        )
+    )
     for frac, label in FRACTION_LABELS.items():
-        fig.add_hline(y=frac, line_dash="dot", line_color="firebrick", annotation_text=label, annotation_position="right")
+        fig.add_hline(
+            y=frac,
+            line_dash="dot",
+            line_color="firebrick",
+            annotation_text=label,
+            annotation_position="right",
+        )
     fig.update_xaxes(type="log", title="1 / (1 − S)")
     fig.update_yaxes(title="dimensions per feature", range=[0, 1.1])
     fig.update_layout(height=480, title="Dimensions per feature against sparsity")
     return fig
 
 
-def weight_heatmaps(mats: Tensor | np.ndarray, titles: Sequence[str], xlabel: str, ylabel: str, suptitle: str) -> Figure:
+def weight_heatmaps(
+    mats: Tensor | np.ndarray, titles: Sequence[str], xlabel: str, ylabel: str, suptitle: str
+) -> Figure:
     """One signed heat map per instance (red positive, blue negative), e.g. W as neurons × features."""
     mats = np.asarray(mats.detach().cpu() if isinstance(mats, Tensor) else mats)
     vmax = max(1e-6, float(np.abs(mats).max()))
@@ -258,7 +337,14 @@ def neuron_stacked_bars(W: Tensor, titles: Sequence[str], mono: Tensor | None = 
         for f in range(n_feat):
             w = W[i, :, f]
             pos, neg = np.clip(w, 0, None), np.clip(w, None, 0)
-            ax.bar(np.arange(n_hidden), pos, bottom=pos_base, color=colours(f % 20), width=0.8, label=f"feature {f}" if i == 0 else None)
+            ax.bar(
+                np.arange(n_hidden),
+                pos,
+                bottom=pos_base,
+                color=colours(f % 20),
+                width=0.8,
+                label=f"feature {f}" if i == 0 else None,
+            )
             ax.bar(np.arange(n_hidden), neg, bottom=neg_base, color=colours(f % 20), width=0.8)
             pos_base += pos
             neg_base += neg
@@ -276,7 +362,9 @@ def neuron_stacked_bars(W: Tensor, titles: Sequence[str], mono: Tensor | None = 
 
 def dimensionality_over_time(steps: np.ndarray, dims: np.ndarray, losses: np.ndarray) -> Figure:
     """Every feature's dimensionality D_i through training (one thin line each) above the loss."""
-    fig, (ax, ax_loss) = plt.subplots(2, 1, figsize=(9, 6.5), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+    fig, (ax, ax_loss) = plt.subplots(
+        2, 1, figsize=(9, 6.5), sharex=True, gridspec_kw={"height_ratios": [3, 1]}
+    )
     ax.plot(steps, dims, lw=0.7, alpha=0.45)
     for frac, label in FRACTION_LABELS.items():
         ax.axhline(frac, color="black", ls=":", lw=0.7)
@@ -286,7 +374,9 @@ def dimensionality_over_time(steps: np.ndarray, dims: np.ndarray, losses: np.nda
     ax.set_title("Feature dimensionality through training: plateaus joined by sudden jumps")
     ax_loss.plot(steps, losses, color="black")
     ax_loss.set_yscale("log")
-    ax_loss.set_xscale("symlog", linthresh=max(1, int(steps[1]) if len(steps) > 1 else 1))  # early jumps are fast
+    ax_loss.set_xscale(
+        "symlog", linthresh=max(1, int(steps[1]) if len(steps) > 1 else 1)
+    )  # early jumps are fast
     ax_loss.set_xlabel("step")
     ax_loss.set_ylabel("loss")
     fig.tight_layout()
@@ -298,19 +388,59 @@ def dimensionality_slider(steps: np.ndarray, dims: np.ndarray, losses: np.ndarra
     with a slider over training steps."""
     order = np.argsort(-dims[-1])
     x = np.arange(dims.shape[1])
-    frames = [go.Frame(data=[go.Scatter(x=x, y=dims[t, order], mode="markers", marker=dict(size=5))],
-                       name=str(int(steps[t])), layout=go.Layout(title=f"step {int(steps[t])}: loss {losses[t]:.4g}"))
-              for t in range(len(steps))]
+    frames = [
+        go.Frame(
+            data=[go.Scatter(x=x, y=dims[t, order], mode="markers", marker=dict(size=5))],
+            name=str(int(steps[t])),
+            layout=go.Layout(title=f"step {int(steps[t])}: loss {losses[t]:.4g}"),
+        )
+        for t in range(len(steps))
+    ]
     fig = go.Figure(data=frames[0].data, frames=frames)
     for frac, label in FRACTION_LABELS.items():
-        fig.add_hline(y=frac, line_dash="dot", line_color="gray", annotation_text=label, annotation_position="right")
+        fig.add_hline(
+            y=frac, line_dash="dot", line_color="gray", annotation_text=label, annotation_position="right"
+        )
     fig.update_layout(
-        height=520, title=frames[0].layout.title.text,
-        xaxis=dict(title="feature (sorted by final dimensionality)"), yaxis=dict(title="D_i", range=[-0.02, 1.1]),
-        sliders=[dict(active=0, currentvalue=dict(prefix="step "), steps=[
-            dict(method="animate", label=f.name, args=[[f.name], dict(mode="immediate", frame=dict(duration=0, redraw=True), transition=dict(duration=0))])
-            for f in frames])],
-        updatemenus=[dict(type="buttons", showactive=False, x=0, y=1.15, buttons=[
-            dict(label="play", method="animate", args=[None, dict(frame=dict(duration=60, redraw=True), fromcurrent=True)])])],
+        height=520,
+        title=frames[0].layout.title.text,
+        xaxis=dict(title="feature (sorted by final dimensionality)"),
+        yaxis=dict(title="D_i", range=[-0.02, 1.1]),
+        sliders=[
+            dict(
+                active=0,
+                currentvalue=dict(prefix="step "),
+                steps=[
+                    dict(
+                        method="animate",
+                        label=f.name,
+                        args=[
+                            [f.name],
+                            dict(
+                                mode="immediate",
+                                frame=dict(duration=0, redraw=True),
+                                transition=dict(duration=0),
+                            ),
+                        ],
+                    )
+                    for f in frames
+                ],
+            )
+        ],
+        updatemenus=[
+            dict(
+                type="buttons",
+                showactive=False,
+                x=0,
+                y=1.15,
+                buttons=[
+                    dict(
+                        label="play",
+                        method="animate",
+                        args=[None, dict(frame=dict(duration=60, redraw=True), fromcurrent=True)],
+                    )
+                ],
+            )
+        ],
     )
     return fig
