@@ -66,7 +66,9 @@ def ours_worker(data_path: str, out_path: str, seed: int) -> None:
     trainer = SAETrainer(
         sae,
         TensorSource(x),
-        SAETrainConfig(steps=x.shape[0] // BATCH, batch_size=BATCH, lr=LR, dead_window=DEAD_WINDOW),
+        SAETrainConfig(
+            steps=x.shape[0] // BATCH, batch_size=BATCH, lr=LR, dead_feature_window=-(-DEAD_WINDOW // BATCH)
+        ),
     )
     start = time.perf_counter()
     trainer.train(progress=False)
@@ -124,7 +126,8 @@ def main() -> None:
         data = str(Path(tmp) / "acts.safetensors")
         save_file({"x": x}, data)
         print(
-            f"workload: {samples:,} activations of dimension 128 (generated at {samples / gen_seconds:,.0f}/s), "
+            f"workload: {samples:,} activations of dimension 128 (generated at "
+            f"{samples / gen_seconds:,.0f}/s), "
             f"TopK d_sae={D_SAE} k={K}, batch {BATCH}, lr {LR}"
         )
         rows: dict[str, dict] = {}
@@ -167,12 +170,14 @@ def main() -> None:
                 if r["seconds"] < row["seconds"]:
                     row.update({k: v for k, v in r.items() if k != "seconds"}, seconds=r["seconds"])
     print(
-        f"{'trainer':<15}{'seconds':>9}{'samples/s':>12}{'peak RSS MiB':>14}{'MCC':>8}   runs (s) / MCC per seed"
+        f"{'trainer':<15}{'seconds':>9}{'samples/s':>12}{'peak RSS MiB':>14}{'MCC':>8}   runs (s) / MCC per "
+        "seed"
     )
     for name, r in rows.items():
         r["mcc"] = sum(r["all_mcc"]) / len(r["all_mcc"])
         print(
-            f"{name:<15}{r['seconds']:>9.1f}{r['samples'] / r['seconds']:>12,.0f}{r['peak_rss_mib']:>14,.0f}{r['mcc']:>8.3f}   "
+            f"{name:<15}{r['seconds']:>9.1f}{r['samples'] / r['seconds']:>12,.0f}"
+            f"{r['peak_rss_mib']:>14,.0f}{r['mcc']:>8.3f}   "
             f"{r['all_seconds']} / {r['all_mcc']}"
         )
     if "SAELens" in rows:
@@ -180,7 +185,8 @@ def main() -> None:
         speedup = (ours["samples"] / ours["seconds"]) / (theirs["samples"] / theirs["seconds"])
         ok = speedup >= 3 and ours["mcc"] >= theirs["mcc"] - 1e-3
         print(
-            f"speed-up: {speedup:.2f}x (target >= 3x); MCC {ours['mcc']:.3f} vs {theirs['mcc']:.3f} (target: at least equal)"
+            f"speed-up: {speedup:.2f}x (target >= 3x); MCC {ours['mcc']:.3f} vs {theirs['mcc']:.3f} (target: "
+            "at least equal)"
         )
         print("PASS" if ok else "FAIL")
         raise SystemExit(0 if ok else 1)

@@ -7,8 +7,9 @@ import torch
 
 from superposition.errors import SuperpositionError
 from superposition.sae import SAEConfig, StepState, make_sae
+from superposition.sae.batchtopk import batch_topk
 from superposition.sae.jumprelu import _JumpReLU, _Step
-from superposition.sae.topk import batch_topk, topk_mask
+from superposition.sae.topk import topk_mask
 
 
 def _sae(arch, d_in=3, d_sae=4, **kw):

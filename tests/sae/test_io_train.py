@@ -7,19 +7,12 @@ import torch
 from safetensors.torch import save_file
 
 from superposition.errors import SuperpositionError
-from superposition.sae import SAEConfig, make_sae
+from superposition.sae import ARCHITECTURES, SAEConfig, make_sae
 from superposition.sae.io import load_sae, save_instances, save_sae
 from superposition.sae.sources import SyntheticDictionary
 from superposition.sae.train import SAETrainConfig, SAETrainer, TrainingDiverged, geometric_median, lr_at
 
-ARCHS = {
-    "standard": {},
-    "gated": {},
-    "jumprelu": {},
-    "topk": {"k": 3},
-    "batchtopk": {"k": 3},
-    "matryoshka": {"k": 3},
-}
+ARCHS = {name: ({cls.l0_key: 3} if cls.l0_key else {}) for name, cls in ARCHITECTURES.items()}
 
 
 @pytest.mark.parametrize("arch", list(ARCHS))
@@ -147,7 +140,9 @@ def _trainer(tmp_path=None, steps=40, arch="topk", **kw):
 
 
 def test_interrupted_run_resumes_exactly(tmp_path):
-    settings = dict(steps=40, dead_window=500, resample="anthropic", resample_every=15, lr_decay_steps=10)
+    settings = dict(
+        steps=40, dead_feature_window=8, resample="anthropic", feature_sampling_window=15, lr_decay_steps=10
+    )
     full = _trainer(**settings)
     full.train(progress=False)
 
@@ -205,7 +200,7 @@ def test_normalisation_is_folded_back():
 
 
 def test_resampling_resets_dead_latents():
-    tr = _trainer(steps=5, resample="simple", dead_window=10**9)
+    tr = _trainer(steps=5, resample="simple", dead_feature_window=10**9 // 64)  # 10**9 examples
     tr.train(progress=False)
     tr.since_fired[0, :5] = 10**9  # pretend five latents of instance 0 are dead
     before = tr.sae.W_dec.detach().clone()

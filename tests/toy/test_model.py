@@ -3,9 +3,10 @@
 import pytest
 import torch
 
+from superposition.schedules import lr_factor
 from superposition.toy.data import FeatureDistribution
 from superposition.toy.model import ToyModel
-from superposition.toy.train import lr_factor, train_toy_model
+from superposition.toy.train import train_toy_model
 
 
 def _model(W, b, importance=None, hidden_relu=False):

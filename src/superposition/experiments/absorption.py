@@ -14,8 +14,8 @@ from superposition.config import Config
 from superposition.experiments.base import Result, register
 from superposition.experiments.sae_common import (
     ALL_ARCHITECTURES,
-    metrics_figure,
     metrics_table,
+    steps_for,
     train_matched,
 )
 from superposition.report.html import FigureSpec
@@ -24,26 +24,30 @@ from superposition.sae.io import save_sae
 from superposition.sae.sources import SyntheticDictionary
 from superposition.sae.train import SAETrainConfig
 from superposition.seeding import derive_seed
+from superposition.viz.sae import metric_bars
 
 COLUMNS = ["absorption", "parent_miss_without_child", "excess_absorption", "mcc", "explained_variance", "l0"]
 
 
 class AbsorptionConfig(Config):
-    n_parents: int = Field(8, gt=0)
-    children_per_parent: int = Field(3, gt=0)
+    n_parents: int = Field(8, gt=0, description="parent features, the most frequent ones")
+    children_per_parent: int = Field(3, gt=0, description="children of each parent (fire only with it)")
     n_other: int = Field(40, ge=0, description="independent features besides the hierarchy")
-    d: int = Field(32, gt=0)
-    d_sae: int = Field(128, gt=0)
+    d: int = Field(32, gt=0, description="dimension of the activations")
+    d_sae: int = Field(128, gt=0, description="latents of each SAE")
     k: int = Field(3, gt=0, description="target L0")
-    samples: int = Field(600_000, gt=0)
-    batch_size: int = Field(1024, gt=0)
-    lr: float = Field(5e-3, gt=0.0)
-    seed: int = 0
+    samples: int = Field(600_000, gt=0, description="training examples per SAE")
+    batch_size: int = Field(1024, gt=0, description="SAE training batch")
+    lr: float = Field(5e-3, gt=0.0, description="SAE learning rate (Adam)")
+    seed: int = Field(
+        0, description="seeds the data, the SAEs and the evaluation (each purpose its own stream)"
+    )
 
 
 @register(
     "absorption",
-    "parent/child feature hierarchies: how often each architecture's parent latent stays silent when a child is present (feature absorption)",
+    "parent/child feature hierarchies: how often each architecture's parent latent stays silent when a child "
+    "is present (feature absorption)",
     AbsorptionConfig,
     quick={"samples": 200_000},
 )
@@ -65,7 +69,7 @@ def run(cfg: AbsorptionConfig, out: Path) -> Result:
         lr=cfg.lr,
         lr_decay_steps=steps // 5,
         sparsity_warm_up_steps=steps // 20,
-        dead_window=50_000,
+        dead_feature_window=steps_for(50_000, cfg.batch_size),
         seed=cfg.seed,
     )
     x, c = source.sample_with_truth(
@@ -83,17 +87,21 @@ def run(cfg: AbsorptionConfig, out: Path) -> Result:
     table = metrics_table(results, COLUMNS)
     print(table)
     highlights = {
-        r.architecture: f"absorption {r.metrics['absorption']:.1%} (parent latent silent with a child present), "
+        r.architecture: f"absorption {r.metrics['absorption']:.1%} (parent latent silent with a child "
+        "present), "
         f"{r.metrics['parent_miss_without_child']:.1%} without"
         for r in results
     }
     explanation = f"""
-<p>{cfg.n_parents} parent features, each with {cfg.children_per_parent} children that fire only together with their
+<p>{cfg.n_parents} parent features, each with {cfg.children_per_parent} children that fire only together with
+their
 parent (think "animal" and "dog"), plus {cfg.n_other} independent features, in {cfg.d} dimensions. An SAE that
-represents the hierarchy faithfully fires the parent's latent whenever the parent is present. A sparsity penalty
+represents the hierarchy faithfully fires the parent's latent whenever the parent is present. A sparsity
+penalty
 tempts it to do otherwise: a latent for "parent + child" can reconstruct both with one activation, and the
 parent's own latent then stays silent when a child is there. This is <i>feature absorption</i>.</p>
-<p>For each parent, its latent is the one whose decoder direction is closest to the parent's. <b>absorption</b> is
+<p>For each parent, its latent is the one whose decoder direction is closest to the parent's.
+<b>absorption</b> is
 the share of examples with the parent and one of its children present on which that latent does not fire;
 <b>parent_miss_without_child</b> the same share when no child is present, the baseline.</p>
 <pre>{html.escape(table)}</pre>
@@ -102,7 +110,7 @@ the share of examples with the parent and one of its children present on which t
         FigureSpec(
             "absorption",
             "Absorption and baseline miss rate, recovery and reconstruction per architecture.",
-            metrics_figure(results, COLUMNS),
+            metric_bars({r.architecture: r.metrics for r in results}, COLUMNS),
         )
     ]
     summary = {

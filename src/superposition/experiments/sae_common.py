@@ -6,7 +6,6 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor
 
@@ -16,22 +15,17 @@ from superposition.sae.base import BatchedSAE
 from superposition.sae.metrics import Accumulator
 from superposition.sae.train import SAETrainConfig, SAETrainer
 from superposition.seeding import derive_seed
-from superposition.viz.sae import density_histogram
 
 ALL_ARCHITECTURES = list(ARCHITECTURES)
-# Architectures whose sparsity is a penalty get a sweep of coefficients, trained as instances of
-# one batched SAE; the instance whose L0 lands closest to the target is kept.
-# Ranges calibrated on the synthetic dictionary (coefficients in units of its activations).
-_R2 = 2**0.5  # a factor of √2 between neighbours, so some instance lands within ~20% of the target L0
-SWEEPS = {
-    "standard": ("l1_coefficient", [round(0.16 * _R2**i, 4) for i in range(8)]),
-    "gated": ("l1_coefficient", [round(0.16 * _R2**i, 4) for i in range(8)]),
-    "jumprelu": ("l0_coefficient", [round(0.005 * _R2**i, 5) for i in range(8)]),
-}
+
+
+def steps_for(examples: int, batch_size: int) -> int:
+    """Steps of `batch_size` that first reach `examples` (a window given in examples, in steps)."""
+    return -(-examples // batch_size)
 
 
 @dataclass
-class Trained:
+class MatchedSAE:
     architecture: str
     sae: BatchedSAE
     instance: int  # the kept instance
@@ -49,57 +43,65 @@ def train_matched(
     features: Tensor,
     eval_samples: int = 16384,
     **sae_kwargs,
-) -> Trained:
+) -> MatchedSAE:
     """Train `arch` at L0 ≈ target_l0 on `source` and score the kept SAE.
 
-    `features` are the true directions, (n, d) for a shared source or (inst, n, d) for a
-    per-instance one (then the SAE has one instance per source instance and no sweep)."""
+    The architecture says how: a key set to the target (`l0_key`, the TopK family's k), or a
+    penalty swept over instances of one batched SAE (`penalty_sweep`), keeping the instance whose
+    L0 lands closest to the target. `features` are the true directions, (n, d) for a shared source
+    or (inst, n, d) for a per-instance one (then the SAE has one instance per source instance and
+    no sweep)."""
+    cls = ARCHITECTURES[arch]
     per_instance_truth = features.ndim == 3
+    sweep_key, sweep_values = (
+        cls.penalty_sweep if cls.penalty_sweep and not per_instance_truth else (None, [])
+    )
     kw: dict[str, Any] = dict(architecture=arch, d_in=d_in, d_sae=d_sae, **sae_kwargs)
-    if arch in ("topk", "batchtopk", "matryoshka"):
-        kw["k"] = max(1, round(target_l0))
+    if cls.l0_key:
+        kw[cls.l0_key] = max(1, round(target_l0))
     if per_instance_truth:
         kw["n_instances"] = features.shape[0]
-    elif arch in SWEEPS:
-        key, values = SWEEPS[arch]
-        kw[key] = values
-        kw["n_instances"] = len(values)
-    cfg = SAEConfig.build(kw, source=f"{arch} SAE")
-    sae = make_sae(cfg, torch.Generator().manual_seed(derive_seed(train.seed, "sae-init")))
+    elif sweep_key:
+        kw[sweep_key], kw["n_instances"] = sweep_values, len(sweep_values)
+    sae = make_sae(
+        SAEConfig.build(kw, source=f"{arch} SAE"),
+        torch.Generator().manual_seed(derive_seed(train.seed, "sae-init")),
+    )
     trainer = SAETrainer(sae, source, train)
     trainer.train()
     trainer.fold_normalization()
     sae.eval()
-    x, coeffs = source.sample_with_truth(
-        eval_samples, torch.Generator().manual_seed(derive_seed(train.seed, "sae-eval"))
-    )
-    if x.ndim == 2:
-        x = x.unsqueeze(1).expand(-1, sae.n_instances, -1)
-        coeffs = coeffs.unsqueeze(1).expand(-1, sae.n_instances, -1)
-    with torch.no_grad():
-        z = sae.encode(x)
-        x_hat = sae.decode(z)
-    acc = Accumulator()
-    acc.add(x, x_hat, z)
-    m = acc.result()
+    m, z, coeffs = evaluate_on_source(sae, source, eval_samples, train.seed)
     l0 = m["l0"]
-    sweep = []
-    if arch in SWEEPS and not per_instance_truth:
-        key, values = SWEEPS[arch]
-        sweep = [{key: v, "l0": float(l)} for v, l in zip(values, l0.tolist())]
+    sweep, keep = [], 0
+    if sweep_key:
+        sweep = [{sweep_key: v, "l0": float(l0_v)} for v, l0_v in zip(sweep_values, l0.tolist(), strict=True)]
         keep = int(torch.argmin((torch.log(l0.clamp(min=1e-3)) - math.log(target_l0)).abs()))
-    else:
-        keep = 0
     metrics = {k: float(v[keep]) for k, v in m.items() if k != "density"}
     metrics["density"] = m["density"][keep].tolist()
     truth = features[keep] if per_instance_truth else features
     metrics.update(gt.score(sae.W_dec[keep].detach(), truth, z[:, keep], coeffs[:, keep] != 0))
-    if arch in SWEEPS and not per_instance_truth:
-        metrics[SWEEPS[arch][0]] = SWEEPS[arch][1][keep]
-    return Trained(arch, sae, keep, metrics, sweep)
+    if sweep_key:
+        metrics[sweep_key] = sweep_values[keep]
+    return MatchedSAE(arch, sae, keep, metrics, sweep)
 
 
-def metrics_table(results: list[Trained], columns: list[str]) -> str:
+@torch.no_grad()
+def evaluate_on_source(
+    sae: BatchedSAE, source, n: int, seed: int
+) -> tuple[dict[str, Tensor], Tensor, Tensor]:
+    """Every metric per instance on n fresh examples, with the latents and true coefficients."""
+    x, coeffs = source.sample_with_truth(n, torch.Generator().manual_seed(derive_seed(seed, "sae-eval")))
+    if x.ndim == 2:
+        x = x.unsqueeze(1).expand(-1, sae.n_instances, -1)
+        coeffs = coeffs.unsqueeze(1).expand(-1, sae.n_instances, -1)
+    z = sae.encode(x)
+    acc = Accumulator()
+    acc.add(x, sae.decode(z), z)
+    return acc.result(), z, coeffs
+
+
+def metrics_table(results: list[MatchedSAE], columns: list[str]) -> str:
     """A plain-text table for the terminal and the report."""
     widths = [max(10, len(c) + 2) for c in columns]
     head = f"{'architecture':<12}" + "".join(f"{c:>{w}}" for c, w in zip(columns, widths))
@@ -114,24 +116,3 @@ def _fmt(v) -> str:
     if v is None:
         return "-"
     return f"{v:.3f}" if isinstance(v, float) else str(v)
-
-
-def metrics_figure(results: list[Trained], columns: list[str]):
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(columns), figsize=(2.6 * len(columns), 3.4))
-    names = [r.architecture for r in results]
-    colours = plt.get_cmap("tab10")(np.arange(len(names)))
-    for ax, c in zip(np.atleast_1d(axes), columns):
-        vals = [r.metrics.get(c, np.nan) for r in results]
-        ax.bar(range(len(names)), vals, color=colours)
-        ax.set_xticks(range(len(names)))
-        ax.set_xticklabels(names, rotation=60, fontsize=8)
-        ax.set_title(c, fontsize=10)
-    fig.tight_layout()
-    return fig
-
-
-def density_figure(results: list[Trained]):
-    """Histogram of log10 latent density per architecture (see viz.sae.density_histogram)."""
-    return density_histogram({r.architecture: r.metrics["density"] for r in results})

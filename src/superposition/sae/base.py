@@ -1,6 +1,17 @@
-"""What every SAE architecture shares: the config, the batched parameters, decoding, and the
-decoder-norm constraint. Each architecture lives in its own module and defines `encode` (the
-inference form) and `loss` (its training objective).
+"""What every SAE architecture shares, and the registry that lists them.
+
+An architecture is one module with one class (or a few) decorated with `@architecture`. The class
+declares everything the rest of the package needs to know about it:
+
+    name             the `architecture` key in configs and cfg.json (`aliases`: other libraries')
+    Options          a small Config of the keys it adds to SAEConfig (k, bandwidth, ...)
+    check_config     requirements across keys ("k: required", "prefixes: ... ending at d_sae")
+    encode / loss    its inference form and its training objective
+    saved_tensors    its weights under the SAELens names, and load_saved to read them back
+    l0_key / penalty_sweep   how an experiment reaches a target L0 with it
+
+`superposition.sae.registry` imports the architecture modules (one line each); SAEConfig and every
+list of architectures elsewhere are derived from `ARCHITECTURES`.
 
 Shapes: activations are (batch, inst, d_in); latents (batch, inst, d_sae). Parameters carry a
 leading instance axis so `n_instances` SAEs (seeds, sparsity coefficients, ...) train in one pass:
@@ -9,101 +20,43 @@ W_enc (inst, d_in, d_sae), W_dec (inst, d_sae, d_in), b_enc (inst, d_sae), b_dec
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
-from pydantic import Field, model_validator
+from pydantic import Field
 from torch import Tensor, nn
 
 from superposition.config import Config
 
-Architecture = Literal["standard", "gated", "jumprelu", "topk", "batchtopk", "matryoshka"]
+if TYPE_CHECKING:
+    from superposition.sae.config import SAEConfig
 
 
-class SAEConfig(Config):
-    """Everything that defines an SAE (saved as cfg.json). Keys an architecture does not use are
-    ignored by it; the ones it needs are checked here."""
+class NoOptions(Config):
+    """An architecture that adds no config keys."""
 
-    architecture: Architecture = "topk"
-    d_in: int = Field(gt=0)
-    d_sae: int = Field(gt=0)
-    n_instances: int = Field(1, gt=0)
-    # sparsity: L1 (standard, gated), L0 (jumprelu), k (topk, batchtopk, matryoshka); a list gives one per instance
-    l1_coefficient: float | list[float] = 1.0
-    l0_coefficient: float | list[float] = 1.0
-    l0_target: float | None = Field(
-        None, gt=0.0, description="jumprelu: penalise (L0/target − 1)² instead of L0"
-    )
-    k: int | None = Field(None, gt=0)
-    # standard
-    tied: bool = False
-    weighted_l1: bool = Field(
-        False, description="standard: L1 weighted by decoder row norms, no unit-norm constraint"
-    )
-    # jumprelu
-    bandwidth: float = Field(
-        0.05, gt=0.0, description="jumprelu: width of the rectangle kernel of the straight-through estimator"
-    )
-    init_threshold: float = Field(
-        0.2, gt=0.0, description="jumprelu: starting threshold (short runs need it near the activation scale)"
-    )
-    # topk family
-    aux_k: int | None = Field(None, gt=0, description="latents used by the AuxK loss (default d_in // 2)")
-    aux_coefficient: float = Field(1 / 32, ge=0.0)
-    low_precision: Literal["auto", "on", "off"] = Field(
-        "off",
-        description="topk training: choose the top k with a bfloat16 product (the chosen latents' values, the "
-        "reconstruction and all gradients stay float32); auto: on where bf16 matmul is native. "
-        "About 10% faster per step on a CPU with AVX512-BF16; MCC 0.964 against 0.973 in the benchmark",
-    )
-    prefixes: list[int] | None = Field(
-        None, description="matryoshka: nested dictionary sizes, ending at d_sae"
-    )
-    # where the activations come from (language-model SAEs)
-    model_name: str | None = None
-    hook_name: str | None = None
-    normalization_scale: float | None = Field(
-        None, description="set when activation normalisation was folded into the weights"
+
+def per_instance(default: float, description: str) -> Any:
+    """A coefficient that takes one value, or a list with one per instance (a sweep trained as one
+    batched SAE); SAEConfig checks the list's length and saving keeps each instance's own value."""
+    return Field(
+        default,
+        description=f"{description}; a list gives one per instance",
+        json_schema_extra={"per_instance": True},
     )
 
-    @model_validator(mode="after")
-    def _check(self):
-        a = self.architecture
-        if a in ("topk", "batchtopk", "matryoshka"):
-            if self.k is None:
-                raise ValueError(f"k: required for architecture {a}")
-            if self.k > self.d_sae:
-                raise ValueError(f"k: must be at most d_sae ({self.d_sae}), got {self.k}")
-        if a == "matryoshka":
-            pre = self.prefix_sizes()
-            if sorted(pre) != pre or len(set(pre)) != len(pre) or pre[-1] != self.d_sae or pre[0] <= 0:
-                raise ValueError(
-                    f"prefixes: strictly increasing positive sizes ending at d_sae ({self.d_sae}), got {pre}"
-                )
-        for name in ("l1_coefficient", "l0_coefficient"):
-            v = getattr(self, name)
-            if isinstance(v, list) and len(v) != self.n_instances:
-                raise ValueError(
-                    f"{name}: a list needs one value per instance (n_instances={self.n_instances}), got {len(v)}"
-                )
-            if (min(v) if isinstance(v, list) else v) < 0:
-                raise ValueError(f"{name}: must be ≥ 0")
-        return self
 
-    def prefix_sizes(self) -> list[int]:
-        """Matryoshka prefixes: the configured ones, or doubling sizes d_sae/16, ..., d_sae."""
-        return list(self.prefixes) if self.prefixes else _default_prefixes(self.d_sae)
-
-    def per_instance(self, name: str) -> Tensor:
-        v = getattr(self, name)
-        return torch.tensor(v if isinstance(v, list) else [v] * self.n_instances, dtype=torch.float32)
+ARCHITECTURES: dict[str, type[BatchedSAE]] = {}
 
 
-def _default_prefixes(d_sae: int) -> list[int]:
-    """Doubling prefixes d_sae/16, d_sae/8, ..., d_sae (those that are ≥ 1)."""
-    sizes = sorted({max(1, d_sae >> s) for s in range(4, -1, -1)})
-    return sizes
+def architecture(cls: type[BatchedSAE]) -> type[BatchedSAE]:
+    """Class decorator: register an SAE architecture under `cls.name`."""
+    if cls.name in ARCHITECTURES:
+        raise ValueError(f"architecture {cls.name!r} is registered twice")
+    ARCHITECTURES[cls.name] = cls
+    return cls
 
 
 @dataclass
@@ -121,23 +74,41 @@ class LossOut:
     z: Tensor | None = None  # latents used in training, (batch, inst, d_sae); sparse paths may omit it
     x_hat: Tensor | None = None
     fired: Tensor | None = None  # Bool[Tensor, "inst d_sae"]: latents that fired in this batch (else from z)
+    l0: Tensor | None = None  # Float[Tensor, "inst"]: mean active latents per example (else from z)
 
 
 class BatchedSAE(nn.Module):
-    """Parameters, decoding and the decoder constraint shared by every architecture."""
+    """Parameters, decoding, saving and the decoder constraint shared by every architecture."""
 
+    name: ClassVar[str]
+    aliases: ClassVar[tuple[str, ...]] = ()  # names other libraries' cfg.json use for it
+    Options: ClassVar[type[Config]] = NoOptions
+    # How an experiment reaches a target L0: a config key set to it (the TopK family's "k"), or a
+    # penalty coefficient swept over instances, keeping the instance closest to the target.
+    l0_key: ClassVar[str | None] = None
+    penalty_sweep: ClassVar[tuple[str, list[float]] | None] = None
+    # Parameters whose gradient is by design not the derivative of the loss: a straight-through
+    # estimator's pseudo-gradient, or a term that holds them fixed (tests skip finite differences).
+    surrogate_gradients: ClassVar[tuple[str, ...]] = ()
+    # Tensors load_saved can do without (e.g. a threshold that files of other libraries lack).
+    optional_tensors: ClassVar[tuple[str, ...]] = ()
     unit_norm_decoder = True
 
     def __init__(self, cfg: SAEConfig, generator: torch.Generator | None = None) -> None:
         super().__init__()
         self.cfg = cfg
-        I, d, m = cfg.n_instances, cfg.d_in, cfg.d_sae
-        W_dec = torch.randn(I, m, d, generator=generator)
+        n_inst, d, m = cfg.n_instances, cfg.d_in, cfg.d_sae
+        W_dec = torch.randn(n_inst, m, d, generator=generator)
         W_dec /= W_dec.norm(dim=-1, keepdim=True)
         self.W_dec = nn.Parameter(W_dec)
         self.W_enc = nn.Parameter(W_dec.transpose(1, 2).clone())
-        self.b_enc = nn.Parameter(torch.zeros(I, m))
-        self.b_dec = nn.Parameter(torch.zeros(I, d))
+        self.b_enc = nn.Parameter(torch.zeros(n_inst, m))
+        self.b_dec = nn.Parameter(torch.zeros(n_inst, d))
+
+    @classmethod
+    def check_config(cls, cfg: SAEConfig) -> None:
+        """Raise ValueError("key: what is wrong") when keys this architecture needs are missing or
+        inconsistent. Keys it does not use are ignored."""
 
     @property
     def n_instances(self) -> int:
@@ -146,6 +117,10 @@ class BatchedSAE(nn.Module):
     def encoder_weight(self) -> Tensor:
         """W_enc (inst, d_in, d_sae); a tied SAE returns W_decᵀ."""
         return self.W_enc
+
+    def encoder_param(self) -> nn.Parameter | None:
+        """The learned encoder matrix, or None when the encoder is tied to the decoder."""
+        return self._parameters.get("W_enc")
 
     def pre_acts(self, x: Tensor) -> Tensor:
         """(x − b_dec) W_enc + b_enc: Float[Tensor, "batch inst d_sae"]."""
@@ -166,6 +141,10 @@ class BatchedSAE(nn.Module):
     def loss(self, x: Tensor, state: StepState) -> LossOut:  # pragma: no cover
         raise NotImplementedError
 
+    def mse(self, x: Tensor, x_hat: Tensor) -> Tensor:
+        """Per instance: mean over batch of the squared error summed over d_in."""
+        return (x_hat - x).square().sum(-1).mean(0)
+
     # ----------------------------------------------------------------- decoder constraint
     @torch.no_grad()
     def remove_parallel_grad(self) -> None:
@@ -182,6 +161,42 @@ class BatchedSAE(nn.Module):
         if self.unit_norm_decoder:
             self.W_dec /= self.W_dec.norm(dim=-1, keepdim=True).clamp(min=1e-8)
 
-    def mse(self, x: Tensor, x_hat: Tensor) -> Tensor:
-        """Per instance: mean over batch of the squared error summed over d_in."""
-        return (x_hat - x).square().sum(-1).mean(0)
+    @torch.no_grad()
+    def fold_input_scale(self, s: Tensor) -> None:
+        """Rewrite the weights of an SAE trained on x·s (s: (inst, 1)) so it takes raw x.
+
+        With W_enc' = s W_enc, W_dec' = W_dec / s and b_dec' = b_dec / s the pre-activations, and so
+        every threshold and latent, are unchanged, and x̂' = x̂ / s.
+        """
+        enc = self.encoder_param()
+        if enc is not None:
+            enc.mul_(s.unsqueeze(-1))
+        self.W_dec.div_(s.unsqueeze(-1))
+        self.b_dec.div_(s)
+        self.unit_norm_decoder = False
+
+    # ----------------------------------------------------------------- saving
+    def saved_tensors(self, i: int) -> dict[str, Tensor]:
+        """Instance i's weights under the SAELens names: W_enc [d_in, d_sae], W_dec [d_sae, d_in],
+        b_enc [d_sae], b_dec [d_in]; architectures add their own (threshold, ...)."""
+        return {
+            "W_enc": self.encoder_weight()[i],
+            "W_dec": self.W_dec[i],
+            "b_enc": self.b_enc[i],
+            "b_dec": self.b_dec[i],
+        }
+
+    @torch.no_grad()
+    def load_saved(self, t: Mapping[str, Tensor]) -> None:
+        """Set this (one-instance) SAE from tensors named as `saved_tensors` names them. The
+        caller has checked that every required tensor is there with the right shape."""
+        self.W_dec.copy_(t["W_dec"].unsqueeze(0))
+        self.b_dec.copy_(t["b_dec"].unsqueeze(0))
+        self.b_enc.copy_(t["b_enc"].unsqueeze(0))
+        enc = self.encoder_param()
+        if enc is not None:
+            enc.copy_(t["W_enc"].unsqueeze(0))
+
+    def required_tensors(self) -> dict[str, tuple[int, ...]]:
+        """Name -> shape of every tensor `load_saved` reads."""
+        return {k: tuple(v.shape) for k, v in self.saved_tensors(0).items() if k not in self.optional_tensors}

@@ -7,19 +7,29 @@ how strongly, sharing W_enc up to a per-latent rescale exp(r_mag).
     loss = ‖x − x̂‖² + λ ‖ReLU(π_gate)‖₁ + ‖x − (ReLU(π_gate) W_dec + b_dec)_frozen‖²
 
 The auxiliary term reconstructs through the gate path with W_dec and b_dec frozen, which gives
-the gate's encoder weights a reconstruction signal despite the step function. b_enc is b_gate.
+the gate's encoder weights a reconstruction signal despite the step function. b_enc is b_gate
+(saved as `b_gate`, with `r_mag` and `b_mag`, as SAELens names them).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import torch
 from torch import Tensor, nn
 
-from superposition.sae.base import BatchedSAE, LossOut, SAEConfig, StepState
+from superposition.sae.base import BatchedSAE, LossOut, StepState, architecture
+from superposition.sae.standard import L1_SWEEP, L1Options
 
 
+@architecture
 class GatedSAE(BatchedSAE):
-    def __init__(self, cfg: SAEConfig, generator: torch.Generator | None = None) -> None:
+    name = "gated"
+    Options = L1Options
+    penalty_sweep = ("l1_coefficient", L1_SWEEP)
+    surrogate_gradients = ("W_dec", "b_dec")  # the auxiliary term holds them fixed
+
+    def __init__(self, cfg, generator: torch.Generator | None = None) -> None:
         super().__init__(cfg, generator)
         self.r_mag = nn.Parameter(torch.zeros(cfg.n_instances, cfg.d_sae))
         self.b_mag = nn.Parameter(torch.zeros(cfg.n_instances, cfg.d_sae))
@@ -44,3 +54,14 @@ class GatedSAE(BatchedSAE):
         aux = self.mse(x, x_gate)
         total = (mse + state.sparsity_scale * self.l1_coefficient * l1 + aux).sum()
         return LossOut(total, {"mse": mse, "l1": l1, "aux": aux}, z, x_hat)
+
+    def saved_tensors(self, i: int) -> dict[str, Tensor]:
+        t = super().saved_tensors(i)
+        t["b_gate"] = t.pop("b_enc")
+        return {**t, "r_mag": self.r_mag[i], "b_mag": self.b_mag[i]}
+
+    @torch.no_grad()
+    def load_saved(self, t: Mapping[str, Tensor]) -> None:
+        super().load_saved({**t, "b_enc": t["b_gate"]})
+        self.r_mag.copy_(t["r_mag"].unsqueeze(0))
+        self.b_mag.copy_(t["b_mag"].unsqueeze(0))

@@ -1,8 +1,8 @@
 """Save and load SAEs: one folder per SAE with `cfg.json` and `sae_weights.safetensors`.
 
-Tensor names follow the layout SAELens reads and writes: W_enc [d_in, d_sae], W_dec [d_sae, d_in],
-b_enc [d_sae], b_dec [d_in], plus `threshold` [d_sae] for inference with a threshold (JumpReLU,
-BatchTopK, Matryoshka) and b_gate, r_mag, b_mag for gated SAEs. Never pickle: safetensors + JSON.
+Tensor names follow the layout SAELens reads and writes (W_enc [d_in, d_sae], W_dec [d_sae, d_in],
+b_enc [d_sae], b_dec [d_in], plus what an architecture adds, such as `threshold`); each
+architecture says which in its `saved_tensors`. Never pickle: safetensors + JSON.
 """
 
 from __future__ import annotations
@@ -17,30 +17,15 @@ from safetensors.torch import load_file, save_file
 
 from superposition.config import describe_validation_error
 from superposition.errors import SuperpositionError
-from superposition.sae import ARCHITECTURES, make_sae
-from superposition.sae.base import BatchedSAE, SAEConfig
+from superposition.sae import ARCHITECTURES, BatchedSAE, SAEConfig, make_sae
 
 WEIGHTS = "sae_weights.safetensors"
 CONFIG = "cfg.json"
 
 
 def sae_tensors(sae: BatchedSAE, i: int) -> dict[str, torch.Tensor]:
-    """Instance i's weights under the SAELens names."""
-    arch = sae.cfg.architecture
-    t = {
-        "W_enc": sae.encoder_weight()[i],
-        "W_dec": sae.W_dec[i],
-        "b_dec": sae.b_dec[i],
-    }
-    if arch == "gated":
-        t.update(b_gate=sae.b_enc[i], r_mag=sae.r_mag[i], b_mag=sae.b_mag[i])
-    else:
-        t["b_enc"] = sae.b_enc[i]
-    if arch == "jumprelu":
-        t["threshold"] = sae.threshold[i]
-    elif arch in ("batchtopk", "matryoshka"):
-        t["threshold"] = sae.threshold[i].expand(sae.cfg.d_sae)
-    return {k: v.detach().contiguous().clone() for k, v in t.items()}
+    """Instance i's weights under the SAELens names, as contiguous copies."""
+    return {k: v.detach().contiguous().clone() for k, v in sae.saved_tensors(i).items()}
 
 
 def save_sae(sae: BatchedSAE, folder: str | Path, instance: int = 0, extra_cfg: dict | None = None) -> Path:
@@ -48,9 +33,11 @@ def save_sae(sae: BatchedSAE, folder: str | Path, instance: int = 0, extra_cfg: 
     folder.mkdir(parents=True, exist_ok=True)
     cfg = sae.cfg.model_dump()
     cfg["n_instances"] = 1
-    for key in ("l1_coefficient", "l0_coefficient"):
-        if isinstance(cfg[key], list):
-            cfg[key] = cfg[key][instance]
+    for key, value in cfg.items():
+        if isinstance(value, list) and (SAEConfig.model_fields[key].json_schema_extra or {}).get(
+            "per_instance"
+        ):
+            cfg[key] = value[instance]
     cfg.update(extra_cfg or {})
     save_file(sae_tensors(sae, instance), str(folder / WEIGHTS))
     (folder / CONFIG).write_text(json.dumps(cfg, indent=1))
@@ -82,36 +69,35 @@ def load_sae(folder: str | Path) -> BatchedSAE:
         tensors = load_file(str(w_path))
     except (SafetensorError, OSError, ValueError) as err:
         raise SuperpositionError(f"{w_path}: not a readable safetensors file ({err})") from None
-    cfg = _config_from(raw, tensors, cfg_path)
-    sae = make_sae(cfg)
-    with torch.no_grad():
-        _fill(sae, tensors, w_path)
+    sae = make_sae(_config_from(raw, tensors, cfg_path))
+    _check_tensors(sae, tensors, w_path)
+    sae.load_saved(tensors)
+    # saved weights may be folded (not unit norm): keep them exactly as written
+    sae.unit_norm_decoder = sae.unit_norm_decoder and bool(
+        torch.allclose(sae.W_dec.norm(dim=-1), torch.ones(1), atol=1e-4)
+    )
     sae.eval()
     return sae
 
 
+def architecture_named(name: str | None) -> str | None:
+    """Our architecture for a name in a cfg.json: ours, or another library's alias."""
+    for arch, cls in ARCHITECTURES.items():
+        if name == arch or name in cls.aliases:
+            return arch
+    return None
+
+
 def _config_from(raw: dict, tensors: dict, path: Path) -> SAEConfig:
-    """Our cfg.json, or SAELens's (which names the activation 'relu', 'topk', 'jumprelu', 'gated'
-    and keeps k under activation_fn_kwargs)."""
-    arch = raw.get("architecture")
+    """Our cfg.json, or SAELens's (which keeps k under activation_fn_kwargs in older versions)."""
+    arch = architecture_named(raw.get("architecture"))
     kwargs = raw.get("activation_fn_kwargs") or {}
-    if arch is None or arch not in ARCHITECTURES:
-        saelens = {
-            "standard": "standard",
-            "gated": "gated",
-            "jumprelu": "jumprelu",
-            "topk": "topk",
-            "batchtopk": "batchtopk",
-            "matryoshka_batchtopk": "matryoshka",
-        }
-        if arch in saelens:
-            arch = saelens[arch]
-        elif arch is None and raw.get("activation_fn_str") == "topk":
-            arch = "topk"
-        else:
-            raise SuperpositionError(
-                f"{path}: unknown architecture {arch!r}; known: {', '.join(ARCHITECTURES)}"
-            )
+    if arch is None and raw.get("architecture") is None and raw.get("activation_fn_str") == "topk":
+        arch = "topk"
+    if arch is None:
+        raise SuperpositionError(
+            f"{path}: unknown architecture {raw.get('architecture')!r}; known: {', '.join(ARCHITECTURES)}"
+        )
     W_enc = tensors.get("W_enc")
     values = {
         "architecture": arch,
@@ -128,36 +114,15 @@ def _config_from(raw: dict, tensors: dict, path: Path) -> SAEConfig:
         raise SuperpositionError(describe_validation_error(err, str(path), SAEConfig)) from None
 
 
-def _fill(sae: BatchedSAE, t: dict, path: Path) -> None:
-    arch = sae.cfg.architecture
-    need = (
-        ["W_dec", "b_dec"]
-        + (["b_gate", "r_mag", "b_mag"] if arch == "gated" else ["b_enc"])
-        + (["W_enc"] if not getattr(sae.cfg, "tied", False) else [])
-    )
-    if arch == "jumprelu":
-        need.append("threshold")
+def _check_tensors(sae: BatchedSAE, t: dict, path: Path) -> None:
+    need = sae.required_tensors()
     missing = [k for k in need if k not in t]
     if missing:
-        raise SuperpositionError(f"{path}: missing tensor(s) {', '.join(missing)} for architecture {arch}")
-    d_in, d_sae = sae.cfg.d_in, sae.cfg.d_sae
-    if tuple(t["W_dec"].shape) != (d_sae, d_in):
         raise SuperpositionError(
-            f"{path}: W_dec has shape {tuple(t['W_dec'].shape)}, cfg.json says [{d_sae}, {d_in}]"
+            f"{path}: missing tensor(s) {', '.join(missing)} for architecture {sae.cfg.architecture}"
         )
-    sae.W_dec.copy_(t["W_dec"].unsqueeze(0))
-    sae.b_dec.copy_(t["b_dec"].unsqueeze(0))
-    if isinstance(getattr(sae, "W_enc", None), torch.nn.Parameter):
-        sae.W_enc.copy_(t["W_enc"].unsqueeze(0))
-    sae.b_enc.copy_((t["b_gate"] if arch == "gated" else t["b_enc"]).unsqueeze(0))
-    if arch == "gated":
-        sae.r_mag.copy_(t["r_mag"].unsqueeze(0))
-        sae.b_mag.copy_(t["b_mag"].unsqueeze(0))
-    if arch == "jumprelu":
-        sae.log_threshold.copy_(t["threshold"].clamp(min=1e-12).log().unsqueeze(0))
-    if arch in ("batchtopk", "matryoshka") and "threshold" in t:
-        sae.threshold.copy_(t["threshold"].reshape(-1)[:1])
-    # saved weights may be folded (not unit norm): keep them exactly as written
-    sae.unit_norm_decoder = sae.unit_norm_decoder and bool(
-        torch.allclose(sae.W_dec.norm(dim=-1), torch.ones(1), atol=1e-4)
-    )
+    for name, shape in need.items():
+        if tuple(t[name].shape) != shape:
+            raise SuperpositionError(
+                f"{path}: {name} has shape {list(t[name].shape)}, cfg.json says {list(shape)}"
+            )

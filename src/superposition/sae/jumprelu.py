@@ -13,11 +13,30 @@ The pre-activations get the ordinary gradient through the JumpReLU and none thro
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 
 import torch
+from pydantic import Field
 from torch import Tensor, nn
 
-from superposition.sae.base import BatchedSAE, LossOut, SAEConfig, StepState
+from superposition.config import Config
+from superposition.sae.base import BatchedSAE, LossOut, StepState, architecture, per_instance
+
+_R2 = 2**0.5  # see standard.L1_SWEEP
+L0_SWEEP = [round(0.005 * _R2**i, 5) for i in range(8)]
+
+
+class JumpReLUOptions(Config):
+    l0_coefficient: float | list[float] = per_instance(1.0, "jumprelu: weight λ of the L0 penalty")
+    l0_target: float | None = Field(
+        None, gt=0.0, description="jumprelu: penalise (L0/target − 1)² instead of L0"
+    )
+    bandwidth: float = Field(
+        0.05, gt=0.0, description="jumprelu: width of the rectangle kernel of the straight-through estimator"
+    )
+    init_threshold: float = Field(
+        0.2, gt=0.0, description="jumprelu: starting threshold (short runs need it near the activation scale)"
+    )
 
 
 def _rect(u: Tensor) -> Tensor:
@@ -59,8 +78,14 @@ class _Step(torch.autograd.Function):
         return None, _log_threshold_grad(grad, pre, theta, ctx.bandwidth, scale=1.0), None
 
 
+@architecture
 class JumpReLUSAE(BatchedSAE):
-    def __init__(self, cfg: SAEConfig, generator: torch.Generator | None = None) -> None:
+    name = "jumprelu"
+    Options = JumpReLUOptions
+    penalty_sweep = ("l0_coefficient", L0_SWEEP)
+    surrogate_gradients = ("log_threshold",)  # the rectangle-kernel pseudo-gradient
+
+    def __init__(self, cfg, generator: torch.Generator | None = None) -> None:
         super().__init__(cfg, generator)
         self.log_threshold = nn.Parameter(
             torch.full((cfg.n_instances, cfg.d_sae), math.log(cfg.init_threshold))
@@ -84,3 +109,11 @@ class JumpReLUSAE(BatchedSAE):
         sparsity = l0 if self.cfg.l0_target is None else (l0 / self.cfg.l0_target - 1).square()
         total = (mse + state.sparsity_scale * self.l0_coefficient * sparsity).sum()
         return LossOut(total, {"mse": mse, "l0": l0}, z, x_hat)
+
+    def saved_tensors(self, i: int) -> dict[str, Tensor]:
+        return {**super().saved_tensors(i), "threshold": self.threshold[i]}
+
+    @torch.no_grad()
+    def load_saved(self, t: Mapping[str, Tensor]) -> None:
+        super().load_saved(t)
+        self.log_threshold.copy_(t["threshold"].clamp(min=1e-12).log().unsqueeze(0))

@@ -9,18 +9,46 @@ With prefixes m_1 < ... < m_n = d_sae and BatchTopK latents z:
 from __future__ import annotations
 
 import torch
+from pydantic import Field
 from torch import Tensor
 
-from superposition.sae.topk import BatchTopKSAE
+from superposition.sae.base import architecture
+from superposition.sae.batchtopk import BatchTopKSAE
+from superposition.sae.topk import TopKFamilyOptions
 
 
+class MatryoshkaOptions(TopKFamilyOptions):
+    prefixes: list[int] | None = Field(
+        None,
+        description="matryoshka: nested dictionary sizes, ending at d_sae (default d_sae/16, /8, /4, /2, 1)",
+    )
+
+
+def prefix_sizes(cfg) -> list[int]:
+    """The configured prefixes, or doubling sizes d_sae/16, d_sae/8, ..., d_sae (those ≥ 1)."""
+    return list(cfg.prefixes) if cfg.prefixes else sorted({max(1, cfg.d_sae >> s) for s in range(4, -1, -1)})
+
+
+@architecture
 class MatryoshkaSAE(BatchTopKSAE):
+    name = "matryoshka"
+    aliases = ("matryoshka_batchtopk",)  # SAELens
+    Options = MatryoshkaOptions
+
+    @classmethod
+    def check_config(cls, cfg) -> None:
+        super().check_config(cfg)
+        pre = prefix_sizes(cfg)
+        if sorted(pre) != pre or len(set(pre)) != len(pre) or pre[-1] != cfg.d_sae or pre[0] <= 0:
+            raise ValueError(
+                f"prefixes: strictly increasing positive sizes ending at d_sae ({cfg.d_sae}), got {pre}"
+            )
+
     def _recon_terms(self, x: Tensor, z: Tensor) -> tuple[Tensor, dict[str, Tensor], Tensor]:
-        prefixes = self.cfg.prefix_sizes()
         partial = self.b_dec.unsqueeze(0).expand_as(x)
         losses = []
         start = 0
-        for m in prefixes:  # add each block's contribution, scoring every prefix on the way
+        for m in prefix_sizes(self.cfg):  # add each block's contribution, scoring every prefix on the way
             partial = partial + torch.einsum("bis,isd->bid", z[..., start:m], self.W_dec[:, start:m])
             losses.append(self.mse(x, partial))
             start = m

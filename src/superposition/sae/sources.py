@@ -7,8 +7,8 @@ true directions, (n, d) or (inst, n, d).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import torch
 from torch import Tensor

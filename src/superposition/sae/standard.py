@@ -7,13 +7,36 @@ drops the unit-norm decoder constraint). `tied` uses W_enc = W_decᵀ.
 from __future__ import annotations
 
 import torch
+from pydantic import Field
 from torch import Tensor
 
-from superposition.sae.base import BatchedSAE, LossOut, SAEConfig, StepState
+from superposition.config import Config
+from superposition.sae.base import BatchedSAE, LossOut, StepState, architecture, per_instance
+
+# Coefficients calibrated on the synthetic dictionary (activations of unit scale), a factor of √2
+# apart so that some instance lands within ~20% of a target L0.
+_R2 = 2**0.5
+L1_SWEEP = [round(0.16 * _R2**i, 4) for i in range(8)]
 
 
+class L1Options(Config):
+    l1_coefficient: float | list[float] = per_instance(1.0, "standard, gated: weight λ of the L1 penalty")
+
+
+class StandardOptions(L1Options):
+    tied: bool = Field(False, description="standard: encoder W_enc = W_decᵀ")
+    weighted_l1: bool = Field(
+        False, description="standard: L1 weighted by decoder row norms, no unit-norm constraint"
+    )
+
+
+@architecture
 class StandardSAE(BatchedSAE):
-    def __init__(self, cfg: SAEConfig, generator: torch.Generator | None = None) -> None:
+    name = "standard"
+    Options = StandardOptions
+    penalty_sweep = ("l1_coefficient", L1_SWEEP)
+
+    def __init__(self, cfg, generator: torch.Generator | None = None) -> None:
         super().__init__(cfg, generator)
         self.unit_norm_decoder = not cfg.weighted_l1
         if cfg.tied:
@@ -36,3 +59,7 @@ class StandardSAE(BatchedSAE):
             l1 = z.sum(-1).mean(0)
         total = (mse + state.sparsity_scale * self.l1_coefficient * l1).sum()
         return LossOut(total, {"mse": mse, "l1": l1}, z, x_hat)
+
+    @property
+    def optional_tensors(self) -> tuple[str, ...]:
+        return ("W_enc",) if self.cfg.tied else ()  # a tied encoder is W_decᵀ: nothing to read

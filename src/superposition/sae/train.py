@@ -13,9 +13,10 @@ from __future__ import annotations
 import json
 import signal
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Literal
+from typing import Literal
 
 import torch
 from pydantic import Field
@@ -26,27 +27,41 @@ from tqdm.auto import tqdm
 from superposition.config import Config
 from superposition.errors import SuperpositionError, TrainingDiverged
 from superposition.sae.base import BatchedSAE, LossOut, StepState
+from superposition.schedules import lr_factor
 from superposition.seeding import derive_seed
 
 
 class SAETrainConfig(Config):
-    steps: int = Field(2000, gt=0)
-    batch_size: int = Field(1024, gt=0)
-    lr: float = Field(1e-3, gt=0.0)
-    lr_warm_up_steps: int = Field(0, ge=0)
+    """How an SAE is trained. Key names follow SAELens where it has them."""
+
+    steps: int = Field(2000, gt=0, description="optimiser steps")
+    batch_size: int = Field(1024, gt=0, description="activations per step")
+    lr: float = Field(1e-3, gt=0.0, description="Adam learning rate")
+    lr_warm_up_steps: int = Field(
+        0, ge=0, description="linear warm-up of the learning rate from lr/steps to lr"
+    )
     lr_decay_steps: int = Field(0, ge=0, description="linear decay to 0 over the last this many steps")
-    sparsity_warm_up_steps: int = Field(0, ge=0)
-    b_dec_init: Literal["geometric_median", "mean", "zeros"] = "geometric_median"
-    normalize_activations: bool = False
-    dead_window: int = Field(
-        100_000, gt=0, description="a latent is dead after this many examples without firing"
+    sparsity_warm_up_steps: int = Field(0, ge=0, description="linear warm-up of the sparsity coefficient")
+    b_dec_init: Literal["geometric_median", "mean", "zeros"] = Field(
+        "geometric_median", description="b_dec starts at this statistic of a sample of activations"
     )
-    resample: Literal["none", "simple", "anthropic"] = "none"
-    resample_every: int = Field(1000, gt=0)
+    normalize_activations: bool = Field(
+        False, description="scale inputs so E‖x‖² = d_in; folded back into the weights at the end"
+    )
+    dead_feature_window: int = Field(
+        98,
+        gt=0,
+        description="steps without firing after which a latent counts as dead (for AuxK and resampling)",
+    )
+    resample: Literal["none", "simple", "anthropic"] = Field("none", description="re-initialise dead latents")
+    feature_sampling_window: int = Field(1000, gt=0, description="steps between resamplings")
     checkpoint_every: int = Field(
-        0, ge=0, description="0: only at the end (when a checkpoint directory is given)"
+        0, ge=0, description="steps; 0: only at the end (when a checkpoint directory is given)"
     )
-    seed: int = 0
+    log_every: int = Field(0, ge=0, description="steps between logged metrics; 0: about 100 times per run")
+    seed: int = Field(
+        0, description="seeds the data order and resampling (the SAE's initialisation is seeded by its maker)"
+    )
 
 
 @dataclass
@@ -57,13 +72,9 @@ class SAEHistory:
 
 
 def lr_at(step: int, cfg: SAETrainConfig) -> float:
-    factor = 1.0
-    if step < cfg.lr_warm_up_steps:
-        factor = (step + 1) / cfg.lr_warm_up_steps
-    decay_start = cfg.steps - cfg.lr_decay_steps
-    if cfg.lr_decay_steps and step >= decay_start:
-        factor *= max(0.0, (cfg.steps - step) / cfg.lr_decay_steps)
-    return cfg.lr * factor
+    """Warm-up, then constant, then linear decay to 0 over the last `lr_decay_steps` steps."""
+    schedule = "linear" if cfg.lr_decay_steps else "constant"
+    return cfg.lr * lr_factor(step, cfg.steps, schedule, cfg.lr_warm_up_steps, cfg.lr_decay_steps)
 
 
 def geometric_median(x: Tensor, iters: int = 50, eps: float = 1e-6) -> Tensor:
@@ -99,10 +110,12 @@ class SAETrainer:
         self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
         self.opt = torch.optim.Adam(sae.parameters(), lr=cfg.lr)
         self.gen = torch.Generator().manual_seed(derive_seed(cfg.seed, "sae-data"))
-        I, m = sae.n_instances, sae.cfg.d_sae
+        n_inst, m = sae.n_instances, sae.cfg.d_sae
         self.device = sae.W_dec.device
-        self.since_fired = torch.zeros(I, m, device=self.device)  # examples since each latent last fired
-        self.scale = torch.ones(I, 1, device=self.device)  # activation normalisation factor per instance
+        # since_fired counts examples; a latent is dead after dead_feature_window steps' worth
+        self.dead_examples = cfg.dead_feature_window * cfg.batch_size
+        self.since_fired = torch.zeros(n_inst, m, device=self.device)  # examples since each latent last fired
+        self.scale = torch.ones(n_inst, 1, device=self.device)  # activation normalisation factor per instance
         self._source_at_step = None
         self._in_step = False  # True between a step's start and its last update: Ctrl-C there rolls it back
         self.step = 0
@@ -136,7 +149,7 @@ class SAETrainer:
             disable=(not progress) if progress is not None else None,
             leave=False,
         )
-        log_every = max(1, cfg.steps // 100)
+        log_every = cfg.log_every or max(1, cfg.steps // 100)
         asked = []
 
         def on_sigint(signum, frame):  # first Ctrl-C: stop at the end of this step; second: now
@@ -181,7 +194,7 @@ class SAETrainer:
             sparsity_scale=min(1.0, (step + 1) / cfg.sparsity_warm_up_steps)
             if cfg.sparsity_warm_up_steps
             else 1.0,
-            dead=self.since_fired >= cfg.dead_window,
+            dead=self.since_fired >= self.dead_examples,
         )
         out = sae.loss(x, state)
         self._check_finite(out, step)
@@ -194,7 +207,7 @@ class SAETrainer:
             fired = out.fired if out.fired is not None else (out.z != 0).any(0)  # (inst, d_sae)
             self.since_fired += x.shape[0]
             self.since_fired[fired] = 0
-        if cfg.resample != "none" and (step + 1) % cfg.resample_every == 0 and step + 1 < cfg.steps:
+        if cfg.resample != "none" and (step + 1) % cfg.feature_sampling_window == 0 and step + 1 < cfg.steps:
             self.resample()
         if step % log_every == 0 or step == cfg.steps - 1:
             self.history.steps.append(step)
@@ -215,7 +228,8 @@ class SAETrainer:
                     f"; the last good checkpoint is in {self.checkpoint_dir}" if self.checkpoint_dir else ""
                 )
                 raise TrainingDiverged(
-                    f"training diverged at step {step}: loss term '{name}' is not finite for instance(s) {bad}{kept}"
+                    f"training diverged at step {step}: loss term '{name}' is not finite for instance(s) "
+                    f"{bad}{kept}"
                 )
 
     # ------------------------------------------------------------------ resampling
@@ -228,7 +242,7 @@ class SAETrainer:
         probability ∝ squared error), encoder columns along them scaled to 0.2 × the mean norm of
         the alive encoder columns, encoder bias 0, and the Adam state of those entries reset.
         """
-        sae, dead = self.sae, self.since_fired >= self.cfg.dead_window
+        sae, dead = self.sae, self.since_fired >= self.dead_examples
         n_dead = int(dead.sum())
         self.history.resampled.append(n_dead)
         if n_dead == 0:
@@ -263,8 +277,8 @@ class SAETrainer:
                 else torch.tensor(1.0, device=self.device)
             )
             sae.W_dec[i, idx] = dirs
-            if isinstance(getattr(sae, "W_enc", None), torch.nn.Parameter):  # untied
-                sae.W_enc[i][:, idx] = dirs.T * (
+            if (W_enc_param := sae.encoder_param()) is not None:  # a tied encoder follows W_dec
+                W_enc_param[i][:, idx] = dirs.T * (
                     0.2 * enc_norm if self.cfg.resample == "anthropic" else enc_norm
                 )
             sae.b_enc[i, idx] = 0.0
@@ -280,7 +294,7 @@ class SAETrainer:
     def _reset_adam(self, i: int, idx: Tensor) -> None:
         sae = self.sae
         slices = {"W_dec": (i, idx), "b_enc": (i, idx)}
-        if isinstance(getattr(sae, "W_enc", None), torch.nn.Parameter):
+        if sae.encoder_param() is not None:
             slices["W_enc"] = (i, slice(None), idx)
         for name, sl in slices.items():
             state = self.opt.state.get(getattr(sae, name), {})
@@ -349,17 +363,9 @@ class SAETrainer:
     # ------------------------------------------------------------------ finishing
     @torch.no_grad()
     def fold_normalization(self) -> None:
-        """Rewrite the weights so the SAE takes raw (unnormalised) activations.
-
-        Trained on x·s: with W_enc' = s W_enc, W_dec' = W_dec / s and b_dec' = b_dec / s the
-        pre-activations, and so every threshold and latent, are unchanged, and x̂' = x̂ / s.
-        """
+        """Rewrite the weights so the SAE takes raw (unnormalised) activations (see
+        BatchedSAE.fold_input_scale)."""
         if not self.cfg.normalize_activations:
             return
-        sae, s = self.sae, self.scale  # (inst, 1)
-        if isinstance(getattr(sae, "W_enc", None), torch.nn.Parameter):
-            sae.W_enc.mul_(s.unsqueeze(-1))
-        sae.W_dec.div_(s.unsqueeze(-1))
-        sae.b_dec.div_(s)
-        sae.unit_norm_decoder = False
-        self.scale = torch.ones_like(s)
+        self.sae.fold_input_scale(self.scale)
+        self.scale = torch.ones_like(self.scale)

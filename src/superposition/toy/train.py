@@ -3,36 +3,18 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Callable, Literal, Protocol
+from typing import Protocol
 
 import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from superposition.errors import TrainingDiverged
+from superposition.schedules import Schedule, lr_factor
 from superposition.seeding import derive_seed
-
-Schedule = Literal["constant", "linear", "cosine"]
-
-
-def lr_factor(step: int, total: int, schedule: Schedule, warmup: int = 0) -> float:
-    """Multiplier of the base learning rate at `step` (0-based) of `total`.
-
-    Linear warm-up from 1/warmup to 1 over the first `warmup` steps, then constant, linear decay
-    to 0 at `total`, or cosine decay ½(1 + cos(π t)) with t the fraction of post-warm-up steps done.
-    """
-    if step < warmup:
-        return (step + 1) / warmup
-    if schedule == "constant":
-        return 1.0
-    t = (step - warmup) / max(1, total - warmup)
-    if schedule == "linear":
-        return 1.0 - t
-    if schedule == "cosine":
-        return 0.5 * (1.0 + math.cos(math.pi * t))
-    raise ValueError(f"unknown schedule {schedule!r}")
 
 
 class Source(Protocol):
@@ -176,7 +158,8 @@ def train_toy_model(
     if not torch.isfinite(torch.tensor(result.losses[-1])).all():
         bad = [i for i, v in enumerate(result.losses[-1]) if not math.isfinite(v)]
         raise TrainingDiverged(
-            f"{desc}: the loss is not finite at the end of training for instance(s) {bad}; lower lr (was {lr})"
+            f"{desc}: the loss is not finite at the end of training for instance(s) {bad}; lower lr (was "
+            f"{lr})"
         )
     return result
 
