@@ -37,7 +37,7 @@ def ours_worker(docs: str, out_dir: str, tokens: int) -> None:
     from superposition.lm.config import LMSAEConfig
     from superposition.lm.hooks import HookedModel
     from superposition.lm.model import load_model
-    from superposition.lm.run import make_store, sae_config, train_config
+    from superposition.lm.store import ActivationStore
     from superposition.perf import tune_allocator
     from superposition.sae import make_sae
     from superposition.sae.io import save_sae
@@ -48,7 +48,7 @@ def ours_worker(docs: str, out_dir: str, tokens: int) -> None:
     cfg = LMSAEConfig(hook_name=HOOK, dataset_path=docs, training_tokens=tokens, tensorboard=False)
     lm = load_model(cfg.model_name)
     hooked = HookedModel(lm.model)
-    store = make_store(cfg, lm, hooked)
+    store = ActivationStore.for_run(cfg, lm, hooked)
     model_seconds = [0.0]
     original = store.activations
 
@@ -60,8 +60,8 @@ def ours_worker(docs: str, out_dir: str, tokens: int) -> None:
             model_seconds[0] += time.perf_counter() - t
 
     store.activations = timed
-    sae = make_sae(sae_config(cfg, 576), torch.Generator().manual_seed(derive_seed(cfg.seed, "sae-init")))
-    trainer = SAETrainer(sae, store, train_config(cfg))
+    sae = make_sae(cfg.sae_config(576), torch.Generator().manual_seed(derive_seed(cfg.seed, "sae-init")))
+    trainer = SAETrainer(sae, store, cfg.train_config())
     start = time.perf_counter()
     trainer.train(progress=False)
     seconds = time.perf_counter() - start
@@ -85,13 +85,13 @@ def evaluate(folder: Path, docs: str, n_seq: int) -> dict:
     from superposition.lm.evals import evaluate_sae
     from superposition.lm.hooks import HookedModel
     from superposition.lm.model import load_model
-    from superposition.lm.run import make_store
+    from superposition.lm.store import ActivationStore
     from superposition.sae.io import load_sae
 
     cfg = LMSAEConfig(hook_name=HOOK, dataset_path=docs)
     lm = load_model(cfg.model_name)
     hooked = HookedModel(lm.model)
-    seqs = make_store(cfg, lm, hooked, holdout=True).first_sequences(n_seq)
+    seqs = ActivationStore.for_run(cfg, lm, hooked, holdout=True).first_sequences(n_seq)
     return evaluate_sae(hooked, lm.tokenizer, load_sae(folder), HOOK, seqs)
 
 
@@ -109,7 +109,7 @@ def main() -> None:
         return
 
     from superposition.lm.data import python_docs
-    from superposition.lm.model import resolve, DEFAULT_MODEL
+    from superposition.lm.model import DEFAULT_MODEL, resolve
 
     model_dir = resolve(DEFAULT_MODEL)  # fetched and de-quantised once, shared by both sides
     with tempfile.TemporaryDirectory() as tmp:
@@ -118,7 +118,8 @@ def main() -> None:
             for text in python_docs():
                 f.write(json.dumps({"text": text}) + "\n")
         print(
-            f"workload: SmolLM2-135M {HOOK}, python-docs, {args.tokens:,} tokens, context 128, batch 2048, TopK 4608 k=32"
+            f"workload: SmolLM2-135M {HOOK}, python-docs, {args.tokens:,} tokens, context 128, batch 2048, "
+            "TopK 4608 k=32"
         )
         rows = {
             "superposition": run_worker(
@@ -147,13 +148,15 @@ def main() -> None:
         for r in rows.values():
             r.update(evaluate(r["folder"], docs, args.eval_sequences))
     print(
-        f"{'trainer':<15}{'seconds':>8}{'tok/s':>8}{'act tok/s':>10}{'SAE tok/s':>10}{'RSS MiB':>9}{'L0':>7}{'EV':>7}{'CE rec.':>9}"
+        f"{'trainer':<15}{'seconds':>8}{'tok/s':>8}{'act tok/s':>10}{'SAE tok/s':>10}"
+        f"{'RSS MiB':>9}{'L0':>7}{'EV':>7}{'CE rec.':>9}"
     )
     for name, r in rows.items():
         sae_s = max(r["seconds"] - r["model_seconds"], 1e-9)
         print(
-            f"{name:<15}{r['seconds']:>8.1f}{r['tokens'] / r['seconds']:>8,.0f}{r['tokens'] / max(r['model_seconds'], 1e-9):>10,.0f}"
-            f"{r['tokens'] / sae_s:>10,.0f}{r['peak_rss_mib']:>9,.0f}{r['l0']:>7.1f}{r['explained_variance']:>7.3f}{r['ce_loss_recovered']:>9.3f}"
+            f"{name:<15}{r['seconds']:>8.1f}{r['tokens'] / r['seconds']:>8,.0f}"
+            f"{r['tokens'] / max(r['model_seconds'], 1e-9):>10,.0f}{r['tokens'] / sae_s:>10,.0f}"
+            f"{r['peak_rss_mib']:>9,.0f}{r['l0']:>7.1f}{r['explained_variance']:>7.3f}{r['ce_loss_recovered']:>9.3f}"
         )
     if "SAELens" in rows:
         ours, theirs = rows["superposition"], rows["SAELens"]
@@ -164,8 +167,10 @@ def main() -> None:
             and abs(ours["l0"] - theirs["l0"]) < 1
         )
         print(
-            f"speed-up end to end: {speedup:.2f}x (target > 1x); explained variance {ours['explained_variance']:.3f} vs "
-            f"{theirs['explained_variance']:.3f} at L0 {ours['l0']:.1f} vs {theirs['l0']:.1f} (target: at least equal)"
+            f"speed-up end to end: {speedup:.2f}x (target > 1x); explained variance "
+            f"{ours['explained_variance']:.3f} vs "
+            f"{theirs['explained_variance']:.3f} at L0 {ours['l0']:.1f} vs {theirs['l0']:.1f} (target: at "
+            "least equal)"
         )
         print("PASS" if ok else "FAIL")
         raise SystemExit(0 if ok else 1)

@@ -42,7 +42,7 @@ TINY = [
 def tiny_run(tmp_path_factory, smol):
     """A train-sae run on a tiny budget (10 steps of 128 tokens at blocks.0)."""
     from superposition.lm.config import make_lm_config
-    from superposition.lm.run import train_lm_sae
+    from superposition.runs.train_sae import train_lm_sae
 
     out = tmp_path_factory.mktemp("lm") / "full"
     train_lm_sae(make_lm_config(None, TINY), out)

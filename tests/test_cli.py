@@ -149,3 +149,38 @@ def test_diverging_training_is_a_one_line_error(tmp_path, capsys):
     )
     assert code == 2 and "the loss is not finite" in err and "lower lr" in err
     assert len(err.strip().splitlines()) == 1 and not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["train-sae", "--help-config"], *[["run", n, "--help-config"] for n in ("intro", "sae-synthetic")]],
+)
+def test_help_config_prints_every_key_with_type_default_and_description(capsys, argv):
+    from superposition.experiments import get_experiment
+    from superposition.lm.config import LMSAEConfig
+
+    cls = LMSAEConfig if argv[0] == "train-sae" else get_experiment(argv[1]).config
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    for key, info in cls.model_fields.items():
+        line = next(x for x in out.splitlines() if x.split()[:1] == [key])
+        assert "default" in line, key
+        assert info.description, f"{key} has no description"
+    if argv[0] == "train-sae":  # SAE and trainer keys reach train-sae without being written there
+        for key in (
+            "tied",
+            "weighted_l1",
+            "l0_target",
+            "low_precision",
+            "prefixes",
+            "bandwidth",
+            "log_every",
+        ):
+            assert any(x.split()[:1] == [key] for x in out.splitlines()), key
+
+
+def test_train_sae_help_points_at_help_config(capsys):
+    with pytest.raises(SystemExit):
+        main(["train-sae", "--help"])
+    out = capsys.readouterr().out
+    assert "--help-config" in out and "docs/" not in out

@@ -3,12 +3,11 @@
 import json
 
 import pytest
-import torch
 from safetensors.torch import load_file
 
 from superposition.cli import main
-from superposition.report.build import build_dashboard
 from superposition.errors import SuperpositionError
+from superposition.runs.dashboard import build_dashboard
 
 
 @pytest.fixture(scope="module")

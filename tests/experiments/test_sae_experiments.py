@@ -66,7 +66,7 @@ def test_sae_synthetic_single_architecture_and_bad_k(run_quick, tmp_path_factory
 
 def test_absorption_runs_and_rates_are_probabilities(run_quick):
     out, s = run_quick("absorption")
-    for arch, m in s["results"].items():
+    for m in s["results"].values():
         assert 0 <= m["absorption"] <= 1 and 0 <= m["parent_miss_without_child"] <= 1
         assert len(m["parent_latents"]) == 8
 

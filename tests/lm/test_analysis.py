@@ -100,7 +100,10 @@ def test_attribution_patching_is_the_derivative_of_scaling_a_latent(smol):
     ids = _seqs(lm, n=1)
     sae = _standard(576, 32, seed=2)
     hook, target = "blocks.3.hook_resid_post", 1000
-    metric = lambda lg: lg[0, -1, target]
+
+    def metric(lg):
+        return lg[0, -1, target]
+
     attr = an.attribution_patching(hooked, sae, hook, ids, metric)
     j = int(attr[0, -1].abs().argmax())
     eps = 1e-2  # float32 logits: smaller steps drown in rounding

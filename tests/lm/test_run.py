@@ -7,9 +7,9 @@ import torch
 from safetensors.torch import load_file
 
 from superposition.cli import main
+from superposition.errors import SuperpositionError
 from superposition.lm.config import make_lm_config
 from superposition.sae.train import SAETrainer
-
 from tests.conftest import TINY
 
 
@@ -129,3 +129,41 @@ def test_analyze_lists_latents_with_attribution_and_ablation(uninterrupted, caps
     assert all(r[1] > 0 for r in rows)  # only active latents can matter
     assert main(["analyze", str(uninterrupted), "--prompt", "x", "--token", " unbelievably complicated"]) == 2
     assert "--token ' unbelievably complicated': is" in capsys.readouterr().err
+
+
+def test_sae_and_trainer_keys_reach_the_run_they_configure():
+    """train-sae's config is composed from SAEConfig and SAETrainConfig: every key set there
+    arrives in the SAE and trainer configs, under the SAELens names."""
+    cfg = make_lm_config(
+        None,
+        [
+            "architecture=standard",
+            "tied=true",
+            "weighted_l1=true",
+            "l1_coefficient=0.5",
+            "dead_feature_window=7",
+            "feature_sampling_window=11",
+            "batch_size_tokens=256",
+            "training_tokens=2560",
+            "log_every=3",
+        ],
+    )
+    sae, train = cfg.sae_config(576), cfg.train_config()
+    assert (sae.architecture, sae.tied, sae.weighted_l1, sae.l1_coefficient, sae.d_sae) == (
+        "standard",
+        True,
+        True,
+        0.5,
+        4608,
+    )
+    assert (
+        train.steps,
+        train.batch_size,
+        train.dead_feature_window,
+        train.feature_sampling_window,
+        train.log_every,
+    ) == (10, 256, 7, 11, 3)
+    jump = make_lm_config(None, ["architecture=jumprelu", "l0_target=20", "bandwidth=0.1"]).sae_config(64)
+    assert (jump.l0_target, jump.bandwidth) == (20.0, 0.1)
+    with pytest.raises(SuperpositionError, match="k: must be at most d_sae"):
+        make_lm_config(None, ["k=100", "d_sae=64"]).sae_config(576)

@@ -34,7 +34,10 @@ def test_store_serves_the_hook_activations_of_non_special_tokens(smol):
     expected = acts[~special_mask(lm.tokenizer, seqs)]
     x = store.sample(expected.shape[0])  # exactly the first buffer, shuffled
     assert x.shape == expected.shape
-    key = lambda t: t[torch.argsort(t[:, 0])]
+
+    def key(t):
+        return t[torch.argsort(t[:, 0])]
+
     torch.testing.assert_close(key(x), key(expected))
     assert not torch.equal(x, expected)
 

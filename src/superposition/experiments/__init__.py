@@ -1,21 +1,21 @@
 """Named experiments, registered on import: `superposition list` shows them."""
-
-from superposition.experiments.base import REGISTRY, get_experiment, make_config, run_experiment
+# ruff: noqa: F401
 
 # Importing a module registers its experiments.
 from superposition.experiments import (
-    intro,
-    importance,
-    correlated,
-    geometry,
-    neurons,
+    absorption,
     compute_abs,
-    phase_diagram,
-    dynamics,
+    correlated,
     double_descent,
+    dynamics,
+    geometry,
+    importance,
+    intro,
+    neurons,
+    phase_diagram,
     sae_synthetic,
     sae_toy,
-    absorption,
-)  # noqa: E402,F401
+)
+from superposition.experiments.base import REGISTRY, get_experiment, make_config, run_experiment
 
 __all__ = ["REGISTRY", "get_experiment", "make_config", "run_experiment"]

@@ -9,7 +9,7 @@ import torch
 from pydantic import Field
 
 from superposition.experiments.base import Result, register
-from superposition.experiments.common import (
+from superposition.experiments.toy_common import (
     PositiveFloat,
     Probability,
     ToyConfig,
@@ -42,7 +42,8 @@ class ComputeAbsConfig(ToyConfig):
 
 @register(
     "compute-abs",
-    "a ReLU layer computing |x| for 100 signed features with 40 neurons: +/- neuron pairs when dense, polysemantic when sparse",
+    "a ReLU layer computing |x| for 100 signed features with 40 neurons: +/- neuron pairs when dense, "
+    "polysemantic when sparse",
     ComputeAbsConfig,
     quick={
         "n_instances": 4,
@@ -85,25 +86,33 @@ def run(cfg: ComputeAbsConfig, out: Path) -> Result:
     titles = [f"p = {p:.3g}" for p in probs.tolist()]
     W_in_sorted, W_out_sorted = _sorted_by_feature(sweep)
     highlights = {
-        f"p = {r['feature_probability']:.3g}": f"{r['n_monosemantic']} of {cfg.d_hidden} neurons monosemantic, "
+        f"p = {r['feature_probability']:.3g}": f"{r['n_monosemantic']} of {cfg.d_hidden} neurons "
+        "monosemantic, "
         f"{r['n_abs_pairs']} features with a ± neuron pair, {len(r['asymmetric_motifs'])} asymmetric motifs"
         for r in sweep_records
     }
     highlights[
-        f"second setting: {cfg.pairs_n_features} features, {cfg.pairs_d_hidden} neurons, p = {cfg.pairs_feature_probability}"
-    ] = f"features represented {pairs_record['represented_features']}; with a ± pair {pairs_record['abs_pair_features']}"
+        f"second setting: {cfg.pairs_n_features} features, {cfg.pairs_d_hidden} neurons, p = "
+        f"{cfg.pairs_feature_probability}"
+    ] = (
+        f"features represented {pairs_record['represented_features']}; "
+        f"with a ± pair {pairs_record['abs_pair_features']}"
+    )
     shown = min(cfg.n_features, 3 * cfg.d_hidden)
     figures = [
         FigureSpec(
             "w_in",
-            f"W_in (neurons × the first {shown} features), neurons sorted by the feature they respond to most. "
-            "Dense: each neuron reads one feature, with a positive and a negative neuron for the most important ones. "
+            f"W_in (neurons × the first {shown} features), neurons sorted by the feature they respond to "
+            "most. "
+            "Dense: each neuron reads one feature, with a positive and a negative neuron for the most "
+            "important ones. "
             "Sparse: neurons read many features.",
             viz.weight_heatmaps(W_in_sorted[:, :, :shown], titles, "feature", "neuron", "Input weights W_in"),
         ),
         FigureSpec(
             "w_out",
-            "W_outᵀ in the same neuron order: positive output weights turn each half, ReLU(x) and ReLU(−x), into |x|.",
+            "W_outᵀ in the same neuron order: positive output weights turn each half, ReLU(x) and ReLU(−x), "
+            "into |x|.",
             viz.weight_heatmaps(
                 W_out_sorted.transpose(1, 2)[:, :, :shown],
                 titles,
@@ -114,25 +123,35 @@ def run(cfg: ComputeAbsConfig, out: Path) -> Result:
         ),
         FigureSpec(
             "pairs_neurons",
-            f"Second setting ({cfg.pairs_n_features} features, {cfg.pairs_d_hidden} neurons, p = {cfg.pairs_feature_probability}): "
-            "each neuron's input weights stacked by feature; a ± pair is two neurons of one colour, one above and one below zero.",
+            f"Second setting ({cfg.pairs_n_features} features, {cfg.pairs_d_hidden} neurons, p = "
+            f"{cfg.pairs_feature_probability}): "
+            "each neuron's input weights stacked by feature; a ± pair is two neurons of one colour, one "
+            "above "
+            ""
+            ""
+            "and one below zero.",
             viz.neuron_stacked_bars(pairs.W, ["second setting"], neurons.monosemantic_neurons(pairs.W)),
         ),
         FigureSpec("loss", "Training loss per setting.", viz.loss_curves(*sweep.loss_curves(), titles)),
     ]
     explanation = f"""
-<p>A one-layer ReLU network <code>y = ReLU(W_out ReLU(W_in x) + b)</code> with {cfg.d_hidden} neurons is trained to
-output |x| for {cfg.n_features} signed features (present with probability p, value uniform in [−1, 1], importance
+<p>A one-layer ReLU network <code>y = ReLU(W_out ReLU(W_in x) + b)</code> with {cfg.d_hidden} neurons is
+trained to
+output |x| for {cfg.n_features} signed features (present with probability p, value uniform in [−1, 1],
+importance
 {cfg.importance}<sup>i</sup> when a number). This is computation, not just storage: |x| = ReLU(x) + ReLU(−x)
 needs one neuron per sign.</p>
-<p><b>What to look for.</b> When features are dense, the model spends two neurons on each of its most important
+<p><b>What to look for.</b> When features are dense, the model spends two neurons on each of its most
+important
 features, one with a positive and one with a negative input weight, both with positive output weight: a
 <i>± pair</i>, monosemantic neurons. When features are sparse it computes |x| for more features than it has
 neuron pairs, so neurons become polysemantic. Some neurons carry two features with very unequal weights;
 we flag these as <i>asymmetric superposition</i> candidates: the top two input weights of a neuron come from
 different features, differ by at least 2×, and the weaker still carries a quarter of the weight norm.
-In the second setting ({cfg.pairs_n_features} features, {cfg.pairs_d_hidden} neurons, p = {cfg.pairs_feature_probability},
-importance {cfg.pairs_importance}<sup>i</sup>), every feature the model represents gets its own ± pair: each neuron
+In the second setting ({cfg.pairs_n_features} features, {cfg.pairs_d_hidden} neurons, p =
+{cfg.pairs_feature_probability},
+importance {cfg.pairs_importance}<sup>i</sup>), every feature the model represents gets its own ± pair: each
+neuron
 buys the same loss reduction whether it completes a pair or starts a new feature, so decaying importance
 breaks the tie in favour of pairs on the most important features. (With equal importance the model mixes
 pairs and single halves.) The lowest-loss of {cfg.pairs_replicas} initialisations is shown.</p>

@@ -11,7 +11,13 @@ import torch
 from pydantic import Field, model_validator
 
 from superposition.experiments.base import Result, register
-from superposition.experiments.common import Probability, ToyConfig, instance_records, loss_history, train_toy
+from superposition.experiments.toy_common import (
+    Probability,
+    ToyConfig,
+    instance_records,
+    loss_history,
+    train_toy,
+)
 from superposition.report.html import FigureSpec
 from superposition.toy import geometry
 from superposition.toy.data import Group
@@ -31,8 +37,10 @@ class CorrelatedConfig(ToyConfig):
     d_hidden: int = Field(2, gt=0)
     feature_probability: Probability | list[Probability] | None = 0.25
     replicas: int = Field(8, ge=1)
-    group_size: int = Field(2, ge=2)
-    kinds: list[Literal["correlated", "anticorrelated", "uncorrelated"]] = list(KINDS)
+    group_size: int = Field(2, ge=2, description="features per correlated / anticorrelated group")
+    kinds: list[Literal["correlated", "anticorrelated", "uncorrelated"]] = Field(
+        default_factory=lambda: list(KINDS), description="the kind of grouping of each instance"
+    )
 
     @model_validator(mode="after")
     def _groups_fit(self):
@@ -49,7 +57,8 @@ class CorrelatedConfig(ToyConfig):
 
 @register(
     "correlated",
-    "correlated pairs form local orthogonal bases, anticorrelated pairs sit antipodal, uncorrelated ones anywhere",
+    "correlated pairs form local orthogonal bases, anticorrelated pairs sit antipodal, uncorrelated ones "
+    "anywhere",
     CorrelatedConfig,
     quick={"steps": 3000, "lr": 1e-2, "schedule": "cosine"},
 )
@@ -77,14 +86,16 @@ def run(cfg: CorrelatedConfig, out: Path) -> Result:
     W = trained.W
     titles = [f"{k} (best of {reps})" for k in kinds]
     highlights = {
-        f"{r['correlation']} (lowest-loss replica)": f"angle within groups {r['within_group_angle']:.1f}°, loss {r['final_loss']:.4g}; "
+        f"{r['correlation']} (lowest-loss replica)": f"angle within groups {r['within_group_angle']:.1f}°, "
+        f"loss {r['final_loss']:.4g}; "
         f"all replicas: {', '.join(f'{w:.0f}°' for w in r['replica_within_group_angles'])}"
         for r in records
     }
     figures = [
         FigureSpec(
             "gram",
-            "WᵀW of each kind's best replica; features are ordered so that each group is a consecutive block.",
+            "WᵀW of each kind's best replica; features are ordered so that each group is a consecutive "
+            "block.",
             viz.gram_heatmaps(W, titles),
         ),
         FigureSpec(
@@ -121,13 +132,16 @@ def run(cfg: CorrelatedConfig, out: Path) -> Result:
             ),
         )
     explanation = f"""
-<p>{cfg.n_features} features in {cfg.d_hidden} dimensions, grouped as {", ".join(str(list(g)) for g in feature_groups)},
-each feature present with probability {probs[0].item():.3g}. In <b>correlated</b> instances the members of a group
+<p>{cfg.n_features} features in {cfg.d_hidden} dimensions, grouped as
+{", ".join(str(list(g)) for g in feature_groups)},
+each feature present with probability {probs[0].item():.3g}. In <b>correlated</b> instances the members of a
+group
 are present together; in <b>anticorrelated</b> ones at most one member of a group is present; in
 <b>uncorrelated</b> ones features are independent. Every feature keeps the same marginal probability.</p>
 <p><b>What to look for.</b> Correlated features are often present at the same time, so interference between
 them would hurt: the model places a correlated group on mutually <i>orthogonal</i> directions (a local
-orthogonal basis, about 90° apart) and lets different groups overlap. Anticorrelated features are never present
+orthogonal basis, about 90° apart) and lets different groups overlap. Anticorrelated features are never
+present
 together, so interference between them is free: the model puts them <i>antipodal</i> (180°), which the
 ReLU cleanly separates. Each kind is trained from {reps} initialisations; some stop in a local
 minimum (a correlated pair collapsed onto one direction, an anticorrelated pair at 90°), and these

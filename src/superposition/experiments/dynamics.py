@@ -9,7 +9,7 @@ import numpy as np
 from pydantic import Field
 
 from superposition.experiments.base import Result, register
-from superposition.experiments.common import (
+from superposition.experiments.toy_common import (
     PositiveFloat,
     Probability,
     ToyConfig,
@@ -99,10 +99,13 @@ def run(cfg: DynamicsConfig, out: Path) -> Result:
     share, chance, _ = geometry.sticky_share(late.reshape(-1))
     record = instance_records(trained)
     highlights = {
-        "setting": f"{cfg.n_features} features in {cfg.d_hidden} dimensions, p = {probs[0].item():.3g}, {cfg.steps} steps",
-        "transitions between plateaus (0 or a sticky fraction, ±0.03)": f"{len(transitions)}, median transit {median_duration:.0f} steps "
+        "setting": f"{cfg.n_features} features in {cfg.d_hidden} dimensions, p = {probs[0].item():.3g}, "
+        f"{cfg.steps} steps",
+        "transitions between plateaus (0 or a sticky fraction, ±0.03)": f"{len(transitions)}, median transit "
+        f"{median_duration:.0f} steps "
         f"({median_duration / cfg.steps:.1%} of training)",
-        "second half of training, D_i ≥ 0.3 within ±0.03 of a sticky fraction": f"{share:.1%} (chance {chance:.1%})",
+        "second half of training, D_i ≥ 0.3 within ±0.03 of a sticky fraction": f"{share:.1%} (chance "
+        f"{chance:.1%})",
         "final dimensions per feature": f"{record[0]['dimensions_per_feature']:.3f}",
     }
     figures = [
@@ -118,7 +121,8 @@ def run(cfg: DynamicsConfig, out: Path) -> Result:
         ),
     ]
     explanation = f"""
-<p>The geometry experiment at one sparsity ({cfg.n_features} features, {cfg.d_hidden} dimensions, each present with
+<p>The geometry experiment at one sparsity ({cfg.n_features} features, {cfg.d_hidden} dimensions, each
+present with
 probability {probs[0].item():.3g}), with the dimensionality D_i = ‖W_i‖² / Σ_j (Ŵ_i · W_j)² of every feature
 recorded every {cfg.snapshot_every} steps.</p>
 <p><b>What to look for.</b> Features do not drift smoothly into their final arrangement. A feature's

@@ -8,7 +8,7 @@ from typing import Literal
 from pydantic import Field
 
 from superposition.experiments.base import Result, register
-from superposition.experiments.common import (
+from superposition.experiments.toy_common import (
     PositiveFloat,
     ToyConfig,
     instance_records,
@@ -35,7 +35,11 @@ class GeometryConfig(ToyConfig):
 
 @register(
     "geometry",
-    "400 features in 30 dimensions over 20 sparsities: dimensions per feature stick to 1, 3/4, 2/3, 1/2, 2/5, 3/8",
+    "400 features in 30 dimensions over 20 sparsities: dimensions per feature stick to 1, 3/4, 2/3, 1/2, "
+    "2/5, "
+    ""
+    ""
+    "3/8",
     GeometryConfig,
     quick={"n_instances": 12, "n_features": 200, "d_hidden": 20, "steps": 3000},
 )
@@ -50,8 +54,10 @@ def run(cfg: GeometryConfig, out: Path) -> Result:
     near, chance, n_counted = geometry.sticky_share(fdims)
     highlights = {
         "dimensions per feature, densest → sparsest": f"{dpf[0]:.3f} → {dpf[-1]:.3f}",
-        "represented features, densest → sparsest": f"{records[0]['n_represented']} → {records[-1]['n_represented']} of {cfg.n_features}",
-        "features with D_i ≥ 0.3 within ±0.03 of a sticky fraction": f"{near:.1%} of {n_counted} (uniformly spread values would give {chance:.1%})",
+        "represented features, densest → sparsest": f"{records[0]['n_represented']} → "
+        f"{records[-1]['n_represented']} of {cfg.n_features}",
+        "features with D_i ≥ 0.3 within ±0.03 of a sticky fraction": f"{near:.1%} of {n_counted} (uniformly "
+        f"spread values would give {chance:.1%})",
     }
     figures = [
         FigureSpec(
@@ -79,14 +85,16 @@ def run(cfg: GeometryConfig, out: Path) -> Result:
     ]
     explanation = f"""
 <p>{cfg.n_features} equally important features in {cfg.d_hidden} dimensions, each instance trained at its own
-sparsity, with 1/(1−S) from {inv_s.min():.3g} to {inv_s.max():.3g}. Two measures of how features share the space:
+sparsity, with 1/(1−S) from {inv_s.min():.3g} to {inv_s.max():.3g}. Two measures of how features share the
+space:
 <i>dimensions per feature</i> D* = m / ‖W‖²_F (about the number of dimensions divided by the number of
 represented features), and each feature's <i>dimensionality</i> D_i = ‖W_i‖² / Σ_j (Ŵ_i · W_j)², the
 fraction of a dimension that feature i has to itself.</p>
 <p><b>What to look for.</b> D* falls as sparsity grows, but not smoothly: it lingers at 1 (dedicated
 dimensions) and near 1/2 (antipodal pairs), with plateaus at other fractions. Individual feature
 dimensionalities cluster at 1, 3/4, 2/3, 1/2, 2/5 and 3/8, the signatures of features arranged as
-uniform polytopes: digons (1/2), triangles (2/3), tetrahedra (3/4), pentagons (2/5), square antiprisms (3/8).</p>
+uniform polytopes: digons (1/2), triangles (2/3), tetrahedra (3/4), pentagons (2/5), square antiprisms
+(3/8).</p>
 """
     summary = {
         "n_features": cfg.n_features,

@@ -8,7 +8,7 @@ import numpy as np
 from pydantic import Field
 
 from superposition.experiments.base import Result, register
-from superposition.experiments.common import (
+from superposition.experiments.toy_common import (
     PositiveFloat,
     ToyConfig,
     instance_records,
@@ -30,7 +30,8 @@ class ImportanceConfig(ToyConfig):
 
 @register(
     "importance",
-    "20 features in 5 dimensions with importance 0.7^i, swept over sparsity: which features get dedicated dimensions and which share",
+    "20 features in 5 dimensions with importance 0.7^i, swept over sparsity: which features get dedicated "
+    "dimensions and which share",
     ImportanceConfig,
     quick={
         "steps": 3000,
@@ -52,8 +53,10 @@ def run(cfg: ImportanceConfig, out: Path) -> Result:
     records = instance_records(trained)
     titles = [f"1−S = {p:.3g}" for p in probs.tolist()]
     highlights = {
-        f"1−S = {r['feature_probability']:.3g}": f"{r['n_represented']} of {cfg.n_features} features represented, "
-        f"{r['n_in_superposition']} in superposition; {r['dimensions_per_feature']:.3f} dimensions per feature; loss {r['final_loss']:.4g}"
+        f"1−S = {r['feature_probability']:.3g}": f"{r['n_represented']} of {cfg.n_features} features "
+        "represented, "
+        f"{r['n_in_superposition']} in superposition; {r['dimensions_per_feature']:.3f} dimensions per "
+        f"feature; loss {r['final_loss']:.4g}"
         for r in records
     }
     figures = [
@@ -75,7 +78,8 @@ def run(cfg: ImportanceConfig, out: Path) -> Result:
 <p>{cfg.n_features} features, {cfg.d_hidden} hidden dimensions, feature <i>i</i> with importance
 {cfg.importance}<sup>i</sup> when a single number. Each column of the figures is an instance trained at one
 sparsity S (features present with probability 1−S).</p>
-<p><b>What to look for.</b> Dense (1−S = 1), the model keeps exactly {cfg.d_hidden} features, the most important
+<p><b>What to look for.</b> Dense (1−S = 1), the model keeps exactly {cfg.d_hidden} features, the most
+important
 ones, each in a dedicated dimension (black bars, an identity block in WᵀW), and drops the rest. As sparsity
 grows, less important features enter in superposition (yellow bars): the model trades a little interference
 for representing more features. At high sparsity nearly all features are represented and share the space.</p>

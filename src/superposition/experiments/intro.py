@@ -7,7 +7,7 @@ from pathlib import Path
 from pydantic import Field
 
 from superposition.experiments.base import Result, register
-from superposition.experiments.common import (
+from superposition.experiments.toy_common import (
     PositiveFloat,
     ToyConfig,
     instance_records,
@@ -32,7 +32,8 @@ class IntroConfig(ToyConfig):
 
 @register(
     "intro",
-    "5 features in 2 dimensions, feature probability swept 1 -> 0.02: an orthogonal pair when dense, a pentagon when sparse",
+    "5 features in 2 dimensions, feature probability swept 1 -> 0.02: an orthogonal pair when dense, a "
+    "pentagon when sparse",
     IntroConfig,
     quick={"steps": 3000, "lr": 1e-2, "schedule": "cosine"},
 )
@@ -55,7 +56,8 @@ def run(cfg: IntroConfig, out: Path) -> Result:
         FigureSpec(
             "superposition_bars",
             "Feature norms, coloured by interference. Dense: only the most important "
-            "features get a dimension (black bars); sparse: every feature is represented and they interfere (yellow).",
+            "features get a dimension (black bars); sparse: every feature is represented and they interfere "
+            "(yellow).",
             viz.superposition_bars(W, titles),
         ),
         FigureSpec(
@@ -72,7 +74,8 @@ def run(cfg: IntroConfig, out: Path) -> Result:
             0,
             FigureSpec(
                 "directions",
-                "Each feature's direction W_i in the 2-D hidden space, from dense (left) to sparse (right); brighter = more important.",
+                "Each feature's direction W_i in the 2-D hidden space, from dense (left) to sparse (right); "
+                "brighter = more important.",
                 viz.feature_directions_2d(W, titles, imp),
             ),
         )
@@ -86,7 +89,8 @@ def run(cfg: IntroConfig, out: Path) -> Result:
         )
     explanation = f"""
 <p>A toy model <code>h = W x</code>, <code>x' = ReLU(Wᵀh + b)</code> compresses {cfg.n_features} features into
-{cfg.d_hidden} hidden dimensions. Feature <i>i</i> has importance {cfg.importance}<sup>i</sup> (when a single number)
+{cfg.d_hidden} hidden dimensions. Feature <i>i</i> has importance {cfg.importance}<sup>i</sup> (when a single
+number)
 and every instance sees features present with its own probability <i>p</i>, from 1 (dense) down to
 {probs.min().item():.3g} (sparse). Each instance is trained independently, all in one batched pass.</p>
 <p><b>What to look for.</b> With dense features the model behaves like PCA: it gives the two most
@@ -124,4 +128,5 @@ pentagon, 72° apart. This is <i>superposition</i>.</p>
 def _describe(rec: dict) -> str:
     gaps = rec["polar_angle_gaps"]
     angles = ", ".join(f"{g:.0f}°" for g in gaps) if gaps else "n/a"
-    return f"p = {rec['feature_probability']:.3g}: {rec['n_represented']} features represented; angles between neighbours {angles}"
+    p = rec["feature_probability"]
+    return f"p = {p:.3g}: {rec['n_represented']} features represented; angles between neighbours {angles}"

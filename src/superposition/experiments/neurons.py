@@ -7,7 +7,7 @@ from pathlib import Path
 from pydantic import Field
 
 from superposition.experiments.base import Result, register
-from superposition.experiments.common import (
+from superposition.experiments.toy_common import (
     PositiveFloat,
     ToyConfig,
     instance_records,
@@ -35,7 +35,8 @@ class NeuronsConfig(ToyConfig):
 
 @register(
     "neurons",
-    "ReLU hidden layer (privileged basis), 10 features in 5 neurons, p 0.75 -> 0.01: monosemantic neurons when dense, polysemantic when sparse",
+    "ReLU hidden layer (privileged basis), 10 features in 5 neurons, p 0.75 -> 0.01: monosemantic neurons "
+    "when dense, polysemantic when sparse",
     NeuronsConfig,
     quick={"steps": 3000, "lr": 1e-2, "schedule": "cosine"},
 )
@@ -80,10 +81,12 @@ def run(cfg: NeuronsConfig, out: Path) -> Result:
         ),
     ]
     explanation = f"""
-<p>The neuron model <code>h = ReLU(W x)</code>, <code>x' = ReLU(Wᵀh + b)</code> puts a ReLU on the hidden layer,
+<p>The neuron model <code>h = ReLU(W x)</code>, <code>x' = ReLU(Wᵀh + b)</code> puts a ReLU on the hidden
+layer,
 which makes its basis <i>privileged</i>: each hidden unit is a neuron whose activation can be read on its
 own. {cfg.n_features} features with importance {cfg.importance}<sup>i</sup> (when a number) go through
-{cfg.d_hidden} neurons at feature probabilities from {probs.max().item():.3g} down to {probs.min().item():.3g}.
+{cfg.d_hidden} neurons at feature probabilities from {probs.max().item():.3g} down to
+{probs.min().item():.3g}.
 Each setting is trained from {cfg.replicas} initialisation(s) and the lowest-loss one is shown.</p>
 <p><b>What to look for.</b> With dense features each of the {cfg.d_hidden} most important features gets a
 neuron of its own (monosemantic neurons, one colour per bar). As features become sparse the model packs

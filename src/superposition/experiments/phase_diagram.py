@@ -5,26 +5,24 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-import matplotlib.pyplot as plt
 import numpy as np
 import torch
-from matplotlib.colors import ListedColormap
 from pydantic import Field
 
 from superposition.experiments.base import Result, register
-from superposition.experiments.common import PositiveFloat, ToyConfig, loss_history, train_toy
+from superposition.experiments.toy_common import PositiveFloat, ToyConfig, loss_history, train_toy
 from superposition.report.html import FigureSpec
 from superposition.toy import geometry
+from superposition.viz import phase_diagram as viz
 
 SETUPS = ((2, 1), (3, 2))  # (features, hidden dimensions); the last feature is the extra one
-PHASE_COLOURS = ("#d9d9d9", "#3b6fb6", "#d6452b")  # not represented, dedicated dimension, superposition
 
 
 class PhaseDiagramConfig(ToyConfig):
     """The grid is `grid_size` × `grid_size` cells per setup (n_instances, n_features, d_hidden and
     feature_probability are set by the grid); each cell trains `replicas` initialisations."""
 
-    grid_size: int = Field(16, ge=2)
+    grid_size: int = Field(16, ge=2, description="cells per side of each diagram")
     replicas: int = Field(3, ge=1)
     min_density: float = Field(0.01, gt=0.0, lt=1.0, description="sparsest feature probability on the grid")
     min_relative_importance: float = Field(0.1, gt=0.0, lt=1.0, description="grid spans [this, 1/this]")
@@ -35,7 +33,8 @@ class PhaseDiagramConfig(ToyConfig):
 
 @register(
     "phase-diagram",
-    "1 extra feature against 1 (and 2) others in 1 (and 2) dimensions, over relative importance x sparsity: not represented / dedicated / superposition",
+    "1 extra feature against 1 (and 2) others in 1 (and 2) dimensions, over relative importance x sparsity: "
+    "not represented / dedicated / superposition",
     PhaseDiagramConfig,
     quick={"grid_size": 7, "replicas": 2, "steps": 2000, "lr": 1e-2},
 )
@@ -83,56 +82,24 @@ def run(cfg: PhaseDiagramConfig, out: Path) -> Result:
             FigureSpec(
                 f"phase_{n_feat}x{d_hidden}",
                 f"{name}: the phase of the extra (last) feature in each cell, and its norm ‖W_extra‖.",
-                _phase_figure(phase, norm, density, rel_imp, name),
+                viz.phase_figure(phase, norm, density, rel_imp, name),
             )
         )
     explanation = f"""
-<p>The smallest models with a choice to make. <b>{SETUPS[0][0]} features in {SETUPS[0][1]} dimension</b>: one feature of
-importance 1 and an extra feature of relative importance r. <b>{SETUPS[1][0]} features in {SETUPS[1][1]} dimensions</b>: two
+<p>The smallest models with a choice to make. <b>{SETUPS[0][0]} features in {SETUPS[0][1]} dimension</b>: one
+feature of
+importance 1 and an extra feature of relative importance r. <b>{SETUPS[1][0]} features in {SETUPS[1][1]}
+dimensions</b>: two
 features of importance 1 and an extra one. Every cell of the {g}×{g} grid is a model trained at its own
-relative importance r (from {rel_imp.min():.3g} to {rel_imp.max():.3g}) and feature density 1 − S (all features
+relative importance r (from {rel_imp.min():.3g} to {rel_imp.max():.3g}) and feature density 1 − S (all
+features
 present with the same probability, from 1 to {cfg.min_density}), keeping the lowest-loss of {cfg.replicas}
 initialisations. The extra feature is classified as <i>not represented</i> (‖W‖ ≤ 0.5), having a
-<i>dedicated dimension</i> (represented, interference ≤ 0.1), or in <i>superposition</i> (represented and sharing).</p>
+<i>dedicated dimension</i> (represented, interference ≤ 0.1), or in <i>superposition</i> (represented and
+sharing).</p>
 <p><b>What to look for.</b> Dense features: the more important feature takes the dimension and the other is
 dropped, a sharp boundary at r = 1. Sparse features: both are kept in superposition (antipodal in 1-D), over a
 region that grows with sparsity. The boundaries are sharp: a phase change, as in the paper's figure.</p>
 """
     summary = {"setups": setups}
     return Result("Toy models: phase diagrams of superposition", explanation, summary, figures, highlights)
-
-
-def _phase_figure(phase: np.ndarray, norm: np.ndarray, density: np.ndarray, rel_imp: np.ndarray, name: str):
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.6))
-    extent = [np.log10(density[0]), np.log10(density[-1]), np.log10(rel_imp[0]), np.log10(rel_imp[-1])]
-    im = axes[0].imshow(
-        phase,
-        origin="lower",
-        cmap=ListedColormap(PHASE_COLOURS),
-        vmin=-0.5,
-        vmax=2.5,
-        extent=extent,
-        aspect="auto",
-        interpolation="nearest",
-    )
-    cb = fig.colorbar(im, ax=axes[0], ticks=[0, 1, 2])
-    cb.ax.set_yticklabels(list(geometry.PHASES))
-    im2 = axes[1].imshow(
-        norm,
-        origin="lower",
-        cmap="viridis",
-        vmin=0,
-        vmax=max(1.0, float(norm.max())),
-        extent=extent,
-        aspect="auto",
-        interpolation="nearest",
-    )
-    fig.colorbar(im2, ax=axes[1], label="‖W_extra‖")
-    for ax, title in zip(axes, ("phase of the extra feature", "norm of the extra feature")):
-        ax.set_xlabel("feature density 1 − S (log10), dense → sparse")
-        ax.set_ylabel("relative importance of the extra feature (log10)")
-        ax.set_title(title)
-        ax.axhline(0, color="white", lw=0.6, ls=":")
-    fig.suptitle(name)
-    fig.tight_layout()
-    return fig

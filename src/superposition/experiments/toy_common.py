@@ -1,19 +1,21 @@
-"""The config keys and the train-and-record step shared by the toy-model experiments."""
+"""The config keys and the train-and-record step shared by the toy-model experiments (not the SAE ones:
+see sae_common.py)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal, Sequence
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import torch
 from pydantic import Field, model_validator
 
 from superposition.config import Config
+from superposition.seeding import derive_seed
 from superposition.toy import geometry
 from superposition.toy.data import FeatureDistribution, Group
 from superposition.toy.model import ComputationModel, ToyModel
-from superposition.seeding import derive_seed
 from superposition.toy.train import TrainResult, evaluate_losses, train_toy_model
 
 Probability = Annotated[float, Field(ge=0.0, le=1.0)]
@@ -29,30 +31,39 @@ class ToyConfig(Config):
         feature's importance.
     """
 
-    n_instances: int = Field(8, gt=0)
-    n_features: int = Field(5, gt=0)
-    d_hidden: int = Field(2, gt=0)
-    steps: int = Field(10_000, gt=0)
-    batch_size: int = Field(1024, gt=0)
-    lr: PositiveFloat = 1e-3
-    schedule: Literal["constant", "linear", "cosine"] = "constant"
-    warmup_steps: int = Field(0, ge=0)
-    feature_probability: Probability | list[Probability] | None = None
-    importance: PositiveFloat | list[PositiveFloat] = 1.0
+    n_instances: int = Field(8, gt=0, description="models trained side by side, one per setting of the sweep")
+    n_features: int = Field(5, gt=0, description="input features")
+    d_hidden: int = Field(2, gt=0, description="hidden dimensions (neurons, for the ReLU-hidden models)")
+    steps: int = Field(10_000, gt=0, description="Adam steps")
+    batch_size: int = Field(1024, gt=0, description="fresh samples per step")
+    lr: PositiveFloat = Field(1e-3, description="Adam learning rate")
+    schedule: Literal["constant", "linear", "cosine"] = Field(
+        "constant", description="learning-rate decay after the warm-up"
+    )
+    warmup_steps: int = Field(0, ge=0, description="linear learning-rate warm-up steps")
+    feature_probability: Probability | list[Probability] | None = Field(
+        None,
+        description="null: the experiment's sweep; a number for every instance; or a list, one per instance",
+    )
+    importance: PositiveFloat | list[PositiveFloat] = Field(
+        1.0, description="r gives feature i importance r**i (1: all equal); a list gives each feature's"
+    )
     replicas: int = Field(
         1, ge=1, description="train each setting from this many initialisations and keep the lowest-loss one"
     )
-    seed: int = 0
+    seed: int = Field(0, description="seeds initialisation and data (each purpose its own stream)")
 
     @model_validator(mode="after")
     def _lengths(self):
         if isinstance(self.feature_probability, list) and len(self.feature_probability) != self.n_instances:
             raise ValueError(
-                f"feature_probability: a list needs one value per instance (n_instances={self.n_instances}), got {len(self.feature_probability)}"
+                f"feature_probability: a list needs one value per instance (n_instances={self.n_instances}), "
+                f"got {len(self.feature_probability)}"
             )
         if isinstance(self.importance, list) and len(self.importance) != self.n_features:
             raise ValueError(
-                f"importance: a list needs one value per feature (n_features={self.n_features}), got {len(self.importance)}"
+                f"importance: a list needs one value per feature (n_features={self.n_features}), got "
+                f"{len(self.importance)}"
             )
         return self
 
@@ -79,7 +90,7 @@ def log_sweep(hi: float, lo: float, n: int) -> np.ndarray:
 
 
 @dataclass
-class Trained:
+class TrainedToy:
     """A trained batch of `n_settings × replicas` instances and the best replica of each setting."""
 
     model: ToyModel | ComputationModel
@@ -117,7 +128,7 @@ def train_toy(
     callback=None,
     callback_every: int = 0,
     log_every: int = 100,
-) -> Trained:
+) -> TrainedToy:
     """Train a batched toy model over `cfg.n_instances` settings × `cfg.replicas` initialisations.
 
     `probability` is (setting,) or (setting, feat); `importance` (feat,) or (setting, feat);
@@ -155,7 +166,7 @@ def train_toy(
         log_every=log_every,
     )
     final = evaluate_losses(model, data, seed=cfg.seed)
-    return Trained(model, data, history, final, best_of_replicas(final, reps))
+    return TrainedToy(model, data, history, final, best_of_replicas(final, reps))
 
 
 def best_of_replicas(losses: torch.Tensor, replicas: int) -> list[int]:
@@ -166,7 +177,9 @@ def best_of_replicas(losses: torch.Tensor, replicas: int) -> list[int]:
     return [s * replicas + int(r) for s, r in enumerate(per.argmin(1).tolist())]
 
 
-def instance_records(trained: Trained, extra: Sequence[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+def instance_records(
+    trained: TrainedToy, extra: Sequence[dict[str, Any]] | None = None
+) -> list[dict[str, Any]]:
     """The per-instance part of summary.json, one record per setting (its kept replica):
     settings, final loss, geometry, and W, b. `extra[k]` is merged into the k-th record."""
     model = trained.model
@@ -213,6 +226,6 @@ def _input_weights(model: ToyModel | ComputationModel) -> torch.Tensor:
     return (model.W_in if isinstance(model, ComputationModel) else model.W).detach()
 
 
-def loss_history(trained: Trained) -> dict[str, Any]:
+def loss_history(trained: TrainedToy) -> dict[str, Any]:
     steps, losses = trained.loss_curves()
     return {"steps": steps, "loss": losses}

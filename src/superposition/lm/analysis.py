@@ -81,7 +81,10 @@ def latent_activations(
         toks.append((t + offset).numpy()), lats.append(j.numpy()), vals.append(z[t, j].numpy())
         n_tokens += int(keep.sum())
         offset += ids.numel()
-    cat = lambda xs, dt: np.concatenate(xs).astype(dt) if xs else np.zeros(0, dt)
+
+    def cat(xs, dt):
+        return np.concatenate(xs).astype(dt) if xs else np.zeros(0, dt)
+
     return LatentActivations(
         seqs, cat(toks, np.int64), cat(lats, np.int64), cat(vals, np.float32), sae.cfg.d_sae, n_tokens
     )

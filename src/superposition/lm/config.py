@@ -1,5 +1,13 @@
 """The one config of a language-model SAE run: saved with the run, read from YAML/JSON files, and
-overridden with `--set key=value` (the keys are exactly the fields below)."""
+overridden with `--set key=value`.
+
+It is composed: the language-model keys below, then every key of SAEConfig (the architecture and
+its options) and of SAETrainConfig (optimisation, dead latents, resampling), under the names users
+know from SAELens. A key added to either reaches `train-sae` without being written here. The
+differences are the defaults that suit a language model (`LM_DEFAULTS`) and the sizes the run
+derives: d_in from the hook, steps = training_tokens // batch_size_tokens, batch_size =
+batch_size_tokens.
+"""
 
 from __future__ import annotations
 
@@ -9,14 +17,17 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from superposition.config import Config
+from superposition.config import Config, compose
 from superposition.errors import SuperpositionError
 from superposition.lm.data import DEFAULT_DATASET
 from superposition.lm.model import DEFAULT_MODEL
-from superposition.sae.base import Architecture
+from superposition.sae.config import SAEConfig
+from superposition.sae.train import SAETrainConfig
 
 
-class LMSAEConfig(Config):
+class LMSettings(Config):
+    """The keys of a language-model run that are not SAE or trainer keys."""
+
     # model and data
     model_name: str = Field(DEFAULT_MODEL, description="alias, hub name, local folder or .gguf file")
     hook_name: str = Field(
@@ -27,9 +38,9 @@ class LMSAEConfig(Config):
         DEFAULT_DATASET, description="python-docs, a .txt/.jsonl/.parquet file, or a hub dataset"
     )
     text_column: str | None = Field(None, description="default: the first of text, content, document, body")
-    context_size: int = Field(128, gt=1)
-    batch_size_tokens: int = Field(2048, gt=0)
-    prepend_bos: bool = True
+    context_size: int = Field(128, gt=1, description="tokens per sequence")
+    batch_size_tokens: int = Field(2048, gt=0, description="activations per training step")
+    prepend_bos: bool = Field(True, description="start every sequence with the BOS token")
     n_batches_in_buffer: int = Field(
         8, gt=0, description="activations are shuffled across this many batches' worth of sequences"
     )
@@ -37,45 +48,22 @@ class LMSAEConfig(Config):
     activation_cache: str | None = Field(
         None, description="folder of cached activations (written if new, read if it matches)"
     )
-    # SAE
-    architecture: Architecture = "topk"
-    d_sae: int | None = Field(None, gt=0, description="default: expansion_factor × d_in")
-    expansion_factor: int = Field(8, gt=0)
-    k: int = Field(32, gt=0)
-    l1_coefficient: float = Field(5.0, ge=0.0)
-    l0_coefficient: float = Field(1e-3, ge=0.0)
-    aux_k: int | None = Field(None, gt=0)
-    aux_coefficient: float = Field(1 / 32, ge=0.0)
-    bandwidth: float = Field(0.05, gt=0.0)
-    init_threshold: float = Field(0.2, gt=0.0)
-    prefixes: list[int] | None = None
-    b_dec_init: Literal["geometric_median", "mean", "zeros"] = "geometric_median"
-    normalize_activations: bool = Field(True, description="scale inputs so E‖x‖² = d_in; folded back at save")
-    # optimisation
-    lr: float = Field(1e-3, gt=0.0)
-    lr_warm_up_steps: int = Field(20, ge=0)
-    lr_decay_steps: int = Field(0, ge=0, description="linear decay to 0 over the last this many steps")
-    sparsity_warm_up_steps: int = Field(0, ge=0)
-    training_tokens: int = Field(500_000, gt=0, description="a few minutes on 2 cores with the defaults")
-    # dead latents and resampling
-    feature_sampling_window: int = Field(1000, gt=0, description="steps between resamplings")
-    dead_feature_window: int = Field(
-        200, gt=0, description="steps without firing after which a latent is dead"
+    # the SAE's width, relative to the hook's
+    d_sae: int | None = Field(None, gt=0, description="number of latents; default: expansion_factor × d_in")
+    expansion_factor: int = Field(
+        8, gt=0, description="d_sae = expansion_factor × d_in when d_sae is not set"
     )
+    training_tokens: int = Field(500_000, gt=0, description="a few minutes on 2 cores with the defaults")
+    # run and evaluation
+    device: str = Field("cpu", description="cpu, cuda, cuda:1, ...")
+    dtype: Literal["float32", "bfloat16", "float16"] = Field("float32", description="of the language model")
     dead_feature_threshold: float = Field(
         1e-8, ge=0.0, description="evaluation: a latent firing on at most this fraction of tokens is dead"
     )
-    resample: Literal["none", "simple", "anthropic"] = "none"
-    # run
-    seed: int = 0
-    device: str = "cpu"
-    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
-    checkpoint_every: int = Field(0, ge=0, description="steps; 0: at the end and on Ctrl-C only")
-    log_every: int = Field(10, gt=0)
     eval_sequences: int = Field(64, gt=0, description="held-out sequences for the end-of-run evaluation")
     tensorboard: bool = Field(True, description="write TensorBoard event files when tensorboard is installed")
-    wandb: bool = False
-    wandb_project: str = "superposition"
+    wandb: bool = Field(False, description="log to Weights & Biases (needs the wandb package)")
+    wandb_project: str = Field("superposition", description="the W&B project")
 
     @model_validator(mode="after")
     def _check(self):
@@ -89,6 +77,38 @@ class LMSAEConfig(Config):
 
     def sae_width(self, d_in: int) -> int:
         return self.d_sae or self.expansion_factor * d_in
+
+    def sae_config(self, d_in: int) -> SAEConfig:
+        """The SAE this run trains on a hook of width d_in: every SAEConfig key of this config."""
+        values = {k: getattr(self, k) for k in SAEConfig.model_fields if k in type(self).model_fields}
+        return SAEConfig.build({**values, "d_in": d_in, "d_sae": self.sae_width(d_in)}, "config")
+
+    def train_config(self) -> SAETrainConfig:
+        values = {k: getattr(self, k) for k in SAETrainConfig.model_fields if k in type(self).model_fields}
+        return SAETrainConfig.build(
+            {**values, "steps": self.steps, "batch_size": self.batch_size_tokens}, "config"
+        )
+
+
+LM_DEFAULTS = {
+    "k": 32,
+    "l1_coefficient": 5.0,
+    "l0_coefficient": 1e-3,
+    "normalize_activations": True,
+    "lr_warm_up_steps": 20,
+    "dead_feature_window": 200,
+    "log_every": 10,
+}
+
+LMSAEConfig = compose(
+    "LMSAEConfig",
+    LMSettings,
+    SAEConfig,
+    SAETrainConfig,
+    exclude=("d_in", "n_instances", "steps", "batch_size"),
+    defaults=LM_DEFAULTS,
+    doc="Every key of a `train-sae` run: the language model and data, the SAE, the trainer.",
+)
 
 
 def load_config_file(path: str | Path) -> dict:

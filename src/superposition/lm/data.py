@@ -17,8 +17,8 @@ from __future__ import annotations
 import ast
 import json
 import sysconfig
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import torch
 from torch import Tensor

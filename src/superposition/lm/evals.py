@@ -34,6 +34,26 @@ def ce_loss_recovered(clean: float, with_sae: float, zero: float) -> float:
     return (zero - with_sae) / (zero - clean) if zero != clean else float("nan")
 
 
+def capture_into(store: dict, key: str):
+    """A hook that records the activation in store[key] and leaves it unchanged."""
+
+    def fn(a: Tensor) -> None:
+        store[key] = a
+
+    return fn
+
+
+def splice_at(keep: Tensor, values: Tensor):
+    """A hook that writes `values` (n, d) into the activation at the positions `keep` (b, pos)."""
+
+    def fn(a: Tensor) -> Tensor:
+        out = sae_inputs(a).clone()
+        out[keep] = values.to(out.dtype)
+        return out.view(a.shape)
+
+    return fn
+
+
 @torch.no_grad()
 def evaluate_sae(
     hooked: HookedModel,
@@ -52,30 +72,14 @@ def evaluate_sae(
     for ids in seqs.split(batch_size):
         ids = ids.to(device)
         keep = ~special_mask(tokenizer, ids.cpu()).to(device)
-        seen = {}
-
-        def capture(a: Tensor):
-            seen["act"] = a
-            return None
-
-        clean = hooked.logits(ids, {hook_name: capture})
-        act = seen["act"]
-        flat = sae_inputs(act)
-        x = flat[keep].float()
+        seen: dict[str, Tensor] = {}
+        clean = hooked.logits(ids, {hook_name: capture_into(seen, "act")})
+        x = sae_inputs(seen["act"])[keep].float()
         z = sae.encode(x.unsqueeze(1))
         x_hat = sae.decode(z)[:, 0]
         acc.add(x.unsqueeze(1), x_hat.unsqueeze(1), z)
-
-        def splice(values: Tensor):
-            def fn(a: Tensor) -> Tensor:
-                out = sae_inputs(a).clone()
-                out[keep] = values.to(out.dtype)
-                return out.view(a.shape)
-
-            return fn
-
-        with_sae = hooked.logits(ids, {hook_name: splice(x_hat)})
-        zero = hooked.logits(ids, {hook_name: splice(torch.zeros_like(x_hat))})
+        with_sae = hooked.logits(ids, {hook_name: splice_at(keep, x_hat)})
+        zero = hooked.logits(ids, {hook_name: splice_at(keep, torch.zeros_like(x_hat))})
         ce["clean"] += ce_loss(clean, ids).item()
         ce["sae"] += ce_loss(with_sae, ids).item()
         ce["zero"] += ce_loss(zero, ids).item()

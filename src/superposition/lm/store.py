@@ -17,8 +17,8 @@ import itertools
 import json
 import math
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import torch
 from safetensors import SafetensorError
@@ -82,6 +82,27 @@ class ActivationStore:
         self.epochs_started = 1
         self.model_tokens = 0  # tokens run through the model (not counting cache reads)
 
+    @classmethod
+    def for_run(cls, cfg, lm, hooked: HookedModel, holdout: bool = False) -> ActivationStore:
+        """The store of a `train-sae` run's config (LMSAEConfig); the held-out one never caches."""
+        return cls(
+            lm,
+            hooked,
+            cfg.hook_name,
+            dataset_path=cfg.dataset_path,
+            text_column=cfg.text_column,
+            context_size=cfg.context_size,
+            prepend_bos=cfg.prepend_bos,
+            buffer_sequences=buffer_sequences_for(
+                cfg.batch_size_tokens, cfg.n_batches_in_buffer, cfg.context_size
+            ),
+            model_batch_size=cfg.model_batch_size,
+            seed=cfg.seed,
+            cache=None if holdout else cfg.activation_cache,
+            holdout=holdout,
+            device=cfg.device,
+        )
+
     # ------------------------------------------------------------------ sequences
     def _fresh_sequences(self) -> Iterator[Tensor]:
         docs = texts(self.dataset_path, self.text_column)
@@ -97,7 +118,8 @@ class ActivationStore:
                 yield s
             if n == 0:
                 raise SuperpositionError(
-                    f"dataset_path {self.dataset_path}: too little text for one sequence of {self.context_size} tokens"
+                    f"dataset_path {self.dataset_path}: too little text for one sequence of "
+                    f"{self.context_size} tokens"
                 )
             if epoch == 0:
                 print(
@@ -112,11 +134,13 @@ class ActivationStore:
         out = list(itertools.islice(self._fresh_sequences(), count))
         if not out:
             raise SuperpositionError(
-                f"dataset_path {self.dataset_path}: too little text for one sequence of {self.context_size} tokens"
+                f"dataset_path {self.dataset_path}: too little text for one sequence of {self.context_size} "
+                "tokens"
             )
         if len(out) < count:
             print(
-                f"activation store: only {len(out)} {'held-out ' if self.holdout else ''}sequences in the corpus "
+                f"activation store: only {len(out)} {'held-out ' if self.holdout else ''}sequences in the "
+                "corpus "
                 f"(asked for {count}); using them all",
                 file=sys.stderr,
             )

@@ -10,7 +10,6 @@ untrusted, and neither path lets it become markup.
 from __future__ import annotations
 
 import json
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ from typing import Any
 import numpy as np
 from markupsafe import Markup
 
+from superposition.files import staged_directory
 from superposition.report import TEMPLATES
 
 
@@ -56,8 +56,10 @@ def histogram_svg(counts: list[int], edges: list[float], width: int = 420, heigh
     top = max(counts.max(initial=0.0), 1.0)
     bw = width / max(len(counts), 1)
     rects = "".join(
-        f'<rect x="{i * bw:.1f}" y="{height - 18 - (c / top) * (height - 24):.1f}" width="{max(bw - 1, 1):.1f}" '
-        f'height="{(c / top) * (height - 24):.1f}"><title>{edges[i]:.3g}–{edges[i + 1]:.3g}: {int(c)}</title></rect>'
+        f'<rect x="{i * bw:.1f}" y="{height - 18 - (c / top) * (height - 24):.1f}" '
+        f'width="{max(bw - 1, 1):.1f}" '
+        f'height="{(c / top) * (height - 24):.1f}"><title>{edges[i]:.3g}–{edges[i + 1]:.3g}: '
+        f"{int(c)}</title></rect>"
         for i, c in enumerate(counts)
     )
     labels = (
@@ -65,7 +67,8 @@ def histogram_svg(counts: list[int], edges: list[float], width: int = 420, heigh
         f'<text x="{width}" y="{height - 4}" text-anchor="end">{edges[-1]:.3g}</text>'
     )
     return Markup(
-        f'<svg class="hist" viewBox="0 0 {width} {height}" width="{width}" height="{height}">{rects}{labels}</svg>'
+        f'<svg class="hist" viewBox="0 0 {width} {height}" width="{width}" '
+        f'height="{height}">{rects}{labels}</svg>'
     )
 
 
@@ -99,12 +102,11 @@ def write_dashboard(
     pages: list[LatentPage],
     notes: str = "",
 ) -> Path:
-    """columns: [{"key", "label", "type": "num"|"text"}]; rows: one dict per latent with "id"."""
+    """columns: [{"key", "label", "type": "num"|"text"}]; rows: one dict per latent with "id".
+    The site is written whole or not at all, replacing an earlier site at `out`."""
     out = Path(out)
-    tmp = out.with_name(f".{out.name}.partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    (tmp / "latents").mkdir(parents=True)
-    try:
+    with staged_directory(out, previous_marker="index.html") as tmp:
+        (tmp / "latents").mkdir()
         (tmp / "style.css").write_text(TEMPLATES.get_template("dashboard.css").render())
         index = TEMPLATES.get_template("dashboard_index.html").render(
             title=title,
@@ -127,10 +129,4 @@ def write_dashboard(
                 bar_svgs=[(t, bars_svg(labels, vals)) for t, labels, vals in p.bars],
             )
             (tmp / "latents" / f"{p.index}.html").write_text(html, encoding="utf-8")
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out

@@ -6,27 +6,21 @@ z_j ∂logit_t/∂z_j, and the exact change in logit_t when latent j is ablated.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
 
 from superposition.errors import SuperpositionError
 from superposition.lm import analysis as an
+from superposition.lm.hooks import HookedModel
+from superposition.lm.model import load_model
+from superposition.runs.train_sae import load_run
 
 
 def analyze_prompt(run_dir: str | Path, prompt: str, token: str | None = None, top: int = 10) -> str:
-    from superposition.lm.config import LMSAEConfig
-    from superposition.lm.hooks import HookedModel
-    from superposition.lm.model import load_model
-    from superposition.sae.io import load_sae
-
-    run = Path(run_dir).expanduser()
-    if not (run / "config.json").is_file() or not (run / "sae").is_dir():
-        raise SuperpositionError(f"RUN_DIR {run}: not a train-sae run directory (config.json + sae/)")
-    cfg = LMSAEConfig.build(json.loads((run / "config.json").read_text()), str(run / "config.json"))
-    sae = load_sae(run / "sae")
-    lm = load_model(cfg.model_name, "cpu", "float32")
+    run = load_run(run_dir)
+    cfg, sae = run.cfg, run.sae.cpu()
+    lm = load_model(cfg.model_name, "cpu", "float32")  # one prompt: the CPU is enough, in full precision
     hooked = HookedModel(lm.model)
     ids = lm.tokenizer(prompt, add_special_tokens=False, return_tensors="pt").input_ids
     if cfg.prepend_bos and lm.tokenizer.bos_token_id is not None:
@@ -50,7 +44,8 @@ def analyze_prompt(run_dir: str | Path, prompt: str, token: str | None = None, t
     dla = an.direct_logit_attribution(hooked, sae, cfg.hook_name, z_last, target)
     order = attr.abs().argsort(descending=True)[:top]
     lines = [
-        f"prompt: {prompt!r}  -> target {lm.tokenizer.decode([target])!r} (logit {logits[0, -1, target]:.3f}); "
+        f"prompt: {prompt!r}  -> target {lm.tokenizer.decode([target])!r} (logit "
+        f"{logits[0, -1, target]:.3f}); "
         f"{int((z_last > 0).sum())} latents active at the last token",
         f"{'latent':>7} {'activation':>11} {'DLA':>9} {'attrib.':>9} {'ablation':>9}",
     ]
@@ -68,6 +63,7 @@ def analyze_prompt(run_dir: str | Path, prompt: str, token: str | None = None, t
             f"{j:>7} {float(z_last[j]):>11.4g} {float(dla[j]):>9.4g} {float(attr[j]):>9.4g} {effect:>9.4g}"
         )
     lines.append(
-        "DLA: direct path only; attrib.: gradient × activation (estimates −ablation); ablation: exact change in the target logit"
+        "DLA: direct path only; attrib.: gradient × activation (estimates −ablation); ablation: exact change "
+        "in the target logit"
     )
     return "\n".join(lines)

@@ -16,9 +16,15 @@ import sys
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_file
 
 from superposition.errors import SuperpositionError
+from superposition.lm import analysis as an
+from superposition.lm.store import ActivationStore
 from superposition.report.dashboard import LatentPage, TokenSpan, write_dashboard
+from superposition.runs.train_sae import load_run
+from superposition.sae.ground_truth import best_matches, cosine_matrix
+from superposition.sae.io import load_sae
 
 
 def build_dashboard(
@@ -52,19 +58,11 @@ def _spans(tokens: list[str], acts: list[float], focus: int, vmax: float) -> lis
     ]
 
 
-def _lm_dashboard(run: Path, out: Path, n_seq: int, max_latents: int | None, top_k: int) -> Path:
-    from superposition.lm import analysis as an
-    from superposition.lm.config import LMSAEConfig
-    from superposition.lm.hooks import HookedModel
-    from superposition.lm.model import load_model
-    from superposition.lm.run import make_store
-    from superposition.sae.io import load_sae
-
-    cfg = LMSAEConfig.build(json.loads((run / "config.json").read_text()), str(run / "config.json"))
-    sae = load_sae(run / "sae").to(cfg.device)
-    lm = load_model(cfg.model_name, cfg.device, cfg.dtype)
-    hooked = HookedModel(lm.model)
-    seqs = make_store(cfg, lm, hooked, holdout=True).first_sequences(n_seq)
+def _lm_dashboard(run_dir: Path, out: Path, n_seq: int, max_latents: int | None, top_k: int) -> Path:
+    run = load_run(run_dir)
+    cfg, sae = run.cfg, run.sae
+    lm, hooked = run.load_model()
+    seqs = ActivationStore.for_run(cfg, lm, hooked, holdout=True).first_sequences(n_seq)
     print(
         f"dashboard: latent activations on {seqs.shape[0]} held-out sequences ({seqs.numel()} tokens)",
         file=sys.stderr,
@@ -134,11 +132,6 @@ def _lm_dashboard(run: Path, out: Path, n_seq: int, max_latents: int | None, top
 
 
 def _toy_dashboard(run: Path, out: Path, sae_name: str | None, max_latents: int | None) -> Path:
-    from safetensors.torch import load_file
-
-    from superposition.sae.ground_truth import best_matches, cosine_matrix
-    from superposition.sae.io import load_sae
-
     names = sorted(p.name for p in (run / "saes").iterdir() if (p / "cfg.json").is_file())
     if not names:
         raise SuperpositionError(f"RUN_DIR {run}: saes/ holds no SAE")

@@ -15,6 +15,7 @@ import csv
 import json
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -24,76 +25,39 @@ from superposition.lm.config import LMSAEConfig
 from superposition.lm.evals import evaluate_sae
 from superposition.lm.hooks import HookedModel
 from superposition.lm.model import load_model
-from superposition.lm.store import ActivationStore, buffer_sequences_for
-from superposition.sae import SAEConfig, make_sae
+from superposition.lm.model import LoadedModel
+from superposition.lm.store import ActivationStore
+from superposition.report.html import FigureSpec, close_figures, render_report, save_figures
+from superposition.sae import BatchedSAE, make_sae
 from superposition.sae.io import load_sae, save_sae
 from superposition.sae.metrics import explained_variance
-from superposition.sae.train import SAETrainConfig, SAETrainer
+from superposition.sae.train import SAETrainer
 from superposition.seeding import derive_seed
+from superposition.viz.sae import density_histogram, training_curves
 
 LOG_KEYS = ["step", "tokens", "lr", "mse", "l0", "explained_variance", "auxk", "l1", "tokens_per_s"]
 
 
-def sae_config(cfg: LMSAEConfig, d_in: int) -> SAEConfig:
-    return SAEConfig.build(
-        {
-            "architecture": cfg.architecture,
-            "d_in": d_in,
-            "d_sae": cfg.sae_width(d_in),
-            "k": cfg.k if cfg.architecture in ("topk", "batchtopk", "matryoshka") else None,
-            "l1_coefficient": cfg.l1_coefficient,
-            "l0_coefficient": cfg.l0_coefficient,
-            "aux_k": cfg.aux_k,
-            "aux_coefficient": cfg.aux_coefficient,
-            "bandwidth": cfg.bandwidth,
-            "init_threshold": cfg.init_threshold,
-            "prefixes": cfg.prefixes,
-            "model_name": cfg.model_name,
-            "hook_name": cfg.hook_name,
-        },
-        "config",
-    )
+@dataclass
+class LMRun:
+    """A `train-sae` run directory, read: its config and its SAE."""
+
+    path: Path
+    cfg: LMSAEConfig
+    sae: BatchedSAE
+
+    def load_model(self) -> tuple[LoadedModel, HookedModel]:
+        lm = load_model(self.cfg.model_name, self.cfg.device, self.cfg.dtype)
+        return lm, HookedModel(lm.model)
 
 
-def train_config(cfg: LMSAEConfig) -> SAETrainConfig:
-    return SAETrainConfig.build(
-        {
-            "steps": cfg.steps,
-            "batch_size": cfg.batch_size_tokens,
-            "lr": cfg.lr,
-            "lr_warm_up_steps": cfg.lr_warm_up_steps,
-            "lr_decay_steps": cfg.lr_decay_steps,
-            "sparsity_warm_up_steps": cfg.sparsity_warm_up_steps,
-            "b_dec_init": cfg.b_dec_init,
-            "normalize_activations": cfg.normalize_activations,
-            "dead_window": cfg.dead_feature_window * cfg.batch_size_tokens,
-            "resample": cfg.resample,
-            "resample_every": cfg.feature_sampling_window,
-            "checkpoint_every": cfg.checkpoint_every,
-            "seed": cfg.seed,
-        },
-        "config",
-    )
-
-
-def make_store(cfg: LMSAEConfig, lm, hooked: HookedModel, holdout: bool = False) -> ActivationStore:
-    return ActivationStore(
-        lm,
-        hooked,
-        cfg.hook_name,
-        dataset_path=cfg.dataset_path,
-        text_column=cfg.text_column,
-        context_size=cfg.context_size,
-        prepend_bos=cfg.prepend_bos,
-        buffer_sequences=buffer_sequences_for(
-            cfg.batch_size_tokens, cfg.n_batches_in_buffer, cfg.context_size
-        ),
-        model_batch_size=cfg.model_batch_size,
-        seed=cfg.seed,
-        cache=None if holdout else cfg.activation_cache,
-        holdout=holdout,
-        device=cfg.device,
-    )
+def load_run(run_dir: str | Path) -> LMRun:
+    """RUN_DIR's config.json and sae/, or a one-line error saying what is missing."""
+    run = Path(run_dir).expanduser().absolute()
+    if not (run / "config.json").is_file() or not (run / "sae").is_dir():
+        raise SuperpositionError(f"RUN_DIR {run}: not a train-sae run directory (config.json + sae/)")
+    cfg = LMSAEConfig.build(json.loads((run / "config.json").read_text()), str(run / "config.json"))
+    return LMRun(run, cfg, load_sae(run / "sae").to(cfg.device))
 
 
 class RunLogger:
@@ -137,7 +101,7 @@ class RunLogger:
             self.t0, self.tokens0 = time.time(), tokens
         rate = (tokens - self.tokens0) / max(time.time() - self.t0, 1e-9)
         ev = explained_variance(x[:, :1].float(), out.x_hat[:, :1].float())[0]
-        l0 = (out.z[:, 0] != 0).sum(-1).float().mean().item() if out.z is not None else float(cfg.k)
+        l0 = out.l0[0].item() if out.l0 is not None else (out.z[:, 0] != 0).sum(-1).float().mean().item()
         lr = self.opt.param_groups[0]["lr"] if self.opt is not None else float("nan")
         row = {
             "step": step,
@@ -192,8 +156,8 @@ def train_lm_sae(cfg: LMSAEConfig, out: str | Path, resume: bool = False) -> Pat
     lm = load_model(cfg.model_name, cfg.device, cfg.dtype)
     hooked = HookedModel(lm.model)
     d_in = hooked.d_in(cfg.hook_name)
-    store = make_store(cfg, lm, hooked)
-    sae_cfg, train_cfg = sae_config(cfg, d_in), train_config(cfg)
+    store = ActivationStore.for_run(cfg, lm, hooked)
+    sae_cfg, train_cfg = cfg.sae_config(d_in), cfg.train_config()
     sae = make_sae(sae_cfg, torch.Generator().manual_seed(derive_seed(cfg.seed, "sae-init"))).to(cfg.device)
     out.mkdir(parents=True, exist_ok=True)
     if not resume:
@@ -236,6 +200,13 @@ def train_lm_sae(cfg: LMSAEConfig, out: str | Path, resume: bool = False) -> Pat
     return out
 
 
+# The numbers a person looks at first: printed by the CLI and highlighted in the report.
+HEADLINE_KEYS = (
+    "l0", "mse", "explained_variance", "ce_loss_clean", "ce_loss_with_sae", "ce_loss_zero_ablation",
+    "ce_loss_recovered", "kl_div", "frac_dead", "frac_dense",
+)  # fmt: skip
+
+
 def evaluate_run(
     run_dir: str | Path,
     lm=None,
@@ -245,52 +216,34 @@ def evaluate_run(
 ) -> dict:
     """`superposition eval-sae`: evaluate RUN_DIR/sae on held-out text; write summary.json,
     figures and report.html."""
-    from superposition.report.html import FigureSpec, close_figures, render_report, save_figures
-    from superposition.viz.sae import density_histogram, training_curves
-
-    run = Path(run_dir).expanduser().absolute()
-    if not (run / "config.json").is_file():
-        raise SuperpositionError(f"{run}: not a train-sae run directory (no config.json)")
-    cfg = LMSAEConfig.build(json.loads((run / "config.json").read_text()), str(run / "config.json"))
-    sae = load_sae(run / "sae").to(cfg.device)
+    loaded = load_run(run_dir)
+    run, cfg, sae = loaded.path, loaded.cfg, loaded.sae
     if lm is None:
-        lm = load_model(cfg.model_name, cfg.device, cfg.dtype)
-        hooked = HookedModel(lm.model)
-    n = eval_sequences or cfg.eval_sequences
-    seqs = make_store(cfg, lm, hooked, holdout=True).first_sequences(n)
-    n = seqs.shape[0]
-    print(f"evaluating on {n} held-out sequences ({seqs.numel()} tokens)", file=sys.stderr, flush=True)
+        lm, hooked = loaded.load_model()
+    seqs = ActivationStore.for_run(cfg, lm, hooked, holdout=True).first_sequences(eval_sequences or cfg.eval_sequences)
+    print(f"evaluating on {seqs.shape[0]} held-out sequences ({seqs.numel()} tokens)", file=sys.stderr, flush=True)
     metrics = evaluate_sae(
-        hooked,
-        lm.tokenizer,
-        sae,
-        cfg.hook_name,
-        seqs,
-        batch_size=cfg.model_batch_size,
-        dead_threshold=cfg.dead_feature_threshold,
-        device=cfg.device,
-    )
+        hooked, lm.tokenizer, sae, cfg.hook_name, seqs, batch_size=cfg.model_batch_size,
+        dead_threshold=cfg.dead_feature_threshold, device=cfg.device,
+    )  # fmt: skip
     old = json.loads((run / "summary.json").read_text()) if (run / "summary.json").is_file() else {}
     summary = {
-        **old,
-        **(training or {}),
-        **metrics,
-        "model_name": cfg.model_name,
-        "hook_name": cfg.hook_name,
-        "architecture": cfg.architecture,
-        "d_sae": sae.cfg.d_sae,
-        "eval_sequences": n,
-    }
-    rows = (
-        [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines() if line.strip()]
-        if (run / "log.jsonl").is_file()
-        else []
-    )
+        **old, **(training or {}), **metrics, "model_name": cfg.model_name, "hook_name": cfg.hook_name,
+        "architecture": cfg.architecture, "d_sae": sae.cfg.d_sae, "eval_sequences": seqs.shape[0],
+    }  # fmt: skip
+    _write_evaluation(run, cfg, summary)
+    return summary
+
+
+def _write_evaluation(run: Path, cfg: LMSAEConfig, summary: dict) -> None:
+    """summary.json (replaced atomically), the density and training-curve figures, report.html."""
+    log = run / "log.jsonl"
+    rows = [json.loads(line) for line in log.read_text().splitlines() if line.strip()] if log.is_file() else []
     figures = [
         FigureSpec(
             "latent_density",
             "Latent density on held-out text (log10 of the fraction of tokens a latent fires on).",
-            density_histogram({cfg.architecture: metrics["density"]}, cfg.dead_feature_threshold),
+            density_histogram({cfg.architecture: summary["density"]}, cfg.dead_feature_threshold),
         )
     ]
     if rows:
@@ -306,31 +259,11 @@ def evaluate_run(
         tmp.write_text(json.dumps(summary, indent=1))
         tmp.replace(run / "summary.json")
         save_figures(figures, run)
-        highlights = {
-            k: summary[k]
-            for k in (
-                "l0",
-                "explained_variance",
-                "ce_loss_recovered",
-                "ce_loss_clean",
-                "ce_loss_with_sae",
-                "ce_loss_zero_ablation",
-                "kl_div",
-                "frac_dead",
-                "frac_dense",
-            )
-        }
-        render_report(
-            run,
-            f"SAE on {cfg.model_name} at {cfg.hook_name}",
-            _EXPLANATION,
-            figures,
-            highlights,
-            cfg.model_dump(),
-        )
+        highlights = {k: summary[k] for k in HEADLINE_KEYS if k != "mse"}
+        title = f"SAE on {cfg.model_name} at {cfg.hook_name}"
+        render_report(run, title, _EXPLANATION, figures, highlights, cfg.model_dump())
     finally:
         close_figures(figures)
-    return summary
 
 
 _EXPLANATION = (

@@ -13,7 +13,8 @@ mean exactly "present"). Features can be grouped:
 * features in no group are independent (a group of one).
 
 Instances whose features are all independent and common are filled densely, one uniform per
-entry (r < p decides presence and 1 − r/p is the value). Everything else works per group *event* (some member present, probability q = max p for correlated
+entry (r < p decides presence and 1 − r/p is the value). Everything else works per group *event* (some member
+present, probability q = max p for correlated
 groups, Σp for anticorrelated ones, p for single features). Dense columns (q > ``DENSE_BELOW``)
 draw one uniform per row; sparse columns draw only the gaps between events, which are geometric
 with parameter q, so very sparse data costs O(batch · q) random numbers rather than O(batch).
@@ -22,8 +23,9 @@ The conditional u ~ U[0, q) of each event then picks its members.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal, Sequence
+from typing import Literal
 
 import numpy as np
 import torch
@@ -77,7 +79,7 @@ class FeatureDistribution:
     def n_instances(self) -> int:
         return self.probability.shape[0]
 
-    def subset(self, instances: Sequence[int]) -> "FeatureDistribution":
+    def subset(self, instances: Sequence[int]) -> FeatureDistribution:
         """The distribution of some of the instances, in the order given."""
         idx = list(instances)
         return FeatureDistribution(
@@ -328,7 +330,7 @@ class FixedDataset:
         self.xi = x.transpose(0, 1).contiguous()
 
     @classmethod
-    def draw(cls, source, n_points: int, generator: torch.Generator | None = None) -> "FixedDataset":
+    def draw(cls, source, n_points: int, generator: torch.Generator | None = None) -> FixedDataset:
         return cls(source.sample(n_points, generator))
 
     @property

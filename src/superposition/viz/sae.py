@@ -1,8 +1,9 @@
-"""Figures for SAEs: latent density histograms and training curves."""
+"""Figures for SAEs: latent density histograms, training curves, metrics per SAE, and decoder
+directions over the true features of 2-D toy activations."""
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 from matplotlib.figure import Figure
@@ -48,5 +49,52 @@ def training_curves(rows: Sequence[Mapping[str, float]], keys: Sequence[str], x:
         ax.set_xlabel(x)
         if k in ("mse", "auxk", "l1"):
             ax.set_yscale("log")
+    fig.tight_layout()
+    return fig
+
+
+def metric_bars(metrics: Mapping[str, Mapping[str, float]], columns: Sequence[str]) -> Figure:
+    """One bar chart per metric, one bar per SAE: metrics[name][column]."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(columns), figsize=(2.6 * len(columns), 3.4))
+    names = list(metrics)
+    colours = plt.get_cmap("tab10")(np.arange(len(names)))
+    for ax, c in zip(np.atleast_1d(axes), columns, strict=False):
+        ax.bar(range(len(names)), [metrics[n].get(c, np.nan) for n in names], color=colours)
+        ax.set_xticks(range(len(names)))
+        ax.set_xticklabels(names, rotation=60, fontsize=8)
+        ax.set_title(c, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def decoder_directions_2d(
+    features, panels: Sequence[tuple], colour: str | None = None, panel_width: float = 2.6
+) -> Figure:
+    """SAEs on 2-D activations: each panel (W_dec (d_sae, 2), density (d_sae,), title) draws the
+    decoder directions (dashed, in `colour` or one tab10 colour per panel; grey for latents that
+    never fire) over the true feature directions `features` (n, 2) as black arrows."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(panels), figsize=(panel_width * len(panels), 3.3))
+    for n, (ax, (W_dec, density, title)) in enumerate(zip(np.atleast_1d(axes), panels, strict=True)):
+        line_colour = colour or plt.get_cmap("tab10")(n)
+        for f in np.asarray(features):
+            ax.annotate(
+                "",
+                xy=f / np.linalg.norm(f),
+                xytext=(0, 0),
+                arrowprops=dict(arrowstyle="->", color="black", lw=1.6),
+            )
+        for w, dens in zip(np.asarray(W_dec), density, strict=True):
+            w = w / max(1e-8, np.linalg.norm(w))
+            ax.plot([0, w[0]], [0, w[1]], ls="--", lw=1.3, color=line_colour if dens > 0 else "0.75")
+        ax.set_xlim(-1.15, 1.15)
+        ax.set_ylim(-1.15, 1.15)
+        ax.set_aspect("equal")
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_title(title, fontsize=9)
     fig.tight_layout()
     return fig

@@ -6,19 +6,16 @@ Every function takes plain tensors/arrays and returns a figure; saving is the ca
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
-import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
+import plotly.graph_objects as go
+from matplotlib.figure import Figure
+from plotly.subplots import make_subplots
+from torch import Tensor
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import plotly.graph_objects as go  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-from plotly.subplots import make_subplots  # noqa: E402
-from torch import Tensor  # noqa: E402
-
-from superposition.toy import geometry  # noqa: E402
+from superposition.toy import geometry
 
 FRACTION_LABELS = {1.0: "1", 3 / 4: "3/4", 2 / 3: "2/3", 1 / 2: "1/2", 2 / 5: "2/5", 3 / 8: "3/8"}
 
@@ -213,6 +210,11 @@ def loss_curves(steps: Sequence[int], losses: np.ndarray, labels: Sequence[str])
 # ---------------------------------------------------------------- interactive (plotly)
 
 
+def _importance_hue(value: float, imp: np.ndarray) -> str:
+    """An HSL colour from blue (least important) to red (most)."""
+    return f"hsl({int(260 * (1 - (value - imp.min()) / max(1e-9, np.ptp(imp))))},70%,45%)"
+
+
 def feature_directions_2d_interactive(
     W: Tensor, titles: Sequence[str], importance: Tensor | None = None
 ) -> go.Figure:
@@ -238,7 +240,7 @@ def feature_directions_2d_interactive(
                     mode="lines+markers",
                     marker=dict(size=[0, 7]),
                     line=dict(
-                        color=f"hsl({int(260 * (1 - (imp[i, f] - imp.min()) / max(1e-9, np.ptp(imp))))},70%,45%)"
+                        color=_importance_hue(imp[i, f], imp),
                     ),
                     hovertext=f"feature {f}<br>norm {np.hypot(x, y):.3f}<br>importance {imp[i, f]:.3g}",
                     hoverinfo="text",

@@ -1,0 +1,69 @@
+"""Layers point one way: a module imports only from its own layer or the ones below it, and models,
+data and training import without matplotlib, plotly or jinja2."""
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import superposition
+
+ROOT = Path(superposition.__file__).parent
+
+# Bottom to top. A module may import from its own layer and any layer below.
+LAYERS = [
+    {"__init__", "config", "errors", "seeding", "perf", "schedules", "files"},  # small shared modules
+    {"toy"},  # toy models, their data and trainer
+    {"sae", "lm"},  # SAEs and language models
+    {"viz", "report"},  # figures and HTML
+    {"experiments", "runs"},  # orchestration of whole runs
+    {"cli", "__main__"},  # the command
+]
+
+
+def _layer_of(module: str) -> int:
+    top = module.split(".")[1] if "." in module else "__init__"
+    for n, layer in enumerate(LAYERS):
+        if top in layer:
+            return n
+    raise AssertionError(f"{module} is in no layer: add it to LAYERS")
+
+
+def _modules():
+    for path in sorted(ROOT.rglob("*.py")):
+        rel = path.relative_to(ROOT.parent).with_suffix("")
+        yield ".".join(rel.parts), path
+
+
+def _imports(path: Path):
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            yield node.module
+        elif isinstance(node, ast.Import):
+            yield from (a.name for a in node.names)
+
+
+def test_every_import_points_down():
+    wrong = []
+    for module, path in _modules():
+        layer = _layer_of(module)
+        for imported in _imports(path):
+            if imported == "superposition" or imported.startswith("superposition."):
+                if _layer_of(imported) > layer:
+                    wrong.append(f"{module} imports {imported}")
+    assert not wrong, "\n".join(wrong)
+
+
+def test_models_data_and_training_import_without_plotting_or_templates():
+    lower = [m for m, _ in _modules() if _layer_of(m) <= 2 and not m.endswith("__main__")]
+    code = (
+        "import sys\n"
+        "for blocked in ('matplotlib', 'plotly', 'jinja2'):\n"
+        "    sys.modules[blocked] = None\n"
+        f"for m in {lower!r}:\n"
+        "    __import__(m)\n"
+        "print(len(sys.modules))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert len(lower) > 20  # the check covers the whole lower half of the package
