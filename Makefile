@@ -1,5 +1,6 @@
 # One command sets up and runs the demo, one sets up and runs the tests:
 #   make demo      make test
+# and `make lint` checks formatting and lint (ruff), as CI does; `make format` applies the formatter.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -9,7 +10,7 @@ TORCH_SPEC ?= torch==2.13.0
 PIP_TORCH_FLAGS ?=
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test test-all bench clean
+.PHONY: setup demo test test-all lint format bench clean
 
 $(STAMP): pyproject.toml requirements.lock Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -28,6 +29,14 @@ test: setup
 
 test-all: setup
 	$(BIN)/python -m pytest -q -m ""
+
+lint: setup
+	$(BIN)/ruff format --check .
+	$(BIN)/ruff check .
+
+format: setup
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
 
 bench: setup
 	$(BIN)/python benchmarks/bench_toy_trainer.py

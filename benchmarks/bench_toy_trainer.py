@@ -79,7 +79,8 @@ def main() -> None:
     )
 
     print(
-        f"workload: {N_INST} instances x {N_FEAT} features x {D_HIDDEN} hidden, batch {BATCH}, {args.steps} steps, "
+        f"workload: {N_INST} instances x {N_FEAT} features x {D_HIDDEN} hidden, batch {BATCH}, {args.steps} "
+        "steps, "
         f"{torch.get_num_threads()} threads"
     )
     peak = matmul_peak_gflops()
@@ -105,7 +106,8 @@ def main() -> None:
     print(f"{'trainer':<14}{'seconds':>9}{'ms/step':>9}{'GFLOP/s':>9}{'% peak':>8}{'final loss':>12}")
     for name, sec, loss in (("superposition", ours, loss_ours), ("plain loop", base, loss_plain)):
         print(
-            f"{name:<14}{sec:>9.2f}{1e3 * sec / args.steps:>9.2f}{fl / sec:>9.1f}{100 * fl / sec / peak:>7.1f}%{loss:>12.5f}"
+            f"{name:<14}{sec:>9.2f}{1e3 * sec / args.steps:>9.2f}{fl / sec:>9.1f}"
+            f"{100 * fl / sec / peak:>7.1f}%{loss:>12.5f}"
         )
     print(f"speed-up: {speedup:.2f}x (target >= 3x); final losses differ by {100 * rel:.2f}% (target <= 5%)")
     ok = speedup >= 3 and rel <= 0.05

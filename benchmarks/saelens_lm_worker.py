@@ -51,7 +51,8 @@ cfg = LanguageModelSAERunnerConfig(
     prepend_bos=True,
     exclude_special_tokens=True,
     store_batch_size_prompts=16,
-    n_batches_in_buffer=128,  # SAELens sizes its mixing buffer as n_batches_in_buffer x context_size tokens: 16384, as ours
+    # SAELens sizes its mixing buffer as n_batches_in_buffer x context_size tokens: 16384, as ours
+    n_batches_in_buffer=128,
     train_batch_size_tokens=2048,
     training_tokens=tokens,
     lr=1e-3,

@@ -7,10 +7,10 @@ import sys
 import time
 
 import torch
-from safetensors.torch import load_file, save_file
 from sae_lens import TopKTrainingSAE, TopKTrainingSAEConfig
 from sae_lens.config import LoggingConfig, SAETrainerConfig
 from sae_lens.training.sae_trainer import SAETrainer
+from safetensors.torch import load_file, save_file
 
 data_path, out_path, d_sae, k, batch, lr = (
     sys.argv[1],
