@@ -97,9 +97,11 @@ def test_failure_during_run_leaves_nothing(tmp_path, capsys, monkeypatch):
     monkeypatch.setitem(
         base.REGISTRY, "intro", base.Experiment("intro", "", base.REGISTRY["intro"].config, boom, {})
     )
-    with pytest.raises(RuntimeError):
-        main(["run", "intro", "--out", str(tmp_path / "run")])
-    assert os.listdir(tmp_path) == []
+    code, _, err = _run(capsys, "run", "intro", "--out", str(tmp_path / "run"))
+    # an internal error is one line too (exit 1, not 2: it is not the user's input) ...
+    assert code == 1 and "internal error: RuntimeError: simulated crash" in err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert os.listdir(tmp_path) == []  # ... and leaves nothing behind
 
 
 def test_overrides_compose():

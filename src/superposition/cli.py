@@ -16,10 +16,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
 from superposition.errors import SuperpositionError
+from superposition.files import describe_write_failure, write_failure
 
 SET_HELP = "override a config key; repeatable. Values are JSON (numbers, lists, true) or plain strings"
 
@@ -114,6 +116,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command. Exit codes: 0 done, 2 bad input or a resource the machine lacks (one line
+    on stderr), 130 interrupted, 1 an internal error (one line; SUPERPOSITION_DEBUG=1 shows the
+    traceback). Whatever happens, a run directory is written whole or not at all."""
     from superposition.perf import tune_allocator
 
     tune_allocator()
@@ -121,11 +126,45 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
         return COMMANDS[args.command](args)
     except SuperpositionError as err:
-        print(f"superposition: error: {err}", file=sys.stderr)
-        return 2
+        return _fail(str(err))
     except KeyboardInterrupt:
         print("superposition: interrupted; no run directory was written", file=sys.stderr)
         return 130
+    except OSError as err:  # a full disk, a read-only file system, a file that vanished ...
+        where = f"{err.filename}: " if err.filename else ""
+        return _fail(f"{where}{err.strerror or err}")
+    except MemoryError:
+        return _fail("out of memory; use smaller sizes (batch, width, instances)")
+    except Exception as err:  # noqa: BLE001 - the last line of defence: one line, never a traceback
+        if _allocation_failure(err):
+            return _fail(f"out of memory ({_first_line(err)}); use smaller sizes (batch, width, instances)")
+        if write_failure(err):
+            return _fail(f"cannot write: {describe_write_failure(err)}")
+        if os.environ.get("SUPERPOSITION_DEBUG"):
+            raise
+        print(
+            f"superposition: internal error: {type(err).__name__}: {_first_line(err)} "
+            "(run with SUPERPOSITION_DEBUG=1 for the traceback, and please report it)",
+            file=sys.stderr,
+        )
+        return 1
+
+
+def _fail(message: str) -> int:
+    print(f"superposition: error: {' '.join(message.split())}", file=sys.stderr)
+    return 2
+
+
+def _first_line(err: BaseException) -> str:
+    return (str(err).strip().splitlines() or [""])[0][:300]
+
+
+def _allocation_failure(err: Exception) -> bool:
+    """torch's CPU allocator and CUDA report running out of memory as RuntimeErrors."""
+    text = str(err).lower()
+    return isinstance(err, RuntimeError) and any(
+        s in text for s in ("can't allocate memory", "not enough memory", "out of memory", "bad_alloc")
+    )
 
 
 def _positive(args: argparse.Namespace, *flags: str) -> None:
@@ -136,7 +175,7 @@ def _positive(args: argparse.Namespace, *flags: str) -> None:
 
 
 def _required_out(args: argparse.Namespace) -> str:
-    if not args.out:
+    if args.out is None:
         raise SuperpositionError(f"superposition {args.command}: the following arguments are required: --out")
     return args.out
 

@@ -25,9 +25,10 @@ C = TypeVar("C", bound="Config")
 
 
 class Config(BaseModel):
-    """Base for every config: unknown keys are errors, and assignment is validated too."""
+    """Base for every config: unknown keys are errors, assignment is validated too, and values are
+    taken strictly: `true` is not a number and `"10"` is not an integer."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, strict=True)
 
     @classmethod
     def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:

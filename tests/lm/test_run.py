@@ -9,6 +9,7 @@ from safetensors.torch import load_file
 from superposition.cli import main
 from superposition.errors import SuperpositionError
 from superposition.lm.config import make_lm_config
+from superposition.sae import checkpoint
 from superposition.sae.train import SAETrainer
 from tests.conftest import TINY
 
@@ -55,7 +56,7 @@ def test_resumed_run_matches_uninterrupted(tmp_path, uninterrupted, monkeypatch)
 
     monkeypatch.setattr(SAETrainer, "_step", interrupt_at_6)
     assert main(["train-sae", "--out", str(out), *sum((["--set", s] for s in TINY), [])]) == 2
-    assert json.loads((out / "checkpoint" / "checkpoint.json").read_text())["step"] == 6
+    assert checkpoint.latest_step(out / "checkpoint") == 6
     monkeypatch.setattr(SAETrainer, "_step", real_step)
     assert main(["train-sae", "--out", str(out), "--resume"]) == 0
     a = load_file(str(uninterrupted / "sae" / "sae_weights.safetensors"))

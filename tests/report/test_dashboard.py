@@ -13,7 +13,7 @@ EVIL = "</script><script>alert('x')</script><img src=x onerror=alert(1)>"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
-def _evil_site(tmp_path):
+def _evil_site(tmp_path, extra_pages=0):
     rows = [
         {"id": 0, "density": 0.5, "top_logits": EVIL},
         {"id": 1, "density": 0.01, "top_logits": "harmless"},
@@ -31,7 +31,8 @@ def _evil_site(tmp_path):
         {"key": "density", "label": "density", "type": "num"},
         {"key": "top_logits", "label": "tokens", "type": "text"},
     ]
-    return write_dashboard(tmp_path / "site", "t", "s", cols, rows, [page, LatentPage(1, {})])
+    pages = [page, LatentPage(1, {})] + [LatentPage(2 + i, {}) for i in range(extra_pages)]
+    return write_dashboard(tmp_path / "site", "t", "s", cols, rows, pages)
 
 
 def test_untrusted_text_never_becomes_markup(tmp_path):
@@ -46,10 +47,20 @@ def test_untrusted_text_never_becomes_markup(tmp_path):
 
 
 def test_rewriting_a_site_replaces_it_whole(tmp_path):
-    site = _evil_site(tmp_path)
-    (site / "stale.html").write_text("old")
+    site = _evil_site(tmp_path, extra_pages=3)  # an earlier, larger site
+    assert (site / "latents" / "4.html").is_file()
     _evil_site(tmp_path)
-    assert not (site / "stale.html").exists() and (site / "latents" / "1.html").is_file()
+    assert not (site / "latents" / "4.html").exists() and (site / "latents" / "1.html").is_file()
+
+
+def test_a_site_with_files_of_the_users_is_never_replaced(tmp_path):
+    from superposition.errors import SuperpositionError
+
+    site = _evil_site(tmp_path)
+    (site / "notes.md").write_text("mine")
+    with pytest.raises(SuperpositionError, match=r"holds files superposition did not write \(notes.md\)"):
+        _evil_site(tmp_path)
+    assert (site / "notes.md").read_text() == "mine" and (site / "index.html").is_file()
 
 
 @pytest.fixture(scope="module")

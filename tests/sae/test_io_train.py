@@ -7,7 +7,7 @@ import torch
 from safetensors.torch import save_file
 
 from superposition.errors import SuperpositionError
-from superposition.sae import ARCHITECTURES, SAEConfig, make_sae
+from superposition.sae import ARCHITECTURES, SAEConfig, checkpoint, make_sae
 from superposition.sae.io import load_sae, save_instances, save_sae
 from superposition.sae.sources import SyntheticDictionary
 from superposition.sae.train import SAETrainConfig, SAETrainer, TrainingDiverged, geometric_median, lr_at
@@ -157,7 +157,7 @@ def test_interrupted_run_resumes_exactly(tmp_path):
     first.source.sample = interrupt_at_23
     with pytest.raises(KeyboardInterrupt):
         first.train(progress=False)
-    assert json.loads((tmp_path / "checkpoint.json").read_text())["step"] == 23
+    assert checkpoint.latest_step(tmp_path) == 23
 
     resumed = _trainer(tmp_path, **settings)
     resumed.load_checkpoint()
@@ -181,7 +181,7 @@ def test_nan_stops_with_step_and_term(tmp_path):
     with pytest.raises(TrainingDiverged, match=r"diverged at step 12: loss term 'mse' is not finite") as err:
         tr.train(progress=False)
     assert "last good checkpoint" in str(err.value)
-    assert json.loads((tmp_path / "checkpoint.json").read_text())["step"] == 10
+    assert checkpoint.latest_step(tmp_path) == 10
 
 
 def test_normalisation_is_folded_back():

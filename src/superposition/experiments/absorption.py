@@ -14,6 +14,7 @@ from superposition.config import Config
 from superposition.experiments.base import Result, register
 from superposition.experiments.sae_common import (
     ALL_ARCHITECTURES,
+    matched_training_bytes,
     metrics_table,
     steps_for,
     train_matched,
@@ -42,6 +43,10 @@ class AbsorptionConfig(Config):
     seed: int = Field(
         0, description="seeds the data, the SAEs and the evaluation (each purpose its own stream)"
     )
+
+    def memory_needed(self) -> int:
+        n_features = self.n_parents * (1 + self.children_per_parent) + self.n_other
+        return matched_training_bytes(self.d, self.d_sae, self.batch_size, n_features)
 
 
 @register(

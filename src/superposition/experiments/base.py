@@ -16,8 +16,9 @@ from typing import Any
 from superposition import __version__
 from superposition.config import Config
 from superposition.errors import SuperpositionError
-from superposition.files import staged_directory, write_json
+from superposition.files import resolve_out, staged_directory, write_json
 from superposition.report.html import FigureSpec, close_figures, render_report, save_figures
+from superposition.resources import require_memory
 
 
 @dataclass
@@ -77,10 +78,12 @@ def run_experiment(
     """Validate everything, run, and write the run directory `out`. Returns its path."""
     exp = get_experiment(name)
     cfg = make_config(name, quick, seed, list(overrides))
-    out = Path(out).expanduser().absolute()
+    out = resolve_out(out)
+    if hasattr(cfg, "memory_needed"):
+        require_memory(cfg.memory_needed(), name, "choose smaller sizes with --set")
     result = None
     try:
-        with staged_directory(out) as tmp:
+        with staged_directory(out, "experiment run") as tmp:
             started = time.time()
             result = exp.run(cfg, tmp)
             config = {"experiment": name, "quick": quick, **cfg.model_dump(), "version": __version__}

@@ -17,6 +17,7 @@ from superposition.errors import SuperpositionError
 from superposition.experiments.base import Result, register
 from superposition.experiments.toy_common import PositiveFloat, Probability, ToyConfig
 from superposition.report.html import FigureSpec
+from superposition.resources import FLOAT
 from superposition.seeding import derive_seed
 from superposition.toy import geometry
 from superposition.toy.data import FeatureDistribution, FixedDataset, Normalized
@@ -46,6 +47,11 @@ class DoubleDescentConfig(ToyConfig):
     weight_decay: float = Field(1e-2, ge=0.0, description="AdamW weight decay")
     normalize: bool = Field(True, description="scale every input to unit length")
     test_points: int = Field(8192, gt=0, description="fresh points for the test loss")
+
+    def memory_needed(self) -> int:
+        """The largest fixed training set and the test set, each about six float32 copies."""
+        rows = max(max(self.dataset_sizes), self.test_points)
+        return FLOAT * self.replicas * self.n_features * (6 * rows + 6 * self.d_hidden)
 
 
 @register(

@@ -11,12 +11,19 @@ from torch import Tensor
 
 from superposition.sae import ARCHITECTURES, SAEConfig, make_sae
 from superposition.sae import ground_truth as gt
-from superposition.sae.base import BatchedSAE
+from superposition.sae.base import BatchedSAE, training_bytes
 from superposition.sae.metrics import Accumulator
 from superposition.sae.train import SAETrainConfig, SAETrainer
 from superposition.seeding import derive_seed
 
 ALL_ARCHITECTURES = list(ARCHITECTURES)
+
+
+def matched_training_bytes(d_in: int, d_sae: int, batch: int, n_features: int) -> int:
+    """Memory for the widest matched-L0 training (a penalty sweep's instances) plus the source's
+    dense (batch, n_features) coefficients and its (n_features, d) dictionary."""
+    widest = max((len(c.penalty_sweep[1]) for c in ARCHITECTURES.values() if c.penalty_sweep), default=1)
+    return training_bytes(widest, d_in, d_sae, batch) + 4 * n_features * (3 * batch + d_in)
 
 
 def steps_for(examples: int, batch_size: int) -> int:

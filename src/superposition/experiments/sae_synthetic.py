@@ -13,6 +13,7 @@ from superposition.config import Config
 from superposition.experiments.base import Result, register
 from superposition.experiments.sae_common import (
     ALL_ARCHITECTURES,
+    matched_training_bytes,
     metrics_table,
     steps_for,
     train_matched,
@@ -52,6 +53,9 @@ class SAESyntheticConfig(Config):
         if self.k > self.d_sae:
             raise ValueError(f"k: must be at most d_sae ({self.d_sae}), got {self.k}")
         return self
+
+    def memory_needed(self) -> int:
+        return matched_training_bytes(self.d, self.d_sae, self.batch_size, self.n_features)
 
 
 @register(

@@ -14,11 +14,13 @@ from superposition.experiments.base import Result, register
 from superposition.experiments.sae_common import (
     ALL_ARCHITECTURES,
     evaluate_on_source,
+    matched_training_bytes,
     metrics_table,
     steps_for,
     train_matched,
 )
 from superposition.report.html import FigureSpec
+from superposition.resources import FLOAT
 from superposition.sae import SAEConfig, make_sae
 from superposition.sae.io import save_sae
 from superposition.sae.sources import ToyHidden
@@ -50,6 +52,11 @@ class SAEToyConfig(Config):
     seed: int = Field(
         0, description="seeds the data, the SAEs and the evaluation (each purpose its own stream)"
     )
+
+    def memory_needed(self) -> int:
+        toy = FLOAT * (6 * self.batch_size * self.n_features + 6 * self.d_hidden * self.n_features)
+        widest = max(self.d_sae, self.resampling_d_sae)
+        return toy + matched_training_bytes(self.d_hidden, widest, self.batch_size, self.n_features)
 
 
 @register(

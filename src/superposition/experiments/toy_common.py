@@ -12,6 +12,7 @@ import torch
 from pydantic import Field, model_validator
 
 from superposition.config import Config
+from superposition.resources import FLOAT
 from superposition.seeding import derive_seed
 from superposition.toy import geometry
 from superposition.toy.data import FeatureDistribution, Group
@@ -66,6 +67,12 @@ class ToyConfig(Config):
                 f"{len(self.importance)}"
             )
         return self
+
+    def memory_needed(self) -> int:
+        """Bytes to train: per instance, the sampled batch, the trainer's two scratch buffers and
+        the sampler's float64 draws (about six float32 copies of (batch, features)), plus weights."""
+        n = self.n_instances * self.replicas
+        return FLOAT * n * (6 * self.batch_size * self.n_features + 6 * self.d_hidden * self.n_features)
 
     def probabilities(self, default_sweep: Sequence[float] | np.ndarray) -> torch.Tensor:
         """Per-instance feature probability, Float[Tensor, "inst"]: the config's if set, else

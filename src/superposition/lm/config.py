@@ -116,12 +116,17 @@ def load_config_file(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise SuperpositionError(f"--config {path}: no such file")
-    text = path.read_text()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise SuperpositionError(
+            f"--config {path}: not UTF-8 text (byte {err.start}); expected YAML or JSON"
+        ) from None
+    if not text.strip():
+        raise SuperpositionError(f"--config {path}: empty; expected a mapping of keys to values")
     try:
         if path.suffix in (".yaml", ".yml"):
-            import yaml
-
-            data = yaml.safe_load(text)
+            data = _yaml_load(text)
         else:
             data = json.loads(text)
     except Exception as err:  # yaml and json raise their own types; both mean a malformed file
@@ -129,6 +134,22 @@ def load_config_file(path: str | Path) -> dict:
     if not isinstance(data, dict):
         raise SuperpositionError(f"--config {path}: expected a mapping of keys to values")
     return data
+
+
+def _yaml_load(text: str):
+    """YAML with 1.2's numbers: PyYAML (YAML 1.1) reads `3e-4` as a string, which a strict config
+    would refuse, so floats without a dot are resolved as floats too."""
+    import re
+
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    number = r"^[-+]?(?:[0-9][0-9_]*)?(?:\.[0-9_]*)?(?:[eE][-+]?[0-9]+)?$"
+    pattern = number + r"|^[-+]?\.(?:inf|Inf|INF)$|^\.(?:nan|NaN|NAN)$"
+    Loader.add_implicit_resolver("tag:yaml.org,2002:float", re.compile(pattern), list("-+0123456789."))
+    return yaml.load(text, Loader=Loader)  # a SafeLoader: no arbitrary objects
 
 
 def make_lm_config(config_file: str | None = None, overrides: list[str] = ()) -> LMSAEConfig:

@@ -79,63 +79,95 @@ def _column(record: dict, text_column: str | None, where: str) -> str:
 def texts(
     dataset_path: str = DEFAULT_DATASET, text_column: str | None = None, split: str = "train"
 ) -> Iterator[str]:
-    """Documents from `python-docs`, a .txt file (paragraphs), .jsonl, .parquet, or a hub dataset."""
+    """Documents from `python-docs`, a .txt file (paragraphs), .jsonl, .parquet, a local dataset
+    folder, or a hub dataset. Unreadable input is a one-line error naming the file (and line)."""
     if dataset_path == DEFAULT_DATASET:
         yield from python_docs()
         return
     path = Path(dataset_path).expanduser()
     if path.suffix in (".txt", ".jsonl", ".parquet") and not path.is_file():
-        raise SuperpositionError(f"dataset_path: no file at {path}")
-    if path.suffix == ".txt":
-        with open(path, encoding="utf-8", errors="replace") as f:
-            para: list[str] = []
-            for line in f:
-                if line.strip():
-                    para.append(line)
-                elif para:
-                    yield "".join(para)
-                    para = []
-            if para:
-                yield "".join(para)
-        return
-    if path.suffix == ".jsonl":
-        with open(path, encoding="utf-8") as f:
-            for n, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError as err:
-                    raise SuperpositionError(
-                        f"dataset_path {path}: line {n} is not JSON ({err.msg})"
-                    ) from None
-                if not isinstance(record, dict):
-                    raise SuperpositionError(f"dataset_path {path}: line {n} is not a JSON object")
-                yield _column(record, text_column, str(path))
-        return
-    if path.suffix == ".parquet":
-        import pyarrow.parquet as pq
+        where = f"{path} is a directory, not a file" if path.is_dir() else f"no file at {path}"
+        raise SuperpositionError(f"dataset_path: {where}")
+    readers = {".txt": _txt, ".jsonl": _jsonl, ".parquet": _parquet}
+    if path.suffix in readers:
+        yield from readers[path.suffix](path, text_column)
+    else:
+        yield from _hub(dataset_path, text_column, split)
 
-        table = pq.ParquetFile(path)
-        for batch in table.iter_batches(batch_size=256):
+
+def _txt(path: Path, text_column: str | None) -> Iterator[str]:
+    """Paragraphs (separated by blank lines); undecodable bytes become U+FFFD."""
+    with open(path, encoding="utf-8", errors="replace") as f:
+        para: list[str] = []
+        for line in f:
+            if line.strip():
+                para.append(line)
+            elif para:
+                yield "".join(para)
+                para = []
+        if para:
+            yield "".join(para)
+
+
+def _jsonl(path: Path, text_column: str | None) -> Iterator[str]:
+    with open(path, "rb") as f:
+        for n, raw in enumerate(f, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                raise SuperpositionError(f"dataset_path {path}: line {n} is not valid UTF-8 text") from None
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise SuperpositionError(f"dataset_path {path}: line {n} is not JSON ({err.msg})") from None
+            if not isinstance(record, dict):
+                raise SuperpositionError(f"dataset_path {path}: line {n} is not a JSON object")
+            yield _column(record, text_column, f"{path} line {n}")
+
+
+def _parquet(path: Path, text_column: str | None) -> Iterator[str]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        batches = pq.ParquetFile(path).iter_batches(batch_size=256)
+        for batch in batches:
             for record in batch.to_pylist():
                 yield _column(record, text_column, str(path))
-        return
+    except (pa.ArrowException, OSError) as err:
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise SuperpositionError(f"dataset_path {path}: not a readable parquet file ({first})") from None
+
+
+def _hub(dataset_path: str, text_column: str | None, split: str) -> Iterator[str]:
+    """A Hugging Face dataset: a local dataset folder, or a hub name (streamed; needs a network)."""
     try:
         import datasets
     except ImportError:
         raise SuperpositionError(
             "dataset_path: hub datasets need the `datasets` package (pip install datasets)"
         ) from None
+
+    def refuse(err: Exception) -> SuperpositionError:
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+        return SuperpositionError(
+            f"dataset_path {dataset_path!r}: not python-docs, a .txt/.jsonl/.parquet file, or a loadable "
+            f"dataset folder or hub dataset ({first})"
+        )
+
     try:
-        ds = datasets.load_dataset(dataset_path, split=split, streaming=True)
-    except Exception as err:  # the hub raises many types; all mean "cannot use this name"
-        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
-        raise SuperpositionError(
-            f"dataset_path {dataset_path!r}: not python-docs, a .txt/.jsonl/.parquet file, or a "
-            f"loadable hub dataset ({first})"
-        ) from None
-    for record in ds:
+        records = iter(datasets.load_dataset(dataset_path, split=split, streaming=True))
+    except Exception as err:  # noqa: BLE001 - the hub and the loaders raise many types; all mean "cannot use it"
+        raise refuse(err) from None
+    while True:
+        try:
+            record = next(records)
+        except StopIteration:
+            return
+        except Exception as err:  # noqa: BLE001 - a file inside the dataset that cannot be read
+            raise refuse(err) from None
         yield _column(record, text_column, dataset_path)
 
 

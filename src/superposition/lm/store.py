@@ -16,6 +16,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,6 +27,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 from superposition.errors import SuperpositionError
+from superposition.files import TargetLock, atomic_write_text, pause_for_tests, sha256_file
 from superposition.lm.data import packed_sequences, special_mask, split_sequences, texts
 from superposition.lm.hooks import HookedModel, sae_inputs
 from superposition.seeding import derive_seed
@@ -62,7 +64,10 @@ class ActivationStore:
         self.buffer_sequences, self.model_batch_size = buffer_sequences, model_batch_size
         self.seed, self.holdout, self.device = seed, holdout, device
         self.d_in = hooked.d_in(hook_name)
-        self.cache = Path(cache) if cache else None
+        self.cache = Path(cache).expanduser().absolute() if cache else None
+        self._cache_lock = TargetLock(self.cache, "activation_cache") if self.cache else None
+        if self._cache_lock is not None:  # one run uses a cache at a time, from before it writes anything
+            self._cache_lock.acquire()
         self.identity = {
             "model_name": lm.name,
             "hook_name": hook_name,
@@ -128,7 +133,7 @@ class ActivationStore:
                 )
             self.epochs_started += 1
 
-    def first_sequences(self, count: int) -> Tensor:
+    def first_sequences(self, count: int, quiet: bool = False) -> Tensor:
         """Up to `count` sequences from one pass over the corpus (no repeats): for evaluation
         and dashboards, where a repeated sequence would only duplicate examples."""
         out = list(itertools.islice(self._fresh_sequences(), count))
@@ -137,7 +142,7 @@ class ActivationStore:
                 f"dataset_path {self.dataset_path}: too little text for one sequence of {self.context_size} "
                 "tokens"
             )
-        if len(out) < count:
+        if len(out) < count and not quiet:
             print(
                 f"activation store: only {len(out)} {'held-out ' if self.holdout else ''}sequences in the "
                 "corpus "
@@ -200,10 +205,31 @@ class ActivationStore:
         self.buffer_index, self.offset, self._buffer = int(state["buffer_index"]), int(state["offset"]), None
 
     # ------------------------------------------------------------------ disk cache
+    def close(self) -> None:
+        """Release the cache's lock (held from the store's creation)."""
+        if getattr(self, "_cache_lock", None) is not None:
+            self._cache_lock.release()
+
+    def __del__(self) -> None:
+        self.close()
+
     def _open_cache(self) -> dict:
+        if self.cache.exists() and not self.cache.is_dir():
+            raise SuperpositionError(
+                f"activation_cache {self.cache}: is a file; give a folder (new or made by a run)"
+            )
+        for stale in self.cache.glob(
+            ".shard_*.tmp-*"
+        ):  # a write cut short; we hold the lock, so none is live
+            stale.unlink(missing_ok=True)
         path = self.cache / MANIFEST
         if not path.is_file():
-            self.cache.mkdir(parents=True, exist_ok=True)
+            try:
+                self.cache.mkdir(parents=True, exist_ok=True)
+            except OSError as err:
+                raise SuperpositionError(
+                    f"activation_cache {self.cache}: cannot make it ({err.strerror})"
+                ) from None
             return {**self.identity, "shards": {}}
         try:
             manifest = json.loads(path.read_text())
@@ -218,24 +244,39 @@ class ActivationStore:
         return manifest
 
     def _read_shard(self, i: int) -> Tensor | None:
+        """Shard i if the manifest lists it and it matches its checksum; a damaged or missing
+        shard (a write cut short by a crash) is rebuilt from the model instead, with a notice."""
         if self.manifest is None or str(i) not in self.manifest["shards"]:
             return None
-        file = self.cache / self.manifest["shards"][str(i)]["file"]
+        entry = self.manifest["shards"][str(i)]
+        file = self.cache / entry["file"]
         try:
+            if entry.get("sha256") not in (None, sha256_file(file)):
+                raise ValueError("it does not match its checksum")
             return load_file(str(file))["activations"]
-        except (OSError, SafetensorError, KeyError) as err:
-            raise SuperpositionError(f"activation_cache {file}: unreadable shard ({err})") from None
+        except (OSError, SafetensorError, KeyError, ValueError) as err:
+            print(f"activation store: {file} is damaged ({err}); rebuilding it", file=sys.stderr)
+            del self.manifest["shards"][str(i)]
+            return None
 
     def _write_shard(self, i: int, acts: Tensor) -> None:
+        """Shard file first (temporary name, then renamed), manifest second: a manifest never
+        lists a shard that is not whole. One process writes a cache at a time."""
         if self.manifest is None:
             return
         name = f"shard_{i:06d}.safetensors"
-        save_file({"activations": acts.contiguous()}, str(self.cache / (name + ".tmp")))
-        (self.cache / (name + ".tmp")).replace(self.cache / name)
-        self.manifest["shards"][str(i)] = {"file": name, "n_tokens": int(acts.shape[0])}
+        tmp = self.cache / f".{name}.tmp-{os.getpid()}"
+        save_file({"activations": acts.contiguous()}, str(tmp))
+        pause_for_tests()
+        tmp.replace(self.cache / name)
+        pause_for_tests()
+        self.manifest["shards"][str(i)] = {
+            "file": name,
+            "n_tokens": int(acts.shape[0]),
+            "sha256": sha256_file(self.cache / name),
+        }
         self.manifest["n_tokens"] = sum(s["n_tokens"] for s in self.manifest["shards"].values())
-        (self.cache / (MANIFEST + ".tmp")).write_text(json.dumps(self.manifest, indent=1))
-        (self.cache / (MANIFEST + ".tmp")).replace(self.cache / MANIFEST)
+        atomic_write_text(self.cache / MANIFEST, json.dumps(self.manifest, indent=1))
 
 
 def buffer_sequences_for(batch_size_tokens: int, n_batches_in_buffer: int, context_size: int) -> int:

@@ -104,8 +104,7 @@ def write_dashboard(
 ) -> Path:
     """columns: [{"key", "label", "type": "num"|"text"}]; rows: one dict per latent with "id".
     The site is written whole or not at all, replacing an earlier site at `out`."""
-    out = Path(out)
-    with staged_directory(out, previous_marker="index.html") as tmp:
+    with staged_directory(Path(out), "dashboard") as tmp:
         (tmp / "latents").mkdir()
         (tmp / "style.css").write_text(TEMPLATES.get_template("dashboard.css").render())
         index = TEMPLATES.get_template("dashboard_index.html").render(

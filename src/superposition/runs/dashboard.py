@@ -19,6 +19,7 @@ import torch
 from safetensors.torch import load_file
 
 from superposition.errors import SuperpositionError
+from superposition.files import resolve_out
 from superposition.lm import analysis as an
 from superposition.lm.store import ActivationStore
 from superposition.report.dashboard import LatentPage, TokenSpan, write_dashboard
@@ -36,7 +37,7 @@ def build_dashboard(
     top_k: int = 10,
 ) -> Path:
     run = Path(run_dir).expanduser().absolute()
-    out = Path(out).expanduser().absolute()
+    out = resolve_out(out)
     if not run.is_dir():
         raise SuperpositionError(f"RUN_DIR {run}: no such directory")
     if out == run or run in out.parents and out.name in ("sae", "saes", "checkpoint"):

@@ -12,7 +12,9 @@ the one SAE trainer, into a run directory:
 from __future__ import annotations
 
 import csv
+import io
 import json
+import shutil
 import sys
 import time
 from dataclasses import dataclass
@@ -21,6 +23,14 @@ from pathlib import Path
 import torch
 
 from superposition.errors import SuperpositionError
+from superposition.files import (
+    atomic_write_text,
+    describe_write_failure,
+    resolve_out,
+    target_lock,
+    write_failure,
+    write_marker,
+)
 from superposition.lm.config import LMSAEConfig
 from superposition.lm.evals import evaluate_sae
 from superposition.lm.hooks import HookedModel
@@ -28,13 +38,16 @@ from superposition.lm.model import load_model
 from superposition.lm.model import LoadedModel
 from superposition.lm.store import ActivationStore
 from superposition.report.html import FigureSpec, close_figures, render_report, save_figures
-from superposition.sae import BatchedSAE, make_sae
+from superposition.resources import require_memory
+from superposition.sae import BatchedSAE, checkpoint, make_sae
+from superposition.sae.base import training_bytes
 from superposition.sae.io import load_sae, save_sae
 from superposition.sae.metrics import explained_variance
 from superposition.sae.train import SAETrainer
 from superposition.seeding import derive_seed
 from superposition.viz.sae import density_histogram, training_curves
 
+RUN_KIND = "train-sae run"
 LOG_KEYS = ["step", "tokens", "lr", "mse", "l0", "explained_variance", "auxk", "l1", "tokens_per_s"]
 
 
@@ -47,8 +60,16 @@ class LMRun:
     sae: BatchedSAE
 
     def load_model(self) -> tuple[LoadedModel, HookedModel]:
+        """The run's language model, checked against the SAE: the hook's width must be its d_in."""
         lm = load_model(self.cfg.model_name, self.cfg.device, self.cfg.dtype)
-        return lm, HookedModel(lm.model)
+        hooked = HookedModel(lm.model)
+        width = hooked.d_in(self.cfg.hook_name)
+        if width != self.sae.cfg.d_in:
+            raise SuperpositionError(
+                f"{self.path / 'sae'}: its d_in is {self.sae.cfg.d_in}, but {self.cfg.hook_name} of "
+                f"{self.cfg.model_name} has width {width}"
+            )
+        return lm, hooked
 
 
 def load_run(run_dir: str | Path) -> LMRun:
@@ -63,15 +84,25 @@ def load_run(run_dir: str | Path) -> LMRun:
 class RunLogger:
     """Training metrics to log.jsonl and log.csv, and to TensorBoard / W&B when available."""
 
-    def __init__(self, out: Path, cfg: LMSAEConfig, resume: bool) -> None:
+    def __init__(self, out: Path, cfg: LMSAEConfig, resume_step: int | None) -> None:
+        """resume_step: the step a resumed run continues from; rows logged at or after it (by the
+        interrupted process, after its last checkpoint) are dropped, since those steps run again."""
         self.out, self.cfg = out, cfg
-        mode = "a" if resume else "w"
-        self.jsonl = open(out / "log.jsonl", mode)
-        new_csv = not resume or not (out / "log.csv").exists()
-        self.csv_file = open(out / "log.csv", mode, newline="")
+        rows = []
+        if resume_step is not None and (out / "log.jsonl").is_file():
+            lines = (out / "log.jsonl").read_text().splitlines()
+            rows = [r for r in (json.loads(x) for x in lines if x.strip()) if r.get("step", 0) < resume_step]
+        # the kept rows replace both logs atomically (a kill here must not lose them); then append
+        atomic_write_text(out / "log.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
+        table = io.StringIO()
+        writer = csv.DictWriter(table, LOG_KEYS, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+        atomic_write_text(out / "log.csv", table.getvalue())
+        # line-buffered: every row reaches the file at once, so a killed run keeps its log
+        self.jsonl = open(out / "log.jsonl", "a", buffering=1)
+        self.csv_file = open(out / "log.csv", "a", newline="", buffering=1)
         self.csv = csv.DictWriter(self.csv_file, LOG_KEYS, extrasaction="ignore")
-        if new_csv:
-            self.csv.writeheader()
         self.tb = None
         if cfg.tensorboard:
             try:
@@ -135,20 +166,28 @@ class RunLogger:
 
 
 def _prepare_out(out: Path, resume: bool) -> None:
+    """A new run needs an absent or empty folder (a run is written in place, so it never replaces
+    anything); --resume needs a train-sae run (one stopped before its first checkpoint restarts)."""
     if out.exists() and not out.is_dir():
         raise SuperpositionError(f"--out {out}: exists and is not a directory")
     if resume:
-        if not (out / "config.json").is_file() or not (out / "checkpoint" / "checkpoint.json").is_file():
-            raise SuperpositionError(f"--resume: {out} holds no checkpointed run")
+        if not (out / "config.json").is_file():
+            raise SuperpositionError(f"--resume: {out} holds no train-sae run")
+        if not checkpoint.exists(out / "checkpoint"):
+            print(f"--resume: {out} has no checkpoint yet; starting it again from step 0", file=sys.stderr)
     elif out.is_dir() and any(out.iterdir()):
-        raise SuperpositionError(
-            f"--out {out}: not empty; continue it with --resume or choose another folder"
-        )
+        raise SuperpositionError(f"--out {out}: not empty; continue it with --resume or choose another folder")
 
 
 def train_lm_sae(cfg: LMSAEConfig, out: str | Path, resume: bool = False) -> Path:
-    """Train (or with resume=True, continue) an SAE; then evaluate it. Returns the run directory."""
-    out = Path(out).expanduser().absolute()
+    """Train (or with resume=True, continue) an SAE; then evaluate it. Returns the run directory.
+    One process at a time may write a run (`target_lock`)."""
+    out = resolve_out(out)
+    with target_lock(out):
+        return _train(cfg, out, resume)
+
+
+def _train(cfg: LMSAEConfig, out: Path, resume: bool) -> Path:
     _prepare_out(out, resume)
     if resume:
         cfg = LMSAEConfig.build(json.loads((out / "config.json").read_text()), f"{out / 'config.json'}")
@@ -157,18 +196,45 @@ def train_lm_sae(cfg: LMSAEConfig, out: str | Path, resume: bool = False) -> Pat
     hooked = HookedModel(lm.model)
     d_in = hooked.d_in(cfg.hook_name)
     store = ActivationStore.for_run(cfg, lm, hooked)
+    store.first_sequences(1, quiet=True)  # unreadable or too little text: say so before writing anything
     sae_cfg, train_cfg = cfg.sae_config(d_in), cfg.train_config()
+    buffer = 2 * store.buffer_sequences * cfg.context_size * d_in * 4  # a buffer and its shuffled copy
+    need = training_bytes(1, d_in, sae_cfg.d_sae, cfg.batch_size_tokens) + buffer
+    require_memory(need, f"train-sae (d_in {d_in}, d_sae {sae_cfg.d_sae}, batch {cfg.batch_size_tokens})",
+                   "lower d_sae, expansion_factor, batch_size_tokens or n_batches_in_buffer")  # fmt: skip
     sae = make_sae(sae_cfg, torch.Generator().manual_seed(derive_seed(cfg.seed, "sae-init"))).to(cfg.device)
+    existed = out.exists()
+    try:
+        return _train_and_evaluate(cfg, out, resume, lm, hooked, store, sae, train_cfg)
+    except BaseException as err:
+        resumable = checkpoint.exists(out / "checkpoint")
+        if not resume and not resumable:  # nothing to resume: leave nothing
+            shutil.rmtree(out, ignore_errors=True)
+            if existed:
+                out.mkdir()
+        if write_failure(err):
+            then = f"; continue with --resume once there is room (from step {checkpoint.latest_step(out / 'checkpoint')})"
+            raise SuperpositionError(
+                f"--out {out}: cannot write there ({describe_write_failure(err)})" + (then if resumable else "")
+            ) from None
+        raise
+    finally:
+        store.close()
+
+
+def _train_and_evaluate(cfg: LMSAEConfig, out: Path, resume: bool, lm, hooked, store, sae, train_cfg) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     if not resume:
-        (out / "config.json").write_text(json.dumps(cfg.model_dump(), indent=1))
-    logger = RunLogger(out, cfg, resume)
-    trainer = SAETrainer(sae, store, train_cfg, checkpoint_dir=out / "checkpoint", on_log=logger)
-    logger.opt = trainer.opt
-    if resume:
+        atomic_write_text(out / "config.json", json.dumps(cfg.model_dump(), indent=1))
+        write_marker(out, RUN_KIND)
+    trainer = SAETrainer(sae, store, train_cfg, checkpoint_dir=out / "checkpoint")
+    resumed = resume and checkpoint.exists(out / "checkpoint")
+    if resumed:
         trainer.load_checkpoint()
+    trainer.on_log = logger = RunLogger(out, cfg, trainer.step if resumed else None)
+    logger.opt = trainer.opt
     print(
-        f"training a {cfg.architecture} SAE ({d_in} -> {sae_cfg.d_sae}) on {cfg.model_name} {cfg.hook_name}: "
+        f"training a {cfg.architecture} SAE ({sae.cfg.d_in} -> {sae.cfg.d_sae}) on {cfg.model_name} {cfg.hook_name}: "
         f"{cfg.steps} steps of {cfg.batch_size_tokens} tokens",
         file=sys.stderr,
         flush=True,
@@ -197,6 +263,7 @@ def train_lm_sae(cfg: LMSAEConfig, out: str | Path, resume: bool = False) -> Pat
         "model_tokens_run": store.model_tokens,
     }
     evaluate_run(out, lm=lm, hooked=hooked, training=training)
+    write_marker(out, RUN_KIND)
     return out
 
 

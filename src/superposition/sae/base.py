@@ -48,6 +48,14 @@ def per_instance(default: float, description: str) -> Any:
     )
 
 
+def training_bytes(n_instances: int, d_in: int, d_sae: int, batch: int) -> int:
+    """A rough upper estimate of the memory to train an SAE: its parameters with their gradients
+    and Adam moments (4 copies), and about six (batch, inst, d_sae) float tensors of latents,
+    masks and their gradients."""
+    params = n_instances * (2 * d_in * d_sae + d_sae + d_in)
+    return 4 * (4 * params + 6 * batch * n_instances * d_sae + 4 * batch * n_instances * d_in)
+
+
 ARCHITECTURES: dict[str, type[BatchedSAE]] = {}
 
 

@@ -10,7 +10,6 @@ the term, keeping the last good checkpoint.
 
 from __future__ import annotations
 
-import json
 import signal
 import threading
 from collections.abc import Callable
@@ -20,12 +19,12 @@ from typing import Literal
 
 import torch
 from pydantic import Field
-from safetensors.torch import load_file, save_file
 from torch import Tensor
 from tqdm.auto import tqdm
 
 from superposition.config import Config
 from superposition.errors import SuperpositionError, TrainingDiverged
+from superposition.sae import checkpoint
 from superposition.sae.base import BatchedSAE, LossOut, StepState
 from superposition.schedules import lr_factor
 from superposition.seeding import derive_seed
@@ -117,7 +116,8 @@ class SAETrainer:
         self.since_fired = torch.zeros(n_inst, m, device=self.device)  # examples since each latent last fired
         self.scale = torch.ones(n_inst, 1, device=self.device)  # activation normalisation factor per instance
         self._source_at_step = None
-        self._in_step = False  # True between a step's start and its last update: Ctrl-C there rolls it back
+        self._in_step = False  # True between a step's start and its end: Ctrl-C there rolls it back
+        self._updating = False  # True once a step has started changing the weights
         self.step = 0
         self.history = SAEHistory()
         self._initialised = False
@@ -152,8 +152,11 @@ class SAETrainer:
         log_every = cfg.log_every or max(1, cfg.steps // 100)
         asked = []
 
-        def on_sigint(signum, frame):  # first Ctrl-C: stop at the end of this step; second: now
-            if asked:
+        def on_sigint(signum, frame):
+            # First Ctrl-C: stop at the end of this step. Second: now, unless the step has begun
+            # changing the weights (then at its end, a moment later), so a checkpoint is never
+            # taken half-way through an update.
+            if asked and not self._updating:
                 raise KeyboardInterrupt
             asked.append(signum)
 
@@ -201,6 +204,7 @@ class SAETrainer:
         self.opt.zero_grad(set_to_none=True)
         out.total.backward()
         sae.remove_parallel_grad()
+        self._updating = True  # from here to the end of the step, an interrupt waits for the step to finish
         self.opt.step()
         sae.normalize_decoder()
         with torch.no_grad():
@@ -216,7 +220,7 @@ class SAETrainer:
             shown = self.on_log(step, x, out) if self.on_log else None
             bar.set_postfix(shown or {"mse": f"{out.terms['mse'].mean().item():.4g}"}, refresh=False)
         self.step = step + 1
-        self._in_step = False
+        self._in_step = self._updating = False
         if self.checkpoint_dir is not None and cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0:
             self.save_checkpoint()
 
@@ -304,9 +308,8 @@ class SAETrainer:
 
     # ------------------------------------------------------------------ checkpoints
     def save_checkpoint(self) -> Path:
-        """Write the model, Adam state, counters and RNG state; resuming continues exactly."""
-        d = self.checkpoint_dir
-        d.mkdir(parents=True, exist_ok=True)
+        """Write the model, Adam state, counters, RNG state and the source's position as one
+        checkpoint (sae/checkpoint.py); resuming from it continues exactly."""
         tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in self.sae.state_dict().items()}
         names = {p: n for n, p in self.sae.named_parameters()}
         for p, st in self.opt.state.items():
@@ -315,11 +318,7 @@ class SAETrainer:
         tensors["since_fired"] = self.since_fired.cpu()
         tensors["scale"] = self.scale.cpu()
         tensors["rng"] = self.gen.get_state()
-        tmp = d / "checkpoint.safetensors.tmp"
-        save_file(tensors, str(tmp))
-        tmp.replace(d / "checkpoint.safetensors")  # never leave a half-written checkpoint
         meta = {
-            "step": self.step,
             "source": self.source.state_dict() if hasattr(self.source, "state_dict") else None,
             "sae_cfg": self.sae.cfg.model_dump(),
             "train_cfg": self.cfg.model_dump(),
@@ -329,19 +328,13 @@ class SAETrainer:
                 "resampled": self.history.resampled,
             },
         }
-        (d / "checkpoint.json.tmp").write_text(json.dumps(meta))
-        (d / "checkpoint.json.tmp").replace(d / "checkpoint.json")
-        return d
+        return checkpoint.save(self.checkpoint_dir, self.step, tensors, meta)
 
     def load_checkpoint(self) -> None:
         d = self.checkpoint_dir
-        if d is None or not (d / "checkpoint.safetensors").is_file() or not (d / "checkpoint.json").is_file():
+        if d is None or not checkpoint.exists(d):
             raise SuperpositionError(f"--resume: no checkpoint in {d}")
-        try:
-            tensors = load_file(str(d / "checkpoint.safetensors"))
-            meta = json.loads((d / "checkpoint.json").read_text())
-        except Exception as err:  # corrupt files
-            raise SuperpositionError(f"--resume: cannot read the checkpoint in {d} ({err})") from None
+        tensors, meta = checkpoint.load(d)
         self.sae.load_state_dict(
             {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
         )

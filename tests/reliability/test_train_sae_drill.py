@@ -1,0 +1,87 @@
+"""`train-sae` killed with SIGKILL at random moments (inside checkpoint and activation-cache
+writes too) and resumed each time ends with the SAE of an uninterrupted run, bit for bit; a
+damaged cache shard is rebuilt, never read."""
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from superposition.sae import checkpoint
+from tests.conftest import TINY
+
+
+def _args(out, cache):
+    sets = [*TINY, "checkpoint_every=1", f"activation_cache={cache}", "tensorboard=false"]
+    return [
+        sys.executable,
+        "-m",
+        "superposition",
+        "train-sae",
+        "--out",
+        str(out),
+        *[a for s in sets for a in ("--set", s)],
+    ]
+
+
+@pytest.mark.slow
+def test_train_sae_killed_at_random_moments_resumes_to_the_same_sae(tmp_path, tiny_run):
+    out, cache = tmp_path / "run", tmp_path / "cache"
+    env = {**os.environ, "SUPERPOSITION_TEST_PAUSE": "0.05"}
+    rng = random.Random(0)
+    kills = 0
+    for _ in range(30):
+        fresh = not (out / "config.json").is_file()
+        cmd = (
+            _args(out, cache)
+            if fresh
+            else [sys.executable, "-m", "superposition", "train-sae", "--out", str(out), "--resume"]
+        )
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        if kills < 6:
+            before, started = checkpoint.latest_step(out / "checkpoint"), time.monotonic()
+            while proc.poll() is None and time.monotonic() - started < 120:
+                shards = len(list(cache.glob("shard_*.safetensors"))) if cache.is_dir() else 0
+                if checkpoint.latest_step(out / "checkpoint") != before or (kills < 2 and shards):
+                    break
+                time.sleep(0.01)
+            time.sleep(rng.uniform(0.0, 0.6))
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGKILL)
+                proc.wait()
+                kills += 1
+                continue
+        _, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err.decode()[-3000:]
+        break
+    assert kills == 6
+    want = load_file(str(tiny_run / "sae" / "sae_weights.safetensors"))
+    got = load_file(str(out / "sae" / "sae_weights.safetensors"))
+    assert all(torch.equal(want[k], got[k]) for k in want)
+    steps = [json.loads(line)["step"] for line in (out / "log.jsonl").read_text().splitlines()]
+    assert steps == list(range(10))  # rows of steps that ran again after a kill are not repeated
+    manifest = json.loads((cache / "manifest.json").read_text())
+    assert manifest["shards"] and not list(cache.glob(".*.tmp-*"))
+
+
+def test_a_damaged_cache_shard_is_rebuilt_not_read(smol, tmp_path, capsys):
+    from tests.lm.test_store_evals import _store
+
+    first = _store(smol, cache=tmp_path / "cache")
+    x = first.sample(400)
+    first.close()
+    shard = sorted((tmp_path / "cache").glob("shard_*.safetensors"))[0]
+    data = bytearray(shard.read_bytes())
+    data[-8:] = b"\x00" * 8  # the tail of the last activation: still a valid file, wrong numbers
+    shard.write_bytes(bytes(data))
+    again = _store(smol, cache=tmp_path / "cache")
+    assert torch.equal(again.sample(400), x)  # the same activations, recomputed
+    again.close()
+    assert "is damaged (it does not match its checksum); rebuilding it" in capsys.readouterr().err
