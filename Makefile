@@ -10,7 +10,7 @@ TORCH_SPEC ?= torch==2.13.0
 PIP_TORCH_FLAGS ?=
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test test-all lint format bench clean
+.PHONY: setup demo test test-all lint format bench check-interop clean
 
 $(STAMP): pyproject.toml requirements.lock Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -41,6 +41,10 @@ format: setup
 bench: setup
 	$(BIN)/python benchmarks/bench_toy_trainer.py
 	$(BIN)/python benchmarks/bench_sae_topk.py
+
+check-interop: setup
+	$(BIN)/python benchmarks/check_formats.py
+	$(BIN)/python benchmarks/check_lm_metrics.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

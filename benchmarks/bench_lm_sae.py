@@ -5,7 +5,7 @@ Workload: SmolLM2-135M-Instruct (the offline default, de-quantised to float32) a
 blocks.6.hook_resid_post, the `python-docs` corpus written to one JSONL file that both read,
 context 128 with BOS, batch 2048 tokens, a TopK SAE with 4608 latents and k = 32, Adam at lr 1e-3
 with 20 warm-up steps. Each side runs in its own process; SAELens (not a dependency) in its own
-environment (.bench-envs/saelens, made by bench_sae_topk.py's installer).
+environment (.bench-envs/saelens, made by peers.py).
 
 Printed: tokens/s end to end, tokens/s of activation generation (model forward passes only) and of
 SAE training (the rest), peak RSS, and both SAEs evaluated by the same code on the same held-out
@@ -26,7 +26,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_sae_topk import ensure_saelens, run_worker  # noqa: E402
+from bench_sae_topk import run_worker  # noqa: E402
+from peers import python_of  # noqa: E402
 
 HOOK = "blocks.6.hook_resid_post"
 
@@ -139,7 +140,7 @@ def main() -> None:
         }
         rows["superposition"]["folder"] = Path(tmp) / "ours"
         if not args.skip_saelens:
-            python = ensure_saelens()
+            python = python_of("saelens")
             worker = str(Path(__file__).with_name("saelens_lm_worker.py"))
             rows["SAELens"] = run_worker(
                 [str(python), worker, model_dir, docs, str(Path(tmp) / "saelens"), str(args.tokens)]

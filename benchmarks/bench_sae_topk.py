@@ -7,7 +7,7 @@ SAELens's own window defaults to 1000 steps, which a 500k-sample run never reach
 skip AuxK altogether). Both
 trainers read the same pre-generated activations from one safetensors file, each in its own
 process, so samples/s and peak RSS compare like for like. SAELens is not a dependency: this
-script installs it into its own virtual environment (.bench-envs/saelens) the first time.
+script installs it into its own virtual environment (.bench-envs/saelens, see peers.py) the first time.
 
 Targets: at least 3x SAELens's samples/s, and at least its MCC at equal samples.
 
@@ -32,24 +32,14 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-ROOT = Path(__file__).resolve().parent.parent
-ENV = ROOT / ".bench-envs" / "saelens"
-SAELENS = "sae-lens==6.54.12"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from peers import python_of  # noqa: E402
+
 D_SAE, K, BATCH, LR = 2048, 8, 1024, 5e-3
 DEAD_WINDOW = (
     50_000  # samples without firing before a latent counts as dead and AuxK trains it (both trainers)
 )
 AUX_COEFFICIENT = 1 / 32  # Gao et al.; ours by default, set explicitly for SAELens (its default is 1)
-
-
-def ensure_saelens() -> Path:
-    python = ENV / "bin" / "python"
-    if not python.exists():
-        print(f"installing {SAELENS} into {ENV} (first run only) ...", flush=True)
-        subprocess.run([sys.executable, "-m", "venv", str(ENV)], check=True)
-        # the CPU build of torch first, so SAELens's requirement is already met
-        subprocess.run([str(python), "-m", "pip", "install", "-q", "torch==2.13.0", SAELENS], check=True)
-    return python
 
 
 def ours_worker(data_path: str, out_path: str, seed: int) -> None:
@@ -145,7 +135,7 @@ def main() -> None:
         }
         outs = {"superposition": Path(tmp) / "ours.safetensors"}
         if not args.skip_saelens:
-            python = ensure_saelens()
+            python = python_of("saelens")
             worker = str(Path(__file__).with_name("saelens_topk_worker.py"))
             cmds["SAELens"] = [
                 str(python),

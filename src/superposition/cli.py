@@ -4,9 +4,10 @@
     superposition run EXPERIMENT --out DIR [--quick] [--seed N] [--set key=value ...] [--help-config]
     superposition demo [--out DIR] [--quick]
     superposition train-sae [--config FILE] [--set key=value ...] --out DIR [--resume] [--help-config]
-    superposition eval-sae RUN_DIR [--sequences N]
-    superposition dashboard RUN_DIR --out SITE_DIR [--sequences N] [--latents N] [--sae NAME]
-    superposition analyze RUN_DIR --prompt TEXT [--token TOKEN] [--top N]
+    superposition eval-sae SAE [--model M] [--hook H] [--out DIR] [--sequences N]
+    superposition dashboard SAE --out SITE [--model M] [--hook H] [--sequences N] [--latents N] [--sae NAME]
+    superposition analyze SAE --prompt TEXT [--model M] [--hook H] [--token TOKEN] [--top N]
+    superposition convert SRC --to saelens|sparsify --out DST
 
 Each command is one `_cmd_*` function; the work itself lives in superposition.experiments and
 superposition.runs. Bad input exits with code 2 and a one-line message, never a traceback.
@@ -21,7 +22,7 @@ import sys
 from pathlib import Path
 
 from superposition.errors import SuperpositionError
-from superposition.files import describe_write_failure, write_failure
+from superposition.files import describe_write_failure, resolve_out, write_failure
 
 SET_HELP = "override a config key; repeatable. Values are JSON (numbers, lists, true) or plain strings"
 
@@ -75,9 +76,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     ev = sub.add_parser(
-        "eval-sae", help="evaluate a train-sae run: L0, explained variance, CE loss recovered, ..."
+        "eval-sae", help="evaluate an SAE on its language model: L0, explained variance, CE loss recovered"
     )
-    ev.add_argument("run_dir", help="a train-sae run directory")
+    ev.add_argument("run_dir", metavar="SAE", help=SAE_HELP)
+    _model_hook_flags(ev)
+    ev.add_argument(
+        "--out", default=None, help="folder for the evaluation; needed unless SAE is a train-sae run"
+    )
     ev.add_argument(
         "--sequences",
         type=int,
@@ -86,9 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     dash = sub.add_parser("dashboard", help="write a static, offline site of an SAE run's latents")
-    dash.add_argument(
-        "run_dir", help="a train-sae run, or an SAE experiment run (sae-toy, sae-synthetic, ...)"
-    )
+    dash.add_argument("run_dir", metavar="SAE", help=SAE_HELP + ", or an SAE experiment run (sae-toy, ...)")
+    _model_hook_flags(dash)
     dash.add_argument(
         "--out", required=True, help="folder for the site (replaced if it holds an earlier site)"
     )
@@ -106,13 +110,32 @@ def build_parser() -> argparse.ArgumentParser:
     an = sub.add_parser(
         "analyze", help="which latents drive a prompt's next token: activation, attribution, ablation"
     )
-    an.add_argument("run_dir", help="a train-sae run directory")
+    an.add_argument("run_dir", metavar="SAE", help=SAE_HELP)
+    _model_hook_flags(an)
     an.add_argument("--prompt", required=True, help="text; analysed at its last token")
     an.add_argument(
         "--token", default=None, help="target next token (text; default: the model's top prediction)"
     )
     an.add_argument("--top", type=int, default=10, help="latents to list (default 10)")
+
+    conv = sub.add_parser("convert", help="write any readable SAE in SAELens's or sparsify's layout")
+    conv.add_argument("src", metavar="SRC", help=SAE_HELP.replace("a train-sae run, or ", ""))
+    conv.add_argument("--to", required=True, choices=["saelens", "sparsify"], help="the layout to write")
+    conv.add_argument("--out", required=True, help="the SAE folder to write (new, or an earlier conversion)")
     return parser
+
+
+SAE_HELP = (
+    "a train-sae run, or any SAE: a SAELens, sparsify, Gemma Scope or dictionary_learning folder or file, "
+    "or hf://owner/repo/path"
+)
+
+
+def _model_hook_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default=None, help="the language model (default: the one the run or SAE names)")
+    p.add_argument(
+        "--hook", default=None, help="the hook point, e.g. blocks.6.hook_resid_post (default: the SAE's)"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -249,8 +272,8 @@ def _cmd_eval_sae(args: argparse.Namespace) -> int:
     from superposition.runs.train_sae import evaluate_run
 
     _positive(args, "sequences")
-    evaluate_run(args.run_dir, eval_sequences=args.sequences)
-    _print_eval(Path(args.run_dir))
+    evaluate_run(args.run_dir, eval_sequences=args.sequences, out=args.out, model=args.model, hook=args.hook)
+    _print_eval(resolve_out(args.out) if args.out is not None else Path(args.run_dir).expanduser().absolute())
     return 0
 
 
@@ -258,7 +281,9 @@ def _cmd_dashboard(args: argparse.Namespace) -> int:
     from superposition.runs.dashboard import build_dashboard
 
     _positive(args, "sequences", "latents")
-    site = build_dashboard(args.run_dir, args.out, args.sequences, args.latents, args.sae)
+    site = build_dashboard(
+        args.run_dir, args.out, args.sequences, args.latents, args.sae, model=args.model, hook=args.hook
+    )
     print(f"wrote {site}\nopen: {site / 'index.html'}")
     return 0
 
@@ -267,7 +292,20 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
     from superposition.runs.analyze import analyze_prompt
 
     _positive(args, "top")
-    print(analyze_prompt(args.run_dir, args.prompt, args.token, args.top))
+    print(analyze_prompt(args.run_dir, args.prompt, args.token, args.top, model=args.model, hook=args.hook))
+    return 0
+
+
+def _cmd_convert(args: argparse.Namespace) -> int:
+    from superposition.files import staged_directory
+    from superposition.sae.formats import load, save
+
+    sae = load(args.src)
+    with staged_directory(resolve_out(args.out), "converted SAE") as tmp:
+        save(sae, tmp, to=args.to)
+    cfg = sae.cfg
+    shape = f"{cfg.architecture}, d_in {cfg.d_in}, d_sae {cfg.d_sae}"
+    print(f"wrote {resolve_out(args.out)} ({args.to} layout; {shape})")
     return 0
 
 
@@ -279,6 +317,7 @@ COMMANDS = {
     "eval-sae": _cmd_eval_sae,
     "dashboard": _cmd_dashboard,
     "analyze": _cmd_analyze,
+    "convert": _cmd_convert,
 }
 
 

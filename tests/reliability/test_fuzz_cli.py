@@ -8,9 +8,12 @@ case (see FIXTURES); a new command adds its rows here.
 
 import hashlib
 import json
+import os
+import pickle
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import save_file
@@ -78,6 +81,19 @@ def _lm_run(p: Path, damage: str) -> None:  # a train-sae run directory, damaged
         )
 
 
+class _Code:
+    """Unpickling it would run a command: what a hostile ae.pt holds."""
+
+    def __reduce__(self):
+        return (os.system, ("touch /tmp/superposition-fuzz-code-ran",))
+
+
+def _pickled_ae(p: Path) -> None:
+    p.mkdir()
+    (p / "ae.pt").write_bytes(pickle.dumps({"encoder.weight": _Code()}))
+    (p / "config.json").write_text(json.dumps({"trainer": {"dict_class": "AutoEncoder"}}))
+
+
 FIXTURES = {
     "file": lambda p: p.write_text("just a file\n"),
     "empty": lambda p: p.write_bytes(b""),
@@ -102,11 +118,19 @@ FIXTURES = {
     "lm_weights": lambda p: _lm_run(p, "weights"),
     "lm_no_sae": lambda p: _lm_run(p, "no_sae"),
     "lm_width": lambda p: _lm_run(p, "width"),
+    "npz_no_threshold": lambda p: np.savez(
+        p,
+        W_enc=np.zeros((4, 8), np.float32),
+        W_dec=np.zeros((8, 4), np.float32),
+        b_enc=np.zeros(8, np.float32),
+        b_dec=np.zeros(4, np.float32),
+    ),
+    "pickled_ae": _pickled_ae,
 }
 SUFFIX = {
     "yaml_truncated": ".yaml", "yaml_list": ".yaml", "yaml_unknown": ".yaml", "yaml_string_int": ".yaml",
     "json_bad": ".json", "jsonl_binary": ".jsonl", "jsonl_latin1": ".jsonl", "jsonl_notobj": ".jsonl",
-    "txt_empty": ".txt", "parquet_bad": ".parquet",
+    "txt_empty": ".txt", "parquet_bad": ".parquet", "npz_no_threshold": ".npz",
 }  # fmt: skip
 
 RUN = ["run", "intro", "--out", "{new}"]
@@ -198,6 +222,14 @@ CASES = [
     ("analyze-no-prompt", ["analyze", "{lm_weights}"], "required: --prompt"),
     ("analyze-top", ["analyze", "{lm_weights}", "--prompt", "x", "--top", "0"], "--top: must be positive"),
     ("analyze-bad-weights", ["analyze", "{lm_weights}", "--prompt", "x"], "not a readable safetensors file"),
+    # superposition convert, and SAEs of other libraries anywhere an SAE is taken
+    ("convert-no-sae", ["convert", "{user}", "--to", "saelens", "--out", "{new}"], "no SAE in a known format"),
+    ("convert-npz-no-threshold", ["convert", "{npz_no_threshold}", "--to", "saelens", "--out", "{new}"], "missing threshold"),
+    ("convert-into-users-folder", ["convert", "{toy_run}/saes/topk", "--to", "sparsify", "--out", "{user}"], "not a previous run"),
+    ("convert-misshapen", ["convert", "{toy_shape}/saes/topk", "--to", "saelens", "--out", "{new}"], "W_dec has shape [8, 5]"),
+    ("eval-pickled-ae", ["eval-sae", "{pickled_ae}", "--model", "m", "--hook", "h", "--out", "{new}"], "holds pickled objects"),
+    ("eval-foreign-no-out", ["eval-sae", "{toy_run}/saes/topk", "--model", "smollm2-135m-instruct", "--hook", "blocks.0.hook_resid_post"], "give --out DIR"),
+    ("eval-npz-no-threshold", ["eval-sae", "{npz_no_threshold}", "--out", "{new}"], "missing threshold"),
 ] + [
     # every experiment refuses a key it does not have and a boolean seed
     (f"{name}-unknown-key", ["run", name, "--out", "{new}", "--set", "no_such_key=1"], "--set no_such_key: unknown key")
@@ -239,3 +271,4 @@ def test_bad_input_is_one_line_exit_2_and_changes_nothing(tmp_path, capsys, argv
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("superposition: error: ") and "Traceback" not in err, err
     assert _tree(tmp_path) == before
+    assert not Path("/tmp/superposition-fuzz-code-ran").exists()  # no file's pickle was ever run

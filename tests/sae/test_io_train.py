@@ -31,7 +31,9 @@ def test_round_trip_every_architecture(tmp_path, arch):
     x = torch.randn(32, 2, 6)
     for i, folder in enumerate(folders):
         cfg = json.loads((folder / "cfg.json").read_text())
-        assert cfg["architecture"] == arch and cfg["d_in"] == 6 and cfg["d_sae"] == 16
+        # SAELens's cfg.json: BatchTopK and Matryoshka are JumpReLU SAEs to SAELens (its inference form)
+        assert cfg["superposition_architecture"] == arch and cfg["d_in"] == 6 and cfg["d_sae"] == 16
+        assert cfg["architecture"] == {"batchtopk": "jumprelu", "matryoshka": "jumprelu"}.get(arch, arch)
         loaded = load_sae(folder)
         xi = x[:, i : i + 1]
         with torch.no_grad():

@@ -104,7 +104,7 @@ def evaluate_on_source(
         coeffs = coeffs.unsqueeze(1).expand(-1, sae.n_instances, -1)
     z = sae.encode(x)
     acc = Accumulator()
-    acc.add(x, sae.decode(z), z)
+    acc.add(x, sae.decode(z, x), z)
     return acc.result(), z, coeffs
 
 

@@ -258,9 +258,10 @@ def spliced_logits(
         z = z.detach().requires_grad_(torch.is_grad_enabled())
         seen["z"] = z
         z2 = edit(z) if edit is not None else z
-        x_hat = sae.decode(z2.reshape(-1, 1, z2.shape[-1])).reshape(x.shape)
+        xs = x.reshape(-1, 1, x.shape[-1])
+        x_hat = sae.decode(z2.reshape(-1, 1, z2.shape[-1]), xs).reshape(x.shape)
         if keep_error:
-            x_hat = x_hat + (x - sae.decode(z.reshape(-1, 1, z.shape[-1])).reshape(x.shape)).detach()
+            x_hat = x_hat + (x - sae.decode(z.reshape(-1, 1, z.shape[-1]), xs).reshape(x.shape)).detach()
         return x_hat.reshape(a.shape)
 
     logits = hooked.logits(ids, {hook_name: fn})
@@ -315,9 +316,10 @@ def latent_gradients(
 
     def splice(a: Tensor) -> Tensor:
         x = sae_inputs(a)
-        z = up.encode(x.reshape(-1, 1, x.shape[-1])).detach().requires_grad_(True)
+        xs = x.reshape(-1, 1, x.shape[-1])
+        z = up.encode(xs).detach().requires_grad_(True)
         seen["z_up"] = z
-        x_hat = up.decode(z)[:, 0].reshape(x.shape)
+        x_hat = up.decode(z, xs)[:, 0].reshape(x.shape)
         return (x_hat + (x - x_hat).detach()).reshape(a.shape)
 
     def read(a: Tensor) -> None:

@@ -76,7 +76,7 @@ def evaluate_sae(
         clean = hooked.logits(ids, {hook_name: capture_into(seen, "act")})
         x = sae_inputs(seen["act"])[keep].float()
         z = sae.encode(x.unsqueeze(1))
-        x_hat = sae.decode(z)[:, 0]
+        x_hat = sae.decode(z, x.unsqueeze(1))[:, 0]
         acc.add(x.unsqueeze(1), x_hat.unsqueeze(1), z)
         with_sae = hooked.logits(ids, {hook_name: splice_at(keep, x_hat)})
         zero = hooked.logits(ids, {hook_name: splice_at(keep, torch.zeros_like(x_hat))})

@@ -12,16 +12,19 @@ import torch
 
 from superposition.errors import SuperpositionError
 from superposition.lm import analysis as an
-from superposition.lm.hooks import HookedModel
-from superposition.lm.model import load_model
 from superposition.runs.train_sae import load_run
 
 
-def analyze_prompt(run_dir: str | Path, prompt: str, token: str | None = None, top: int = 10) -> str:
-    run = load_run(run_dir)
-    cfg, sae = run.cfg, run.sae.cpu()
-    lm = load_model(cfg.model_name, "cpu", "float32")  # one prompt: the CPU is enough, in full precision
-    hooked = HookedModel(lm.model)
+def analyze_prompt(
+    run_dir: str | Path, prompt: str, token: str | None = None, top: int = 10, model: str | None = None,
+    hook: str | None = None,
+) -> str:  # fmt: skip
+    """RUN_DIR is a train-sae run or any readable SAE (with `model` and `hook` when it names none)."""
+    run = load_run(run_dir, model, hook)
+    run.cfg = run.cfg.model_copy(update={"device": "cpu", "dtype": "float32"})  # one prompt: the CPU is enough
+    run.sae = run.sae.cpu()
+    cfg, sae = run.cfg, run.sae
+    lm, hooked = run.load_model()
     ids = lm.tokenizer(prompt, add_special_tokens=False, return_tensors="pt").input_ids
     if cfg.prepend_bos and lm.tokenizer.bos_token_id is not None:
         ids = torch.cat([torch.tensor([[lm.tokenizer.bos_token_id]]), ids], 1)

@@ -23,7 +23,7 @@ from superposition.files import resolve_out
 from superposition.lm import analysis as an
 from superposition.lm.store import ActivationStore
 from superposition.report.dashboard import LatentPage, TokenSpan, write_dashboard
-from superposition.runs.train_sae import load_run
+from superposition.runs.train_sae import LMRun, load_run
 from superposition.sae.ground_truth import best_matches, cosine_matrix
 from superposition.sae.io import load_sae
 
@@ -35,21 +35,21 @@ def build_dashboard(
     max_latents: int | None = None,
     sae_name: str | None = None,
     top_k: int = 10,
+    model: str | None = None,
+    hook: str | None = None,
 ) -> Path:
-    run = Path(run_dir).expanduser().absolute()
+    """RUN_DIR: an SAE experiment run (latents against the true features), or a train-sae run or any
+    readable SAE on its language model (latents on held-out text; `model`/`hook` as for eval-sae)."""
     out = resolve_out(out)
-    if not run.is_dir():
-        raise SuperpositionError(f"RUN_DIR {run}: no such directory")
-    if out == run or run in out.parents and out.name in ("sae", "saes", "checkpoint"):
-        raise SuperpositionError(f"--out {out}: choose a folder outside the run's own files")
-    if (run / "sae" / "cfg.json").is_file() and (run / "config.json").is_file():
-        return _lm_dashboard(run, out, sequences or 256, max_latents, top_k)
-    if (run / "ground_truth.safetensors").is_file() and (run / "saes").is_dir():
-        return _toy_dashboard(run, out, sae_name, max_latents)
-    raise SuperpositionError(
-        f"RUN_DIR {run}: not a train-sae run (sae/ + config.json) or an SAE experiment run "
-        f"(saes/ + ground_truth.safetensors)"
-    )
+    if not str(run_dir).startswith("hf://"):
+        run = Path(run_dir).expanduser().absolute()
+        if not run.exists():
+            raise SuperpositionError(f"RUN_DIR {run}: no such directory or file")
+        if out == run or run in out.parents and out.name in ("sae", "saes", "checkpoint"):
+            raise SuperpositionError(f"--out {out}: choose a folder outside the run's own files")
+        if (run / "ground_truth.safetensors").is_file() and (run / "saes").is_dir():
+            return _toy_dashboard(run, out, sae_name, max_latents)
+    return _lm_dashboard(load_run(run_dir, model, hook), out, sequences or 256, max_latents, top_k)
 
 
 def _spans(tokens: list[str], acts: list[float], focus: int, vmax: float) -> list[TokenSpan]:
@@ -59,8 +59,7 @@ def _spans(tokens: list[str], acts: list[float], focus: int, vmax: float) -> lis
     ]
 
 
-def _lm_dashboard(run_dir: Path, out: Path, n_seq: int, max_latents: int | None, top_k: int) -> Path:
-    run = load_run(run_dir)
+def _lm_dashboard(run: LMRun, out: Path, n_seq: int, max_latents: int | None, top_k: int) -> Path:
     cfg, sae = run.cfg, run.sae
     lm, hooked = run.load_model()
     seqs = ActivationStore.for_run(cfg, lm, hooked, holdout=True).first_sequences(n_seq)

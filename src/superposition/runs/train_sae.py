@@ -25,6 +25,7 @@ import torch
 from superposition.errors import SuperpositionError
 from superposition.files import (
     atomic_write_text,
+    staged_directory,
     describe_write_failure,
     resolve_out,
     target_lock,
@@ -53,11 +54,13 @@ LOG_KEYS = ["step", "tokens", "lr", "mse", "l0", "explained_variance", "auxk", "
 
 @dataclass
 class LMRun:
-    """A `train-sae` run directory, read: its config and its SAE."""
+    """An SAE on a language model, ready to evaluate or analyse: a `train-sae` run directory, or an
+    SAE in any readable format (formats/) with the model and hook it reads (`is_run` False)."""
 
     path: Path
     cfg: LMSAEConfig
     sae: BatchedSAE
+    is_run: bool = True
 
     def load_model(self) -> tuple[LoadedModel, HookedModel]:
         """The run's language model, checked against the SAE: the hook's width must be its d_in."""
@@ -65,20 +68,38 @@ class LMRun:
         hooked = HookedModel(lm.model)
         width = hooked.d_in(self.cfg.hook_name)
         if width != self.sae.cfg.d_in:
+            where = self.path / "sae" if self.is_run or (self.path / "sae").is_dir() else self.path
             raise SuperpositionError(
-                f"{self.path / 'sae'}: its d_in is {self.sae.cfg.d_in}, but {self.cfg.hook_name} of "
+                f"{where}: the SAE's d_in is {self.sae.cfg.d_in}, but {self.cfg.hook_name} of "
                 f"{self.cfg.model_name} has width {width}"
             )
         return lm, hooked
 
 
-def load_run(run_dir: str | Path) -> LMRun:
-    """RUN_DIR's config.json and sae/, or a one-line error saying what is missing."""
-    run = Path(run_dir).expanduser().absolute()
-    if not (run / "config.json").is_file() or not (run / "sae").is_dir():
-        raise SuperpositionError(f"RUN_DIR {run}: not a train-sae run directory (config.json + sae/)")
-    cfg = LMSAEConfig.build(json.loads((run / "config.json").read_text()), str(run / "config.json"))
-    return LMRun(run, cfg, load_sae(run / "sae").to(cfg.device))
+def load_run(path: str | Path, model: str | None = None, hook: str | None = None) -> LMRun:
+    """A train-sae run directory (config.json + sae/), or any SAE `load_sae` reads (a SAELens,
+    sparsify, Gemma Scope or dictionary_learning folder or file, an hf:// path). `model` and `hook`
+    replace the ones the run or the SAE names (so an SAE can be evaluated on another model of the
+    same width); an SAE that names none needs them. A one-line error says what is missing."""
+    where = Path(path).expanduser().absolute() if not str(path).startswith("hf://") else Path(str(path))
+    overrides = {k: v for k, v in (("model_name", model), ("hook_name", hook)) if v is not None}
+    if (where / "config.json").is_file() and (where / "sae").is_dir():
+        cfg = LMSAEConfig.build(json.loads((where / "config.json").read_text()), str(where / "config.json"))
+        cfg = LMSAEConfig.build({**cfg.model_dump(), **overrides}, "--model/--hook")
+        return LMRun(where, cfg, load_sae(where / "sae").to(cfg.device), is_run=not overrides)
+    try:
+        sae = load_sae(path)
+    except SuperpositionError as err:
+        raise SuperpositionError(f"{where}: not a train-sae run directory (config.json + sae/), nor an SAE: {err}") from None
+    values = {"model_name": sae.cfg.model_name, "hook_name": sae.cfg.hook_name, **overrides}
+    for key, flag in (("model_name", "--model"), ("hook_name", "--hook")):
+        if not values[key]:
+            raise SuperpositionError(f"{flag}: {where} does not name the {key.split('_')[0]} it reads; give {flag}")
+    for key in ("context_size", "prepend_bos"):
+        if key in sae.metadata:
+            values[key] = sae.metadata[key]
+    cfg = LMSAEConfig.build({**values, "architecture": sae.cfg.architecture, "d_sae": sae.cfg.d_sae}, str(where))
+    return LMRun(where, cfg, sae.to(cfg.device), is_run=False)
 
 
 class RunLogger:
@@ -280,11 +301,25 @@ def evaluate_run(
     hooked: HookedModel | None = None,
     training: dict | None = None,
     eval_sequences: int | None = None,
+    out: str | Path | None = None,
+    model: str | None = None,
+    hook: str | None = None,
 ) -> dict:
-    """`superposition eval-sae`: evaluate RUN_DIR/sae on held-out text; write summary.json,
-    figures and report.html."""
-    loaded = load_run(run_dir)
-    run, cfg, sae = loaded.path, loaded.cfg, loaded.sae
+    """`superposition eval-sae`: evaluate an SAE on held-out text; write summary.json, figures and
+    report.html into its train-sae run directory, or, for any other SAE (or another model or hook
+    than the run's), into `out`."""
+    loaded = load_run(run_dir, model, hook)
+    if not loaded.is_run or out is not None:
+        if out is None:
+            raise SuperpositionError(f"--out: {loaded.path} is not a train-sae run on its own model and hook; "
+                                     "give --out DIR for the evaluation")  # fmt: skip
+        with staged_directory(resolve_out(out), "evaluation") as tmp:
+            return _evaluate(loaded, tmp, lm, hooked, training, eval_sequences)
+    return _evaluate(loaded, loaded.path, lm, hooked, training, eval_sequences)
+
+
+def _evaluate(loaded: LMRun, run: Path, lm, hooked, training: dict | None, eval_sequences: int | None) -> dict:
+    cfg, sae = loaded.cfg, loaded.sae
     if lm is None:
         lm, hooked = loaded.load_model()
     seqs = ActivationStore.for_run(cfg, lm, hooked, holdout=True).first_sequences(eval_sequences or cfg.eval_sequences)
@@ -296,7 +331,8 @@ def evaluate_run(
     old = json.loads((run / "summary.json").read_text()) if (run / "summary.json").is_file() else {}
     summary = {
         **old, **(training or {}), **metrics, "model_name": cfg.model_name, "hook_name": cfg.hook_name,
-        "architecture": cfg.architecture, "d_sae": sae.cfg.d_sae, "eval_sequences": seqs.shape[0],
+        "architecture": sae.cfg.architecture, "d_sae": sae.cfg.d_sae, "eval_sequences": seqs.shape[0],
+        **({} if loaded.is_run else {"sae": str(loaded.path), "sae_format": sae.metadata.get("format")}),
     }  # fmt: skip
     _write_evaluation(run, cfg, summary)
     return summary

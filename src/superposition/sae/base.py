@@ -112,6 +112,7 @@ class BatchedSAE(nn.Module):
         self.W_enc = nn.Parameter(W_dec.transpose(1, 2).clone())
         self.b_enc = nn.Parameter(torch.zeros(n_inst, m))
         self.b_dec = nn.Parameter(torch.zeros(n_inst, d))
+        self.metadata: dict = {}  # where a loaded SAE came from (format, file, context size, ...)
 
     @classmethod
     def check_config(cls, cfg: SAEConfig) -> None:
@@ -130,21 +131,50 @@ class BatchedSAE(nn.Module):
         """The learned encoder matrix, or None when the encoder is tied to the decoder."""
         return self._parameters.get("W_enc")
 
+    def encoder_input(self, x: Tensor) -> Tensor:
+        """What the encoder multiplies: n(x) − b_dec, with n the input normalisation (identity by
+        default) and without − b_dec when `apply_b_dec_to_input` is false."""
+        x = self._normalize(x)
+        return x - self.b_dec if self.cfg.apply_b_dec_to_input else x
+
     def pre_acts(self, x: Tensor) -> Tensor:
-        """(x − b_dec) W_enc + b_enc: Float[Tensor, "batch inst d_sae"]."""
+        """encoder_input(x) W_enc + b_enc: Float[Tensor, "batch inst d_sae"]."""
         # batched matmul over instances on (inst, batch, ·) views: no permuted copies as with einsum
-        xc = (x - self.b_dec).transpose(0, 1)
+        xc = self.encoder_input(x).transpose(0, 1)
         return torch.baddbmm(self.b_enc.unsqueeze(1), xc, self.encoder_weight()).transpose(0, 1)
 
-    def decode(self, z: Tensor) -> Tensor:
-        """z W_dec + b_dec: Float[Tensor, "batch inst d_in"]."""
-        return torch.baddbmm(self.b_dec.unsqueeze(1), z.transpose(0, 1), self.W_dec).transpose(0, 1)
+    def decode(self, z: Tensor, x: Tensor | None = None) -> Tensor:
+        """z W_dec + b_dec: Float[Tensor, "batch inst d_in"]; for an SAE that normalises each input,
+        mapped back through the normalisation of the input x it encoded."""
+        out = torch.baddbmm(self.b_dec.unsqueeze(1), z.transpose(0, 1), self.W_dec).transpose(0, 1)
+        if self.cfg.input_normalization == "none":
+            return out
+        if x is None:
+            raise ValueError(
+                f"this SAE normalises each input ({self.cfg.input_normalization}): use decode(z, x)"
+            )
+        return self._denormalize(out, x)
+
+    def _normalize(self, x: Tensor) -> Tensor:
+        mode = self.cfg.input_normalization
+        if mode == "constant_norm_rescale":  # x · √d_in / ‖x‖
+            return x * (self.cfg.d_in**0.5 / x.norm(dim=-1, keepdim=True))
+        if mode == "layer_norm":  # (x − mean) / (std + 1e-5), std with Bessel's correction as SAELens
+            centred = x - x.mean(-1, keepdim=True)
+            return centred / (centred.std(-1, keepdim=True) + 1e-5)
+        return x
+
+    def _denormalize(self, out: Tensor, x: Tensor) -> Tensor:
+        if self.cfg.input_normalization == "constant_norm_rescale":
+            return out / (self.cfg.d_in**0.5 / x.norm(dim=-1, keepdim=True))
+        mean = x.mean(-1, keepdim=True)
+        return out * (x - mean).std(-1, keepdim=True) + mean
 
     def encode(self, x: Tensor) -> Tensor:  # pragma: no cover - every architecture defines it
         raise NotImplementedError
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.decode(self.encode(x))
+        return self.decode(self.encode(x), x)
 
     def loss(self, x: Tensor, state: StepState) -> LossOut:  # pragma: no cover
         raise NotImplementedError

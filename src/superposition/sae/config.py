@@ -8,7 +8,7 @@ by its `check_config`.
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 import torch
 from pydantic import AfterValidator, Field, model_validator
@@ -35,6 +35,14 @@ class SAECore(Config):
     d_sae: int = Field(gt=0, description="number of latents")
     n_instances: int = Field(
         1, gt=0, description="SAEs trained side by side (seeds, sparsity coefficients, ...)"
+    )
+    apply_b_dec_to_input: bool = Field(
+        True, description="encode (x − b_dec) rather than x (false for Gemma Scope and many JumpReLU SAEs)"
+    )
+    input_normalization: Literal["none", "constant_norm_rescale", "layer_norm"] = Field(
+        "none",
+        description="per-example normalisation of the input, undone on the output (SAELens's "
+        "constant_norm_rescale: x·√d_in/‖x‖; layer_norm: (x − mean)/std); for SAEs trained that way",
     )
     model_name: str | None = Field(
         None, description="language-model SAEs: the model the activations come from"

@@ -36,7 +36,7 @@ class GatedSAE(BatchedSAE):
         self.register_buffer("l1_coefficient", cfg.per_instance("l1_coefficient"))
 
     def _paths(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        proj = torch.einsum("bid,ids->bis", x - self.b_dec, self.encoder_weight())
+        proj = torch.einsum("bid,ids->bis", self.encoder_input(x), self.encoder_weight())
         return proj + self.b_enc, proj * self.r_mag.exp() + self.b_mag
 
     def encode(self, x: Tensor) -> Tensor:

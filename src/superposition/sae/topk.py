@@ -83,9 +83,8 @@ class TopKFamily(BatchedSAE):
         # only the dead latents' pre-activations are needed: compute those columns alone
         cols = dead.any(0).nonzero().squeeze(1)
         W_enc = self.encoder_weight()[:, :, cols]  # (inst, d_in, n_dead)
-        pre = torch.baddbmm(
-            self.b_enc[:, cols].unsqueeze(1), (x - self.b_dec).transpose(0, 1), W_enc
-        ).transpose(0, 1)
+        xc = self.encoder_input(x).transpose(0, 1)
+        pre = torch.baddbmm(self.b_enc[:, cols].unsqueeze(1), xc, W_enc).transpose(0, 1)
         masked = torch.relu(pre)
         if self.n_instances > 1:  # a column dead in one instance may be alive in another
             masked = torch.where(dead[:, cols].unsqueeze(0), masked, torch.zeros_like(masked))
@@ -118,7 +117,7 @@ class TopKSAE(TopKFamily):
         with torch.no_grad():
             idx = self._selection_pre_acts(x).topk(self.k, dim=-1, sorted=False).indices  # (batch, inst, k)
         inst = torch.arange(self.n_instances, device=x.device).view(1, -1, 1)
-        xc = x - self.b_dec
+        xc = self.encoder_input(x)
         W_sel = gather_rows(self.encoder_weight().transpose(1, 2), idx)  # (batch, inst, k, d_in)
         b_sel = gather_rows(self.b_enc.unsqueeze(-1), idx).squeeze(-1)
         vals = torch.relu((xc.unsqueeze(2) * W_sel).sum(-1) + b_sel)
@@ -142,6 +141,6 @@ class TopKSAE(TopKFamily):
         latent may then resolve the other way, and the chosen latents' values are exact anyway."""
         if not self._low_precision(x):
             return self.pre_acts(x)
-        xc = (x - self.b_dec).transpose(0, 1).to(torch.bfloat16)
+        xc = self.encoder_input(x).transpose(0, 1).to(torch.bfloat16)
         W = self.encoder_weight().to(torch.bfloat16)
         return torch.baddbmm(self.b_enc.unsqueeze(1).to(torch.bfloat16), xc, W).transpose(0, 1)

@@ -105,6 +105,11 @@ class SAETrainer:
         """`source` has sample(n, generator); if it also has state_dict/load_state_dict (a
         streaming store), its position goes into checkpoints. `on_log(step, x, out)` is called at
         logged steps and may return numbers for the progress bar."""
+        if sae.cfg.input_normalization != "none":
+            raise SuperpositionError(
+                f"input_normalization {sae.cfg.input_normalization!r}: SAEs that normalise each input can be "
+                "evaluated here, not trained (train with none, or with normalize_activations)"
+            )
         self.sae, self.source, self.cfg, self.on_log = sae, source, cfg, on_log
         self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
         self.opt = torch.optim.Adam(sae.parameters(), lr=cfg.lr)
@@ -293,7 +298,7 @@ class SAETrainer:
         """Reconstruction of instance i's inputs x (batch, 1, d) by instance i alone."""
         sae = self.sae
         z = sae.encode(x.expand(-1, sae.n_instances, -1))
-        return sae.decode(z)[:, i : i + 1]
+        return sae.decode(z, x.expand(-1, sae.n_instances, -1))[:, i : i + 1]
 
     def _reset_adam(self, i: int, idx: Tensor) -> None:
         sae = self.sae

@@ -1,0 +1,81 @@
+"""What every format reader shares: turning (config values, tensors under our names) into a
+loaded SAE, with one-line errors naming the file, what was expected and what was found."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from pydantic import ValidationError
+from torch import Tensor
+
+from superposition.config import describe_validation_error
+from superposition.errors import SuperpositionError
+from superposition.sae import ARCHITECTURES, BatchedSAE, SAEConfig, make_sae
+
+
+def build_sae(
+    values: dict[str, Any], tensors: dict[str, Tensor], path: Path, metadata: dict | None = None
+) -> BatchedSAE:
+    """An SAE of `values` (SAEConfig keys) holding `tensors` (our saved names, one instance).
+    Weights are kept exactly as given (float32), including decoders that are not unit norm."""
+    values = {k: v for k, v in values.items() if k in SAEConfig.model_fields and k != "n_instances"}
+    try:
+        cfg = SAEConfig.model_validate(values)
+    except ValidationError as err:
+        raise SuperpositionError(describe_validation_error(err, str(path), SAEConfig)) from None
+    sae = make_sae(cfg)
+    tensors = {k: v.detach().to(torch.float32).cpu() for k, v in tensors.items()}
+    need = sae.required_tensors()
+    missing = [k for k in need if k not in tensors]
+    if missing:
+        raise SuperpositionError(
+            f"{path}: missing tensor(s) {', '.join(missing)} for architecture {cfg.architecture}"
+        )
+    for name, shape in need.items():
+        if tuple(tensors[name].shape) != shape:
+            raise SuperpositionError(
+                f"{path}: {name} has shape {list(tensors[name].shape)}, expected {list(shape)}"
+            )
+    sae.load_saved(tensors)
+    # saved weights may be folded (not unit norm): keep them exactly as written
+    sae.unit_norm_decoder = sae.unit_norm_decoder and bool(
+        torch.allclose(sae.W_dec.norm(dim=-1), torch.ones(1), atol=1e-4)
+    )
+    sae.metadata = {**(metadata or {}), "source": str(path)}
+    return sae.eval()
+
+
+def architecture_named(name: str | None) -> str | None:
+    """Our architecture for a name in a cfg.json: ours, or another library's alias."""
+    for arch, cls in ARCHITECTURES.items():
+        if name == arch or name in cls.aliases:
+            return arch
+    return None
+
+
+def fold_decoder_norms(t: dict[str, Tensor]) -> None:
+    """In place, the SAE with unit decoder rows that computes the same outputs as one whose
+    pre-activations are scaled by its decoder norms n (SAELens's rescale_acts_by_decoder_norm):
+    W_enc ← W_enc n, b_enc ← b_enc n, W_dec ← W_dec / n. A threshold already applies to the scaled
+    pre-activations, so it stays."""
+    n = t["W_dec"].norm(dim=-1).clamp(min=1e-8)
+    t["W_enc"] = t["W_enc"] * n
+    t["b_enc"] = t["b_enc"] * n
+    t["W_dec"] = t["W_dec"] / n.unsqueeze(-1)
+
+
+def hook_from_module_path(path: str) -> str | None:
+    """Our hook name for a model module path as sparsify and dictionary_learning name them
+    ("layers.6" → blocks.6.hook_resid_post, "layers.6.mlp" → blocks.6.hook_mlp_out, ...)."""
+    import re
+
+    m = re.fullmatch(
+        r"(?:model\.|transformer\.|gpt_neox\.)?(?:layers|h)\.(\d+)(?:\.(mlp|self_attn|attn|attention))?", path
+    )
+    if m:
+        kind = {None: "hook_resid_post", "mlp": "hook_mlp_out"}.get(m.group(2), "hook_attn_out")
+        return f"blocks.{m.group(1)}.{kind}"
+    m = re.fullmatch(r"resid_post_layer_(\d+)", path)
+    return f"blocks.{m.group(1)}.hook_resid_post" if m else None
