@@ -7,7 +7,6 @@ import torch
 
 from superposition.errors import SuperpositionError
 from superposition.sae import SAEConfig, StepState, make_sae
-from superposition.sae.batchtopk import batch_topk
 from superposition.sae.jumprelu import _JumpReLU, _Step
 from superposition.sae.topk import topk_mask
 
@@ -51,9 +50,18 @@ def test_tied_standard_uses_decoder_transpose():
 def test_topk_keeps_k_per_example_and_batchtopk_k_per_example_on_average():
     acts = torch.tensor([[[5.0, 1.0, 3.0, 2.0]], [[0.5, 0.25, 0.125, 0.375]]])  # exact in binary
     assert topk_mask(acts, 2)[:, 0].tolist() == [[5.0, 0, 3.0, 0], [0.5, 0, 0, 0.375]]
-    kept, smallest = batch_topk(acts, 2)  # 4 largest over the batch: 5, 3, 2, 1 — all from example 0
-    assert kept[:, 0].tolist() == [[5.0, 1.0, 3.0, 2.0], [0, 0, 0, 0]]
-    assert smallest.tolist() == [1.0]
+    for arch, expected in [
+        ("topk", [[5.0, 0, 3.0], [0.5, 0.25, 0]]),
+        ("batchtopk", [[5.0, 1.0, 3.0], [0.5, 0, 0]]),
+    ]:
+        sae = _sae(arch, k=2)
+        _set_identity(sae)
+        x = acts[..., :3]  # identity weights: the latents are x, and x̂ the latents kept
+        out = sae.loss(x, StepState())
+        # topk: 2 per example; batchtopk: the 4 largest over the batch, 5, 3, 1, 0.5 (3 from example 0)
+        assert out.x_hat[:, 0].tolist() == expected, arch
+        assert out.l0.tolist() == [2.0]
+    assert sae.threshold.tolist() == [0.5]  # the smallest kept
 
 
 def test_batchtopk_inference_uses_threshold():
@@ -132,31 +140,54 @@ def test_bad_hyperparameters(kw, match):
         SAEConfig.build(kw)
 
 
-@pytest.mark.parametrize("low_precision", ["off", "on"])
-def test_sparse_topk_path_equals_the_dense_computation(low_precision):
-    """Also with the top k chosen from a bfloat16 product: away from near-ties it chooses the same
+def _batch_topk_definition(acts, k):
+    """acts (batch, 1, d_sae) ≥ 0: keep the k·batch largest over the whole batch."""
+    flat = acts.reshape(-1)
+    vals, idx = flat.topk(k * acts.shape[0])
+    return torch.zeros_like(flat).scatter(0, idx, vals).view_as(acts)
+
+
+@pytest.mark.parametrize("path", ["dense", "sparse"])
+@pytest.mark.parametrize(
+    "arch, low_precision, k",
+    [
+        ("topk", "off", 3),
+        ("topk", "on", 3),
+        ("batchtopk", None, 3),
+        ("topk", "off", 20),
+        ("batchtopk", None, 20),
+    ],
+)
+def test_topk_family_loss_equals_its_dense_definition(arch, low_precision, k, path):
+    """With the pairs' products run either way, with every latent kept (k = d_sae), and for TopK
+    also with the top k chosen from a bfloat16 product: away from near-ties it chooses the same
     latents, and everything after the choice is float32."""
-    from superposition.sae.topk import TopKSAE
+    from superposition.sae.sparse import force_path
 
     torch.manual_seed(0)
-    sae = _sae("topk", d_in=6, d_sae=20, k=3, n_instances=2, low_precision=low_precision)
-    assert type(sae) is TopKSAE
+    extra = {"low_precision": low_precision} if low_precision else {}
+    n_inst = 2 if arch == "topk" else 1
+    sae = _sae(arch, d_in=6, d_sae=20, k=k, n_instances=n_inst, **extra)
     with torch.no_grad():
         for p in sae.parameters():
             p.add_(0.3 * torch.randn_like(p))
-    x = torch.randn(17, 2, 6)
-    dead = torch.zeros(2, 20, dtype=torch.bool)
+    x = torch.randn(17, n_inst, 6)
+    dead = torch.zeros(n_inst, 20, dtype=torch.bool)
     dead[0, :7] = True
-    dead[1, 5:9] = True
-    out = sae.loss(x, StepState(dead=dead))
-    out.total.backward()
+    dead[-1, 5:9] = True
+    with force_path(path):
+        out = sae.loss(x, StepState(dead=dead))
+        out.total.backward()
     sparse_grads = {n: p.grad.clone() for n, p in sae.named_parameters()}
     # the dense definition: z = TopK(ReLU(pre)), x̂ = z W_dec + b_dec, plus AuxK on every column
     sae.zero_grad()
-    z = topk_mask(torch.relu(sae.pre_acts(x)), 3)
+    pre = sae.pre_acts(x)
+    if arch == "topk":
+        z = topk_mask(torch.relu(pre), k)
+    else:
+        z = _batch_topk_definition(torch.relu(pre), k)
     x_hat = sae.decode(z)
     mse = sae.mse(x, x_hat)
-    pre = sae.pre_acts(x)
     masked = torch.where(dead.unsqueeze(0), torch.relu(pre), torch.zeros_like(pre))
     z_aux = topk_mask(masked, min(sae.aux_k, int(dead.sum(-1).max())))
     e = (x - x_hat).detach()
@@ -172,6 +203,7 @@ def test_sparse_topk_path_equals_the_dense_computation(low_precision):
     for n, p in sae.named_parameters():
         assert torch.allclose(sparse_grads[n], p.grad, atol=1e-5), n
     assert out.fired.tolist() == (z != 0).any(0).tolist()
+    assert out.l0.tolist() == pytest.approx((z != 0).sum(-1).float().mean(0).tolist())
 
 
 def test_auxk_without_its_topk_pass_equals_the_definition():
@@ -185,7 +217,11 @@ def test_auxk_without_its_topk_pass_equals_the_definition():
         sae.b_enc[0, 4:11] = -100.0
     x = torch.randn(33, 1, 6)
     x_hat = (x + 0.3 * torch.randn_like(x)).detach()
-    aux = sae._auxk(x, x_hat, dead)
+    enc = sae.encoded(x)
+    with torch.no_grad():
+        pairs = sae._aux_pairs(enc.pre, dead)
+    assert pairs.per_row == 0  # the pass without top-k was taken
+    aux = sae._auxk(enc, x, x_hat, pairs, dead)
     aux.sum().backward()
     grads = {n: p.grad.clone() for n, p in sae.named_parameters() if p.grad is not None}
     sae.zero_grad()

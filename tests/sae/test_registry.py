@@ -12,6 +12,7 @@ from superposition.sae import ARCHITECTURES, SAEConfig, StepState, make_sae
 from superposition.sae import base as sae_base
 from superposition.sae.base import architecture
 from superposition.sae.io import load_sae, save_instances
+from superposition.sae.sparse import force_path
 from superposition.sae.standard import L1Options
 from superposition.sae.topk import TopKFamily, topk_mask
 
@@ -113,14 +114,20 @@ def test_save_load_round_trip(name, tmp_path):
     check_round_trip(name, tmp_path)
 
 
+# every product after the encoder's runs on the active pairs or densely (sae/sparse.py): each
+# architecture must be right both ways, whichever the shape would choose
+@pytest.mark.parametrize("path", ["dense", "sparse"])
 @pytest.mark.parametrize("name", list(ARCHITECTURES))
-def test_batched_equals_one_by_one(name):
-    check_batched_equals_one_by_one(name)
+def test_batched_equals_one_by_one(name, path):
+    with force_path(path):
+        check_batched_equals_one_by_one(name)
 
 
+@pytest.mark.parametrize("path", ["dense", "sparse"])
 @pytest.mark.parametrize("name", list(ARCHITECTURES))
-def test_gradients_match_finite_differences(name):
-    check_gradients(name)
+def test_gradients_match_finite_differences(name, path):
+    with force_path(path):
+        check_gradients(name)
 
 
 def test_no_base_module_names_an_architecture():

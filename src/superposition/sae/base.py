@@ -29,6 +29,7 @@ from pydantic import Field
 from torch import Tensor, nn
 
 from superposition.config import Config
+from superposition.sae.sparse import Encoded
 
 if TYPE_CHECKING:
     from superposition.sae.config import SAEConfig
@@ -142,6 +143,13 @@ class BatchedSAE(nn.Module):
         # batched matmul over instances on (inst, batch, ·) views: no permuted copies as with einsum
         xc = self.encoder_input(x).transpose(0, 1)
         return torch.baddbmm(self.b_enc.unsqueeze(1), xc, self.encoder_weight()).transpose(0, 1)
+
+    def encoded(self, x: Tensor, dtype: torch.dtype | None = None) -> Encoded:
+        """The encoder's product for x computed once without a graph (in `dtype` if given), from
+        which a training loss chooses the active latents and takes their values with gradients
+        (sae/sparse.py)."""
+        b_sub = self.b_dec if self.cfg.apply_b_dec_to_input else None
+        return Encoded(self._normalize(x), b_sub, self.encoder_weight().transpose(1, 2), self.b_enc, dtype)
 
     def decode(self, z: Tensor, x: Tensor | None = None) -> Tensor:
         """z W_dec + b_dec: Float[Tensor, "batch inst d_in"]; for an SAE that normalises each input,

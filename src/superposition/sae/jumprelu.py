@@ -21,6 +21,7 @@ from torch import Tensor, nn
 
 from superposition.config import Config
 from superposition.sae.base import BatchedSAE, LossOut, StepState, architecture, per_instance
+from superposition.sae.sparse import Latents
 
 _R2 = 2**0.5  # see standard.L1_SWEEP
 L0_SWEEP = [round(0.005 * _R2**i, 5) for i in range(8)]
@@ -44,9 +45,10 @@ def _rect(u: Tensor) -> Tensor:
 
 
 def _log_threshold_grad(grad: Tensor, pre: Tensor, theta: Tensor, eps: float, scale) -> Tensor:
-    """Pseudo-gradient −(scale/ε) K((z − θ)/ε) summed over the batch, then times θ for the chain
-    rule through θ = exp(log θ). scale is θ for the JumpReLU and 1 for the step function."""
-    return (-(scale / eps) * _rect((pre - theta) / eps) * grad).sum(0) * theta
+    """Pseudo-gradient −(scale/ε) K((z − θ)/ε) per entry, times θ for the chain rule through
+    θ = exp(log θ); scale is θ for the JumpReLU and 1 for the step function. Autograd sums it over
+    the axes that log θ was broadcast along (the batch)."""
+    return -(scale / eps) * _rect((pre - theta) / eps) * grad * theta
 
 
 class _JumpReLU(torch.autograd.Function):
@@ -101,14 +103,20 @@ class JumpReLUSAE(BatchedSAE):
         return pre * (pre > self.threshold)
 
     def loss(self, x: Tensor, state: StepState) -> LossOut:
-        pre = self.pre_acts(x)
-        z = _JumpReLU.apply(pre, self.log_threshold, self.cfg.bandwidth)
-        x_hat = self.decode(z)
+        enc = self.encoded(x)
+        eps = self.cfg.bandwidth
+        with torch.no_grad():  # every latent that is active or inside the kernel's window around θ
+            near = enc.pre > self.threshold.unsqueeze(0) - eps / 2
+        pre = Latents.pre_activations(enc, near)
+        log_threshold = pre.per_latent(self.log_threshold)
+        z = pre.map(_JumpReLU.apply(pre.values, log_threshold, eps))
+        x_hat = z.decode(self.W_dec, self.b_dec)
         mse = self.mse(x, x_hat)
-        l0 = _Step.apply(pre, self.log_threshold, self.cfg.bandwidth).sum(-1).mean(0)
+        l0 = pre.mean_sum(_Step.apply(pre.values, log_threshold, eps))
         sparsity = l0 if self.cfg.l0_target is None else (l0 / self.cfg.l0_target - 1).square()
         total = (mse + state.sparsity_scale * self.l0_coefficient * sparsity).sum()
-        return LossOut(total, {"mse": mse, "l0": l0}, z, x_hat)
+        active_l0, fired = z.l0_and_fired()
+        return LossOut(total, {"mse": mse, "l0": l0}, z.dense, x_hat, fired, active_l0)
 
     def saved_tensors(self, i: int) -> dict[str, Tensor]:
         return {**super().saved_tensors(i), "threshold": self.threshold[i]}

@@ -14,6 +14,7 @@ from torch import Tensor
 
 from superposition.sae.base import architecture
 from superposition.sae.batchtopk import BatchTopKSAE
+from superposition.sae.sparse import Latents
 from superposition.sae.topk import TopKFamilyOptions
 
 
@@ -44,7 +45,8 @@ class MatryoshkaSAE(BatchTopKSAE):
                 f"prefixes: strictly increasing positive sizes ending at d_sae ({cfg.d_sae}), got {pre}"
             )
 
-    def _recon_terms(self, x: Tensor, z: Tensor) -> tuple[Tensor, dict[str, Tensor], Tensor]:
+    def _reconstruct(self, x: Tensor, latents: Latents) -> tuple[Tensor, dict, Tensor]:
+        z = latents.to_dense()  # each prefix reads its own slice of the latents
         partial = self.b_dec.unsqueeze(0).expand_as(x)
         losses = []
         start = 0

@@ -12,6 +12,7 @@ from torch import Tensor
 
 from superposition.config import Config
 from superposition.sae.base import BatchedSAE, LossOut, StepState, architecture, per_instance
+from superposition.sae.sparse import Latents
 
 # Coefficients calibrated on the synthetic dictionary (activations of unit scale), a factor of √2
 # apart so that some instance lands within ~20% of a target L0.
@@ -50,15 +51,20 @@ class StandardSAE(BatchedSAE):
         return torch.relu(self.pre_acts(x))
 
     def loss(self, x: Tensor, state: StepState) -> LossOut:
-        z = self.encode(x)
-        x_hat = self.decode(z)
+        enc = self.encoded(x)
+        with torch.no_grad():
+            positive = enc.pre > 0
+        pre = Latents.pre_activations(enc, positive)  # the products after the encoder's run on these pairs
+        z = pre.map(torch.relu(pre.values))
+        x_hat = z.decode(self.W_dec, self.b_dec)
         mse = self.mse(x, x_hat)
         if self.cfg.weighted_l1:
-            l1 = (z * self.W_dec.norm(dim=-1)).sum(-1).mean(0)
+            l1 = z.mean_sum(z.values * z.per_latent(self.W_dec.norm(dim=-1)))
         else:
-            l1 = z.sum(-1).mean(0)
+            l1 = z.mean_sum()
         total = (mse + state.sparsity_scale * self.l1_coefficient * l1).sum()
-        return LossOut(total, {"mse": mse, "l1": l1}, z, x_hat)
+        active_l0, fired = z.l0_and_fired()
+        return LossOut(total, {"mse": mse, "l1": l1}, z.dense, x_hat, fired, active_l0)
 
     @property
     def optional_tensors(self) -> tuple[str, ...]:

@@ -112,7 +112,8 @@ class SAETrainer:
             )
         self.sae, self.source, self.cfg, self.on_log = sae, source, cfg, on_log
         self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
-        self.opt = torch.optim.Adam(sae.parameters(), lr=cfg.lr)
+        # fused: one kernel per parameter instead of a dozen elementwise passes (same update)
+        self.opt = torch.optim.Adam(sae.parameters(), lr=cfg.lr, fused=True)
         self.gen = torch.Generator().manual_seed(derive_seed(cfg.seed, "sae-data"))
         n_inst, m = sae.n_instances, sae.cfg.d_sae
         self.device = sae.W_dec.device
@@ -346,8 +347,10 @@ class SAETrainer:
         params = dict(self.sae.named_parameters())
         for name, p in params.items():
             st = {key.split(".")[-1]: v for key, v in tensors.items() if key.startswith(f"adam.{name}.")}
-            if st:
-                self.opt.state[p] = {k: (v if k == "step" else v.to(self.device)) for k, v in st.items()}
+            if st:  # moments laid out as the parameter (the fused step pairs their memory element by element)
+                self.opt.state[p] = {
+                    k: (v if k == "step" else torch.empty_like(p).copy_(v)) for k, v in st.items()
+                }
         self.since_fired = tensors["since_fired"].to(self.device)
         self.scale = tensors["scale"].to(self.device)
         if meta.get("source") is not None:
