@@ -214,3 +214,43 @@ def test_resampling_resets_dead_latents():
     state = tr.opt.state[tr.sae.W_dec]
     assert (state["exp_avg"][0, :5] == 0).all() and (state["exp_avg_sq"][0, :5] == 0).all()
     assert tr.history.resampled[-1] == 5
+
+
+@pytest.mark.parametrize("arch", ["topk", "batchtopk"])
+def test_encoder_scale_fit_minimises_the_first_reconstruction_error(arch):
+    # Unit-norm decoder rows with W_enc = W_decᵀ: k = 32 of 512 latents add up to several times ‖x‖.
+    # After the fit, ‖t − c·r‖² is stationary in c at c = 1 (⟨t − r, r⟩ = 0), and the error is
+    # below both the unscaled one and the error of predicting nothing.
+    src = SyntheticDictionary(n_features=256, d=32, mean_l0=4, seed=0)
+    cfg = SAEConfig(architecture=arch, d_in=32, d_sae=512, k=32, n_instances=2)
+
+    def first_error(fit: bool):
+        sae = make_sae(cfg, torch.Generator().manual_seed(0))
+        train = SAETrainConfig(steps=1, batch_size=256, b_dec_init="mean", fit_encoder_scale=fit)
+        trainer = SAETrainer(sae, src, train)
+        trainer.initialise()
+        x = src.sample(4096, torch.Generator().manual_seed(1)).unsqueeze(1).expand(-1, 2, -1)
+        with torch.no_grad():
+            r = torch.bmm(sae.initial_latents(x).transpose(0, 1), sae.W_dec).transpose(0, 1)
+            t = x - sae.b_dec
+        return (t - r).square().sum((0, 2)), ((t - r) * r).sum((0, 2)) / r.square().sum((0, 2)), t
+
+    fitted, stationarity, t = first_error(True)
+    unscaled, _, _ = first_error(False)
+    assert stationarity.abs().max() < 0.05  # fitted on other rows of the same distribution
+    assert (fitted < 0.5 * unscaled).all()
+    assert (fitted < t.square().sum((0, 2))).all()
+
+
+def test_encoder_scale_fit_leaves_other_architectures_alone():
+    src = SyntheticDictionary(n_features=64, d=16, mean_l0=3, seed=0)
+    for arch, extra in [
+        ("standard", {"l1_coefficient": 1.0}),
+        ("standard", {"l1_coefficient": 1.0, "tied": True}),
+    ]:
+        sae = make_sae(
+            SAEConfig(architecture=arch, d_in=16, d_sae=64, **extra), torch.Generator().manual_seed(0)
+        )
+        before = sae.encoder_weight().detach().clone()
+        SAETrainer(sae, src, SAETrainConfig(steps=1, batch_size=64)).initialise()
+        assert torch.equal(sae.encoder_weight().detach(), before)

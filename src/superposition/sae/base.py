@@ -151,6 +151,11 @@ class BatchedSAE(nn.Module):
         b_sub = self.b_dec if self.cfg.apply_b_dec_to_input else None
         return Encoded(self._normalize(x), b_sub, self.encoder_weight().transpose(1, 2), self.b_enc, dtype)
 
+    def initial_latents(self, x: Tensor) -> Tensor | None:
+        """Latents for x that scale with W_enc (f(c·W_enc) = c·f(W_enc) for c > 0), from which the
+        trainer fits W_enc's scale at the start; None (the default) leaves W_enc as initialised."""
+        return None
+
     def decode(self, z: Tensor, x: Tensor | None = None) -> Tensor:
         """z W_dec + b_dec: Float[Tensor, "batch inst d_in"]; for an SAE that normalises each input,
         mapped back through the normalisation of the input x it encoded."""

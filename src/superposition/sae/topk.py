@@ -61,6 +61,10 @@ class TopKFamily(BatchedSAE):
         if cfg.k > cfg.d_sae:
             raise ValueError(f"k: must be at most d_sae ({cfg.d_sae}), got {cfg.k}")
 
+    def initial_latents(self, x: Tensor) -> Tensor:
+        # each example's top k (BatchTopK's batch-wide choice keeps the same number on average)
+        return topk_mask(torch.relu(self.pre_acts(x)), self.k)
+
     def _choose(self, enc: Encoded) -> Active | None:  # pragma: no cover - each architecture has one
         """The active (example, latent) pairs of this batch, from its pre-activations; None when
         every latent is kept (k = d_sae)."""

@@ -41,6 +41,11 @@ class SAETrainConfig(Config):
     )
     lr_decay_steps: int = Field(0, ge=0, description="linear decay to 0 over the last this many steps")
     sparsity_warm_up_steps: int = Field(0, ge=0, description="linear warm-up of the sparsity coefficient")
+    fit_encoder_scale: bool = Field(
+        True,
+        description="scale W_enc at the start so the first reconstruction has the least squared error "
+        "(architectures whose latents scale with W_enc: the TopK family)",
+    )
     b_dec_init: Literal["geometric_median", "mean", "zeros"] = Field(
         "geometric_median", description="b_dec starts at this statistic of a sample of activations"
     )
@@ -140,7 +145,28 @@ class SAETrainer:
             sae.b_dec.copy_(geometric_median(x))
         elif cfg.b_dec_init == "mean":
             sae.b_dec.copy_(x.mean(0))
+        if cfg.fit_encoder_scale:
+            self._fit_encoder_scale(x)
         self._initialised = True
+
+    @torch.no_grad()
+    def _fit_encoder_scale(self, x: Tensor) -> None:
+        """Scale W_enc (per instance) so that the first reconstruction has the least squared error:
+        with unit-norm decoder rows and W_enc = W_decᵀ, k latents of an overcomplete dictionary
+        add up to several times ‖x‖ (FVU 10 and more at d_sae = 32·d_in, k = 128), which costs
+        the first hundreds of steps. For latents f linear in W_enc's scale, the best scale is
+        c = Σ⟨x − b_dec, f W_dec⟩ / Σ‖f W_dec‖² over the initialisation batch."""
+        sae = self.sae
+        weight = sae.encoder_param()
+        z = sae.initial_latents(x)
+        if weight is None or z is None:
+            return
+        r = torch.bmm(z.transpose(0, 1), sae.W_dec)  # (inst, batch, d_in)
+        target = sae._normalize(x) - sae.b_dec
+        num = (target.transpose(0, 1) * r).sum((1, 2))
+        den = r.square().sum((1, 2))
+        c = torch.where((den > 0) & (num > 0), num / den.clamp(min=1e-30), torch.ones_like(num))
+        weight.mul_(c.view(-1, 1, 1))
 
     # ------------------------------------------------------------------ training
     def train(self, progress: bool | None = None) -> SAEHistory:
