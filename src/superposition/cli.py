@@ -122,6 +122,21 @@ def build_parser() -> argparse.ArgumentParser:
     conv.add_argument("src", metavar="SRC", help=SAE_HELP.replace("a train-sae run, or ", ""))
     conv.add_argument("--to", required=True, choices=["saelens", "sparsify"], help="the layout to write")
     conv.add_argument("--out", required=True, help="the SAE folder to write (new, or an earlier conversion)")
+
+    cmp = sub.add_parser(
+        "compare-saes", help="feature splitting: each latent of the wider SAE against the narrower one's"
+    )
+    cmp.add_argument("a", metavar="A", help=SAE_HELP)
+    cmp.add_argument("b", metavar="B", help="the other SAE, with the same d_in (either may be the wider)")
+    cmp.add_argument(
+        "--out", required=True, help="folder to write (replaced if it holds an earlier comparison)"
+    )
+    cmp.add_argument(
+        "--threshold",
+        type=float,
+        default=0.7,
+        help="a wide latent whose best decoder cosine is below this is novel (default 0.7)",
+    )
     return parser
 
 
@@ -309,6 +324,19 @@ def _cmd_convert(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_compare_saes(args: argparse.Namespace) -> int:
+    from superposition.runs.compare import compare_saes
+
+    out = compare_saes(args.a, args.b, args.out, args.threshold)
+    s = json.loads((out / "summary.json").read_text())
+    print(
+        f"{s['d_sae_wide']} latents ({s['wide']}) against {s['d_sae_narrow']}: "
+        f"{s['frac_narrow_split']:.1%} of narrow latents split, {s['frac_novel']:.1%} of wide latents novel, "
+        f"mean best cosine {s['mean_max_cosine']:.3f}\nwrote {out}\nreport: {out / 'report.html'}"
+    )
+    return 0
+
+
 COMMANDS = {
     "list": _cmd_list,
     "run": _cmd_run,
@@ -318,6 +346,7 @@ COMMANDS = {
     "dashboard": _cmd_dashboard,
     "analyze": _cmd_analyze,
     "convert": _cmd_convert,
+    "compare-saes": _cmd_compare_saes,
 }
 
 

@@ -98,3 +98,20 @@ def decoder_directions_2d(
         ax.set_title(title, fontsize=9)
     fig.tight_layout()
     return fig
+
+
+def splitting_figure(family_sizes: Sequence[int], best_cosines: Sequence[float], threshold: float) -> Figure:
+    """compare-saes: how many wide latents each narrow latent has as children, and each wide
+    latent's best decoder cosine to the narrow SAE (novel below the threshold)."""
+    import matplotlib.pyplot as plt
+
+    sizes, cos = np.asarray(family_sizes), np.asarray(best_cosines, dtype=float)
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.6))
+    ax1.hist(sizes, bins=np.arange(0, sizes.max() + 2), align="left", color="#4c72b0")
+    ax1.set(xlabel="children per narrow latent", ylabel="narrow latents", title="Family sizes")
+    ax2.hist(cos, bins=50, range=(min(0.0, float(cos.min())), 1.0), color="#55a868")
+    ax2.axvline(threshold, color="k", ls="--", lw=1, label=f"novel below {threshold}")
+    ax2.set(xlabel="best cosine to the narrow SAE", ylabel="wide latents", title="Each wide latent's nearest")
+    ax2.legend(frameon=False)
+    fig.tight_layout()
+    return fig
