@@ -79,3 +79,36 @@ def test_absorption_rates_on_a_constructed_case():
     z = torch.tensor([[1.0, 0, 0], [0, 1.0, 0], [0, 0, 1.0], [0.5, 0, 0]])
     r = absorption_rates(W_dec, F, z, coeffs, {0: [1, 2]})
     assert r["absorption"] == 1.0 and r["parent_miss_without_child"] == 0.0 and r["parent_latents"] == [0]
+
+
+def test_family_latents_on_a_constructed_case():
+    from superposition.experiments.splitting import family_latents
+
+    F = torch.eye(6)  # parents 0, 1; children 2, 3 of 0 and 4, 5 of 1
+    children = {0: [2, 3], 1: [4, 5]}
+    whole = family_latents(F.clone(), F, children)  # one latent per feature
+    assert whole == {"latents_per_family": 3.0, "parents_recovered": 1.0, "children_recovered": 1.0}
+    # two latents on the parents' sums only: one latent per family, no child and no parent at |cos| ≥ 0.9
+    merged = torch.stack([F[0] + F[2] + F[3], F[1] + F[4] + F[5]])
+    assert family_latents(merged, F, children) == {
+        "latents_per_family": 1.0,
+        "parents_recovered": 0.0,
+        "children_recovered": 0.0,
+    }
+
+
+def test_splitting_widens_families_and_saves_every_width(tmp_path):
+    from superposition.errors import SuperpositionError
+
+    out = tmp_path / "r"
+    run_experiment("splitting", out, overrides=["widths=[4,32]", "samples=60000"])
+    import json
+
+    rows = json.loads((out / "summary.json").read_text())["widths"]
+    assert [r["d_sae"] for r in rows] == [4, 32]
+    assert rows[0]["latents_per_family"] <= 0.5 < rows[1]["latents_per_family"]  # 4 latents over 8 families
+    assert 0.0 <= rows[1]["frac_split_from_previous"] <= 1.0 and 0.0 <= rows[1]["absorption"] <= 1.0
+    for width in (4, 32):
+        assert load_sae(out / "saes" / f"topk-{width}").cfg.d_sae == width
+    with pytest.raises(SuperpositionError, match="widths: at least two positive widths, strictly increasing"):
+        run_experiment("splitting", tmp_path / "bad", overrides=["widths=[32,8]"])

@@ -230,6 +230,11 @@ CASES = [
     ("eval-pickled-ae", ["eval-sae", "{pickled_ae}", "--model", "m", "--hook", "h", "--out", "{new}"], "holds pickled objects"),
     ("eval-foreign-no-out", ["eval-sae", "{toy_run}/saes/topk", "--model", "smollm2-135m-instruct", "--hook", "blocks.0.hook_resid_post"], "give --out DIR"),
     ("eval-npz-no-threshold", ["eval-sae", "{npz_no_threshold}", "--out", "{new}"], "missing threshold"),
+    # superposition compare-saes
+    ("compare-experiment-run", ["compare-saes", "{toy_run}", "{toy_run}/saes/topk", "--out", "{new}"], "an experiment run holds several SAEs"),
+    ("compare-into-users-folder", ["compare-saes", "{toy_run}/saes/topk", "{toy_run}/saes/topk", "--out", "{user}"], "not a previous run"),
+    ("compare-misshapen", ["compare-saes", "{toy_shape}/saes/topk", "{toy_run}/saes/topk", "--out", "{new}"], "W_dec has shape [8, 5]"),
+    ("compare-threshold", ["compare-saes", "{toy_run}/saes/topk", "{toy_run}/saes/topk", "--out", "{new}", "--threshold", "0"], "--threshold: must be between 0 and 1"),
 ] + [
     # every experiment refuses a key it does not have and a boolean seed
     (f"{name}-unknown-key", ["run", name, "--out", "{new}", "--set", "no_such_key=1"], "--set no_such_key: unknown key")

@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from superposition.cli import main
-from superposition.runs.compare import compare, nearest
 from superposition.sae import SAEConfig, make_sae
 from superposition.sae.io import save_sae
+from superposition.sae.splitting import compare, nearest
 
 D, N_NARROW, N_NOVEL = 64, 8, 4
 
@@ -36,7 +36,7 @@ def _planted():
 
 
 def test_nearest_matches_a_dense_argmax_across_blocks(monkeypatch):
-    import superposition.runs.compare as cmp
+    import superposition.sae.splitting as cmp
 
     monkeypatch.setattr(cmp, "CHUNK", 7)  # several blocks, the last one short
     g = torch.Generator().manual_seed(1)

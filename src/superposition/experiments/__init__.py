@@ -15,6 +15,7 @@ from superposition.experiments import (
     phase_diagram,
     sae_synthetic,
     sae_toy,
+    splitting,
 )
 from superposition.experiments.base import REGISTRY, get_experiment, make_config, run_experiment
 

@@ -1,0 +1,172 @@
+"""`splitting`: TopK SAEs of growing width on a dictionary with parent/child hierarchies, measured
+against the truth: parents split into their children as the width grows, and absorption alongside."""
+
+from __future__ import annotations
+
+import html
+from pathlib import Path
+
+import torch
+from pydantic import Field, field_validator
+from safetensors.torch import save_file
+
+from superposition.config import Config
+from superposition.experiments.absorption import absorption_rates
+from superposition.experiments.base import Result, register
+from superposition.experiments.sae_common import matched_training_bytes, steps_for, train_matched
+from superposition.report.html import FigureSpec
+from superposition.sae import ground_truth as gt
+from superposition.sae.io import save_sae
+from superposition.sae.sources import SyntheticDictionary
+from superposition.sae.splitting import compare
+from superposition.sae.train import SAETrainConfig
+from superposition.seeding import derive_seed
+from superposition.viz.sae import training_curves
+
+COLUMNS = [
+    "d_sae", "latents_per_family", "parents_recovered", "children_recovered", "absorption", "mcc",
+    "explained_variance", "frac_split_from_previous",
+]  # fmt: skip
+
+
+class SplittingConfig(Config):
+    n_parents: int = Field(8, gt=0, description="parent features, the most frequent ones")
+    children_per_parent: int = Field(3, gt=0, description="children of each parent (fire only with it)")
+    n_other: int = Field(40, ge=0, description="independent features besides the hierarchy")
+    d: int = Field(32, gt=0, description="dimension of the activations")
+    widths: list[int] = Field([8, 16, 32, 64, 128], description="d_sae of each SAE, increasing")
+    k: int = Field(3, gt=0, description="k of every (TopK) SAE")
+    samples: int = Field(400_000, gt=0, description="training examples per SAE")
+    batch_size: int = Field(1024, gt=0, description="SAE training batch")
+    lr: float = Field(5e-3, gt=0.0, description="SAE learning rate (Adam)")
+    seed: int = Field(
+        0, description="seeds the data, the SAEs and the evaluation (each purpose its own stream)"
+    )
+
+    @field_validator("widths")
+    @classmethod
+    def _increasing(cls, v: list[int]) -> list[int]:
+        if len(v) < 2 or any(w <= 0 for w in v) or any(b <= a for a, b in zip(v, v[1:])):
+            raise ValueError(f"widths: at least two positive widths, strictly increasing; got {v}")
+        return v
+
+    def memory_needed(self) -> int:
+        n_features = self.n_parents * (1 + self.children_per_parent) + self.n_other
+        return matched_training_bytes(self.d, max(self.widths), self.batch_size, n_features)
+
+
+def family_latents(W_dec, F, children: dict[int, list[int]]) -> dict:
+    """Per width, how the hierarchy is carved: each latent goes to the true feature its decoder
+    row is most aligned with; a parent's family is the parent and its children. Returns the mean
+    number of latents per family, and the fractions of parents and of children that some latent
+    matches at |cos| ≥ 0.9."""
+    best, _ = gt.best_matches(W_dec, F)
+    per_family = [int(torch.isin(best, torch.tensor([p, *cs])).sum()) for p, cs in children.items()]
+    cos = gt.cosine_matrix(W_dec, F).abs().amax(0)
+    kids = [c for cs in children.values() for c in cs]
+    return {
+        "latents_per_family": sum(per_family) / len(per_family),
+        "parents_recovered": float((cos[list(children)] >= 0.9).float().mean()),
+        "children_recovered": float((cos[kids] >= 0.9).float().mean()),
+    }
+
+
+@register(
+    "splitting",
+    "feature splitting: TopK SAEs of growing width on parent/child hierarchies; parents split into children, "
+    "absorption alongside",
+    SplittingConfig,
+    quick={"widths": [8, 32, 128], "samples": 150_000},
+)
+def run(cfg: SplittingConfig, out: Path) -> Result:
+    parents = list(range(cfg.n_parents))
+    children = {
+        p: [cfg.n_parents + p * cfg.children_per_parent + c for c in range(cfg.children_per_parent)]
+        for p in parents
+    }
+    n_features = cfg.n_parents * (1 + cfg.children_per_parent) + cfg.n_other
+    source = SyntheticDictionary(
+        n_features, cfg.d, mean_l0=cfg.k, zipf_exponent=0.6, hierarchy=children, seed=cfg.seed
+    )
+    steps = max(1, cfg.samples // cfg.batch_size)
+    train = SAETrainConfig(
+        steps=steps,
+        batch_size=cfg.batch_size,
+        lr=cfg.lr,
+        lr_decay_steps=steps // 5,
+        dead_feature_window=steps_for(50_000, cfg.batch_size),
+        seed=cfg.seed,
+    )
+    x, c = source.sample_with_truth(
+        65536, torch.Generator().manual_seed(derive_seed(cfg.seed, "splitting-eval"))
+    )
+    F = source.features
+    rows, previous = [], None
+    for width in cfg.widths:
+        r = train_matched("topk", source, cfg.d, width, cfg.k, train, F)
+        W = r.sae.W_dec.detach()[r.instance]
+        with torch.no_grad():
+            z = r.sae.encode(x.unsqueeze(1).expand(-1, r.sae.n_instances, -1))[:, r.instance]
+        absorbed = absorption_rates(W, F, z, c, children)
+        row = {
+            "d_sae": width,
+            **family_latents(W, F, children),
+            "absorption": absorbed["absorption"],
+            "parent_miss_without_child": absorbed["parent_miss_without_child"],
+            "mcc": r.metrics["mcc"],
+            "explained_variance": r.metrics["explained_variance"],
+            "l0": r.metrics["l0"],
+            "frac_split_from_previous": float("nan"),
+        }
+        if previous is not None:
+            row["frac_split_from_previous"] = compare(previous, r.sae, 0.7)["summary"]["frac_narrow_split"]
+        save_sae(r.sae, out / "saes" / f"topk-{width}", r.instance)
+        previous = _single(r.sae, r.instance)
+        rows.append(row)
+    save_file({"features": F.contiguous()}, str(out / "ground_truth.safetensors"))
+    w = {k: max(len(k), 8) for k in COLUMNS}
+    table = "\n".join(
+        [" ".join(f"{k:>{w[k]}}" for k in COLUMNS)]
+        + [" ".join(f"{row[k]:>{w[k]}.3f}" for k in COLUMNS) for row in rows]
+    )
+    print(table)
+    explanation = f"""
+<p>{cfg.n_parents} parent features with {cfg.children_per_parent} children each (a child fires only with its
+parent), plus {cfg.n_other} independent features, in {cfg.d} dimensions; TopK SAEs (k = {cfg.k}) of widths
+{", ".join(map(str, cfg.widths))}. Each latent is assigned to the true feature its decoder row is closest to.
+<b>latents_per_family</b> counts the latents that land on a parent or its children: about one when the SAE is
+too narrow to tell them apart, growing towards {1 + cfg.children_per_parent} as the parent splits into its
+children. <b>absorption</b> is the share of examples with a parent and a child present on which the parent's
+latent stays silent (see the <code>absorption</code> experiment). <b>frac_split_from_previous</b> is what
+<code>compare-saes</code> reports between consecutive widths: the share of the narrower SAE's latents that
+two or more of the wider one's latents have as nearest neighbour.</p>
+<pre>{html.escape(table)}</pre>
+"""
+    figures = [
+        FigureSpec(
+            "splitting",
+            "Against the width: latents per parent family, recovery of parents and children, absorption.",
+            training_curves(
+                rows,
+                ["latents_per_family", "parents_recovered", "children_recovered", "absorption"],
+                x="d_sae",
+            ),
+        )
+    ]
+    highlights = {
+        f"d_sae {row['d_sae']}": f"{row['latents_per_family']:.2f} latents per family, children recovered "
+        f"{row['children_recovered']:.0%}, absorption {row['absorption']:.1%}"
+        for row in rows
+    }
+    summary = {"hierarchy": {str(p): cs for p, cs in children.items()}, "widths": rows}
+    return Result("Feature splitting across SAE widths", explanation, summary, figures, highlights)
+
+
+def _single(sae, instance: int):
+    """The kept instance as a one-instance SAE (compare-saes takes one SAE each)."""
+    from superposition.sae import SAEConfig, make_sae
+
+    one = make_sae(SAEConfig(**{**sae.cfg.model_dump(), "n_instances": 1}))
+    with torch.no_grad():
+        one.W_dec.copy_(sae.W_dec[instance : instance + 1])
+    return one
