@@ -137,6 +137,25 @@ def build_parser() -> argparse.ArgumentParser:
         default=0.7,
         help="a wide latent whose best decoder cosine is below this is novel (default 0.7)",
     )
+
+    meta = sub.add_parser(
+        "meta-sae", help="a BatchTopK meta-SAE on an SAE's decoder directions (Bussmann et al.)"
+    )
+    meta.add_argument(
+        "run_dir", metavar="RUN_DIR", help=SAE_HELP + ", or an SAE experiment run (sae-toy, ...)"
+    )
+    meta.add_argument(
+        "--out", required=True, help="folder to write (replaced if it holds an earlier meta-SAE)"
+    )
+    meta.add_argument(
+        "--width", type=int, default=None, help="meta-latents (default: a quarter of the base latents)"
+    )
+    meta.add_argument("--k", type=int, default=4, help="mean meta-latents per base latent (default 4)")
+    meta.add_argument("--steps", type=int, default=2000, help="training steps (default 2000)")
+    meta.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default 1e-3)")
+    meta.add_argument(
+        "--sae", default=None, help="experiment runs: which SAE under saes/ (default: the first)"
+    )
     return parser
 
 
@@ -337,6 +356,18 @@ def _cmd_compare_saes(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_meta_sae(args: argparse.Namespace) -> int:
+    from superposition.runs.meta_sae import meta_sae
+
+    out = meta_sae(args.run_dir, args.out, args.width, args.k, args.steps, args.lr, args.sae)
+    s = json.loads((out / "summary.json").read_text())
+    print(
+        f"meta-SAE of {s['width']} latents on {s['n_base_latents']} decoder rows: FVE {s['fve']:.3f}, "
+        f"L0 {s['l0']:.2f}, {s['frac_dead']:.1%} dead\nwrote {out}\nreport: {out / 'report.html'}"
+    )
+    return 0
+
+
 COMMANDS = {
     "list": _cmd_list,
     "run": _cmd_run,
@@ -347,6 +378,7 @@ COMMANDS = {
     "analyze": _cmd_analyze,
     "convert": _cmd_convert,
     "compare-saes": _cmd_compare_saes,
+    "meta-sae": _cmd_meta_sae,
 }
 
 
