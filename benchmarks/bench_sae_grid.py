@@ -50,6 +50,15 @@ TRAINERS = ["superposition", "SAELens", "sparsify"]
 COEFFICIENTS = {"standard": 3.0, "jumprelu": 0.02}  # L1 and L0 weights that land L0 near 32 on these data
 
 
+def peak_rss_mib() -> float:
+    """This process's peak resident memory (VmHWM): unlike ru_maxrss, it does not inherit the
+    peak of the parent that started it."""
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def ours_worker(
     data: str, out: str, arch: str, d_sae: int, k: int, steps: int, seeds: str, coefficient: float
 ) -> None:
@@ -95,7 +104,7 @@ def ours_worker(
             l0 = nnz / held_out.shape[0]
         save_file({"W_dec": sae.W_dec.detach()[0].contiguous()}, f"{out}.{seed}")
         print(json.dumps({"seconds": seconds, "samples": steps * BATCH, "fvu": fvu, "l0": l0,
-                          "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))  # fmt: skip
+                          "peak_rss_mib": peak_rss_mib()}))  # fmt: skip
 
 
 def _run(cmd: list[str], who: str, cell: str) -> list[dict]:
@@ -271,8 +280,20 @@ def main() -> None:
     p.add_argument("--e2e-samples", type=int, default=500_000, help="0 skips the end-to-end comparison")
     p.add_argument("--quick", action="store_true", help="one repeat, a tenth of the budget, 100k samples e2e")
     p.add_argument("--json", default=None, help="also write every measurement here (after every cell)")
+    p.add_argument(
+        "--cells",
+        default=None,
+        help="only these cells, e.g. topk:576:576:8,standard:128:512:0 (to re-measure some of a saved run)",
+    )
+    p.add_argument(
+        "--merge", metavar="JSON", help="start from a saved run (--json) and replace the cells measured"
+    )
+    p.add_argument("--table", metavar="JSON", help="print a saved run (--json) as a markdown table and exit")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     args, rest = p.parse_known_args()
+    if args.table:
+        print(markdown(json.loads(Path(args.table).read_text())))
+        return
     if args.worker == "ours":
         data, out, arch, d_sae, k, steps, seeds, coef = rest
         ours_worker(data, out, arch, int(d_sae), int(k), int(steps), seeds, float(coef))
@@ -285,7 +306,16 @@ def main() -> None:
     if unknown := [q for q in peers.names if q not in ("saelens", "sparsify")]:
         p.error(f"--peers: {', '.join(unknown)} unknown; allowed: saelens, sparsify")
     grid = cells(args.archs.split(","), [int(d) for d in args.d_in.split(",")])
+    if args.cells:
+        wanted = [
+            tuple(int(v) if i else v for i, v in enumerate(c.split(":"))) for c in args.cells.split(",")
+        ]
+        if unknown := [c for c in wanted if c not in grid]:
+            p.error(f"--cells: {unknown[0]} is not a cell of the grid (arch:d_in:d_sae:k)")
+        grid = wanted
     results: dict = {"grid": [], "end_to_end": None}
+    if args.merge:
+        results = json.loads(Path(args.merge).read_text())
 
     def save() -> None:
         if args.json:
@@ -301,8 +331,14 @@ def main() -> None:
         )
         for turn, cell in enumerate(grid):
             steps = steps_for(cell[1], cell[2], args.budget, args.min_steps, args.max_steps)
-            results["grid"].append(run_cell(cell, data, peers, args.repeats, steps, tmp, turn))
-            print_row(results["grid"][-1])
+            row = run_cell(cell, data, peers, args.repeats, steps, tmp, turn)
+            key = ("arch", "d_in", "d_sae", "k")
+            same = [i for i, r in enumerate(results["grid"]) if all(r[x] == row[x] for x in key)]
+            if same:  # a re-measurement replaces the trainers it ran, keeps the others
+                results["grid"][same[0]].update(row)
+            else:
+                results["grid"].append(row)
+            print_row(row)
             save()
         if args.e2e_samples:
             results["end_to_end"] = end_to_end(args.repeats, args.e2e_samples, peers, tmp)
@@ -338,6 +374,31 @@ def print_row(r: dict) -> None:
             f"{name}: {m['samples_per_s']:>8,.0f}/s{ratio} {m['peak_rss_mib']:>5,.0f} MiB {q}fvu {m['fvu']:.3f} L0 {m['l0']:.1f}"
         )
     print(" | ".join(parts), flush=True)
+
+
+def markdown(results: dict) -> str:
+    """Every cell as a markdown row: samples/s, speed-ups, peak RSS and quality of each trainer."""
+    head = ["arch", "d_in", "d_sae", "k", "steps"]
+    for name in TRAINERS:
+        head += [f"{name} samples/s", f"{name} MiB", f"{name} quality"]
+        if name != "superposition":
+            head.insert(len(head) - 2, "speed-up")
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in results["grid"]:
+        ours = r["superposition"]["samples_per_s"]
+        cells = [r["arch"], str(r["d_in"]), str(r["d_sae"]), str(r["k"] or "-"), str(r["steps"])]
+        for name in TRAINERS:
+            m = r.get(name)
+            if m is None:
+                cells += ["", "", ""] + ([""] if name != "superposition" else [])
+                continue
+            q = (f"MCC {m['mcc']:.3f}, " if "mcc" in m else "") + f"FVU {m['fvu']:.3f}, L0 {m['l0']:.0f}"
+            cells.append(f"{m['samples_per_s']:,.0f}")
+            if name != "superposition":
+                cells.append(f"{ours / m['samples_per_s']:.2f}x")
+            cells += [f"{m['peak_rss_mib']:,.0f}", q]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def report(results: dict) -> None:

@@ -28,6 +28,15 @@ tensors = load_file(data)
 x, held_out = tensors["train"], tensors["eval"]
 
 
+def peak_rss_mib() -> float:
+    """This process's peak resident memory (VmHWM): unlike ru_maxrss, it does not inherit the
+    peak of the parent that started it."""
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def run(seed: int) -> None:
     torch.manual_seed(seed)
     sae = SparseCoder(x.shape[1], SparseCoderConfig(k=k, num_latents=d_sae))
@@ -58,7 +67,7 @@ def run(seed: int) -> None:
         l0 = nnz / held_out.shape[0]
     save_file({"W_dec": sae.W_dec.detach().contiguous()}, f"{out}.{seed}")
     print(json.dumps({"seconds": seconds, "samples": steps * BATCH, "fvu": fvu, "l0": l0,
-                      "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))  # fmt: skip
+                      "peak_rss_mib": peak_rss_mib()}))  # fmt: skip
 
 
 for seed in seeds.split(","):
