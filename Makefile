@@ -10,7 +10,7 @@ TORCH_SPEC ?= torch==2.13.0
 PIP_TORCH_FLAGS ?=
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test test-all lint format bench check-interop clean
+.PHONY: setup demo test test-all lint format bench bench-grid check-interop clean
 
 $(STAMP): pyproject.toml requirements.lock Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -41,6 +41,9 @@ format: setup
 bench: setup
 	$(BIN)/python benchmarks/bench_toy_trainer.py
 	$(BIN)/python benchmarks/bench_sae_topk.py
+
+bench-grid: setup
+	$(BIN)/python benchmarks/bench_sae_grid.py --repeats 3 --budget 1e10 --json bench-grid.json
 
 check-interop: setup
 	$(BIN)/python benchmarks/check_formats.py
