@@ -1,0 +1,9 @@
+"""Orchestration of whole runs: the layer the CLI calls, above models, training, figures and
+reports.
+
+    train_sae.py  `train-sae` and `eval-sae`: a language-model SAE run, its log, summary and report
+    dashboard.py  `dashboard`: gather what each latent of a run means, then render the site
+    analyze.py    `analyze`: the latents behind one prompt's next token
+
+Experiments (`superposition run`) sit beside this layer in `superposition.experiments`.
+"""
