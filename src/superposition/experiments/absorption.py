@@ -56,17 +56,24 @@ class AbsorptionConfig(Config):
     AbsorptionConfig,
     quick={"samples": 200_000},
 )
-def run(cfg: AbsorptionConfig, out: Path) -> Result:
-    parents = list(range(cfg.n_parents))
+def hierarchy_source(cfg) -> tuple[dict[int, list[int]], SyntheticDictionary]:
+    """The parent → children map and the synthetic dictionary of an experiment with `n_parents`,
+    `children_per_parent`, `n_other`, `d`, `k` and `seed` (absorption, splitting). Features are
+    numbered parents first, then each parent's children, then the independent ones; the Zipf
+    order makes the parents the most frequent features."""
     children = {
         p: [cfg.n_parents + p * cfg.children_per_parent + c for c in range(cfg.children_per_parent)]
-        for p in parents
+        for p in range(cfg.n_parents)
     }
     n_features = cfg.n_parents * (1 + cfg.children_per_parent) + cfg.n_other
-    # Zipf order puts the parents first, so they are the most frequent features
     source = SyntheticDictionary(
         n_features, cfg.d, mean_l0=cfg.k, zipf_exponent=0.6, hierarchy=children, seed=cfg.seed
     )
+    return children, source
+
+
+def run(cfg: AbsorptionConfig, out: Path) -> Result:
+    children, source = hierarchy_source(cfg)
     steps = max(1, cfg.samples // cfg.batch_size)
     train = SAETrainConfig(
         steps=steps,

@@ -11,13 +11,12 @@ from pydantic import Field, field_validator
 from safetensors.torch import save_file
 
 from superposition.config import Config
-from superposition.experiments.absorption import absorption_rates
+from superposition.experiments.absorption import absorption_rates, hierarchy_source
 from superposition.experiments.base import Result, register
 from superposition.experiments.sae_common import matched_training_bytes, steps_for, train_matched
 from superposition.report.html import FigureSpec
 from superposition.sae import ground_truth as gt
 from superposition.sae.io import save_sae
-from superposition.sae.sources import SyntheticDictionary
 from superposition.sae.splitting import compare
 from superposition.sae.train import SAETrainConfig
 from superposition.seeding import derive_seed
@@ -79,15 +78,7 @@ def family_latents(W_dec, F, children: dict[int, list[int]]) -> dict:
     quick={"widths": [8, 32, 128], "samples": 150_000},
 )
 def run(cfg: SplittingConfig, out: Path) -> Result:
-    parents = list(range(cfg.n_parents))
-    children = {
-        p: [cfg.n_parents + p * cfg.children_per_parent + c for c in range(cfg.children_per_parent)]
-        for p in parents
-    }
-    n_features = cfg.n_parents * (1 + cfg.children_per_parent) + cfg.n_other
-    source = SyntheticDictionary(
-        n_features, cfg.d, mean_l0=cfg.k, zipf_exponent=0.6, hierarchy=children, seed=cfg.seed
-    )
+    children, source = hierarchy_source(cfg)
     steps = max(1, cfg.samples // cfg.batch_size)
     train = SAETrainConfig(
         steps=steps,

@@ -21,7 +21,9 @@ def analyze_prompt(
 ) -> str:  # fmt: skip
     """RUN_DIR is a train-sae run or any readable SAE (with `model` and `hook` when it names none)."""
     run = load_run(run_dir, model, hook)
-    run.cfg = run.cfg.model_copy(update={"device": "cpu", "dtype": "float32"})  # one prompt: the CPU is enough
+    run.cfg = run.cfg.model_copy(
+        update={"device": "cpu", "dtype": "float32"}
+    )  # one prompt: the CPU is enough
     run.sae = run.sae.cpu()
     cfg, sae = run.cfg, run.sae
     lm, hooked = run.load_model()
@@ -42,7 +44,10 @@ def analyze_prompt(
             )
         target = enc[0]
     z_last = z[0, -1]
-    metric = lambda lg: lg[0, -1, target]
+
+    def metric(lg):
+        return lg[0, -1, target]
+
     attr = an.attribution_patching(hooked, sae, cfg.hook_name, ids, metric)[0, -1]
     dla = an.direct_logit_attribution(hooked, sae, cfg.hook_name, z_last, target)
     order = attr.abs().argsort(descending=True)[:top]

@@ -31,7 +31,8 @@ def load_for_comparison(path: str | Path, label: str) -> BatchedSAE:
     if p is not None and (p / "saes").is_dir() and not (p / "cfg.json").exists():
         names = sorted(q.name for q in (p / "saes").iterdir() if q.is_dir())
         raise SuperpositionError(
-            f"{label} {p}: an experiment run holds several SAEs; give one folder, e.g. {p / 'saes' / names[0]}"
+            f"{label} {p}: an experiment run holds several SAEs; give one folder, "
+            f"e.g. {p / 'saes' / names[0]}"
             if names
             else f"{label} {p}: saes/ holds no SAE"
         )
@@ -61,14 +62,18 @@ def compare_saes(a_path: str, b_path: str, out: str | Path, threshold: float = 0
         with open(tmp / "nearest.csv", "w", newline="") as f:
             w = csv.writer(f)
             w.writerow(["wide_latent", "nearest_narrow_latent", "cosine", "novel"])
-            for j, (i, c, n) in enumerate(zip(r["nearest"].tolist(), r["cosine"].tolist(), r["novel"].tolist())):
+            for j, (i, c, n) in enumerate(
+                zip(r["nearest"].tolist(), r["cosine"].tolist(), r["novel"].tolist())
+            ):
                 w.writerow([j, i, f"{c:.6f}", int(n)])
         write_json(tmp / "families.json", _families(r))
         from superposition.report.html import FigureSpec, close_figures, render_report, save_figures
 
         figures = [FigureSpec("families", "family sizes and each wide latent's best cosine", figure)]
         save_figures(figures, tmp)
-        render_report(tmp, "compare-saes", _explanation(summary), figures, summary, {"a": a_path, "b": b_path})
+        render_report(
+            tmp, "compare-saes", _explanation(summary), figures, summary, {"a": a_path, "b": b_path}
+        )
         close_figures(figures)
     return out
 

@@ -102,7 +102,10 @@ def _lm_dashboard(run: LMRun, out: Path, n_seq: int, max_latents: int | None, to
             },
             histogram=(counts.tolist(), edges.tolist()) if density[j] > 0 else None,
         )
-        ex = lambda e: _spans([tok(t) for t in e.token_ids], e.acts, e.focus, float(vmax[j]))
+
+        def ex(e, j=j):
+            return _spans([tok(t) for t in e.token_ids], e.acts, e.focus, float(vmax[j]))
+
         page.top = [ex(e) for e in an.top_examples(la, j, n=top_k)]
         page.quantiles = [(label, [ex(e) for e in exs]) for label, exs in an.quantile_examples(la, j)]
         page.tables = [
@@ -200,5 +203,8 @@ def _toy_dashboard(run: Path, out: Path, sae_name: str | None, max_latents: int 
         {"key": "fires_on", "label": "features it fires on", "type": "num"},
         {"key": "max_response", "label": "max response", "type": "num"},
     ]
-    subtitle = f"{name}: {sae.cfg.architecture} SAE, {sae.cfg.d_sae} latents, against {F.shape[0]} true features in {F.shape[1]} dimensions"
+    subtitle = (
+        f"{name}: {sae.cfg.architecture} SAE, {sae.cfg.d_sae} latents, "
+        f"against {F.shape[0]} true features in {F.shape[1]} dimensions"
+    )
     return write_dashboard(out, f"SAE latents: {run.name}/{name}", subtitle, columns, rows, pages)

@@ -90,8 +90,8 @@ def meta_sae(
         ]
         save_figures(figures, tmp)
         text = (
-            f"A BatchTopK meta-SAE of {width} latents (k = {k}) on the {n_base} unit-normalised decoder rows of "
-            f"{where}: FVE {m.fve:.3f}, L0 {m.l0:.2f}, {m.frac_dead:.1%} of meta-latents dead."
+            f"A BatchTopK meta-SAE of {width} latents (k = {k}) on the {n_base} unit-normalised decoder "
+            f"rows of {where}: FVE {m.fve:.3f}, L0 {m.l0:.2f}, {m.frac_dead:.1%} of meta-latents dead."
         )
         render_report(tmp, "meta-sae", html.escape(text), figures, summary, {"run_dir": run_dir})
         close_figures(figures)

@@ -25,9 +25,9 @@ import torch
 from superposition.errors import SuperpositionError
 from superposition.files import (
     atomic_write_text,
-    staged_directory,
     describe_write_failure,
     resolve_out,
+    staged_directory,
     target_lock,
     write_failure,
     write_marker,
@@ -35,8 +35,7 @@ from superposition.files import (
 from superposition.lm.config import LMSAEConfig
 from superposition.lm.evals import evaluate_sae
 from superposition.lm.hooks import HookedModel
-from superposition.lm.model import load_model
-from superposition.lm.model import LoadedModel
+from superposition.lm.model import LoadedModel, load_model
 from superposition.lm.store import ActivationStore
 from superposition.report.html import FigureSpec, close_figures, render_report, save_figures
 from superposition.resources import require_memory
@@ -90,15 +89,21 @@ def load_run(path: str | Path, model: str | None = None, hook: str | None = None
     try:
         sae = load_sae(path)
     except SuperpositionError as err:
-        raise SuperpositionError(f"{where}: not a train-sae run directory (config.json + sae/), nor an SAE: {err}") from None
+        raise SuperpositionError(
+            f"{where}: not a train-sae run directory (config.json + sae/), nor an SAE: {err}"
+        ) from None
     values = {"model_name": sae.cfg.model_name, "hook_name": sae.cfg.hook_name, **overrides}
     for key, flag in (("model_name", "--model"), ("hook_name", "--hook")):
         if not values[key]:
-            raise SuperpositionError(f"{flag}: {where} does not name the {key.split('_')[0]} it reads; give {flag}")
+            raise SuperpositionError(
+                f"{flag}: {where} does not name the {key.split('_')[0]} it reads; give {flag}"
+            )
     for key in ("context_size", "prepend_bos"):
         if key in sae.metadata:
             values[key] = sae.metadata[key]
-    cfg = LMSAEConfig.build({**values, "architecture": sae.cfg.architecture, "d_sae": sae.cfg.d_sae}, str(where))
+    cfg = LMSAEConfig.build(
+        {**values, "architecture": sae.cfg.architecture, "d_sae": sae.cfg.d_sae}, str(where)
+    )
     return LMRun(where, cfg, sae.to(cfg.device), is_run=False)
 
 
@@ -197,7 +202,9 @@ def _prepare_out(out: Path, resume: bool) -> None:
         if not checkpoint.exists(out / "checkpoint"):
             print(f"--resume: {out} has no checkpoint yet; starting it again from step 0", file=sys.stderr)
     elif out.is_dir() and any(out.iterdir()):
-        raise SuperpositionError(f"--out {out}: not empty; continue it with --resume or choose another folder")
+        raise SuperpositionError(
+            f"--out {out}: not empty; continue it with --resume or choose another folder"
+        )
 
 
 def train_lm_sae(cfg: LMSAEConfig, out: str | Path, resume: bool = False) -> Path:
@@ -234,9 +241,11 @@ def _train(cfg: LMSAEConfig, out: Path, resume: bool) -> Path:
             if existed:
                 out.mkdir()
         if write_failure(err):
-            then = f"; continue with --resume once there is room (from step {checkpoint.latest_step(out / 'checkpoint')})"
+            step = checkpoint.latest_step(out / "checkpoint")
+            then = f"; continue with --resume once there is room (from step {step})"
             raise SuperpositionError(
-                f"--out {out}: cannot write there ({describe_write_failure(err)})" + (then if resumable else "")
+                f"--out {out}: cannot write there ({describe_write_failure(err)})"
+                + (then if resumable else "")
             ) from None
         raise
     finally:
@@ -255,7 +264,8 @@ def _train_and_evaluate(cfg: LMSAEConfig, out: Path, resume: bool, lm, hooked, s
     trainer.on_log = logger = RunLogger(out, cfg, trainer.step if resumed else None)
     logger.opt = trainer.opt
     print(
-        f"training a {cfg.architecture} SAE ({sae.cfg.d_in} -> {sae.cfg.d_sae}) on {cfg.model_name} {cfg.hook_name}: "
+        f"training a {cfg.architecture} SAE ({sae.cfg.d_in} -> {sae.cfg.d_sae}) on {cfg.model_name} "
+        f"{cfg.hook_name}: "
         f"{cfg.steps} steps of {cfg.batch_size_tokens} tokens",
         file=sys.stderr,
         flush=True,
@@ -311,19 +321,29 @@ def evaluate_run(
     loaded = load_run(run_dir, model, hook)
     if not loaded.is_run or out is not None:
         if out is None:
-            raise SuperpositionError(f"--out: {loaded.path} is not a train-sae run on its own model and hook; "
-                                     "give --out DIR for the evaluation")  # fmt: skip
+            raise SuperpositionError(
+                f"--out: {loaded.path} is not a train-sae run on its own model and hook; "
+                "give --out DIR for the evaluation"
+            )
         with staged_directory(resolve_out(out), "evaluation") as tmp:
             return _evaluate(loaded, tmp, lm, hooked, training, eval_sequences)
     return _evaluate(loaded, loaded.path, lm, hooked, training, eval_sequences)
 
 
-def _evaluate(loaded: LMRun, run: Path, lm, hooked, training: dict | None, eval_sequences: int | None) -> dict:
+def _evaluate(
+    loaded: LMRun, run: Path, lm, hooked, training: dict | None, eval_sequences: int | None
+) -> dict:
     cfg, sae = loaded.cfg, loaded.sae
     if lm is None:
         lm, hooked = loaded.load_model()
-    seqs = ActivationStore.for_run(cfg, lm, hooked, holdout=True).first_sequences(eval_sequences or cfg.eval_sequences)
-    print(f"evaluating on {seqs.shape[0]} held-out sequences ({seqs.numel()} tokens)", file=sys.stderr, flush=True)
+    seqs = ActivationStore.for_run(cfg, lm, hooked, holdout=True).first_sequences(
+        eval_sequences or cfg.eval_sequences
+    )
+    print(
+        f"evaluating on {seqs.shape[0]} held-out sequences ({seqs.numel()} tokens)",
+        file=sys.stderr,
+        flush=True,
+    )
     metrics = evaluate_sae(
         hooked, lm.tokenizer, sae, cfg.hook_name, seqs, batch_size=cfg.model_batch_size,
         dead_threshold=cfg.dead_feature_threshold, device=cfg.device,
@@ -341,7 +361,9 @@ def _evaluate(loaded: LMRun, run: Path, lm, hooked, training: dict | None, eval_
 def _write_evaluation(run: Path, cfg: LMSAEConfig, summary: dict) -> None:
     """summary.json (replaced atomically), the density and training-curve figures, report.html."""
     log = run / "log.jsonl"
-    rows = [json.loads(line) for line in log.read_text().splitlines() if line.strip()] if log.is_file() else []
+    rows = (
+        [json.loads(line) for line in log.read_text().splitlines() if line.strip()] if log.is_file() else []
+    )
     figures = [
         FigureSpec(
             "latent_density",
