@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import tempfile
@@ -40,23 +39,14 @@ import torch
 from safetensors.torch import load_file, save_file
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from grid_common import BATCH, DEAD_WINDOW_STEPS, LR, held_out_fvu_l0, report_run  # noqa: E402
 from peers import ROOT, python_of  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 CACHE = ROOT / ".bench-cache"
-BATCH, LR, DEAD_WINDOW_STEPS = 1024, 5e-4, 20
 DATA_STEPS = 200  # batches of cached activations; longer runs cycle through them
 TRAINERS = ["superposition", "SAELens", "sparsify"]
 COEFFICIENTS = {"standard": 3.0, "jumprelu": 0.02}  # L1 and L0 weights that land L0 near 32 on these data
-
-
-def peak_rss_mib() -> float:
-    """This process's peak resident memory (VmHWM): unlike ru_maxrss, it does not inherit the
-    peak of the parent that started it."""
-    for line in open("/proc/self/status"):
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def ours_worker(
@@ -94,17 +84,13 @@ def ours_worker(
         trainer.train(progress=False)
         seconds = time.perf_counter() - start
         sae.eval()
-        with torch.no_grad():  # in batches, as every worker: evaluation is not what peak RSS measures
-            err = nnz = 0.0
-            for chunk in held_out.split(BATCH):
-                z = sae.encode(chunk.unsqueeze(1))
-                err += (chunk - sae.decode(z, chunk.unsqueeze(1))[:, 0]).square().sum().item()
-                nnz += (z != 0).sum().item()
-            fvu = err / (held_out - held_out.mean(0)).square().sum().item()
-            l0 = nnz / held_out.shape[0]
-        save_file({"W_dec": sae.W_dec.detach()[0].contiguous()}, f"{out}.{seed}")
-        print(json.dumps({"seconds": seconds, "samples": steps * BATCH, "fvu": fvu, "l0": l0,
-                          "peak_rss_mib": peak_rss_mib()}))  # fmt: skip
+
+        def reconstruct(rows, sae=sae):
+            z = sae.encode(rows.unsqueeze(1))
+            return sae.decode(z, rows.unsqueeze(1))[:, 0], (z != 0).sum()
+
+        fvu, l0 = held_out_fvu_l0(reconstruct, held_out)
+        report_run(f"{out}.{seed}", sae.W_dec[0], seconds, steps * BATCH, fvu, l0)
 
 
 def _run(cmd: list[str], who: str, cell: str) -> list[dict]:

@@ -8,8 +8,6 @@ SEEDS is a comma-separated list: one run per seed in this process (one JSON line
 decoder of seed s written to OUT.s).
 """
 
-import json
-import resource
 import sys
 import time
 
@@ -26,24 +24,16 @@ from sae_lens import (
 )
 from sae_lens.config import LoggingConfig, SAETrainerConfig
 from sae_lens.training.sae_trainer import SAETrainer
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
+
+from grid_common import BATCH, DEAD_WINDOW_STEPS, LR, held_out_fvu_l0, report_run
 
 data, out, arch, d_sae, k, steps, seeds = sys.argv[1:8]
 d_sae, k, steps = int(d_sae), int(k), int(steps)
 coefficient = float(sys.argv[8]) if len(sys.argv) > 8 else 1.0
-BATCH, LR, DEAD_WINDOW_STEPS = 1024, 5e-4, 20
 tensors = load_file(data)
 x, held_out = tensors["train"], tensors["eval"]
 d_in = x.shape[1]
-
-
-def peak_rss_mib() -> float:
-    """This process's peak resident memory (VmHWM): unlike ru_maxrss, it does not inherit the
-    peak of the parent that started it."""
-    for line in open("/proc/self/status"):
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 class Batches:
@@ -90,16 +80,13 @@ def run(seed: int) -> None:
             served = SAE.load_from_disk(f"{out}.{seed}.inference")
         else:
             served = sae
-        err = nnz = 0.0
-        for chunk in held_out.split(BATCH):  # in batches, as every worker
-            z = served.encode(chunk)
-            err += (chunk - served.decode(z)).square().sum().item()
-            nnz += (z != 0).sum().item()
-        fvu = err / (held_out - held_out.mean(0)).square().sum().item()
-        l0 = nnz / held_out.shape[0]
-    save_file({"W_dec": sae.W_dec.detach().contiguous()}, f"{out}.{seed}")
-    print(json.dumps({"seconds": seconds, "samples": steps * BATCH, "fvu": fvu, "l0": l0,
-                      "peak_rss_mib": peak_rss_mib()}))  # fmt: skip
+
+        def reconstruct(rows):
+            z = served.encode(rows)
+            return served.decode(z), (z != 0).sum()
+
+        fvu, l0 = held_out_fvu_l0(reconstruct, held_out)
+    report_run(f"{out}.{seed}", sae.W_dec, seconds, steps * BATCH, fvu, l0)
 
 
 for seed in seeds.split(","):

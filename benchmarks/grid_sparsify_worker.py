@@ -12,29 +12,20 @@ auxk_alpha · AuxK, backward, gradient parallel to the decoder rows removed, opt
 rows renormalised. With Adam (sparsify also offers signum and muon), as the other trainers.
 """
 
-import json
-import resource
 import sys
 import time
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from sparsify import SparseCoder, SparseCoderConfig
+
+from grid_common import BATCH, DEAD_WINDOW_STEPS, LR, held_out_fvu_l0, report_run
 
 data, out, d_sae, k, steps, seeds = sys.argv[1:7]
 d_sae, k, steps = int(d_sae), int(k), int(steps)
-BATCH, LR, DEAD_WINDOW_TOKENS, AUXK_ALPHA = 1024, 5e-4, 20 * 1024, 1 / 32
+DEAD_WINDOW_TOKENS, AUXK_ALPHA = DEAD_WINDOW_STEPS * BATCH, 1 / 32
 tensors = load_file(data)
 x, held_out = tensors["train"], tensors["eval"]
-
-
-def peak_rss_mib() -> float:
-    """This process's peak resident memory (VmHWM): unlike ru_maxrss, it does not inherit the
-    peak of the parent that started it."""
-    for line in open("/proc/self/status"):
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def run(seed: int) -> None:
@@ -58,16 +49,13 @@ def run(seed: int) -> None:
         since_fired[outp.latent_indices.flatten()] = 0
     seconds = time.perf_counter() - start
     with torch.no_grad():
-        err = nnz = 0.0
-        for chunk in held_out.split(BATCH):  # in batches, as every worker
-            enc = sae.encode(chunk)
-            err += (chunk - sae.decode(enc.top_acts, enc.top_indices)).square().sum().item()
-            nnz += (enc.top_acts > 0).sum().item()
-        fvu = err / (held_out - held_out.mean(0)).square().sum().item()
-        l0 = nnz / held_out.shape[0]
-    save_file({"W_dec": sae.W_dec.detach().contiguous()}, f"{out}.{seed}")
-    print(json.dumps({"seconds": seconds, "samples": steps * BATCH, "fvu": fvu, "l0": l0,
-                      "peak_rss_mib": peak_rss_mib()}))  # fmt: skip
+
+        def reconstruct(rows):
+            enc = sae.encode(rows)
+            return sae.decode(enc.top_acts, enc.top_indices), (enc.top_acts > 0).sum()
+
+        fvu, l0 = held_out_fvu_l0(reconstruct, held_out)
+    report_run(f"{out}.{seed}", sae.W_dec, seconds, steps * BATCH, fvu, l0)
 
 
 for seed in seeds.split(","):
