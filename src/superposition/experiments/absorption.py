@@ -14,16 +14,15 @@ from superposition.config import Config
 from superposition.experiments.base import Result, register
 from superposition.experiments.sae_common import (
     ALL_ARCHITECTURES,
+    experiment_train_config,
     matched_training_bytes,
     metrics_table,
-    steps_for,
     train_matched,
 )
 from superposition.report.html import FigureSpec
 from superposition.sae import ground_truth as gt
 from superposition.sae.io import save_sae
 from superposition.sae.sources import SyntheticDictionary
-from superposition.sae.train import SAETrainConfig
 from superposition.seeding import derive_seed
 from superposition.viz.sae import metric_bars
 
@@ -49,13 +48,6 @@ class AbsorptionConfig(Config):
         return matched_training_bytes(self.d, self.d_sae, self.batch_size, n_features)
 
 
-@register(
-    "absorption",
-    "parent/child feature hierarchies: how often each architecture's parent latent stays silent when a child "
-    "is present (feature absorption)",
-    AbsorptionConfig,
-    quick={"samples": 200_000},
-)
 def hierarchy_source(cfg) -> tuple[dict[int, list[int]], SyntheticDictionary]:
     """The parent → children map and the synthetic dictionary of an experiment with `n_parents`,
     `children_per_parent`, `n_other`, `d`, `k` and `seed` (absorption, splitting). Features are
@@ -72,18 +64,16 @@ def hierarchy_source(cfg) -> tuple[dict[int, list[int]], SyntheticDictionary]:
     return children, source
 
 
+@register(
+    "absorption",
+    "parent/child feature hierarchies: how often each architecture's parent latent stays silent when a child "
+    "is present (feature absorption)",
+    AbsorptionConfig,
+    quick={"samples": 200_000},
+)
 def run(cfg: AbsorptionConfig, out: Path) -> Result:
     children, source = hierarchy_source(cfg)
-    steps = max(1, cfg.samples // cfg.batch_size)
-    train = SAETrainConfig(
-        steps=steps,
-        batch_size=cfg.batch_size,
-        lr=cfg.lr,
-        lr_decay_steps=steps // 5,
-        sparsity_warm_up_steps=steps // 20,
-        dead_feature_window=steps_for(50_000, cfg.batch_size),
-        seed=cfg.seed,
-    )
+    train = experiment_train_config(cfg)
     x, c = source.sample_with_truth(
         65536, torch.Generator().manual_seed(derive_seed(cfg.seed, "absorption-eval"))
     )

@@ -40,6 +40,23 @@ class MatchedSAE:
     sweep: list[dict[str, float]]  # L0 and coefficient of every swept instance
 
 
+def experiment_train_config(cfg, dead_window_samples: int = 50_000) -> SAETrainConfig:
+    """The SAE training the experiments share: `cfg.samples` examples in batches of
+    `cfg.batch_size` at `cfg.lr`, the learning rate decayed to 0 over the last fifth, the sparsity
+    penalty warmed up over the first twentieth, a latent dead after `dead_window_samples` examples
+    without firing, seeded by `cfg.seed`."""
+    steps = max(1, cfg.samples // cfg.batch_size)
+    return SAETrainConfig(
+        steps=steps,
+        batch_size=cfg.batch_size,
+        lr=cfg.lr,
+        lr_decay_steps=steps // 5,
+        sparsity_warm_up_steps=steps // 20,
+        dead_feature_window=steps_for(dead_window_samples, cfg.batch_size),
+        seed=cfg.seed,
+    )
+
+
 def train_matched(
     arch: str,
     source,

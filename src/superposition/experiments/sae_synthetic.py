@@ -13,16 +13,15 @@ from superposition.config import Config
 from superposition.experiments.base import Result, register
 from superposition.experiments.sae_common import (
     ALL_ARCHITECTURES,
+    experiment_train_config,
     matched_training_bytes,
     metrics_table,
-    steps_for,
     train_matched,
 )
 from superposition.report.html import FigureSpec
 from superposition.sae.config import known_architecture
 from superposition.sae.io import save_sae
 from superposition.sae.sources import SyntheticDictionary
-from superposition.sae.train import SAETrainConfig
 from superposition.viz.sae import density_histogram, metric_bars
 
 COLUMNS = ["mcc", "recovered", "explained_variance", "l0", "frac_dead", "uniqueness", "precision", "recall"]
@@ -70,16 +69,7 @@ def run(cfg: SAESyntheticConfig, out: Path) -> Result:
         cfg.n_features, cfg.d, mean_l0=cfg.k, zipf_exponent=cfg.zipf_exponent, seed=cfg.seed
     )
     archs = ALL_ARCHITECTURES if cfg.architecture == "all" else [cfg.architecture]
-    steps = max(1, cfg.samples // cfg.batch_size)
-    train = SAETrainConfig(
-        steps=steps,
-        batch_size=cfg.batch_size,
-        lr=cfg.lr,
-        lr_decay_steps=steps // 5,
-        sparsity_warm_up_steps=steps // 20,
-        dead_feature_window=steps_for(max(50_000, cfg.samples // 10), cfg.batch_size),
-        seed=cfg.seed,
-    )
+    train = experiment_train_config(cfg, max(50_000, cfg.samples // 10))
     results = [train_matched(a, source, cfg.d, cfg.d_sae, cfg.k, train, source.features) for a in archs]
     for r in results:
         save_sae(r.sae, out / "saes" / r.architecture, r.instance)
@@ -112,7 +102,7 @@ uniform in (0, 1]. Because the true features are known, recovery is measured exa
 the share of true features some latent matches with |cos| ≥ 0.9; <b>precision / recall</b> compare each
 matched
 latent's firing with its feature's presence.</p>
-<p>Every architecture has {cfg.d_sae} latents and is trained on {steps * cfg.batch_size:,} examples at
+<p>Every architecture has {cfg.d_sae} latents and is trained on {train.steps * cfg.batch_size:,} examples at
 matched L0:
 TopK, BatchTopK and Matryoshka use k = {cfg.k}; Standard, Gated and JumpReLU train a sweep of sparsity
 coefficients as instances of one batched SAE, and the one whose L0 is closest to {cfg.k} is kept.</p>
@@ -123,7 +113,7 @@ coefficients as instances of one batched SAE, and the one whose L0 is closest to
         "d": cfg.d,
         "d_sae": cfg.d_sae,
         "target_l0": cfg.k,
-        "training_examples": steps * cfg.batch_size,
+        "training_examples": train.steps * cfg.batch_size,
         "results": {
             r.architecture: {**{k: v for k, v in r.metrics.items() if k != "density"}, "sweep": r.sweep}
             for r in results

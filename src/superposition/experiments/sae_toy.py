@@ -14,6 +14,7 @@ from superposition.experiments.base import Result, register
 from superposition.experiments.sae_common import (
     ALL_ARCHITECTURES,
     evaluate_on_source,
+    experiment_train_config,
     matched_training_bytes,
     metrics_table,
     steps_for,
@@ -73,16 +74,7 @@ def run(cfg: SAEToyConfig, out: Path) -> Result:
     source = _toy_source(cfg)
     F = source.features
     # SAEs of every architecture on the toy model's hidden activations
-    steps = max(1, cfg.samples // cfg.batch_size)
-    train = SAETrainConfig(
-        steps=steps,
-        batch_size=cfg.batch_size,
-        lr=cfg.lr,
-        lr_decay_steps=steps // 5,
-        sparsity_warm_up_steps=steps // 20,
-        dead_feature_window=steps_for(50_000, cfg.batch_size),
-        seed=cfg.seed,
-    )
+    train = experiment_train_config(cfg)
     results = [train_matched(a, source, cfg.d_hidden, cfg.d_sae, cfg.k, train, F) for a in ALL_ARCHITECTURES]
     for r in results:
         save_sae(r.sae, out / "saes" / r.architecture, r.instance)

@@ -13,12 +13,15 @@ from safetensors.torch import save_file
 from superposition.config import Config
 from superposition.experiments.absorption import absorption_rates, hierarchy_source
 from superposition.experiments.base import Result, register
-from superposition.experiments.sae_common import matched_training_bytes, steps_for, train_matched
+from superposition.experiments.sae_common import (
+    experiment_train_config,
+    matched_training_bytes,
+    train_matched,
+)
 from superposition.report.html import FigureSpec
 from superposition.sae import ground_truth as gt
 from superposition.sae.io import save_sae
 from superposition.sae.splitting import compare
-from superposition.sae.train import SAETrainConfig
 from superposition.seeding import derive_seed
 from superposition.viz.sae import training_curves
 
@@ -79,15 +82,7 @@ def family_latents(W_dec, F, children: dict[int, list[int]]) -> dict:
 )
 def run(cfg: SplittingConfig, out: Path) -> Result:
     children, source = hierarchy_source(cfg)
-    steps = max(1, cfg.samples // cfg.batch_size)
-    train = SAETrainConfig(
-        steps=steps,
-        batch_size=cfg.batch_size,
-        lr=cfg.lr,
-        lr_decay_steps=steps // 5,
-        dead_feature_window=steps_for(50_000, cfg.batch_size),
-        seed=cfg.seed,
-    )
+    train = experiment_train_config(cfg)
     x, c = source.sample_with_truth(
         65536, torch.Generator().manual_seed(derive_seed(cfg.seed, "splitting-eval"))
     )
