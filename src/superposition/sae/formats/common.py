@@ -3,16 +3,40 @@ loaded SAE, with one-line errors naming the file, what was expected and what was
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 import torch
 from pydantic import ValidationError
+from safetensors import SafetensorError
+from safetensors.torch import load_file
 from torch import Tensor
 
 from superposition.config import describe_validation_error
 from superposition.errors import SuperpositionError
 from superposition.sae import ARCHITECTURES, BatchedSAE, SAEConfig, make_sae
+
+
+def read_json_object(path: Path) -> dict:
+    """A config file's JSON object, or a one-line error naming the file."""
+    try:
+        raw = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise SuperpositionError(f"{path}: not valid JSON ({err.msg} at line {err.lineno})") from None
+    except UnicodeDecodeError:
+        raise SuperpositionError(f"{path}: not UTF-8 text") from None
+    if not isinstance(raw, dict):
+        raise SuperpositionError(f"{path}: expected a JSON object")
+    return raw
+
+
+def read_safetensors(path: Path) -> dict[str, Tensor]:
+    """A weights file's tensors, or a one-line error naming the file."""
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as err:
+        raise SuperpositionError(f"{path}: not a readable safetensors file ({err})") from None
 
 
 def build_sae(

@@ -15,7 +15,6 @@ to run code to be unpickled is refused, never executed.
 
 from __future__ import annotations
 
-import json
 import pickle
 import warnings
 from pathlib import Path
@@ -25,7 +24,11 @@ from torch import Tensor
 
 from superposition.errors import SuperpositionError
 from superposition.sae import BatchedSAE
-from superposition.sae.formats.common import build_sae, hook_from_module_path
+from superposition.sae.formats.common import (
+    build_sae,
+    hook_from_module_path,
+    read_json_object,
+)
 
 WEIGHTS = "ae.pt"
 CONFIG = "config.json"
@@ -37,11 +40,7 @@ def is_folder(path: Path) -> bool:
 
 def read(folder: Path) -> BatchedSAE:
     cfg_path, w_path = folder / CONFIG, folder / WEIGHTS
-    try:
-        raw = json.loads(cfg_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise SuperpositionError(f"{cfg_path}: not valid JSON ({err})") from None
-    trainer = raw.get("trainer") if isinstance(raw, dict) else None
+    trainer = read_json_object(cfg_path).get("trainer")
     if not isinstance(trainer, dict) or "dict_class" not in trainer:
         raise SuperpositionError(f"{cfg_path}: no trainer.dict_class (dictionary_learning's config names it)")
     sd = _state_dict(w_path)

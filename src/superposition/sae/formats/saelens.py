@@ -22,8 +22,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import Tensor
 
 from superposition.errors import SuperpositionError
@@ -33,6 +32,8 @@ from superposition.sae.formats.common import (
     build_sae,
     fold_decoder_norms,
     hook_from_module_path,
+    read_json_object,
+    read_safetensors,
 )
 
 WEIGHTS = "sae_weights.safetensors"
@@ -89,18 +90,7 @@ def write(sae: BatchedSAE, folder: Path, instance: int = 0, extra: dict | None =
 # ---------------------------------------------------------------------- reading
 def read(folder: Path) -> BatchedSAE:
     cfg_path, w_path = folder / CONFIG, folder / WEIGHTS
-    try:
-        raw = json.loads(cfg_path.read_text())
-    except json.JSONDecodeError as err:
-        raise SuperpositionError(f"{cfg_path}: not valid JSON ({err.msg} at line {err.lineno})") from None
-    except UnicodeDecodeError:
-        raise SuperpositionError(f"{cfg_path}: not UTF-8 text") from None
-    if not isinstance(raw, dict):
-        raise SuperpositionError(f"{cfg_path}: expected a JSON object")
-    try:
-        tensors = load_file(str(w_path))
-    except (SafetensorError, OSError, ValueError) as err:
-        raise SuperpositionError(f"{w_path}: not a readable safetensors file ({err})") from None
+    raw, tensors = read_json_object(cfg_path), read_safetensors(w_path)
     values, tensors, metadata = _translate(raw, tensors, cfg_path)
     return build_sae(values, tensors, folder, metadata)
 

@@ -15,12 +15,16 @@ import json
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from superposition.errors import SuperpositionError
 from superposition.sae import BatchedSAE
-from superposition.sae.formats.common import build_sae, hook_from_module_path
+from superposition.sae.formats.common import (
+    build_sae,
+    hook_from_module_path,
+    read_json_object,
+    read_safetensors,
+)
 
 WEIGHTS = "sae.safetensors"
 CONFIG = "cfg.json"
@@ -37,14 +41,7 @@ def hook_folders(path: Path) -> list[Path]:
 
 def read(folder: Path) -> BatchedSAE:
     cfg_path, w_path = folder / CONFIG, folder / WEIGHTS
-    try:
-        raw = json.loads(cfg_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise SuperpositionError(f"{cfg_path}: not valid JSON ({err})") from None
-    try:
-        t = load_file(str(w_path))
-    except (SafetensorError, OSError, ValueError) as err:
-        raise SuperpositionError(f"{w_path}: not a readable safetensors file ({err})") from None
+    raw, t = read_json_object(cfg_path), read_safetensors(w_path)
     if raw.get("activation", "topk") != "topk":
         raise SuperpositionError(f"{cfg_path}: activation {raw.get('activation')!r}: only topk is supported")
     if raw.get("transcode") or raw.get("skip_connection"):
