@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import sys
 import tempfile
 import time
@@ -27,6 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_sae_topk import run_worker  # noqa: E402
+from measure import peak_rss_mib  # noqa: E402
 from peers import python_of  # noqa: E402
 
 HOOK = "blocks.6.hook_resid_post"
@@ -75,7 +75,7 @@ def ours_worker(docs: str, out_dir: str, tokens: int) -> None:
                 "model_seconds": model_seconds[0],
                 "tokens": trainer.step * cfg.batch_size_tokens,
                 "threads": torch.get_num_threads(),
-                "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                "peak_rss_mib": peak_rss_mib(),
             }
         )
     )

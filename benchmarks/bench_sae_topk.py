@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import tempfile
@@ -33,6 +32,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from measure import peak_rss_mib  # noqa: E402
 from peers import python_of  # noqa: E402
 
 D_SAE, K, BATCH, LR = 2048, 8, 1024, 5e-3
@@ -70,7 +70,7 @@ def ours_worker(data_path: str, out_path: str, seed: int) -> None:
                 "seconds": seconds,
                 "samples": trainer.step * BATCH,
                 "threads": torch.get_num_threads(),
-                "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                "peak_rss_mib": peak_rss_mib(),
             }
         )
     )

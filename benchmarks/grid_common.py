@@ -3,21 +3,13 @@ environment): held-out evaluation in batches, peak memory, and the one JSON line
 Only torch and safetensors, which every environment has."""
 
 import json
-import resource
 
 import torch
 from safetensors.torch import save_file
 
+from measure import peak_rss_mib
+
 BATCH, LR, DEAD_WINDOW_STEPS = 1024, 5e-4, 20
-
-
-def peak_rss_mib() -> float:
-    """This process's peak resident memory (VmHWM): unlike ru_maxrss, it does not inherit the
-    peak of the parent that started it."""
-    for line in open("/proc/self/status"):
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 @torch.no_grad()

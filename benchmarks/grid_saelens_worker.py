@@ -22,11 +22,10 @@ from sae_lens import (
     TopKTrainingSAE,
     TopKTrainingSAEConfig,
 )
-from sae_lens.config import LoggingConfig, SAETrainerConfig
-from sae_lens.training.sae_trainer import SAETrainer
 from safetensors.torch import load_file
 
 from grid_common import BATCH, DEAD_WINDOW_STEPS, LR, held_out_fvu_l0, report_run
+from saelens_common import make_trainer
 
 data, out, arch, d_sae, k, steps, seeds = sys.argv[1:8]
 d_sae, k, steps = int(d_sae), int(k), int(steps)
@@ -34,19 +33,6 @@ coefficient = float(sys.argv[8]) if len(sys.argv) > 8 else 1.0
 tensors = load_file(data)
 x, held_out = tensors["train"], tensors["eval"]
 d_in = x.shape[1]
-
-
-class Batches:
-    def __init__(self):
-        self.pos = 0
-
-    def __iter__(self):
-        return self
-
-    def __next__(self):
-        b = x[self.pos : self.pos + BATCH]
-        self.pos = (self.pos + BATCH) % (x.shape[0] - BATCH + 1)
-        return b
 
 
 def run(seed: int) -> None:
@@ -60,14 +46,7 @@ def run(seed: int) -> None:
         sae = StandardTrainingSAE(StandardTrainingSAEConfig(**common, l1_coefficient=coefficient))
     else:
         sae = JumpReLUTrainingSAE(JumpReLUTrainingSAEConfig(**common, l0_coefficient=coefficient))
-    cfg = SAETrainerConfig(
-        n_checkpoints=0, checkpoint_path=None, save_final_checkpoint=False, total_training_samples=steps * BATCH,
-        device="cpu", autocast=False, lr=LR, lr_end=LR, lr_scheduler_name="constant", lr_warm_up_steps=0,
-        adam_beta1=0.9, adam_beta2=0.999, lr_decay_steps=0, n_restart_cycles=1, train_batch_size_samples=BATCH,
-        feature_sampling_window=10**9, dead_feature_window=DEAD_WINDOW_STEPS,
-        logger=LoggingConfig(log_to_wandb=False, eval_every_n_wandb_logs=2**31 - 1), n_batches_for_norm_estimate=10,
-    )  # fmt: skip
-    trainer = SAETrainer(cfg=cfg, sae=sae, data_provider=Batches(), save_checkpoint_fn=lambda path: None)
+    trainer = make_trainer(sae, x, steps * BATCH, BATCH, LR, DEAD_WINDOW_STEPS, feature_sampling_window=10**9)
     start = time.perf_counter()
     trainer.fit()
     seconds = time.perf_counter() - start

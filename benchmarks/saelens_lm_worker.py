@@ -8,7 +8,6 @@ total seconds, seconds spent running the model for activations, tokens.
 """
 
 import json
-import resource
 import sys
 import time
 
@@ -21,6 +20,8 @@ from sae_lens import (
     TopKTrainingSAEConfig,
 )
 from sae_lens.training.activations_store import ActivationsStore
+
+from measure import peak_rss_mib
 
 model_dir, docs, out_dir, tokens = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
 torch.manual_seed(0)
@@ -78,7 +79,7 @@ print(
             "model_seconds": model_seconds[0],
             "tokens": tokens,
             "threads": torch.get_num_threads(),
-            "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "peak_rss_mib": peak_rss_mib(),
         }
     )
 )
