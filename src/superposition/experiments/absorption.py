@@ -29,11 +29,20 @@ from superposition.viz.sae import metric_bars
 COLUMNS = ["absorption", "parent_miss_without_child", "excess_absorption", "mcc", "explained_variance", "l0"]
 
 
-class AbsorptionConfig(Config):
+class HierarchyConfig(Config):
+    """The feature hierarchy that absorption and splitting share."""
+
     n_parents: int = Field(8, gt=0, description="parent features, the most frequent ones")
     children_per_parent: int = Field(3, gt=0, description="children of each parent (fire only with it)")
     n_other: int = Field(40, ge=0, description="independent features besides the hierarchy")
     d: int = Field(32, gt=0, description="dimension of the activations")
+
+    @property
+    def n_features(self) -> int:
+        return self.n_parents * (1 + self.children_per_parent) + self.n_other
+
+
+class AbsorptionConfig(HierarchyConfig):
     d_sae: int = Field(128, gt=0, description="latents of each SAE")
     k: int = Field(3, gt=0, description="target L0")
     samples: int = Field(600_000, gt=0, description="training examples per SAE")
@@ -44,22 +53,20 @@ class AbsorptionConfig(Config):
     )
 
     def memory_needed(self) -> int:
-        n_features = self.n_parents * (1 + self.children_per_parent) + self.n_other
-        return matched_training_bytes(self.d, self.d_sae, self.batch_size, n_features)
+        return matched_training_bytes(self.d, self.d_sae, self.batch_size, self.n_features)
 
 
-def hierarchy_source(cfg) -> tuple[dict[int, list[int]], SyntheticDictionary]:
-    """The parent → children map and the synthetic dictionary of an experiment with `n_parents`,
-    `children_per_parent`, `n_other`, `d`, `k` and `seed` (absorption, splitting). Features are
+def hierarchy_source(cfg: HierarchyConfig) -> tuple[dict[int, list[int]], SyntheticDictionary]:
+    """The parent → children map and the synthetic dictionary of a hierarchy config that also has
+    `k` and `seed` (absorption, splitting). Features are
     numbered parents first, then each parent's children, then the independent ones; the Zipf
     order makes the parents the most frequent features."""
     children = {
         p: [cfg.n_parents + p * cfg.children_per_parent + c for c in range(cfg.children_per_parent)]
         for p in range(cfg.n_parents)
     }
-    n_features = cfg.n_parents * (1 + cfg.children_per_parent) + cfg.n_other
     source = SyntheticDictionary(
-        n_features, cfg.d, mean_l0=cfg.k, zipf_exponent=0.6, hierarchy=children, seed=cfg.seed
+        cfg.n_features, cfg.d, mean_l0=cfg.k, zipf_exponent=0.6, hierarchy=children, seed=cfg.seed
     )
     return children, source
 

@@ -10,8 +10,7 @@ import torch
 from pydantic import Field, field_validator
 from safetensors.torch import save_file
 
-from superposition.config import Config
-from superposition.experiments.absorption import absorption_rates, hierarchy_source
+from superposition.experiments.absorption import HierarchyConfig, absorption_rates, hierarchy_source
 from superposition.experiments.base import Result, register
 from superposition.experiments.sae_common import (
     experiment_train_config,
@@ -31,11 +30,7 @@ COLUMNS = [
 ]  # fmt: skip
 
 
-class SplittingConfig(Config):
-    n_parents: int = Field(8, gt=0, description="parent features, the most frequent ones")
-    children_per_parent: int = Field(3, gt=0, description="children of each parent (fire only with it)")
-    n_other: int = Field(40, ge=0, description="independent features besides the hierarchy")
-    d: int = Field(32, gt=0, description="dimension of the activations")
+class SplittingConfig(HierarchyConfig):
     widths: list[int] = Field([8, 16, 32, 64, 128], description="d_sae of each SAE, increasing")
     k: int = Field(3, gt=0, description="k of every (TopK) SAE")
     samples: int = Field(400_000, gt=0, description="training examples per SAE")
@@ -53,8 +48,7 @@ class SplittingConfig(Config):
         return v
 
     def memory_needed(self) -> int:
-        n_features = self.n_parents * (1 + self.children_per_parent) + self.n_other
-        return matched_training_bytes(self.d, max(self.widths), self.batch_size, n_features)
+        return matched_training_bytes(self.d, max(self.widths), self.batch_size, self.n_features)
 
 
 def family_latents(W_dec, F, children: dict[int, list[int]]) -> dict:

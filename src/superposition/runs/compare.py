@@ -15,43 +15,17 @@ from pathlib import Path
 
 from superposition.errors import SuperpositionError
 from superposition.files import resolve_out, staged_directory, write_json
-from superposition.sae import BatchedSAE
+from superposition.runs.resolve import load_single_sae
 from superposition.sae.splitting import compare
 
 KIND = "compare-saes"
-
-
-def load_for_comparison(path: str | Path, label: str) -> BatchedSAE:
-    """The SAE at `path`: a train-sae run (its sae/ folder) or any readable SAE folder or file."""
-    from superposition.sae.formats import load
-
-    p = Path(path).expanduser() if not str(path).startswith("hf://") else None
-    if p is not None and not p.exists():
-        raise SuperpositionError(f"{label} {p}: no such file or folder")
-    if p is not None and (p / "saes").is_dir() and not (p / "cfg.json").exists():
-        names = sorted(q.name for q in (p / "saes").iterdir() if q.is_dir())
-        raise SuperpositionError(
-            f"{label} {p}: an experiment run holds several SAEs; give one folder, "
-            f"e.g. {p / 'saes' / names[0]}"
-            if names
-            else f"{label} {p}: saes/ holds no SAE"
-        )
-    if p is not None and (p / "sae" / "cfg.json").is_file():
-        p = p / "sae"
-    try:
-        sae = load(p if p is not None else path)
-    except SuperpositionError as err:
-        raise SuperpositionError(f"{label}: {err}") from None
-    if sae.n_instances != 1:
-        raise SuperpositionError(f"{label} {path}: holds {sae.n_instances} SAEs; give one")
-    return sae
 
 
 def compare_saes(a_path: str, b_path: str, out: str | Path, threshold: float = 0.7) -> Path:
     if not 0.0 < threshold < 1.0:
         raise SuperpositionError(f"--threshold: must be between 0 and 1, got {threshold}")
     out = resolve_out(out)
-    a, b = load_for_comparison(a_path, "A"), load_for_comparison(b_path, "B")
+    a, b = load_single_sae(a_path, "A"), load_single_sae(b_path, "B")
     r = compare(a, b, threshold)
     summary = {"a": str(a_path), "b": str(b_path), **r["summary"]}
     from superposition.viz.sae import splitting_figure

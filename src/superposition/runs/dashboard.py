@@ -23,6 +23,7 @@ from superposition.files import resolve_out
 from superposition.lm import analysis as an
 from superposition.lm.store import ActivationStore
 from superposition.report.dashboard import LatentPage, TokenSpan, write_dashboard
+from superposition.runs.resolve import experiment_sae
 from superposition.runs.train_sae import LMRun, load_run
 from superposition.sae.ground_truth import best_matches, cosine_matrix
 from superposition.sae.io import load_sae
@@ -135,13 +136,9 @@ def _lm_dashboard(run: LMRun, out: Path, n_seq: int, max_latents: int | None, to
 
 
 def _toy_dashboard(run: Path, out: Path, sae_name: str | None, max_latents: int | None) -> Path:
-    names = sorted(p.name for p in (run / "saes").iterdir() if (p / "cfg.json").is_file())
-    if not names:
-        raise SuperpositionError(f"RUN_DIR {run}: saes/ holds no SAE")
-    name = sae_name or names[0]
-    if name not in names:
-        raise SuperpositionError(f"--sae {name!r}: not in this run; choose one of {', '.join(names)}")
-    sae = load_sae(run / "saes" / name)
+    folder = experiment_sae(run, sae_name)
+    name = folder.name
+    sae = load_sae(folder)
     F = load_file(str(run / "ground_truth.safetensors"))["features"]
     if F.ndim == 3:  # one feature set per toy-model instance: use the SAE's own
         F = F[int(json.loads((run / "saes" / name / "cfg.json").read_text()).get("instance", 0))]

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from superposition.errors import SuperpositionError
 from superposition.files import resolve_out, staged_directory, write_json
-from superposition.runs.compare import load_for_comparison
+from superposition.runs.resolve import experiment_sae, experiment_saes, load_single_sae
 from superposition.sae import BatchedSAE
 
 KIND = "meta-sae"
@@ -18,17 +18,12 @@ KIND = "meta-sae"
 
 def _base_sae(run_dir: str, sae_name: str | None) -> tuple[BatchedSAE, str]:
     p = Path(run_dir).expanduser()
-    if p.is_dir() and (p / "saes").is_dir() and not (p / "cfg.json").exists():
-        names = sorted(q.name for q in (p / "saes").iterdir() if q.is_dir())
-        if not names:
-            raise SuperpositionError(f"RUN_DIR {p}: saes/ holds no SAE")
-        name = sae_name or names[0]
-        if name not in names:
-            raise SuperpositionError(f"--sae {name}: not in {p / 'saes'}; available: {', '.join(names)}")
-        return load_for_comparison(p / "saes" / name, "RUN_DIR"), str(p / "saes" / name)
+    if experiment_saes(p) is not None:
+        folder = experiment_sae(p, sae_name)
+        return load_single_sae(folder, "RUN_DIR"), str(folder)
     if sae_name is not None:
         raise SuperpositionError("--sae: only for an experiment run (a folder with saes/)")
-    return load_for_comparison(run_dir, "RUN_DIR"), str(run_dir)
+    return load_single_sae(run_dir, "RUN_DIR"), str(run_dir)
 
 
 def meta_sae(
