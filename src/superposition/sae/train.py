@@ -158,11 +158,14 @@ class SAETrainer:
         c = Σ⟨x − b_dec, f W_dec⟩ / Σ‖f W_dec‖² over the initialisation batch."""
         sae = self.sae
         weight = sae.encoder_param()
-        if weight is None or sae.initial_latents(x[:1]) is None:
+        if weight is None:  # tied to the decoder
             return
         num = den = 0.0
         for chunk in x.split(self.cfg.batch_size):  # (rows, d_sae) at a time: no more than a step's memory
-            r = torch.bmm(sae.initial_latents(chunk).transpose(0, 1), sae.W_dec)  # (inst, rows, d_in)
+            z = sae.initial_latents(chunk)
+            if z is None:  # latents that do not scale with W_enc: leave it as initialised
+                return
+            r = torch.bmm(z.transpose(0, 1), sae.W_dec)  # (inst, rows, d_in)
             target = (sae._normalize(chunk) - sae.b_dec).transpose(0, 1)
             num = num + (target * r).sum((1, 2))
             den = den + r.square().sum((1, 2))
