@@ -8,6 +8,8 @@
     superposition dashboard SAE --out SITE [--model M] [--hook H] [--sequences N] [--latents N] [--sae NAME]
     superposition analyze SAE --prompt TEXT [--model M] [--hook H] [--token TOKEN] [--top N]
     superposition convert SRC --to saelens|sparsify --out DST
+    superposition compare-saes A B --out DIR [--threshold T]
+    superposition meta-sae RUN_DIR --out DIR [--width N] [--k K] [--steps N] [--lr LR] [--sae NAME]
 
 Each command is one `_cmd_*` function; the work itself lives in superposition.experiments and
 superposition.runs. Bad input exits with code 2 and a one-line message, never a traceback.
