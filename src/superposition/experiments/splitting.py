@@ -56,9 +56,10 @@ def family_latents(W_dec, F, children: dict[int, list[int]]) -> dict:
     row is most aligned with; a parent's family is the parent and its children. Returns the mean
     number of latents per family, and the fractions of parents and of children that some latent
     matches at |cos| ≥ 0.9."""
-    best, _ = gt.best_matches(W_dec, F)
+    cos = gt.cosine_matrix(W_dec, F).abs()  # (d_sae, n_features)
+    best = cos.argmax(1)  # each latent's feature, as gt.best_matches
     per_family = [int(torch.isin(best, torch.tensor([p, *cs])).sum()) for p, cs in children.items()]
-    cos = gt.cosine_matrix(W_dec, F).abs().amax(0)
+    cos = cos.amax(0)  # each feature's best latent
     kids = [c for cs in children.values() for c in cs]
     return {
         "latents_per_family": sum(per_family) / len(per_family),
@@ -99,9 +100,9 @@ def run(cfg: SplittingConfig, out: Path) -> Result:
             "frac_split_from_previous": float("nan"),
         }
         if previous is not None:
-            row["frac_split_from_previous"] = compare(previous, r.sae, 0.7)["summary"]["frac_narrow_split"]
+            row["frac_split_from_previous"] = compare(previous, W, 0.7)["summary"]["frac_narrow_split"]
         save_sae(r.sae, out / "saes" / f"topk-{width}", r.instance)
-        previous = _single(r.sae, r.instance)
+        previous = W
         rows.append(row)
     save_file({"features": F.contiguous()}, str(out / "ground_truth.safetensors"))
     w = {k: max(len(k), 8) for k in COLUMNS}
@@ -140,13 +141,3 @@ two or more of the wider one's latents have as nearest neighbour.</p>
     }
     summary = {"hierarchy": {str(p): cs for p, cs in children.items()}, "widths": rows}
     return Result("Feature splitting across SAE widths", explanation, summary, figures, highlights)
-
-
-def _single(sae, instance: int):
-    """The kept instance as a one-instance SAE (compare-saes takes one SAE each)."""
-    from superposition.sae import SAEConfig, make_sae
-
-    one = make_sae(SAEConfig(**{**sae.cfg.model_dump(), "n_instances": 1}))
-    with torch.no_grad():
-        one.W_dec.copy_(sae.W_dec[instance : instance + 1])
-    return one

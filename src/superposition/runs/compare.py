@@ -26,7 +26,7 @@ def compare_saes(a_path: str, b_path: str, out: str | Path, threshold: float = 0
         raise SuperpositionError(f"--threshold: must be between 0 and 1, got {threshold}")
     out = resolve_out(out)
     a, b = load_single_sae(a_path, "A"), load_single_sae(b_path, "B")
-    r = compare(a, b, threshold)
+    r = compare(a.W_dec[0], b.W_dec[0], threshold)
     summary = {"a": str(a_path), "b": str(b_path), **r["summary"]}
     from superposition.viz.sae import splitting_figure
 

@@ -8,7 +8,6 @@ import torch
 from torch import Tensor
 
 from superposition.errors import SuperpositionError
-from superposition.sae.base import BatchedSAE
 
 CHUNK = 4096  # wide latents per block of the cosine matrix: memory O(CHUNK · d_sae_narrow)
 
@@ -27,18 +26,18 @@ def nearest(wide: Tensor, narrow: Tensor) -> tuple[Tensor, Tensor]:
     return torch.cat(idx), torch.cat(best)
 
 
-def compare(a: BatchedSAE, b: BatchedSAE, threshold: float) -> dict:
-    """The comparison's numbers: nearest narrow latent and cosine per wide latent, families, and
-    the summary (see the module docstring)."""
-    if a.cfg.d_in != b.cfg.d_in:
+def compare(a: Tensor, b: Tensor, threshold: float) -> dict:
+    """The comparison's numbers for two decoders A and B (d_sae, d_in): nearest narrow latent and
+    cosine per wide latent, families, and the summary (see the module docstring)."""
+    if a.shape[1] != b.shape[1]:
         raise SuperpositionError(
-            f"B: d_in {b.cfg.d_in} differs from A's {a.cfg.d_in}; compare-saes needs SAEs of the same d_in"
+            f"B: d_in {b.shape[1]} differs from A's {a.shape[1]}; compare-saes needs SAEs of the same d_in"
         )
-    wide_is = "A" if a.cfg.d_sae > b.cfg.d_sae else "B"
+    wide_is = "A" if a.shape[0] > b.shape[0] else "B"
     wide, narrow = (a, b) if wide_is == "A" else (b, a)
     with torch.no_grad():
-        idx, cos = nearest(wide.W_dec[0].float().cpu(), narrow.W_dec[0].float().cpu())
-    m_n = narrow.cfg.d_sae
+        idx, cos = nearest(wide.float().cpu(), narrow.float().cpu())
+    m_n = narrow.shape[0]
     sizes = torch.bincount(idx, minlength=m_n)
     novel = cos < threshold
     hist = torch.bincount(sizes)
@@ -49,8 +48,8 @@ def compare(a: BatchedSAE, b: BatchedSAE, threshold: float) -> dict:
         "sizes": sizes,
         "summary": {
             "wide": wide_is,
-            "d_in": a.cfg.d_in,
-            "d_sae_wide": wide.cfg.d_sae,
+            "d_in": a.shape[1],
+            "d_sae_wide": wide.shape[0],
             "d_sae_narrow": m_n,
             "threshold": threshold,
             "frac_novel": novel.float().mean().item(),
