@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from peers import run_in  # noqa: E402
 from superposition.sae import SAEConfig, make_sae  # noqa: E402
 from superposition.sae.formats import save  # noqa: E402
-from superposition.sae.io import load_sae, save_sae  # noqa: E402
+from superposition.sae.io import load_sae  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 D, M, K = 16, 64, 4
@@ -92,45 +92,49 @@ OUR_CASES = {
 }
 
 
-def saelens(root: Path, x: torch.Tensor) -> None:
-    run_in("saelens", str(HERE / "formats_saelens_worker.py"), "write", str(root))
-    for folder in sorted(p for p in (root / "saelens").iterdir() if p.is_dir()):
-        compare("SAELens wrote, we read", "SAELens 6.54.12", folder.name, ours_outputs(load_sae(folder), x),
-                load_file(str(root / "saelens" / f"{folder.name}.out.safetensors")))  # fmt: skip
+def they_wrote(peer: str, library: str, root: Path, x: torch.Tensor) -> None:
+    """The peer's worker writes SAEs (one folder each, with its own outputs on x); we read each
+    and compare outputs."""
+    run_in(peer, str(HERE / f"formats_{peer}_worker.py"), "write", str(root))
+    for folder in sorted(p for p in (root / peer).iterdir() if p.is_dir()):
+        theirs = load_file(str(root / peer / f"{folder.name}.out.safetensors"))
+        compare(
+            f"{library.split()[0]} wrote, we read",
+            library,
+            folder.name,
+            ours_outputs(load_sae(folder), x),
+            theirs,
+        )
+
+
+def we_wrote(peer: str, library: str, root: Path, x: torch.Tensor, saes: dict, to: str) -> None:
+    """We write each SAE in the peer's layout (`to`) under root/ours_<peer>/; the peer's worker
+    reads them and computes its outputs on x; we compare them with ours."""
     ours = {}
-    for n, (case, (arch, kw)) in enumerate(OUR_CASES.items()):
-        sae = _random_sae(arch, 400 + n, **kw)
-        save_sae(sae, root / "ours" / case)
+    for case, sae in saes.items():
+        save(sae, root / f"ours_{peer}" / case, to=to)
         ours[case] = ours_outputs(sae, x)
-    run_in("saelens", str(HERE / "formats_saelens_worker.py"), "read", str(root))
+    run_in(peer, str(HERE / f"formats_{peer}_worker.py"), "read", str(root))
     for case, out in ours.items():
-        compare("we wrote, SAELens read", "SAELens 6.54.12", case, out,
-                load_file(str(root / "ours" / f"{case}.saelens.safetensors")))  # fmt: skip
+        theirs = load_file(str(root / f"ours_{peer}" / f"{case}.{to}.safetensors"))
+        compare(f"we wrote, {library.split()[0]} read", library, case, out, theirs)
+
+
+def saelens(root: Path, x: torch.Tensor) -> None:
+    they_wrote("saelens", "SAELens 6.54.12", root, x)
+    saes = {case: _random_sae(arch, 400 + n, **kw) for n, (case, (arch, kw)) in enumerate(OUR_CASES.items())}
+    we_wrote("saelens", "SAELens 6.54.12", root, x, saes, to="saelens")
 
 
 def sparsify(root: Path, x: torch.Tensor) -> None:
-    run_in("sparsify", str(HERE / "formats_sparsify_worker.py"), "write", str(root))
-    for folder in sorted(p for p in (root / "sparsify").iterdir() if p.is_dir()):
-        compare("sparsify wrote, we read", "sparsify 1.3.3", folder.name, ours_outputs(load_sae(folder), x),
-                load_file(str(root / "sparsify" / f"{folder.name}.out.safetensors")))  # fmt: skip
-    ours = {}
-    for n, (case, kw) in enumerate(
-        {"topk": {}, "topk_no_b_dec_on_input": {"apply_b_dec_to_input": False}}.items()
-    ):
-        sae = _random_sae("topk", 500 + n, **kw)
-        save(sae, root / "ours_sparsify" / case, to="sparsify")
-        ours[case] = ours_outputs(sae, x)
-    run_in("sparsify", str(HERE / "formats_sparsify_worker.py"), "read", str(root))
-    for case, out in ours.items():
-        compare("we wrote, sparsify read", "sparsify 1.3.3", case, out,
-                load_file(str(root / "ours_sparsify" / f"{case}.sparsify.safetensors")))  # fmt: skip
+    they_wrote("sparsify", "sparsify 1.3.3", root, x)
+    cases = {"topk": {}, "topk_no_b_dec_on_input": {"apply_b_dec_to_input": False}}
+    saes = {case: _random_sae("topk", 500 + n, **kw) for n, (case, kw) in enumerate(cases.items())}
+    we_wrote("sparsify", "sparsify 1.3.3", root, x, saes, to="sparsify")
 
 
 def dictlearn(root: Path, x: torch.Tensor) -> None:
-    run_in("dictlearn", str(HERE / "formats_dictlearn_worker.py"), "write", str(root))
-    for folder in sorted(p for p in (root / "dictlearn").iterdir() if p.is_dir()):
-        compare("dictionary_learning wrote, we read", "dictionary_learning 0.1.0", folder.name,
-                ours_outputs(load_sae(folder), x), load_file(str(root / "dictlearn" / f"{folder.name}.out.safetensors")))  # fmt: skip
+    they_wrote("dictlearn", "dictionary_learning 0.1.0", root, x)
 
 
 def gemma_scope(root: Path, x: torch.Tensor) -> None:

@@ -2,8 +2,8 @@
 
     python formats_saelens_worker.py write DIR   SAELens writes one SAE folder per case into DIR/saelens/
                                                  and its own outputs on DIR/x.safetensors beside each
-    python formats_saelens_worker.py read DIR    SAELens loads every folder in DIR/ours/ and writes its
-                                                 outputs beside each (DIR/ours/<case>.saelens.safetensors)
+    python formats_saelens_worker.py read DIR    SAELens loads every folder in DIR/ours_saelens/ and writes its
+                                                 outputs beside each (DIR/ours_saelens/<case>.saelens.safetensors)
 
 Outputs are z = sae.encode(x) and x_hat = sae.decode(z), SAELens's inference API.
 """
@@ -102,14 +102,14 @@ def write(root: Path) -> None:
 
 def read(root: Path) -> None:
     x = load_file(str(root / "x.safetensors"))["x"]
-    for folder in sorted(p for p in (root / "ours").iterdir() if p.is_dir()):
+    for folder in sorted(p for p in (root / "ours_saelens").iterdir() if p.is_dir()):
         sae = SAE.load_from_disk(folder)
         z_shaped = sae.cfg.reshape_activations == "hook_z"
         xin = x.reshape(x.shape[0], HEADS, D // HEADS) if z_shaped else x
         out = outputs(sae, xin)
         if z_shaped:
             out = {k: v.reshape(x.shape[0], -1).contiguous() for k, v in out.items()}
-        save_file(out, str(root / "ours" / f"{folder.name}.saelens.safetensors"))
+        save_file(out, str(root / "ours_saelens" / f"{folder.name}.saelens.safetensors"))
         print(folder.name, type(sae).__name__)
 
 
