@@ -4,10 +4,8 @@ resumed each time ends with weights bit-identical to an uninterrupted run."""
 
 import os
 import random
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -16,6 +14,7 @@ from safetensors.torch import load_file
 
 from superposition.errors import SuperpositionError
 from superposition.sae import checkpoint
+from tests.reliability.kill import kill_after
 
 WORKER = Path(__file__).with_name("drill_worker.py")
 
@@ -85,22 +84,12 @@ def _drill(tmp_path: Path, kills_wanted: int, seed: int, steps: int = 40) -> tup
     rng = random.Random(seed)
     kills = landed = mid_write = 0
     for _ in range(kills_wanted + 20):
-        started = time.monotonic()
         proc = subprocess.Popen([sys.executable, str(WORKER), str(ckpt), str(out), str(steps)], env=env,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
         if kills < kills_wanted:
             # wait for the first new checkpoint of this attempt, then a random time within training
             before = checkpoint.latest_step(ckpt)
-            while (
-                proc.poll() is None
-                and checkpoint.latest_step(ckpt) == before
-                and time.monotonic() - started < 60
-            ):
-                time.sleep(0.005)
-            time.sleep(rng.uniform(0.0, 0.8))
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGKILL)
-                proc.wait()
+            if kill_after(proc, lambda before=before: checkpoint.latest_step(ckpt) != before, 60, 0.8, rng):
                 kills += 1
                 landed += checkpoint.latest_step(ckpt) is not None
                 names = sorted(p.name for p in ckpt.iterdir())

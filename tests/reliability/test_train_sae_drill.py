@@ -5,10 +5,8 @@ damaged cache shard is rebuilt, never read."""
 import json
 import os
 import random
-import signal
 import subprocess
 import sys
-import time
 
 import pytest
 import torch
@@ -16,6 +14,7 @@ from safetensors.torch import load_file
 
 from superposition.sae import checkpoint
 from tests.conftest import TINY
+from tests.reliability.kill import kill_after
 
 
 def _args(out, cache):
@@ -46,16 +45,13 @@ def test_train_sae_killed_at_random_moments_resumes_to_the_same_sae(tmp_path, ti
         )
         proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         if kills < 6:
-            before, started = checkpoint.latest_step(out / "checkpoint"), time.monotonic()
-            while proc.poll() is None and time.monotonic() - started < 120:
-                shards = len(list(cache.glob("shard_*.safetensors"))) if cache.is_dir() else 0
-                if checkpoint.latest_step(out / "checkpoint") != before or (kills < 2 and shards):
-                    break
-                time.sleep(0.01)
-            time.sleep(rng.uniform(0.0, 0.6))
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGKILL)
-                proc.wait()
+            before = checkpoint.latest_step(out / "checkpoint")
+
+            def ready(before=before, early=kills < 2):
+                shards = cache.is_dir() and any(cache.glob("shard_*.safetensors"))
+                return checkpoint.latest_step(out / "checkpoint") != before or (early and shards)
+
+            if kill_after(proc, ready, 120, 0.6, rng):
                 kills += 1
                 continue
         _, err = proc.communicate(timeout=300)
