@@ -10,6 +10,7 @@
    uncentred input, folded on writing).
 4. dictionary_learning 0.1.0 writes every dict_class (its own classes, in its own environment);
    we load each.
+   Transcoders too (ReLU, JumpReLU and BatchTopK, with and without a skip W_skip), both ways.
 5. Gemma Scope: params.npz written from its published specification, compared with the published
    forward pass (pre = x W_enc + b_enc; z = 1[pre > θ] ReLU(pre); x̂ = z W_dec + b_dec).
 
@@ -60,7 +61,11 @@ def compare(direction: str, library: str, case: str, ours: dict, theirs: dict) -
 
 def _random_sae(arch: str, seed: int, **kw) -> object:
     cfg = {"architecture": arch, "d_in": D, "d_sae": M, **kw}
-    if arch in ("topk", "batchtopk", "matryoshka"):
+    if arch in ("topk", "batchtopk", "matryoshka") or kw.get("sparsity") in (
+        "topk",
+        "batchtopk",
+        "matryoshka",
+    ):
         cfg["k"] = K
     sae = make_sae(SAEConfig.build(cfg), torch.Generator().manual_seed(seed))
     g = torch.Generator().manual_seed(seed + 1)
@@ -89,6 +94,12 @@ OUR_CASES = {
     "topk": ("topk", {}),
     "batchtopk": ("batchtopk", {}),
     "matryoshka": ("matryoshka", {"prefixes": [16, 32, 64]}),
+    # transcoders (d_in 16 -> d_out 12): SAELens's ReLU and JumpReLU ones, with and without a skip
+    "transcoder_relu": ("transcoder", {"sparsity": "standard", "d_out": 12}),
+    "skip_transcoder_relu": ("skip_transcoder", {"sparsity": "standard", "d_out": 12}),
+    "transcoder_jumprelu": ("transcoder", {"sparsity": "jumprelu", "d_out": 12}),
+    "skip_transcoder_jumprelu": ("skip_transcoder", {"sparsity": "jumprelu", "d_out": 12}),
+    "transcoder_batchtopk": ("transcoder", {"sparsity": "batchtopk", "d_out": 12}),
 }
 
 

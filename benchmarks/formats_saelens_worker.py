@@ -23,6 +23,16 @@ from sae_lens.saes.matryoshka_batchtopk_sae import (
 from sae_lens.saes.sae import SAEMetadata
 from sae_lens.saes.standard_sae import StandardSAE, StandardSAEConfig
 from sae_lens.saes.topk_sae import TopKSAE, TopKSAEConfig
+from sae_lens.saes.transcoder import (
+    JumpReLUSkipTranscoder,
+    JumpReLUSkipTranscoderConfig,
+    JumpReLUTranscoder,
+    JumpReLUTranscoderConfig,
+    SkipTranscoder,
+    SkipTranscoderConfig,
+    Transcoder,
+    TranscoderConfig,
+)
 from safetensors.torch import load_file, save_file
 
 D, M, K, HEADS = 16, 64, 4, 2
@@ -39,9 +49,11 @@ def randomise(sae, seed: int) -> None:
 
 
 def outputs(sae, x: torch.Tensor) -> dict:
+    """z and the output; a skip transcoder's output is its forward (decode has no skip path)."""
     with torch.no_grad():
         z = sae.encode(x)
-        return {"z": z.contiguous(), "x_hat": sae.decode(z).contiguous()}
+        out = sae(x) if hasattr(sae, "W_skip") else sae.decode(z)
+        return {"z": z.contiguous(), "x_hat": out.contiguous()}
 
 
 def write(root: Path) -> None:
@@ -75,6 +87,16 @@ def write(root: Path) -> None:
                 metadata=SAEMetadata(model_name="gpt2", hook_name="blocks.1.attn.hook_z"),
             )
         ),  # fmt: skip
+        "transcoder": Transcoder(TranscoderConfig(d_in=D, d_sae=M, d_out=12, apply_b_dec_to_input=False)),
+        "skip_transcoder": SkipTranscoder(
+            SkipTranscoderConfig(d_in=D, d_sae=M, d_out=12, apply_b_dec_to_input=False)
+        ),
+        "jumprelu_transcoder": JumpReLUTranscoder(
+            JumpReLUTranscoderConfig(d_in=D, d_sae=M, d_out=12, apply_b_dec_to_input=False)
+        ),
+        "jumprelu_skip_transcoder": JumpReLUSkipTranscoder(
+            JumpReLUSkipTranscoderConfig(d_in=D, d_sae=M, d_out=12, apply_b_dec_to_input=False)
+        ),
     }
     for n, (name, sae) in enumerate(cases.items()):
         randomise(sae, n)

@@ -6,7 +6,7 @@ from safetensors.torch import load_file
 
 from superposition.experiments import run_experiment
 from superposition.experiments.absorption import absorption_rates
-from superposition.sae import ARCHITECTURES
+from superposition.experiments.sae_common import ALL_ARCHITECTURES
 from superposition.sae import ground_truth as gt
 from superposition.sae.io import load_sae
 
@@ -14,7 +14,7 @@ from superposition.sae.io import load_sae
 def _check_saved(out, n_features, d):
     features = load_file(str(out / "ground_truth.safetensors"))["features"]
     assert features.shape == (n_features, d)
-    for arch in ARCHITECTURES:
+    for arch in ALL_ARCHITECTURES:
         sae = load_sae(out / "saes" / arch)
         assert sae.cfg.architecture == arch and sae.W_dec.shape == (1, sae.cfg.d_sae, d)
     return features

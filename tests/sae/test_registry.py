@@ -1,6 +1,7 @@
 """Every registered architecture, derived from the registry: a new one is picked up here without
 editing this file. Each must save and load to the same outputs, compute each instance of a batch
-as if it were alone, and have the gradients of its loss (where the loss is differentiable)."""
+as if it were alone, and have the gradients of its loss (where the loss is differentiable).
+Transcoders run as "transcoder:<sparsity>" for every SAE sparsity, d_in 6 -> d_out 5."""
 
 import ast
 import inspect
@@ -16,10 +17,16 @@ from superposition.sae.sparse import force_path
 from superposition.sae.standard import L1Options
 from superposition.sae.topk import TopKFamily, topk_mask
 
+SAE_NAMES = [n for n, c in ARCHITECTURES.items() if not c.transcodes]
+VARIANTS = SAE_NAMES + [f"{t}:{s}" for t, c in ARCHITECTURES.items() if c.transcodes for s in SAE_NAMES]
+
 
 def _config(name: str, n_instances: int, **kw) -> SAEConfig:
-    cls = ARCHITECTURES[name]
+    name, _, sparsity = name.partition(":")
+    cls = ARCHITECTURES[sparsity or name]
     values = {"architecture": name, "d_in": 6, "d_sae": 16, "n_instances": n_instances, **kw}
+    if sparsity:
+        values.update(sparsity=sparsity, d_out=5)
     if cls.l0_key:
         values[cls.l0_key] = 3
     if cls.penalty_sweep:  # one coefficient per instance, so instances really differ
@@ -37,14 +44,19 @@ def _perturbed(name: str, n_instances: int, seed: int = 1):
     return sae
 
 
+def _width(sae) -> int:
+    """Width of a training row: x, or [x | y] for a transcoder."""
+    return sae.cfg.d_in + (sae.d_out if sae.transcodes else 0)
+
+
 def check_round_trip(name: str, tmp_path) -> None:
     sae = _perturbed(name, 2)
-    sae.loss(torch.randn(64, 2, 6), StepState())  # sets running statistics (e.g. BatchTopK's threshold)
+    sae.loss(torch.randn(64, 2, _width(sae)), StepState())  # sets running statistics (BatchTopK's θ)
     sae.eval()
     x = torch.randn(32, 2, 6)
-    for i, folder in enumerate(save_instances(sae, tmp_path / name, ["a", "b"])):
+    for i, folder in enumerate(save_instances(sae, tmp_path / name.replace(":", "-"), ["a", "b"])):
         loaded = load_sae(folder)
-        assert type(loaded) is type(sae) and loaded.cfg.architecture == name
+        assert type(loaded) is type(sae) and loaded.cfg.architecture == name.partition(":")[0]
         with torch.no_grad():
             assert torch.allclose(loaded.encode(x[:, i : i + 1]), sae.encode(x)[:, i : i + 1], atol=1e-5)
             assert torch.allclose(loaded(x[:, i : i + 1]), sae(x)[:, i : i + 1], atol=1e-5)
@@ -54,7 +66,7 @@ def check_batched_equals_one_by_one(name: str) -> None:
     """Instance i of a 3-instance SAE computes exactly what a 1-instance SAE with its weights and
     settings computes: latents, loss terms and gradients."""
     batched = _perturbed(name, 3)
-    x = torch.randn(40, 3, 6, generator=torch.Generator().manual_seed(5))
+    x = torch.randn(40, 3, _width(batched), generator=torch.Generator().manual_seed(5))
     out = batched.loss(x, StepState())
     out.total.backward()
     for i in range(3):
@@ -69,7 +81,10 @@ def check_batched_equals_one_by_one(name: str) -> None:
         for term, value in one.terms.items():
             assert value[0].item() == pytest.approx(out.terms[term][i].item(), rel=1e-5, abs=1e-7), term
         with torch.no_grad():
-            assert torch.allclose(single.encode(x[:, i : i + 1]), batched.encode(x)[:, i : i + 1], atol=1e-6)
+            xs = batched.split(x)[0]
+            assert torch.allclose(
+                single.encode(xs[:, i : i + 1]), batched.encode(xs)[:, i : i + 1], atol=1e-6
+            )
         for pname, p in single.named_parameters():
             if p.grad is not None:
                 assert torch.allclose(p.grad[0], batched.get_parameter(pname).grad[i], atol=1e-5), pname
@@ -80,7 +95,7 @@ def check_gradients(name: str) -> None:
     architecture declares as having surrogate gradients (JumpReLU's threshold, Gated's decoder):
     theirs must still be finite and nonzero."""
     sae = _perturbed(name, 1).double()
-    x = torch.randn(24, 1, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(7))
+    x = torch.randn(24, 1, _width(sae), dtype=torch.float64, generator=torch.Generator().manual_seed(7))
 
     def total() -> torch.Tensor:
         return sae.loss(x, StepState()).total
@@ -109,7 +124,7 @@ def check_gradients(name: str) -> None:
     assert checked >= 12
 
 
-@pytest.mark.parametrize("name", list(ARCHITECTURES))
+@pytest.mark.parametrize("name", VARIANTS)
 def test_save_load_round_trip(name, tmp_path):
     check_round_trip(name, tmp_path)
 
@@ -117,14 +132,14 @@ def test_save_load_round_trip(name, tmp_path):
 # every product after the encoder's runs on the active pairs or densely (sae/sparse.py): each
 # architecture must be right both ways, whichever the shape would choose
 @pytest.mark.parametrize("path", ["dense", "sparse"])
-@pytest.mark.parametrize("name", list(ARCHITECTURES))
+@pytest.mark.parametrize("name", VARIANTS)
 def test_batched_equals_one_by_one(name, path):
     with force_path(path):
         check_batched_equals_one_by_one(name)
 
 
 @pytest.mark.parametrize("path", ["dense", "sparse"])
-@pytest.mark.parametrize("name", list(ARCHITECTURES))
+@pytest.mark.parametrize("name", VARIANTS)
 def test_gradients_match_finite_differences(name, path):
     with force_path(path):
         check_gradients(name)

@@ -16,7 +16,8 @@ from superposition.sae.metrics import Accumulator
 from superposition.sae.train import SAETrainConfig, SAETrainer
 from superposition.seeding import derive_seed
 
-ALL_ARCHITECTURES = list(ARCHITECTURES)
+# the SAEs (transcoders, which map one activation to another, are compared elsewhere)
+ALL_ARCHITECTURES = [name for name, cls in ARCHITECTURES.items() if not cls.transcodes]
 
 
 def matched_training_bytes(d_in: int, d_sae: int, batch: int, n_features: int) -> int:

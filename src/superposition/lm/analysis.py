@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from superposition.lm.data import special_mask
-from superposition.lm.hooks import HookedModel, sae_inputs
+from superposition.lm.hooks import HookedModel, read_names, sae_inputs
 from superposition.sae.base import BatchedSAE
 
 
@@ -73,7 +73,8 @@ def latent_activations(
     chunks = list(seqs.split(batch_size))
     offset = 0
     for ids in tqdm(chunks, desc="latent activations", disable=not progress, leave=False):
-        act = sae_inputs(hooked.run_with_cache(ids.to(device), [hook_name])[hook_name]).float()
+        read = read_names(hook_name)[0]  # a transcoder's latents are read from the MLP's input
+        act = sae_inputs(hooked.run_with_cache(ids.to(device), [read])[read]).float()
         keep = ~special_mask(tokenizer, ids)
         z = sae.encode(act.reshape(-1, 1, act.shape[-1]))[:, 0].cpu()  # (b*ctx, d_sae)
         z[~keep.reshape(-1)] = 0
@@ -178,8 +179,9 @@ def output_projection(hooked: HookedModel, layer: int) -> Tensor:
 
 
 def decoder_in_residual(hooked: HookedModel, sae: BatchedSAE, hook_name: str) -> Tensor:
-    """Each latent's write into the residual stream (d_sae, d_model): W_dec, or W_dec W_O for hook_z."""
-    layer, kind = hooked.parse(hook_name)
+    """Each latent's write into the residual stream (d_sae, d_model): W_dec, or W_dec W_O for hook_z
+    (a transcoder writes where the MLP's output goes)."""
+    layer, kind = hooked.parse(read_names(hook_name)[-1])
     W_dec = sae.W_dec[0].detach()
     return W_dec @ output_projection(hooked, layer).detach() if kind == "attn.hook_z" else W_dec
 

@@ -20,8 +20,10 @@ from pydantic import Field, model_validator
 from superposition.config import Config, compose
 from superposition.errors import SuperpositionError
 from superposition.lm.data import DEFAULT_DATASET
+from superposition.lm.hooks import MLP_PAIR, read_names
 from superposition.lm.model import DEFAULT_MODEL
 from superposition.sae.config import SAEConfig
+from superposition.sae.registry import ARCHITECTURES
 from superposition.sae.train import SAETrainConfig
 
 
@@ -32,7 +34,8 @@ class LMSettings(Config):
     model_name: str = Field(DEFAULT_MODEL, description="alias, hub name, local folder or .gguf file")
     hook_name: str = Field(
         "blocks.6.hook_resid_post",
-        description="blocks.L.hook_resid_pre|hook_resid_post|hook_mlp_out|hook_attn_out|attn.hook_z",
+        description="blocks.L.hook_resid_pre|hook_resid_post|hook_mlp_in|hook_mlp_out|hook_attn_out|"
+        "attn.hook_z; blocks.L.mlp for a transcoder (from the MLP's input to its output)",
     )
     dataset_path: str = Field(
         DEFAULT_DATASET, description="python-docs, a .txt/.jsonl/.parquet file, or a hub dataset"
@@ -69,6 +72,19 @@ class LMSettings(Config):
     def _check(self):
         if self.training_tokens < self.batch_size_tokens:
             raise ValueError(f"training_tokens: at least one batch ({self.batch_size_tokens}) is needed")
+        arch = getattr(self, "architecture", None)  # composed with SAEConfig in LMSAEConfig
+        if arch is not None:
+            transcoder = ARCHITECTURES[arch].transcodes
+            if transcoder and not MLP_PAIR.match(self.hook_name):
+                raise ValueError(
+                    f"hook_name: a {arch} reads an MLP's input and predicts its output: blocks.L.mlp, "
+                    f"got {self.hook_name!r}"
+                )
+            if not transcoder and MLP_PAIR.match(self.hook_name):
+                raise ValueError(
+                    f"hook_name: {self.hook_name} is the MLP input/output pair of a transcoder "
+                    "(architecture=transcoder or skip_transcoder); an SAE reads one hook"
+                )
         return self
 
     @property
@@ -78,10 +94,15 @@ class LMSettings(Config):
     def sae_width(self, d_in: int) -> int:
         return self.d_sae or self.expansion_factor * d_in
 
-    def sae_config(self, d_in: int) -> SAEConfig:
-        """The SAE this run trains on a hook of width d_in: every SAEConfig key of this config."""
+    def sae_config(self, d_in: int, d_out: int | None = None) -> SAEConfig:
+        """The SAE this run trains on a hook of width d_in (a transcoder: to one of width d_out):
+        every SAEConfig key of this config."""
         values = {k: getattr(self, k) for k in SAEConfig.model_fields if k in type(self).model_fields}
-        return SAEConfig.build({**values, "d_in": d_in, "d_sae": self.sae_width(d_in)}, "config")
+        values.update(d_in=d_in, d_sae=self.sae_width(d_in))
+        if d_out is not None:
+            names = read_names(self.hook_name)
+            values.update(d_out=d_out, hook_name=names[0], hook_name_out=names[-1])
+        return SAEConfig.build(values, "config")
 
     def train_config(self) -> SAETrainConfig:
         values = {k: getattr(self, k) for k in SAETrainConfig.model_fields if k in type(self).model_fields}

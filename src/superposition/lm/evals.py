@@ -7,6 +7,10 @@
                             reconstruction, 0 when the SAE is no better than zero-ablation
     kl_div                  mean over positions of KL(clean next-token distribution ‖ with SAE)
 
+For a transcoder (hook `blocks.L.mlp`) the same metrics are by substitution: its prediction from
+the MLP's input replaces the MLP's output, zero-ablation zeroes the MLP's output, and the
+reconstruction metrics (`fvu` = 1 − explained variance, of the MLP output) compare ŷ with y.
+
 Replacement (SAE or zeros) happens at the positions the SAE is trained on, i.e. not at special
 tokens such as BOS, whose activations are outliers the SAE never sees. Reconstruction metrics
 (L0, MSE, explained variance, densities) are over the same positions; frac_dead counts latents
@@ -20,7 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from superposition.lm.data import special_mask
-from superposition.lm.hooks import HookedModel, sae_inputs
+from superposition.lm.hooks import HookedModel, read_names, sae_inputs
 from superposition.sae.base import BatchedSAE
 from superposition.sae.metrics import Accumulator
 
@@ -65,21 +69,25 @@ def evaluate_sae(
     dead_threshold: float = 1e-8,
     device: str = "cpu",
 ) -> dict:
-    """Every metric of the module docstring, for one SAE (n_instances = 1) on sequences (n, ctx)."""
+    """Every metric of the module docstring, for one SAE or transcoder (n_instances = 1) on
+    sequences (n, ctx)."""
     acc = Accumulator()
     ce = {"clean": 0.0, "sae": 0.0, "zero": 0.0}
     kl_sum, n_pred = 0.0, 0
+    names = read_names(hook_name)
+    read, write = names[0], names[-1]  # the same hook for an SAE; MLP input and output for a transcoder
     for ids in seqs.split(batch_size):
         ids = ids.to(device)
         keep = ~special_mask(tokenizer, ids.cpu()).to(device)
         seen: dict[str, Tensor] = {}
-        clean = hooked.logits(ids, {hook_name: capture_into(seen, "act")})
-        x = sae_inputs(seen["act"])[keep].float()
+        clean = hooked.logits(ids, {n: capture_into(seen, n) for n in names})
+        x = sae_inputs(seen[read])[keep].float()
+        y = sae_inputs(seen[write])[keep].float()
         z = sae.encode(x.unsqueeze(1))
-        x_hat = sae.decode(z, x.unsqueeze(1))[:, 0]
-        acc.add(x.unsqueeze(1), x_hat.unsqueeze(1), z)
-        with_sae = hooked.logits(ids, {hook_name: splice_at(keep, x_hat)})
-        zero = hooked.logits(ids, {hook_name: splice_at(keep, torch.zeros_like(x_hat))})
+        y_hat = sae.decode(z, x.unsqueeze(1))[:, 0]
+        acc.add(y.unsqueeze(1), y_hat.unsqueeze(1), z)
+        with_sae = hooked.logits(ids, {write: splice_at(keep, y_hat)})
+        zero = hooked.logits(ids, {write: splice_at(keep, torch.zeros_like(y_hat))})
         ce["clean"] += ce_loss(clean, ids).item()
         ce["sae"] += ce_loss(with_sae, ids).item()
         ce["zero"] += ce_loss(zero, ids).item()
@@ -94,6 +102,7 @@ def evaluate_sae(
         "l1": m["l1"].item(),
         "mse": m["mse"].item(),
         "explained_variance": m["explained_variance"].item(),
+        "fvu": 1 - m["explained_variance"].item(),
         "shrinkage": m["shrinkage"].item(),
         "ce_loss_clean": clean_ce,
         "ce_loss_with_sae": sae_ce,

@@ -2,10 +2,13 @@
 
     blocks.L.hook_resid_pre    residual stream entering block L
     blocks.L.hook_resid_post   residual stream leaving block L
+    blocks.L.hook_mlp_in       input of block L's MLP (after the pre-MLP norm)
     blocks.L.hook_mlp_out      output of block L's MLP
     blocks.L.hook_attn_out     output of block L's attention (after the output projection)
     blocks.L.attn.hook_z       per-head attention values before the output projection,
                                (batch, pos, n_heads, d_head); SAEs see them flattened
+
+`blocks.L.mlp` names the pair (hook_mlp_in, hook_mlp_out) a transcoder reads and predicts.
 
 `Family` finds the blocks, attention, MLP and output projection of Llama-style (Llama, Mistral,
 Qwen, SmolLM, ...), GPT-2-style and GPT-NeoX-style models. Captures stop the forward pass after
@@ -24,10 +27,22 @@ from torch import Tensor, nn
 
 from superposition.errors import SuperpositionError
 
-KINDS = ("hook_resid_pre", "hook_resid_post", "hook_mlp_out", "hook_attn_out", "attn.hook_z")
-_NAME = re.compile(
-    r"^blocks\.(\d+)\.(hook_resid_pre|hook_resid_post|hook_mlp_out|hook_attn_out|attn\.hook_z)$"
-)
+KINDS = ("hook_resid_pre", "hook_resid_post", "hook_mlp_in", "hook_mlp_out", "hook_attn_out", "attn.hook_z")
+_NAME = re.compile(r"^blocks\.(\d+)\.(" + "|".join(k.replace(".", r"\.") for k in KINDS) + ")$")
+MLP_PAIR = re.compile(r"^blocks\.(\d+)\.mlp$")
+
+
+def pair_name(name: str) -> str:
+    """`blocks.L.mlp` for a transcoder's input hook `blocks.L.hook_mlp_in` (as its cfg.json names
+    it); other names unchanged."""
+    m = re.match(r"^blocks\.(\d+)\.hook_mlp_in$", name or "")
+    return f"blocks.{m.group(1)}.mlp" if m else name
+
+
+def read_names(name: str) -> list[str]:
+    """The hook points a name reads: [name], or for `blocks.L.mlp` the MLP's input and output."""
+    m = MLP_PAIR.match(name)
+    return [f"blocks.{m.group(1)}.hook_mlp_in", f"blocks.{m.group(1)}.hook_mlp_out"] if m else [name]
 
 
 @dataclass
@@ -39,6 +54,7 @@ class Family:
     mlp: str
     out_proj: str  # inside attn
     final_norm: str  # the norm before the unembedding
+    mlp_in: str = ""  # the module whose input is the MLP's input (default: mlp)
 
 
 FAMILIES = (
@@ -47,7 +63,9 @@ FAMILIES = (
     ),  # Llama, Mistral, Qwen2, Gemma, SmolLM
     Family("transformer.h", "attn", "mlp", "c_proj", "transformer.ln_f"),  # GPT-2, GPT-J-like
     Family("gpt_neox.layers", "attention", "mlp", "dense", "gpt_neox.final_layer_norm"),  # GPT-NeoX, Pythia
-    Family("model.decoder.layers", "self_attn", "fc2", "out_proj", "model.decoder.final_layer_norm"),  # OPT
+    Family(
+        "model.decoder.layers", "self_attn", "fc2", "out_proj", "model.decoder.final_layer_norm", "fc1"
+    ),  # OPT
 )
 
 
@@ -115,20 +133,27 @@ class HookedModel:
         if not m or int(m.group(1)) >= self.n_layers:
             raise SuperpositionError(
                 f"hook_name {name!r}: not a hook point of this model; valid: blocks.L.<kind> with "
-                f"L in 0..{self.n_layers - 1} and kind one of {', '.join(KINDS)}"
+                f"L in 0..{self.n_layers - 1} and kind one of {', '.join(KINDS)} (or blocks.L.mlp for "
+                "a transcoder)"
             )
         return int(m.group(1)), m.group(2)
 
     def d_in(self, name: str) -> int:
+        """Width of one hook point's activations (SAE view)."""
         _, kind = self.parse(name)
         return self.n_heads * self.d_head if kind == "attn.hook_z" else self.d_model
+
+    def widths(self, name: str) -> list[int]:
+        """Widths of the hook points `name` reads (read_names)."""
+        return [self.d_in(n) for n in read_names(name)]
 
     # ------------------------------------------------------------------ hooks
     def _register(self, name: str, fn: Callable[[Tensor], Tensor | None]):
         """Attach fn(activation) at a hook point; a tensor it returns replaces the activation."""
         L, kind = self.parse(name)
         block = self.blocks[L]
-        if kind == "hook_resid_pre":
+        if kind in ("hook_resid_pre", "hook_mlp_in"):
+            module = block if kind == "hook_resid_pre" else _get(block, self.family.mlp_in or self.family.mlp)
 
             def pre(module, args, kwargs):
                 x = args[0] if args else kwargs["hidden_states"]
@@ -139,7 +164,7 @@ class HookedModel:
                     return (new,) + tuple(args[1:]), kwargs
                 return args, {**kwargs, "hidden_states": new}
 
-            return block.register_forward_pre_hook(pre, with_kwargs=True)
+            return module.register_forward_pre_hook(pre, with_kwargs=True)
         if kind == "attn.hook_z":
             proj = self.out_proj(L)
 

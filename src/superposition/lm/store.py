@@ -29,7 +29,7 @@ from torch import Tensor
 from superposition.errors import SuperpositionError
 from superposition.files import TargetLock, atomic_write_text, pause_for_tests, sha256_file
 from superposition.lm.data import packed_sequences, special_mask, split_sequences, texts
-from superposition.lm.hooks import HookedModel, sae_inputs
+from superposition.lm.hooks import HookedModel, read_names, sae_inputs
 from superposition.seeding import derive_seed
 
 MANIFEST = "manifest.json"
@@ -57,13 +57,15 @@ class ActivationStore:
             raise SuperpositionError(
                 f"context_size: {context_size} is longer than the model allows ({lm.n_ctx})"
             )
-        hooked.parse(hook_name)
+        self.names = read_names(hook_name)  # one hook, or a transcoder's pair (rows [x | y])
+        for name in self.names:
+            hooked.parse(name)
         self.lm, self.hooked, self.hook_name = lm, hooked, hook_name
         self.dataset_path, self.text_column = dataset_path, text_column
         self.context_size, self.prepend_bos = context_size, prepend_bos
         self.buffer_sequences, self.model_batch_size = buffer_sequences, model_batch_size
         self.seed, self.holdout, self.device = seed, holdout, device
-        self.d_in = hooked.d_in(hook_name)
+        self.d_in = sum(hooked.widths(hook_name))  # width of a row
         self.cache = Path(cache).expanduser().absolute() if cache else None
         self._cache_lock = TargetLock(self.cache, "activation_cache") if self.cache else None
         if self._cache_lock is not None:  # one run uses a cache at a time, from before it writes anything
@@ -164,12 +166,13 @@ class ActivationStore:
     # ------------------------------------------------------------------ activations
     @torch.no_grad()
     def activations(self, ids: Tensor) -> Tensor:
-        """Hook activations of sequences (n, ctx) at non-special positions: (tokens, d_in), float32."""
+        """Hook activations of sequences (n, ctx) at non-special positions: (tokens, d_in), float32;
+        for a hook pair, the two side by side."""
         parts = []
         for chunk in ids.split(self.model_batch_size):
             chunk = chunk.to(self.device)
-            act = self.hooked.run_with_cache(chunk, [self.hook_name])[self.hook_name]
-            act = sae_inputs(act)
+            cache = self.hooked.run_with_cache(chunk, self.names)
+            act = torch.cat([sae_inputs(cache[n]) for n in self.names], -1)
             keep = ~special_mask(self.lm.tokenizer, chunk.cpu())
             parts.append(act.float().cpu()[keep])
             self.model_tokens += chunk.numel()

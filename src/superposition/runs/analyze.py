@@ -26,6 +26,11 @@ def analyze_prompt(
     )  # one prompt: the CPU is enough
     run.sae = run.sae.cpu()
     cfg, sae = run.cfg, run.sae
+    if sae.transcodes:
+        raise SuperpositionError(
+            f"{run_dir}: analyze explains SAEs spliced at one hook; a transcoder reads the MLP's input and "
+            "writes its output (use eval-sae or dashboard for it)"
+        )
     lm, hooked = run.load_model()
     ids = lm.tokenizer(prompt, add_special_tokens=False, return_tensors="pt").input_ids
     if cfg.prepend_bos and lm.tokenizer.bos_token_id is not None:

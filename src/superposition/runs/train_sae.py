@@ -34,7 +34,7 @@ from superposition.files import (
 )
 from superposition.lm.config import LMSAEConfig
 from superposition.lm.evals import evaluate_sae
-from superposition.lm.hooks import HookedModel
+from superposition.lm.hooks import HookedModel, pair_name
 from superposition.lm.model import LoadedModel, load_model
 from superposition.lm.store import ActivationStore
 from superposition.report.html import FigureSpec, close_figures, render_report, save_figures
@@ -65,13 +65,26 @@ class LMRun:
         """The run's language model, checked against the SAE: the hook's width must be its d_in."""
         lm = load_model(self.cfg.model_name, self.cfg.device, self.cfg.dtype)
         hooked = HookedModel(lm.model)
-        width = hooked.d_in(self.cfg.hook_name)
-        if width != self.sae.cfg.d_in:
-            where = self.path / "sae" if self.is_run or (self.path / "sae").is_dir() else self.path
+        widths = hooked.widths(self.cfg.hook_name)  # one hook, or a transcoder's MLP input and output
+        where = self.path / "sae" if self.is_run or (self.path / "sae").is_dir() else self.path
+        if len(widths) != (2 if self.sae.transcodes else 1):
             raise SuperpositionError(
-                f"{where}: the SAE's d_in is {self.sae.cfg.d_in}, but {self.cfg.hook_name} of "
-                f"{self.cfg.model_name} has width {width}"
+                f"{where}: a {self.sae.cfg.architecture} cannot read hook {self.cfg.hook_name}; "
+                + (
+                    "transcoders read blocks.L.mlp"
+                    if self.sae.transcodes
+                    else "blocks.L.mlp is for transcoders"
+                )
             )
+        for what, have, want in (
+            ("d_in", self.sae.cfg.d_in, widths[0]),
+            ("d_out", self.sae.d_out, widths[-1]),
+        ):
+            if have != want:
+                raise SuperpositionError(
+                    f"{where}: the SAE's {what} is {have}, but {self.cfg.hook_name} of "
+                    f"{self.cfg.model_name} has width {want}"
+                )
         return lm, hooked
 
 
@@ -92,7 +105,8 @@ def load_run(path: str | Path, model: str | None = None, hook: str | None = None
         raise SuperpositionError(
             f"{where}: not a train-sae run directory (config.json + sae/), nor an SAE: {err}"
         ) from None
-    values = {"model_name": sae.cfg.model_name, "hook_name": sae.cfg.hook_name, **overrides}
+    hook_name = pair_name(sae.cfg.hook_name) if sae.transcodes else sae.cfg.hook_name
+    values = {"model_name": sae.cfg.model_name, "hook_name": hook_name, **overrides}
     for key, flag in (("model_name", "--model"), ("hook_name", "--hook")):
         if not values[key]:
             raise SuperpositionError(
@@ -222,11 +236,12 @@ def _train(cfg: LMSAEConfig, out: Path, resume: bool) -> Path:
     torch.manual_seed(derive_seed(cfg.seed, "lm-run"))
     lm = load_model(cfg.model_name, cfg.device, cfg.dtype)
     hooked = HookedModel(lm.model)
-    d_in = hooked.d_in(cfg.hook_name)
+    widths = hooked.widths(cfg.hook_name)  # [d_in], or a transcoder's [d_in, d_out]
+    d_in = widths[0]
     store = ActivationStore.for_run(cfg, lm, hooked)
     store.first_sequences(1, quiet=True)  # unreadable or too little text: say so before writing anything
-    sae_cfg, train_cfg = cfg.sae_config(d_in), cfg.train_config()
-    buffer = 2 * store.buffer_sequences * cfg.context_size * d_in * 4  # a buffer and its shuffled copy
+    sae_cfg, train_cfg = cfg.sae_config(*widths), cfg.train_config()
+    buffer = 2 * store.buffer_sequences * cfg.context_size * store.d_in * 4  # a buffer and its shuffled copy
     need = training_bytes(1, d_in, sae_cfg.d_sae, cfg.batch_size_tokens) + buffer
     require_memory(need, f"train-sae (d_in {d_in}, d_sae {sae_cfg.d_sae}, batch {cfg.batch_size_tokens})",
                    "lower d_sae, expansion_factor, batch_size_tokens or n_batches_in_buffer")  # fmt: skip
@@ -264,7 +279,8 @@ def _train_and_evaluate(cfg: LMSAEConfig, out: Path, resume: bool, lm, hooked, s
     trainer.on_log = logger = RunLogger(out, cfg, trainer.step if resumed else None)
     logger.opt = trainer.opt
     print(
-        f"training a {cfg.architecture} SAE ({sae.cfg.d_in} -> {sae.cfg.d_sae}) on {cfg.model_name} "
+        f"training a {cfg.architecture} ({sae.cfg.d_in} -> {sae.cfg.d_sae}"
+        f"{f' -> {sae.d_out}' if sae.transcodes else ''}) on {cfg.model_name} "
         f"{cfg.hook_name}: "
         f"{cfg.steps} steps of {cfg.batch_size_tokens} tokens",
         file=sys.stderr,
@@ -300,7 +316,7 @@ def _train_and_evaluate(cfg: LMSAEConfig, out: Path, resume: bool, lm, hooked, s
 
 # The numbers a person looks at first: printed by the CLI and highlighted in the report.
 HEADLINE_KEYS = (
-    "l0", "mse", "explained_variance", "ce_loss_clean", "ce_loss_with_sae", "ce_loss_zero_ablation",
+    "l0", "mse", "explained_variance", "fvu", "ce_loss_clean", "ce_loss_with_sae", "ce_loss_zero_ablation",
     "ce_loss_recovered", "kl_div", "frac_dead", "frac_dense",
 )  # fmt: skip
 

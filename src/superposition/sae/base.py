@@ -101,18 +101,26 @@ class BatchedSAE(nn.Module):
     surrogate_gradients: ClassVar[tuple[str, ...]] = ()
     # Tensors load_saved can do without (e.g. a threshold that files of other libraries lack).
     optional_tensors: ClassVar[tuple[str, ...]] = ()
+    # A transcoder maps one activation to another (sae/transcoder.py): it is trained on rows
+    # [x | y] and reconstructs y; experiments that compare SAEs leave such classes out.
+    transcodes: ClassVar[bool] = False
     unit_norm_decoder = True
 
     def __init__(self, cfg: SAEConfig, generator: torch.Generator | None = None) -> None:
         super().__init__()
         self.cfg = cfg
-        n_inst, d, m = cfg.n_instances, cfg.d_in, cfg.d_sae
-        W_dec = torch.randn(n_inst, m, d, generator=generator)
+        n_inst, d, m, d_out = cfg.n_instances, cfg.d_in, cfg.d_sae, self.d_out_of(cfg)
+        W_dec = torch.randn(n_inst, m, d_out, generator=generator)
         W_dec /= W_dec.norm(dim=-1, keepdim=True)
         self.W_dec = nn.Parameter(W_dec)
-        self.W_enc = nn.Parameter(W_dec.transpose(1, 2).clone())
+        if d_out == d:
+            W_enc = W_dec.transpose(1, 2).clone()
+        else:  # a transcoder between widths: its own random unit columns
+            W_enc = torch.randn(n_inst, d, m, generator=generator)
+            W_enc /= W_enc.norm(dim=1, keepdim=True)
+        self.W_enc = nn.Parameter(W_enc)
         self.b_enc = nn.Parameter(torch.zeros(n_inst, m))
-        self.b_dec = nn.Parameter(torch.zeros(n_inst, d))
+        self.b_dec = nn.Parameter(torch.zeros(n_inst, d_out))
         self.metadata: dict = {}  # where a loaded SAE came from (format, file, context size, ...)
 
     @classmethod
@@ -123,6 +131,35 @@ class BatchedSAE(nn.Module):
     @property
     def n_instances(self) -> int:
         return self.W_dec.shape[0]
+
+    @staticmethod
+    def d_out_of(cfg: SAEConfig) -> int:
+        """Width of what the decoder writes: d_in for an SAE, the target's width for a transcoder."""
+        return cfg.d_in
+
+    @property
+    def d_out(self) -> int:
+        return self.W_dec.shape[-1]
+
+    # ----------------------------------------------------------------- what a batch holds
+    def split(self, batch: Tensor) -> tuple[Tensor, Tensor]:
+        """(encoder input, reconstruction target) of a training batch: an SAE reconstructs its
+        input; a transcoder's rows are [x | y] (sae/transcoder.py)."""
+        return batch, batch
+
+    def skip(self, x: Tensor) -> Tensor | None:
+        """A linear path from input to output added to the decoder's (skip transcoders); None."""
+        return None
+
+    def reconstruct(self, z, x: Tensor) -> Tensor:
+        """Training form of the decoder: z (sae/sparse.py Latents) W_dec + b_dec (+ the skip of x)."""
+        out = z.decode(self.W_dec, self.b_dec)
+        s = self.skip(x)
+        return out if s is None else out + s
+
+    def centres_input(self) -> bool:
+        """Whether the encoder reads x − b_dec (SAELens's apply_b_dec_to_input)."""
+        return self.cfg.apply_b_dec_to_input
 
     def encoder_weight(self) -> Tensor:
         """W_enc (inst, d_in, d_sae); a tied SAE returns W_decᵀ."""
@@ -136,7 +173,7 @@ class BatchedSAE(nn.Module):
         """What the encoder multiplies: n(x) − b_dec, with n the input normalisation (identity by
         default) and without − b_dec when `apply_b_dec_to_input` is false."""
         x = self._normalize(x)
-        return x - self.b_dec if self.cfg.apply_b_dec_to_input else x
+        return x - self.b_dec if self.centres_input() else x
 
     def pre_acts(self, x: Tensor) -> Tensor:
         """encoder_input(x) W_enc + b_enc: Float[Tensor, "batch inst d_sae"]."""
@@ -148,7 +185,7 @@ class BatchedSAE(nn.Module):
         """The encoder's product for x computed once without a graph (in `dtype` if given), from
         which a training loss chooses the active latents and takes their values with gradients
         (sae/sparse.py)."""
-        b_sub = self.b_dec if self.cfg.apply_b_dec_to_input else None
+        b_sub = self.b_dec if self.centres_input() else None
         return Encoded(self._normalize(x), b_sub, self.encoder_weight().transpose(1, 2), self.b_enc, dtype)
 
     def initial_latents(self, x: Tensor) -> Tensor | None:
@@ -160,6 +197,8 @@ class BatchedSAE(nn.Module):
         """z W_dec + b_dec: Float[Tensor, "batch inst d_in"]; for an SAE that normalises each input,
         mapped back through the normalisation of the input x it encoded."""
         out = torch.baddbmm(self.b_dec.unsqueeze(1), z.transpose(0, 1), self.W_dec).transpose(0, 1)
+        if x is not None and (s := self.skip(x)) is not None:
+            out = out + s
         if self.cfg.input_normalization == "none":
             return out
         if x is None:
@@ -193,7 +232,7 @@ class BatchedSAE(nn.Module):
         raise NotImplementedError
 
     def mse(self, x: Tensor, x_hat: Tensor) -> Tensor:
-        """Per instance: mean over batch of the squared error summed over d_in."""
+        """Per instance: mean over batch of the squared error summed over the features."""
         return (x_hat - x).square().sum(-1).mean(0)
 
     # ----------------------------------------------------------------- decoder constraint
@@ -213,17 +252,20 @@ class BatchedSAE(nn.Module):
             self.W_dec /= self.W_dec.norm(dim=-1, keepdim=True).clamp(min=1e-8)
 
     @torch.no_grad()
-    def fold_input_scale(self, s: Tensor) -> None:
-        """Rewrite the weights of an SAE trained on x·s (s: (inst, 1)) so it takes raw x.
+    def fold_input_scale(self, s: Tensor, t: Tensor | None = None) -> None:
+        """Rewrite the weights of an SAE trained on x·s (s: (inst, 1)), reconstructing y·t (t = s
+        for an SAE, whose target is its input), so it takes raw x and gives raw y.
 
-        With W_enc' = s W_enc, W_dec' = W_dec / s and b_dec' = b_dec / s the pre-activations, and so
-        every threshold and latent, are unchanged, and x̂' = x̂ / s.
+        With W_enc' = s W_enc, W_dec' = W_dec / t and b_dec' = b_dec / t the pre-activations, and so
+        every threshold and latent, are unchanged, and ŷ' = ŷ / t (an SAE's centring by b_dec
+        stays consistent because t = s).
         """
+        t = s if t is None else t
         enc = self.encoder_param()
         if enc is not None:
             enc.mul_(s.unsqueeze(-1))
-        self.W_dec.div_(s.unsqueeze(-1))
-        self.b_dec.div_(s)
+        self.W_dec.div_(t.unsqueeze(-1))
+        self.b_dec.div_(t)
         self.unit_norm_decoder = False
 
     # ----------------------------------------------------------------- saving

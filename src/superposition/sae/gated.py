@@ -43,15 +43,18 @@ class GatedSAE(BatchedSAE):
         gate, mag = self._paths(x)
         return (gate > 0) * torch.relu(mag)
 
-    def loss(self, x: Tensor, state: StepState) -> LossOut:
+    def loss(self, batch: Tensor, state: StepState) -> LossOut:
+        x, y = self.split(batch)
         gate, mag = self._paths(x)
         z = (gate > 0) * torch.relu(mag)
-        x_hat = self.decode(z)
-        mse = self.mse(x, x_hat)
+        x_hat = self.decode(z, x)
+        mse = self.mse(y, x_hat)
         gate_act = torch.relu(gate)
         l1 = gate_act.sum(-1).mean(0)
         x_gate = torch.einsum("bis,isd->bid", gate_act, self.W_dec.detach()) + self.b_dec.detach()
-        aux = self.mse(x, x_gate)
+        if (s := self.skip(x)) is not None:  # a skip transcoder's linear path is learned by both terms
+            x_gate = x_gate + s
+        aux = self.mse(y, x_gate)
         total = (mse + state.sparsity_scale * self.l1_coefficient * l1 + aux).sum()
         return LossOut(total, {"mse": mse, "l1": l1, "aux": aux}, z, x_hat)
 

@@ -102,7 +102,8 @@ class JumpReLUSAE(BatchedSAE):
         pre = self.pre_acts(x)
         return pre * (pre > self.threshold)
 
-    def loss(self, x: Tensor, state: StepState) -> LossOut:
+    def loss(self, batch: Tensor, state: StepState) -> LossOut:
+        x, y = self.split(batch)
         enc = self.encoded(x)
         eps = self.cfg.bandwidth
         with torch.no_grad():  # every latent that is active or inside the kernel's window around θ
@@ -110,8 +111,8 @@ class JumpReLUSAE(BatchedSAE):
         pre = Latents.pre_activations(enc, near)
         log_threshold = pre.per_latent(self.log_threshold)
         z = pre.map(_JumpReLU.apply(pre.values, log_threshold, eps))
-        x_hat = z.decode(self.W_dec, self.b_dec)
-        mse = self.mse(x, x_hat)
+        x_hat = self.reconstruct(z, x)
+        mse = self.mse(y, x_hat)
         l0 = pre.mean_sum(_Step.apply(pre.values, log_threshold, eps))
         sparsity = l0 if self.cfg.l0_target is None else (l0 / self.cfg.l0_target - 1).square()
         total = (mse + state.sparsity_scale * self.l0_coefficient * sparsity).sum()

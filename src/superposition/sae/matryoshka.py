@@ -45,14 +45,16 @@ class MatryoshkaSAE(BatchTopKSAE):
                 f"prefixes: strictly increasing positive sizes ending at d_sae ({cfg.d_sae}), got {pre}"
             )
 
-    def _reconstruct(self, x: Tensor, latents: Latents) -> tuple[Tensor, dict, Tensor]:
+    def _reconstruct(self, x: Tensor, y: Tensor, latents: Latents) -> tuple[Tensor, dict, Tensor]:
         z = latents.to_dense()  # each prefix reads its own slice of the latents
-        partial = self.b_dec.unsqueeze(0).expand_as(x)
+        partial = self.b_dec.unsqueeze(0).expand_as(y)
+        if (s := self.skip(x)) is not None:
+            partial = partial + s
         losses = []
         start = 0
         for m in prefix_sizes(self.cfg):  # add each block's contribution, scoring every prefix on the way
             partial = partial + torch.einsum("bis,isd->bid", z[..., start:m], self.W_dec[:, start:m])
-            losses.append(self.mse(x, partial))
+            losses.append(self.mse(y, partial))
             start = m
         per_prefix = torch.stack(losses)  # (n_prefixes, inst)
         mse = per_prefix[-1]

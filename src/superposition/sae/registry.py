@@ -13,6 +13,7 @@ import superposition.sae.jumprelu
 import superposition.sae.topk
 import superposition.sae.batchtopk
 import superposition.sae.matryoshka
+import superposition.sae.transcoder
 from superposition.sae.base import ARCHITECTURES
 
 __all__ = ["ARCHITECTURES"]

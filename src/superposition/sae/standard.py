@@ -50,14 +50,15 @@ class StandardSAE(BatchedSAE):
     def encode(self, x: Tensor) -> Tensor:
         return torch.relu(self.pre_acts(x))
 
-    def loss(self, x: Tensor, state: StepState) -> LossOut:
+    def loss(self, batch: Tensor, state: StepState) -> LossOut:
+        x, y = self.split(batch)
         enc = self.encoded(x)
         with torch.no_grad():
             positive = enc.pre > 0
         pre = Latents.pre_activations(enc, positive)  # the products after the encoder's run on these pairs
         z = pre.map(torch.relu(pre.values))
-        x_hat = z.decode(self.W_dec, self.b_dec)
-        mse = self.mse(x, x_hat)
+        x_hat = self.reconstruct(z, x)
+        mse = self.mse(y, x_hat)
         if self.cfg.weighted_l1:
             l1 = z.mean_sum(z.values * z.per_latent(self.W_dec.norm(dim=-1)))
         else:

@@ -70,13 +70,14 @@ class TopKFamily(BatchedSAE):
         every latent is kept (k = d_sae)."""
         raise NotImplementedError
 
-    def _reconstruct(self, x: Tensor, z: Latents) -> tuple[Tensor, dict, Tensor]:
-        """(the reconstruction loss per instance, the terms to log, x̂)."""
-        x_hat = z.decode(self.W_dec, self.b_dec)
-        mse = self.mse(x, x_hat)
-        return mse, {"mse": mse}, x_hat
+    def _reconstruct(self, x: Tensor, y: Tensor, z: Latents) -> tuple[Tensor, dict, Tensor]:
+        """(the loss of reconstructing y from x's latents z, per instance; the terms to log; ŷ)."""
+        y_hat = self.reconstruct(z, x)
+        mse = self.mse(y, y_hat)
+        return mse, {"mse": mse}, y_hat
 
-    def loss(self, x: Tensor, state: StepState) -> LossOut:
+    def loss(self, batch: Tensor, state: StepState) -> LossOut:
+        x, y = self.split(batch)
         # The pre-activations are computed once without a graph, to choose the active latents
         # (and AuxK's); every product after that runs on the chosen pairs (sae/sparse.py).
         enc = self.encoded(x)
@@ -84,8 +85,8 @@ class TopKFamily(BatchedSAE):
             active = self._choose(enc)
             aux_active = self._aux_pairs(enc.pre, state.dead)
         z = Latents(torch.relu(encode_active(enc, active)), active, x.shape[0])
-        main, terms, x_hat = self._reconstruct(x, z)
-        terms["auxk"] = self._auxk(enc, x, x_hat, aux_active, state.dead)
+        main, terms, x_hat = self._reconstruct(x, y, z)
+        terms["auxk"] = self._auxk(enc, y, x_hat, aux_active, state.dead)
         total = (main + self.cfg.aux_coefficient * terms["auxk"]).sum()
         l0, fired = z.l0_and_fired()
         return LossOut(total, terms, z.dense, x_hat, fired, l0)
@@ -108,11 +109,12 @@ class TopKFamily(BatchedSAE):
         return Active.from_mask(positive).on_columns(cols, self.cfg.d_sae)
 
     def _auxk(
-        self, enc: Encoded, x: Tensor, x_hat: Tensor, aux: Active | None, dead: Tensor | None
+        self, enc: Encoded, y: Tensor, y_hat: Tensor, aux: Active | None, dead: Tensor | None
     ) -> Tensor:
+        """y: the reconstruction target (x for an SAE), y_hat its reconstruction."""
         if aux is None:
-            return torch.zeros(self.n_instances, device=x.device)
-        e = (x - x_hat).detach()
+            return torch.zeros(self.n_instances, device=y.device)
+        e = (y - y_hat).detach()
         e_hat = decode_active(torch.relu(encode_active(enc, aux)), self.W_dec, aux)
         err = (e_hat - e).square().sum((0, 2))
         var = (e - e.mean(0)).square().sum((0, 2)).clamp(min=1e-12)

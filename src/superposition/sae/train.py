@@ -126,6 +126,7 @@ class SAETrainer:
         self.dead_examples = cfg.dead_feature_window * cfg.batch_size
         self.since_fired = torch.zeros(n_inst, m, device=self.device)  # examples since each latent last fired
         self.scale = torch.ones(n_inst, 1, device=self.device)  # activation normalisation factor per instance
+        self.out_scale = self.scale.clone()  # a transcoder's target's (an SAE's is its input's)
         self._source_at_step = None
         self._in_step = False  # True between a step's start and its end: Ctrl-C there rolls it back
         self._updating = False  # True once a step has started changing the weights
@@ -138,16 +139,26 @@ class SAETrainer:
     def initialise(self) -> None:
         cfg, sae = self.cfg, self.sae
         x = _batch(self.source, max(4096, cfg.batch_size), self.gen, sae.n_instances)
-        if cfg.normalize_activations:
-            self.scale = (sae.cfg.d_in / x.square().sum(-1).mean(0)).sqrt().unsqueeze(-1)  # (inst, 1)
-            x = x * self.scale
+        if cfg.normalize_activations:  # a transcoder's input and target each on its own
+            x_in, y = sae.split(x)
+            self.scale = (x_in.shape[-1] / x_in.square().sum(-1).mean(0)).sqrt().unsqueeze(-1)  # (inst, 1)
+            self.out_scale = (y.shape[-1] / y.square().sum(-1).mean(0)).sqrt().unsqueeze(-1)
+            x = self._scaled(x)
+        target = sae.split(x)[1]
         if cfg.b_dec_init == "geometric_median":
-            sae.b_dec.copy_(geometric_median(x))
+            sae.b_dec.copy_(geometric_median(target))
         elif cfg.b_dec_init == "mean":
-            sae.b_dec.copy_(x.mean(0))
+            sae.b_dec.copy_(target.mean(0))
         if cfg.fit_encoder_scale:
             self._fit_encoder_scale(x)
         self._initialised = True
+
+    def _scaled(self, batch: Tensor) -> Tensor:
+        """A batch in normalised units: × scale (a transcoder's target × out_scale)."""
+        if not self.sae.transcodes:
+            return batch * self.scale
+        d_in = self.sae.cfg.d_in
+        return torch.cat([batch[..., :d_in] * self.scale, batch[..., d_in:] * self.out_scale], -1)
 
     @torch.no_grad()
     def _fit_encoder_scale(self, x: Tensor) -> None:
@@ -155,18 +166,19 @@ class SAETrainer:
         with unit-norm decoder rows and W_enc = W_decᵀ, k latents of an overcomplete dictionary
         add up to several times ‖x‖ (FVU 10 and more at d_sae = 32·d_in, k = 128), which costs
         the first hundreds of steps. For latents f linear in W_enc's scale, the best scale is
-        c = Σ⟨x − b_dec, f W_dec⟩ / Σ‖f W_dec‖² over the initialisation batch."""
+        c = Σ⟨y − b_dec, f W_dec⟩ / Σ‖f W_dec‖² over the initialisation batch (y = x for an SAE)."""
         sae = self.sae
         weight = sae.encoder_param()
         if weight is None:  # tied to the decoder
             return
         num = den = 0.0
         for chunk in x.split(self.cfg.batch_size):  # (rows, d_sae) at a time: no more than a step's memory
-            z = sae.initial_latents(chunk)
+            x_in, y = sae.split(chunk)
+            z = sae.initial_latents(x_in)
             if z is None:  # latents that do not scale with W_enc: leave it as initialised
                 return
-            r = torch.bmm(z.transpose(0, 1), sae.W_dec)  # (inst, rows, d_in)
-            target = (sae._normalize(chunk) - sae.b_dec).transpose(0, 1)
+            r = torch.bmm(z.transpose(0, 1), sae.W_dec)  # (inst, rows, d_out)
+            target = (sae._normalize(y) - sae.b_dec).transpose(0, 1)
             num = num + (target * r).sum((1, 2))
             den = den + r.square().sum((1, 2))
         c = torch.where((den > 0) & (num > 0), num / den.clamp(min=1e-30), torch.ones_like(num))
@@ -228,7 +240,7 @@ class SAETrainer:
         self._in_step = True
         for group in self.opt.param_groups:
             group["lr"] = lr_at(step, cfg)
-        x = _batch(self.source, cfg.batch_size, self.gen, sae.n_instances) * self.scale
+        x = self._scaled(_batch(self.source, cfg.batch_size, self.gen, sae.n_instances))
         state = StepState(
             sparsity_scale=min(1.0, (step + 1) / cfg.sparsity_warm_up_steps)
             if cfg.sparsity_warm_up_steps
@@ -253,7 +265,7 @@ class SAETrainer:
             self.history.steps.append(step)
             for k, v in out.terms.items():
                 self.history.terms.setdefault(k, []).append(v.detach().tolist())
-            shown = self.on_log(step, x, out) if self.on_log else None
+            shown = self.on_log(step, sae.split(x)[1], out) if self.on_log else None
             bar.set_postfix(shown or {"mse": f"{out.terms['mse'].mean().item():.4g}"}, refresh=False)
         self.step = step + 1
         self._in_step = self._updating = False
@@ -293,12 +305,11 @@ class SAETrainer:
             if idx.numel() == 0:
                 continue
             if self.cfg.resample == "anthropic":
-                x = (
-                    _batch(self.source, max(8192, 4 * idx.numel()), self.gen, sae.n_instances)[:, i : i + 1]
-                    * self.scale[i]
-                )
+                x = self._scaled(_batch(self.source, max(8192, 4 * idx.numel()), self.gen, sae.n_instances))
+                x = x[:, i : i + 1]
+                x_in, y = sae.split(x)
                 sae.eval()
-                err = self._recon(x, i).sub(x).square().sum(-1).squeeze(1)
+                err = self._recon(x_in, i).sub(y).square().sum(-1).squeeze(1)
                 sae.train()
                 pick = torch.multinomial(
                     err.square().cpu() + 1e-12,
@@ -306,10 +317,17 @@ class SAETrainer:
                     replacement=err.numel() < idx.numel(),
                     generator=self.gen,
                 )
-                dirs = x[pick, 0] - sae.b_dec[i]
+                dirs = y[pick, 0] - sae.b_dec[i]
+                enc_dirs = x_in[pick, 0] if sae.transcodes else dirs
             else:
-                dirs = torch.randn(idx.numel(), sae.cfg.d_in, generator=self.gen).to(self.device)
+                dirs = torch.randn(idx.numel(), sae.d_out, generator=self.gen).to(self.device)
+                enc_dirs = (
+                    torch.randn(idx.numel(), sae.cfg.d_in, generator=self.gen).to(self.device)
+                    if sae.transcodes
+                    else dirs
+                )
             dirs = dirs / dirs.norm(dim=-1, keepdim=True).clamp(min=1e-8)
+            enc_dirs = enc_dirs / enc_dirs.norm(dim=-1, keepdim=True).clamp(min=1e-8)
             alive = ~dead[i]
             enc_norm = (
                 W_enc[i][:, alive].norm(dim=0).mean()
@@ -318,7 +336,7 @@ class SAETrainer:
             )
             sae.W_dec[i, idx] = dirs
             if (W_enc_param := sae.encoder_param()) is not None:  # a tied encoder follows W_dec
-                W_enc_param[i][:, idx] = dirs.T * (
+                W_enc_param[i][:, idx] = enc_dirs.T * (
                     0.2 * enc_norm if self.cfg.resample == "anthropic" else enc_norm
                 )
             sae.b_enc[i, idx] = 0.0
@@ -326,7 +344,7 @@ class SAETrainer:
             self.since_fired[i, idx] = 0
 
     def _recon(self, x: Tensor, i: int) -> Tensor:
-        """Reconstruction of instance i's inputs x (batch, 1, d) by instance i alone."""
+        """Reconstruction (of the target) from instance i's inputs x (batch, 1, d_in) by instance i."""
         sae = self.sae
         z = sae.encode(x.expand(-1, sae.n_instances, -1))
         return sae.decode(z, x.expand(-1, sae.n_instances, -1))[:, i : i + 1]
@@ -353,6 +371,7 @@ class SAETrainer:
                 tensors[f"adam.{names[p]}.{key}"] = torch.as_tensor(v).cpu().contiguous()
         tensors["since_fired"] = self.since_fired.cpu()
         tensors["scale"] = self.scale.cpu()
+        tensors["out_scale"] = self.out_scale.cpu()
         tensors["rng"] = self.gen.get_state()
         meta = {
             "source": self.source.state_dict() if hasattr(self.source, "state_dict") else None,
@@ -383,6 +402,7 @@ class SAETrainer:
                 }
         self.since_fired = tensors["since_fired"].to(self.device)
         self.scale = tensors["scale"].to(self.device)
+        self.out_scale = tensors.get("out_scale", tensors["scale"]).to(self.device)
         if meta.get("source") is not None:
             self.source.load_state_dict(meta["source"])
         self.gen.set_state(tensors["rng"])
@@ -398,5 +418,5 @@ class SAETrainer:
         BatchedSAE.fold_input_scale)."""
         if not self.cfg.normalize_activations:
             return
-        self.sae.fold_input_scale(self.scale)
-        self.scale = torch.ones_like(self.scale)
+        self.sae.fold_input_scale(self.scale, self.out_scale)
+        self.scale, self.out_scale = torch.ones_like(self.scale), torch.ones_like(self.out_scale)

@@ -41,6 +41,34 @@ CONFIG = "cfg.json"
 FORMAT_VERSION = "6.0.0"  # the SAELens config format written (its 6.x layout), not a SAELens install
 # SAELens names for its inference architectures, where they differ from ours.
 SAELENS_NAMES = {"batchtopk": "jumprelu", "matryoshka": "jumprelu"}
+# SAELens's transcoders: ReLU (our `standard` sparsity) and JumpReLU, with or without a skip; a
+# TopK transcoder has no SAELens form and keeps a name SAELens refuses rather than misreads.
+SAELENS_TRANSCODERS = {
+    ("transcoder", "standard"): "transcoder",
+    ("skip_transcoder", "standard"): "skip_transcoder",
+    ("transcoder", "jumprelu"): "jumprelu_transcoder",
+    ("skip_transcoder", "jumprelu"): "jumprelu_skip_transcoder",
+    ("transcoder", "batchtopk"): "jumprelu_transcoder",  # its inference form: a constant threshold
+    ("skip_transcoder", "batchtopk"): "jumprelu_skip_transcoder",
+    ("transcoder", "matryoshka"): "jumprelu_transcoder",
+    ("skip_transcoder", "matryoshka"): "jumprelu_skip_transcoder",
+}
+FROM_SAELENS_TRANSCODERS = {
+    "transcoder": ("transcoder", "standard"),
+    "skip_transcoder": ("skip_transcoder", "standard"),
+    "jumprelu_transcoder": ("transcoder", "jumprelu"),
+    "jumprelu_skip_transcoder": ("skip_transcoder", "jumprelu"),
+}
+
+
+def saelens_name(cfg: dict) -> str:
+    """The `architecture` SAELens reads for an SAE of ours (cfg: our SAEConfig values)."""
+    arch = cfg["architecture"]
+    if ARCHITECTURES[arch].transcodes:
+        return SAELENS_TRANSCODERS.get((arch, cfg["sparsity"]), f"{cfg['sparsity']}_{arch}")
+    return SAELENS_NAMES.get(arch, arch)
+
+
 IDENTITY_NORMALIZATIONS = ("none", "expected_average_only_in", "covariance_whitening")
 
 
@@ -71,7 +99,7 @@ def write(sae: BatchedSAE, folder: Path, instance: int = 0, extra: dict | None =
     }
     cfg = {
         **ours,
-        "architecture": SAELENS_NAMES.get(sae.cfg.architecture, sae.cfg.architecture),
+        "architecture": saelens_name(ours),
         "superposition_architecture": sae.cfg.architecture,
         "dtype": "float32",
         "device": "cpu",
@@ -108,10 +136,15 @@ def _translate(raw: dict, t: dict[str, Tensor], path: Path) -> tuple[dict, dict[
         return None
 
     arch = raw.get("superposition_architecture")
-    if arch is not None and raw.get("architecture") != SAELENS_NAMES.get(arch, arch):
+    if arch in ARCHITECTURES and raw.get("architecture") != saelens_name(
+        {"sparsity": "topk", **raw, "architecture": arch}
+    ):
         arch = None  # edited since we wrote it: SAELens's key is the one SAELens reads
     ours = arch is not None
-    if arch is None:  # a SAELens file
+    transcoder = None if ours else FROM_SAELENS_TRANSCODERS.get(raw.get("architecture"))
+    if transcoder is not None:  # a SAELens transcoder
+        arch = transcoder[0]
+    elif arch is None:  # a SAELens file
         saelens_arch = raw.get("architecture")
         if saelens_arch is None and (get("activation_fn", "activation_fn_str") == "topk"):
             saelens_arch = "topk"
@@ -126,6 +159,9 @@ def _translate(raw: dict, t: dict[str, Tensor], path: Path) -> tuple[dict, dict[
     if isinstance(hook, str) and not hook.startswith("blocks."):  # SAELens on an HF model names module paths
         hook = hook_from_module_path(hook) or hook
     values.update(architecture=arch, model_name=get("model_name"), hook_name=hook)
+    if transcoder is not None:
+        values.update(sparsity=transcoder[1], apply_b_dec_to_input=False, d_out=raw.get("d_out"))
+        values["hook_name_out"] = get("hook_name_out")
     if "k" not in values or values["k"] is None:
         values["k"] = (raw.get("activation_fn_kwargs") or {}).get("k")
     if isinstance(values.get("k"), float) and values["k"].is_integer():
