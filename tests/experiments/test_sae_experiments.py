@@ -112,3 +112,25 @@ def test_splitting_widens_families_and_saves_every_width(tmp_path):
         assert load_sae(out / "saes" / f"topk-{width}").cfg.d_sae == width
     with pytest.raises(SuperpositionError, match="widths: at least two positive widths, strictly increasing"):
         run_experiment("splitting", tmp_path / "bad", overrides=["widths=[32,8]"])
+
+
+def test_transcoder_toy_recovers_halves_of_the_abs_computation(run_quick):
+    """The quick transcoder-toy: TopK transcoders in place of the compute-abs ReLU layer explain its
+    output (FVU < 0.1) and most halves ReLU(±x_i) the model computes are some latent's read and
+    write (measured: 11, 6 and 7 of 12)."""
+    from superposition.experiments.transcoder_toy import recovered_halves, true_halves
+
+    out, s = run_quick("transcoder-toy")
+    assert len(s["transcoders"]) == 3 and len(s["halves_computed_by_model"]) > 0
+    for r in s["transcoders"]:
+        assert r["fvu"] < 0.1 and 1.0 < r["l0"] <= 2.0
+    assert max(r["halves_recovered"] for r in s["transcoders"]) >= 0.75 * len(s["halves_computed_by_model"])
+    sae = load_sae(out / "transcoders" / "seed0")
+    assert sae.cfg.architecture == "transcoder" and sae.W_dec.shape[-1] == s["d_hidden"]
+    # the scoring on a hand-made case: a latent reading −x_1 and writing ReLU(−W_in[:, 1]) is half 3
+    W_in = torch.tensor([[1.0, -2.0], [0.5, 1.0]])
+    dec, computed = true_halves(W_in)
+    assert computed.tolist() == [True, False, True, True]
+    W_enc = torch.tensor([[0.1], [-1.0]])
+    W_dec = torch.tensor([[2.0, 0.0]])
+    assert recovered_halves(W_enc, W_dec, dec).tolist() == [0.0, 0.0, 0.0, 1.0]

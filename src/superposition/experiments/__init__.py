@@ -16,6 +16,7 @@ from superposition.experiments import (
     sae_synthetic,
     sae_toy,
     splitting,
+    transcoder_toy,
 )
 from superposition.experiments.base import REGISTRY, get_experiment, make_config, run_experiment
 
