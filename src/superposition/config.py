@@ -135,10 +135,14 @@ def _type_name(t: Any) -> str:
 
 
 def parse_value(raw: str) -> Any:
+    """JSON where it parses; a bracketed list of bare words ([a.b, c.d], as a shell leaves it) as a
+    list of values; else the plain string."""
     raw = raw.strip()
     try:
         return json.loads(raw)
     except json.JSONDecodeError:
+        if raw.startswith("[") and raw.endswith("]") and raw[1:-1].strip():
+            return [parse_value(part) for part in raw[1:-1].split(",")]
         return raw
 
 

@@ -20,7 +20,7 @@ from pydantic import Field, model_validator
 from superposition.config import Config, compose
 from superposition.errors import SuperpositionError
 from superposition.lm.data import DEFAULT_DATASET
-from superposition.lm.hooks import MLP_PAIR, read_names
+from superposition.lm.hooks import MLP_PAIR, hook_position, read_names
 from superposition.lm.model import DEFAULT_MODEL
 from superposition.sae.config import SAEConfig
 from superposition.sae.registry import ARCHITECTURES
@@ -50,6 +50,21 @@ class LMSettings(Config):
     model_batch_size: int = Field(16, gt=0, description="sequences per forward pass of the model")
     activation_cache: str | None = Field(
         None, description="folder of cached activations (written if new, read if it matches)"
+    )
+    # what the SAE is trained to preserve (lm/e2e.py)
+    loss: Literal["local", "e2e", "e2e_ds"] = Field(
+        "local",
+        description="local: reconstruct the activation (MSE); e2e: preserve the model's output "
+        "(KL through the rest of the model); e2e_ds: e2e plus MSE at downstream_hooks",
+    )
+    kl_coefficient: float = Field(
+        1.0, gt=0.0, description="e2e, e2e_ds: weight β of KL(P_clean ‖ P_with_SAE)"
+    )
+    downstream_hooks: list[str] = Field(
+        [], description="e2e_ds: later hook points whose activations the SAE-run must keep (MSE)"
+    )
+    downstream_coefficient: float = Field(
+        1.0, ge=0.0, description="e2e_ds: weight γ of the downstream MSE, split evenly over the hooks"
     )
     # the SAE's width, relative to the hook's
     d_sae: int | None = Field(None, gt=0, description="number of latents; default: expansion_factor × d_in")
@@ -85,7 +100,25 @@ class LMSettings(Config):
                     f"hook_name: {self.hook_name} is the MLP input/output pair of a transcoder "
                     "(architecture=transcoder or skip_transcoder); an SAE reads one hook"
                 )
+            if transcoder and self.loss != "local":
+                raise ValueError(f"loss: {self.loss} trains SAEs; a {arch} trains with loss=local")
+        self._check_downstream()
         return self
+
+    def _check_downstream(self) -> None:
+        if self.loss == "e2e_ds" and not self.downstream_hooks:
+            raise ValueError(
+                "downstream_hooks: loss=e2e_ds needs at least one, e.g. [blocks.8.hook_resid_post]"
+            )
+        if self.loss != "e2e_ds" and self.downstream_hooks:
+            raise ValueError(f"downstream_hooks: used by loss=e2e_ds only (loss is {self.loss})")
+        own = hook_position(self.hook_name)
+        for h in self.downstream_hooks:
+            where = hook_position(h)
+            if where is None:
+                raise ValueError(f"downstream_hooks: {h!r} is not a hook point name (blocks.L.<kind>)")
+            if own is not None and where <= own:
+                raise ValueError(f"downstream_hooks: {h} is not after the SAE's hook {self.hook_name}")
 
     @property
     def steps(self) -> int:

@@ -32,6 +32,16 @@ _NAME = re.compile(r"^blocks\.(\d+)\.(" + "|".join(k.replace(".", r"\.") for k i
 MLP_PAIR = re.compile(r"^blocks\.(\d+)\.mlp$")
 
 
+# where each kind fires within a block, in forward order
+_ORDER = ("hook_resid_pre", "attn.hook_z", "hook_attn_out", "hook_mlp_in", "hook_mlp_out", "hook_resid_post")
+
+
+def hook_position(name: str) -> int | None:
+    """A hook point's place in the forward pass (larger is later), or None for a name that is not one."""
+    m = _NAME.match(name)
+    return int(m.group(1)) * len(_ORDER) + _ORDER.index(m.group(2)) if m else None
+
+
 def pair_name(name: str) -> str:
     """`blocks.L.mlp` for a transcoder's input hook `blocks.L.hook_mlp_in` (as its cfg.json names
     it); other names unchanged."""

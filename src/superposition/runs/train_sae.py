@@ -33,6 +33,7 @@ from superposition.files import (
     write_marker,
 )
 from superposition.lm.config import LMSAEConfig
+from superposition.lm.e2e import EndToEndObjective, SequenceSource
 from superposition.lm.evals import evaluate_sae
 from superposition.lm.hooks import HookedModel, pair_name
 from superposition.lm.model import LoadedModel, load_model
@@ -48,7 +49,10 @@ from superposition.seeding import derive_seed
 from superposition.viz.sae import density_histogram, training_curves
 
 RUN_KIND = "train-sae run"
-LOG_KEYS = ["step", "tokens", "lr", "mse", "l0", "explained_variance", "auxk", "l1", "tokens_per_s"]
+LOG_KEYS = [
+    "step", "tokens", "lr", "mse", "l0", "explained_variance", "auxk", "l1", "kl", "downstream_mse",
+    "tokens_per_s",
+]  # fmt: skip
 
 
 @dataclass
@@ -183,7 +187,7 @@ class RunLogger:
             "explained_variance": ev.item(),
             "tokens_per_s": rate,
         }
-        for key in ("auxk", "l1"):
+        for key in ("auxk", "l1", "kl", "downstream_mse"):
             if key in out.terms:
                 row[key] = out.terms[key][0].item()
         self.jsonl.write(json.dumps(row) + "\n")
@@ -272,14 +276,19 @@ def _train_and_evaluate(cfg: LMSAEConfig, out: Path, resume: bool, lm, hooked, s
     if not resume:
         atomic_write_text(out / "config.json", json.dumps(cfg.model_dump(), indent=1))
         write_marker(out, RUN_KIND)
-    trainer = SAETrainer(sae, store, train_cfg, checkpoint_dir=out / "checkpoint")
+    source, objective = store, None
+    if cfg.loss != "local":  # end-to-end: whole sequences, and the KL through the rest of the model
+        source = SequenceSource(store, hooked, lm.tokenizer, cfg.hook_name, cfg.downstream_hooks)
+        objective = EndToEndObjective(source, cfg.kl_coefficient, cfg.downstream_coefficient)
+    trainer = SAETrainer(sae, source, train_cfg, checkpoint_dir=out / "checkpoint", objective=objective)
     resumed = resume and checkpoint.exists(out / "checkpoint")
     if resumed:
         trainer.load_checkpoint()
     trainer.on_log = logger = RunLogger(out, cfg, trainer.step if resumed else None)
     logger.opt = trainer.opt
     print(
-        f"training a {cfg.architecture} ({sae.cfg.d_in} -> {sae.cfg.d_sae}"
+        f"training a {cfg.architecture}{'' if cfg.loss == 'local' else f' ({cfg.loss} loss)'} "
+        f"({sae.cfg.d_in} -> {sae.cfg.d_sae}"
         f"{f' -> {sae.d_out}' if sae.transcodes else ''}) on {cfg.model_name} "
         f"{cfg.hook_name}: "
         f"{cfg.steps} steps of {cfg.batch_size_tokens} tokens",

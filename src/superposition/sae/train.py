@@ -106,16 +106,19 @@ class SAETrainer:
         cfg: SAETrainConfig,
         checkpoint_dir: str | Path | None = None,
         on_log: Callable[[int, Tensor, LossOut], dict | None] | None = None,
+        objective: Callable[[LossOut, Tensor], LossOut] | None = None,
     ) -> None:
         """`source` has sample(n, generator); if it also has state_dict/load_state_dict (a
-        streaming store), its position goes into checkpoints. `on_log(step, x, out)` is called at
-        logged steps and may return numbers for the progress bar."""
+        streaming store), its position goes into checkpoints. `on_log(step, y, out)` is called at
+        logged steps with the batch's reconstruction target y (x for an SAE) and may return numbers
+        for the progress bar. `objective(out, scale)`, if given, turns the SAE's own loss on the batch
+        into the one optimised (the end-to-end loss of lm/e2e.py; scale: the normalisation factor)."""
         if sae.cfg.input_normalization != "none":
             raise SuperpositionError(
                 f"input_normalization {sae.cfg.input_normalization!r}: SAEs that normalise each input can be "
                 "evaluated here, not trained (train with none, or with normalize_activations)"
             )
-        self.sae, self.source, self.cfg, self.on_log = sae, source, cfg, on_log
+        self.sae, self.source, self.cfg, self.on_log, self.objective = sae, source, cfg, on_log, objective
         self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
         # fused: one kernel per parameter instead of a dozen elementwise passes (same update)
         self.opt = torch.optim.Adam(sae.parameters(), lr=cfg.lr, fused=True)
@@ -248,6 +251,8 @@ class SAETrainer:
             dead=self.since_fired >= self.dead_examples,
         )
         out = sae.loss(x, state)
+        if self.objective is not None:
+            out = self.objective(out, self.scale)
         self._check_finite(out, step)
         self.opt.zero_grad(set_to_none=True)
         out.total.backward()
