@@ -6,6 +6,7 @@
     superposition train-sae [--config FILE] [--set key=value ...] --out DIR [--resume] [--help-config]
     superposition eval-sae SAE [--model M] [--hook H] [--out DIR] [--sequences N]
     superposition dashboard SAE --out SITE [--model M] [--hook H] [--sequences N] [--latents N] [--sae NAME]
+                            [--meta DIR]
     superposition analyze SAE --prompt TEXT [--model M] [--hook H] [--token TOKEN] [--top N]
     superposition convert SRC --to saelens|sparsify --out DST
     superposition compare-saes A B --out DIR [--threshold T]
@@ -107,6 +108,9 @@ def build_parser() -> argparse.ArgumentParser:
     dash.add_argument("--latents", type=int, default=None, help="only the first N latents (default: all)")
     dash.add_argument(
         "--sae", default=None, help="experiment runs: which SAE under saes/ (default: the first)"
+    )
+    dash.add_argument(
+        "--meta", default=None, help="a meta-sae output folder of this SAE: show each latent's meta-latents"
     )
 
     an = sub.add_parser(
@@ -318,7 +322,14 @@ def _cmd_dashboard(args: argparse.Namespace) -> int:
 
     _positive(args, "sequences", "latents")
     site = build_dashboard(
-        args.run_dir, args.out, args.sequences, args.latents, args.sae, model=args.model, hook=args.hook
+        args.run_dir,
+        args.out,
+        args.sequences,
+        args.latents,
+        args.sae,
+        model=args.model,
+        hook=args.hook,
+        meta=args.meta,
     )
     print(f"wrote {site}\nopen: {site / 'index.html'}")
     return 0

@@ -69,3 +69,43 @@ def test_cli_writes_the_meta_sae_and_refuses_bad_flags(tmp_path, capsys):
         assert main(["meta-sae", str(tmp_path / "base"), "--out", str(tmp_path / "bad"), *extra]) == 2
         err = capsys.readouterr().err
         assert needle in err and len(err.strip().splitlines()) == 1 and not (tmp_path / "bad").exists()
+
+
+def test_dashboard_shows_each_latents_meta_latents_and_who_shares_them(tmp_path, capsys):
+    """An experiment-style run (ground truth + saes/) whose decoder rows 0 and 1 are built from the
+    same atom: the dashboard with --meta lists, on latent 0's page, a meta-latent that latent 1 shares."""
+    from safetensors.torch import save_file
+
+    run = tmp_path / "run"
+    (run / "saes").mkdir(parents=True)
+    rows = _planted(1)[:256]
+    rows[1] = rows[0] + 0.01 * torch.randn(D, generator=torch.Generator().manual_seed(0))
+    save_file({"features": rows[:8].contiguous()}, str(run / "ground_truth.safetensors"))
+    base = make_sae(SAEConfig(architecture="topk", d_in=D, d_sae=256, k=4))
+    with torch.no_grad():
+        base.W_dec.copy_((rows / rows.norm(dim=1, keepdim=True)).unsqueeze(0))
+    save_sae(base, run / "saes" / "topk")
+    meta = tmp_path / "meta"
+    assert main(["meta-sae", str(run), "--out", str(meta), "--width", str(M), "--steps", "200"]) == 0
+    site = tmp_path / "site"
+    assert main(["dashboard", str(run), "--out", str(site), "--meta", str(meta), "--latents", "4"]) == 0
+    per_base = list(csv.DictReader(open(meta / "meta_latents.csv")))
+    first = per_base[0]["meta_latents"].split()
+    assert first and set(first) & set(per_base[1]["meta_latents"].split())  # near-identical rows share
+    page = (site / "latents" / "0.html").read_text()
+    assert "Meta-latents" in page and "other latents sharing it" in page
+    index = (site / "index.html").read_text()
+    assert '"meta-latents"' in index
+    # a meta-SAE of another SAE (other width) is refused in one line, writing nothing
+    other = tmp_path / "other"
+    small = make_sae(SAEConfig(architecture="topk", d_in=D, d_sae=64, k=4))
+    save_sae(small, other)
+    assert main(["meta-sae", str(other), "--out", str(tmp_path / "meta2"), "--width", "8", "--steps", "20"]) == 0
+    capsys.readouterr()
+    bad = tmp_path / "bad"
+    assert main(["dashboard", str(run), "--out", str(bad), "--meta", str(tmp_path / "meta2")]) == 2
+    err = capsys.readouterr().err
+    assert "an SAE with 64 latents; this one has 256" in err and len(err.strip().splitlines()) == 1
+    assert not bad.exists()
+    assert main(["dashboard", str(run), "--out", str(bad), "--meta", str(tmp_path)]) == 2
+    assert "not a readable meta-sae output folder" in capsys.readouterr().err and not bad.exists()

@@ -11,6 +11,7 @@ static site (report/dashboard.py).
 
 from __future__ import annotations
 
+import csv
 import json
 import sys
 from pathlib import Path
@@ -38,10 +39,14 @@ def build_dashboard(
     top_k: int = 10,
     model: str | None = None,
     hook: str | None = None,
+    meta: str | Path | None = None,
 ) -> Path:
     """RUN_DIR: an SAE experiment run (latents against the true features), or a train-sae run or any
-    readable SAE on its language model (latents on held-out text; `model`/`hook` as for eval-sae)."""
+    readable SAE on its language model (latents on held-out text; `model`/`hook` as for eval-sae).
+    `meta`: a `meta-sae` output folder for this SAE; each latent then shows its meta-latents and the
+    other latents sharing them."""
     out = resolve_out(out)
+    meta_info = read_meta(meta) if meta is not None else None
     if not str(run_dir).startswith("hf://"):
         run = Path(run_dir).expanduser().absolute()
         if not run.exists():
@@ -49,8 +54,51 @@ def build_dashboard(
         if out == run or run in out.parents and out.name in ("sae", "saes", "checkpoint"):
             raise SuperpositionError(f"--out {out}: choose a folder outside the run's own files")
         if (run / "ground_truth.safetensors").is_file() and (run / "saes").is_dir():
-            return _toy_dashboard(run, out, sae_name, max_latents)
-    return _lm_dashboard(load_run(run_dir, model, hook), out, sequences or 256, max_latents, top_k)
+            return _toy_dashboard(run, out, sae_name, max_latents, meta_info)
+    return _lm_dashboard(load_run(run_dir, model, hook), out, sequences or 256, max_latents, top_k, meta_info)
+
+
+def read_meta(folder: str | Path) -> dict:
+    """A meta-sae folder's meta-latents per base latent and base latents per meta-latent."""
+    folder = Path(folder).expanduser()
+    try:
+        summary = json.loads((folder / "summary.json").read_text())
+        by_meta = json.loads((folder / "base_latents_by_meta_latent.json").read_text())
+        with open(folder / "meta_latents.csv", newline="") as f:
+            per_base = [
+                list(zip(map(int, r["meta_latents"].split()), map(float, r["activations"].split())))
+                for r in csv.DictReader(f)
+            ]
+    except (OSError, ValueError, KeyError) as err:
+        raise SuperpositionError(
+            f"--meta {folder}: not a readable meta-sae output folder ({type(err).__name__}); "
+            "make one with superposition meta-sae"
+        ) from None
+    return {"n_base": int(summary["n_base_latents"]), "per_base": per_base,
+            "by_meta": {int(k): v for k, v in by_meta.items()}, "folder": str(folder)}  # fmt: skip
+
+
+def _add_meta(meta: dict | None, d_sae: int, columns: list, rows: list, pages: list) -> None:
+    """Each latent's meta-latents (column and table) and the other base latents sharing each."""
+    if meta is None:
+        return
+    if meta["n_base"] != d_sae:
+        raise SuperpositionError(
+            f"--meta {meta['folder']}: a meta-SAE of an SAE with {meta['n_base']} latents; "
+            f"this one has {d_sae}"
+        )
+    columns.append({"key": "meta", "label": "meta-latents", "type": "text"})
+    for row, page in zip(rows, pages):
+        pairs = meta["per_base"][page.index]
+        row["meta"] = " ".join(str(j) for j, _ in pairs)
+        shared = []
+        for j, a in pairs:
+            others = [b for b in meta["by_meta"].get(j, []) if b != page.index][:12]
+            shared.append([j, a, " ".join(map(str, others))])
+        page.tables.append(
+            ("Meta-latents (the meta-SAE's decomposition of this decoder direction)",
+             ["meta-latent", "activation", "other latents sharing it"], shared)
+        )  # fmt: skip
 
 
 def _spans(tokens: list[str], acts: list[float], focus: int, vmax: float) -> list[TokenSpan]:
@@ -60,7 +108,9 @@ def _spans(tokens: list[str], acts: list[float], focus: int, vmax: float) -> lis
     ]
 
 
-def _lm_dashboard(run: LMRun, out: Path, n_seq: int, max_latents: int | None, top_k: int) -> Path:
+def _lm_dashboard(
+    run: LMRun, out: Path, n_seq: int, max_latents: int | None, top_k: int, meta: dict | None = None
+) -> Path:
     cfg, sae = run.cfg, run.sae
     lm, hooked = run.load_model()
     seqs = ActivationStore.for_run(cfg, lm, hooked, holdout=True).first_sequences(n_seq)
@@ -128,6 +178,7 @@ def _lm_dashboard(run: LMRun, out: Path, n_seq: int, max_latents: int | None, to
         {"key": "max_act", "label": "max activation", "type": "num"},
         {"key": "top_logits", "label": "top logit-lens tokens", "type": "text"},
     ]
+    _add_meta(meta, sae.cfg.d_sae, columns, rows, pages)
     subtitle = (
         f"{sae.cfg.architecture} SAE, {sae.cfg.d_sae} latents, on {cfg.model_name} at {cfg.hook_name}; "
         f"{la.n_tokens:,} held-out tokens from {cfg.dataset_path}"
@@ -135,7 +186,9 @@ def _lm_dashboard(run: LMRun, out: Path, n_seq: int, max_latents: int | None, to
     return write_dashboard(out, f"SAE latents: {cfg.hook_name}", subtitle, columns, rows, pages)
 
 
-def _toy_dashboard(run: Path, out: Path, sae_name: str | None, max_latents: int | None) -> Path:
+def _toy_dashboard(
+    run: Path, out: Path, sae_name: str | None, max_latents: int | None, meta: dict | None = None
+) -> Path:
     folder = experiment_sae(run, sae_name)
     name = folder.name
     sae = load_sae(folder)
@@ -200,6 +253,7 @@ def _toy_dashboard(run: Path, out: Path, sae_name: str | None, max_latents: int 
         {"key": "fires_on", "label": "features it fires on", "type": "num"},
         {"key": "max_response", "label": "max response", "type": "num"},
     ]
+    _add_meta(meta, sae.cfg.d_sae, columns, rows, pages)
     subtitle = (
         f"{name}: {sae.cfg.architecture} SAE, {sae.cfg.d_sae} latents, "
         f"against {F.shape[0]} true features in {F.shape[1]} dimensions"
