@@ -50,11 +50,15 @@ def make_data(path: Path, rows: int, eval_rows: int) -> None:
         buffer_sequences=64, model_batch_size=16, holdout=True,
     ).sample(eval_rows)  # fmt: skip
     d = hooked.d_model
-    save_file(
-        {"train_x": train[:, :d].contiguous(), "train_y": train[:, d:].contiguous(),
-         "eval_x": held[:, :d].contiguous(), "eval_y": held[:, d:].contiguous()},
-        str(path),
-    )  # fmt: skip
+    held = {"eval_x": held[:, :d].contiguous(), "eval_y": held[:, d:].contiguous()}
+    # each trainer reads the layout it trains on, so neither holds a second copy: sparsify x and y,
+    # ours the rows [x | y]
+    save_file({"train_x": train[:, :d].contiguous(), "train_y": train[:, d:].contiguous(), **held}, str(path))
+    save_file({"train_rows": train, **held}, str(rows_file(path)))
+
+
+def rows_file(path: Path) -> Path:
+    return path.with_name(path.stem + "_rows.safetensors")
 
 
 def ours_worker(data: str, d_sae: int, k: int, steps: int, seed: int) -> None:
@@ -64,9 +68,9 @@ def ours_worker(data: str, d_sae: int, k: int, steps: int, seed: int) -> None:
     from superposition.sae.train import SAETrainConfig, SAETrainer
 
     tune_allocator()
-    t = load_file(data)
-    rows = torch.cat([t["train_x"], t["train_y"]], -1)
-    d = t["train_x"].shape[1]
+    t = load_file(str(rows_file(Path(data))))
+    rows = t["train_rows"]
+    d = t["eval_x"].shape[1]
     sae = make_sae(
         SAEConfig(architecture="transcoder", d_in=d, d_sae=d_sae, k=k), torch.Generator().manual_seed(seed)
     )
