@@ -237,6 +237,7 @@ CASES = [
     ("eval-pickled-ae", ["eval-sae", "{pickled_ae}", "--model", "m", "--hook", "h", "--out", "{new}"], "holds pickled objects"),
     ("eval-foreign-no-out", ["eval-sae", "{toy_run}/saes/topk", "--model", "smollm2-135m-instruct", "--hook", "blocks.0.hook_resid_post"], "give --out DIR"),
     ("eval-npz-no-threshold", ["eval-sae", "{npz_no_threshold}", "--out", "{new}"], "missing threshold"),
+    ("meta-no-sae", ["meta-sae", "{emptydir}", "--out", "{new}"], "no SAE in a known format"),
     # superposition compare-saes
     ("compare-experiment-run", ["compare-saes", "{toy_run}", "{toy_run}/saes/topk", "--out", "{new}"], "an experiment run holds several SAEs"),
     ("compare-into-users-folder", ["compare-saes", "{toy_run}/saes/topk", "{toy_run}/saes/topk", "--out", "{user}"], "not a previous run"),
