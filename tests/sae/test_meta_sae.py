@@ -100,7 +100,9 @@ def test_dashboard_shows_each_latents_meta_latents_and_who_shares_them(tmp_path,
     other = tmp_path / "other"
     small = make_sae(SAEConfig(architecture="topk", d_in=D, d_sae=64, k=4))
     save_sae(small, other)
-    assert main(["meta-sae", str(other), "--out", str(tmp_path / "meta2"), "--width", "8", "--steps", "20"]) == 0
+    assert (
+        main(["meta-sae", str(other), "--out", str(tmp_path / "meta2"), "--width", "8", "--steps", "20"]) == 0
+    )
     capsys.readouterr()
     bad = tmp_path / "bad"
     assert main(["dashboard", str(run), "--out", str(bad), "--meta", str(tmp_path / "meta2")]) == 2
