@@ -39,7 +39,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from grid_common import BATCH, DEAD_WINDOW_STEPS, LR, held_out_fvu_l0, report_run  # noqa: E402
+from grid_common import BATCH, held_out_fvu_l0, our_train_config, report_run  # noqa: E402
 from peers import ROOT, python_of  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
@@ -57,7 +57,7 @@ def ours_worker(
     from superposition.perf import tune_allocator
     from superposition.sae import SAEConfig, make_sae
     from superposition.sae.sources import TensorSource
-    from superposition.sae.train import SAETrainConfig, SAETrainer
+    from superposition.sae.train import SAETrainer
 
     tune_allocator()
     tensors = load_file(data)
@@ -71,15 +71,7 @@ def ours_worker(
         cfg["l0_coefficient"] = coefficient
     for seed in map(int, seeds.split(",")):
         sae = make_sae(SAEConfig(**cfg), torch.Generator().manual_seed(seed))
-        train = SAETrainConfig(
-            steps=steps,
-            batch_size=BATCH,
-            lr=LR,
-            dead_feature_window=DEAD_WINDOW_STEPS,
-            b_dec_init="mean",
-            seed=seed,
-        )
-        trainer = SAETrainer(sae, TensorSource(x), train)
+        trainer = SAETrainer(sae, TensorSource(x), our_train_config(steps, seed))
         start = time.perf_counter()
         trainer.train(progress=False)
         seconds = time.perf_counter() - start

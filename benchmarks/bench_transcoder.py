@@ -8,7 +8,7 @@ alternating, best of --repeats. Printed: training rows/s, held-out FVU of the ML
 peak RSS, for every (d_sae, k) shape; and the least favourable shape. Target: faster than
 sparsify at equal or better FVU.
 
-    python benchmarks/bench_transcoder.py [--steps 200] [--repeats 2] [--shapes 4608x32,2304x16,9216x64]
+    python benchmarks/bench_transcoder.py [--steps 200] [--repeats 2] [--shapes 512x8,2304x16,4608x32,9216x64]
 """
 
 from __future__ import annotations
@@ -26,10 +26,10 @@ from safetensors.torch import load_file, save_file
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+from grid_common import BATCH, LR, our_train_config  # noqa: E402
 from measure import peak_rss_mib  # noqa: E402
 from peers import python_of  # noqa: E402
 
-BATCH, LR, DEAD_WINDOW_STEPS = 1024, 5e-4, 20
 HOOK = "blocks.6.mlp"
 
 
@@ -65,7 +65,7 @@ def ours_worker(data: str, d_sae: int, k: int, steps: int, seed: int) -> None:
     from superposition.perf import tune_allocator
     from superposition.sae import SAEConfig, make_sae
     from superposition.sae.sources import TensorSource
-    from superposition.sae.train import SAETrainConfig, SAETrainer
+    from superposition.sae.train import SAETrainer
 
     tune_allocator()
     t = load_file(str(rows_file(Path(data))))
@@ -74,16 +74,11 @@ def ours_worker(data: str, d_sae: int, k: int, steps: int, seed: int) -> None:
     sae = make_sae(
         SAEConfig(architecture="transcoder", d_in=d, d_sae=d_sae, k=k), torch.Generator().manual_seed(seed)
     )
-    train = SAETrainConfig(
-        steps=steps,
-        batch_size=BATCH,
-        lr=LR,
-        dead_feature_window=DEAD_WINDOW_STEPS,
-        b_dec_init="mean",
-        seed=seed,
-    )
+    # built before the clock starts, as sparsify's worker builds its optimiser (the first Adam of a
+    # process imports torch._dynamo, about 1.5 s); initialisation and training are timed
+    trainer = SAETrainer(sae, TensorSource(rows), our_train_config(steps, seed))
     start = time.perf_counter()
-    SAETrainer(sae, TensorSource(rows), train).train(progress=False)
+    trainer.train(progress=False)
     seconds = time.perf_counter() - start
     sae.eval()
     err = nnz = 0.0
@@ -111,7 +106,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--shapes", default="4608x32,2304x16,9216x64", help="d_sae x k, comma-separated")
+    parser.add_argument("--shapes", default="512x8,2304x16,4608x32,9216x64", help="d_sae x k, comma-separated")
     parser.add_argument("--worker", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:

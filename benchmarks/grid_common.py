@@ -12,6 +12,21 @@ from measure import peak_rss_mib
 BATCH, LR, DEAD_WINDOW_STEPS = 1024, 5e-4, 20
 
 
+def our_train_config(steps: int, seed: int):
+    """This project's trainer with the settings every peer comparison shares (imported only on
+    this project's side: the peers' environments do not have the package)."""
+    from superposition.sae.train import SAETrainConfig
+
+    return SAETrainConfig(
+        steps=steps,
+        batch_size=BATCH,
+        lr=LR,
+        dead_feature_window=DEAD_WINDOW_STEPS,
+        b_dec_init="mean",
+        seed=seed,
+    )
+
+
 @torch.no_grad()
 def held_out_fvu_l0(reconstruct, held_out: torch.Tensor) -> tuple[float, float]:
     """FVU and mean L0 over the held-out rows, a batch at a time (evaluation is not what peak RSS

@@ -17,9 +17,10 @@ import torch
 from safetensors.torch import load_file
 from sparsify import SparseCoder, SparseCoderConfig
 
+from grid_common import BATCH, DEAD_WINDOW_STEPS, LR
 from measure import peak_rss_mib
 
-BATCH, LR, DEAD_WINDOW_STEPS, AUXK_ALPHA = 1024, 5e-4, 20, 1 / 32
+AUXK_ALPHA = 1 / 32
 data, d_sae, k, steps, seed = sys.argv[1], *map(int, sys.argv[2:6])
 t = load_file(data)
 x, y = t["train_x"], t["train_y"]
