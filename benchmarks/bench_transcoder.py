@@ -106,7 +106,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--shapes", default="512x8,2304x16,4608x32,9216x64", help="d_sae x k, comma-separated")
+    parser.add_argument(
+        "--shapes", default="512x8,2304x16,4608x32,9216x64", help="d_sae x k, comma-separated"
+    )
     parser.add_argument("--worker", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
