@@ -4,6 +4,7 @@
 # Importing a module registers its experiments.
 from superposition.experiments import (
     absorption,
+    compare_geometries,
     compute_abs,
     correlated,
     double_descent,

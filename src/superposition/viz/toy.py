@@ -446,3 +446,16 @@ def dimensionality_slider(steps: np.ndarray, dims: np.ndarray, losses: np.ndarra
         ],
     )
     return fig
+
+
+def ranked_losses(names: Sequence[str], losses: Sequence[float], stderr: Sequence[float]) -> Figure:
+    """Horizontal bars of losses (lowest at the top) with ± 2 standard-error whiskers."""
+    fig, ax = plt.subplots(figsize=(7.5, 0.35 * len(names) + 1.2))
+    y = np.arange(len(names))[::-1]
+    ax.barh(y, losses, xerr=2 * np.asarray(stderr), color="#4c72b0", ecolor="black", capsize=2)
+    ax.set_yticks(y, names, fontsize=8)
+    ax.set_xlabel("expected loss")
+    lo, hi = min(losses), max(losses)
+    ax.set_xlim(max(0.0, lo - 0.1 * (hi - lo + 1e-12)), hi + 0.05 * (hi - lo + 1e-12))
+    fig.tight_layout()
+    return fig
