@@ -14,6 +14,7 @@ from superposition.experiments import (
     intro,
     neurons,
     phase_diagram,
+    polytopes,
     sae_synthetic,
     sae_toy,
     splitting,

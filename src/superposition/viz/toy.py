@@ -459,3 +459,31 @@ def ranked_losses(names: Sequence[str], losses: Sequence[float], stderr: Sequenc
     ax.set_xlim(max(0.0, lo - 0.1 * (hi - lo + 1e-12)), hi + 0.05 * (hi - lo + 1e-12))
     fig.tight_layout()
     return fig
+
+
+def feature_directions_3d(W: Tensor, titles: Sequence[str]) -> go.Figure:
+    """Interactive 3-D feature directions: one scene per instance, a line from the origin to each
+    column of W (inst, 3, feat); hover shows the feature and its norm."""
+    W = W.detach().cpu().numpy()
+    n_inst, _, n_feat = W.shape
+    cols = min(n_inst, 4)
+    rows = math.ceil(n_inst / cols)
+    specs = [[{"type": "scene"}] * cols for _ in range(rows)]
+    fig = make_subplots(rows=rows, cols=cols, specs=specs, subplot_titles=list(titles))
+    palette = ["#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b3", "#937860", "#da8bc3", "#8c8c8c"]
+    for i in range(n_inst):
+        for f in range(n_feat):
+            x, y, z = W[i, :, f]
+            fig.add_trace(
+                go.Scatter3d(
+                    x=[0, x], y=[0, y], z=[0, z], mode="lines+markers", marker=dict(size=[0, 4]),
+                    line=dict(color=palette[f % len(palette)], width=5),
+                    hovertext=f"feature {f}<br>norm {np.sqrt(x * x + y * y + z * z):.3f}", hoverinfo="text",
+                    showlegend=False,
+                ),
+                row=i // cols + 1, col=i % cols + 1,
+            )  # fmt: skip
+    axis = dict(range=[-1.2, 1.2], showticklabels=False, title="")
+    fig.update_scenes(xaxis=axis, yaxis=axis, zaxis=axis, aspectmode="cube")
+    fig.update_layout(height=320 * rows + 60, margin=dict(l=5, r=5, t=60, b=5))
+    return fig

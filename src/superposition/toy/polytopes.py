@@ -1,0 +1,157 @@
+"""Names for the geometry a toy model's features form: digon, triangle, pentagon, tetrahedron,
+triangular bipyramid, octahedron, square antiprism, ...
+
+The represented features (‖W_i‖ above a threshold) are split into *components*: groups joined by
+non-zero interference (|cos| > 0.1), which live in mutually orthogonal subspaces. Each component
+is named by comparing its sorted pairwise cosines with those of reference shapes of the same size
+and rank; the whole is then named from its components (a triangle and a digon in orthogonal
+subspaces of 3 dimensions form a triangular bipyramid; three orthogonal digons an octahedron).
+Feature norms are not part of the name: in shapes like the triangular bipyramid the features are
+not all equally strong, so the norms are reported beside it.
+"""
+
+from __future__ import annotations
+
+import math
+from functools import cache
+
+import torch
+from torch import Tensor
+
+_POLYGONS = {2: "digon", 3: "triangle", 4: "square", 5: "pentagon", 6: "hexagon", 7: "heptagon", 8: "octagon"}
+TOL = 0.15  # largest difference between sorted cosines and the reference's
+
+
+def _unit(V: Tensor) -> Tensor:
+    return V / V.norm(dim=0, keepdim=True)
+
+
+def _polygon(m: int) -> Tensor:
+    a = 2 * math.pi * torch.arange(m, dtype=torch.float64) / m
+    return torch.stack([a.cos(), a.sin()])
+
+
+def _square_antiprism() -> Tensor:
+    """Two squares on the unit sphere, one turned by 45°, at heights ±z with all edges equal."""
+
+    def vertices(z: float) -> Tensor:
+        r = math.sqrt(1 - z * z)
+        a = torch.arange(4, dtype=torch.float64) * math.pi / 2
+        top = torch.stack([r * a.cos(), r * a.sin(), torch.full((4,), z, dtype=torch.float64)])
+        bot = torch.stack(
+            [
+                r * (a + math.pi / 4).cos(),
+                r * (a + math.pi / 4).sin(),
+                torch.full((4,), -z, dtype=torch.float64),
+            ]
+        )
+        return torch.cat([top, bot], 1)
+
+    lo, hi = 0.0, 0.99
+    for _ in range(60):  # bisect on z: the square's edge against the edge between the squares
+        z = (lo + hi) / 2
+        V = vertices(z)
+        side, cross = (V[:, 0] - V[:, 1]).norm(), (V[:, 0] - V[:, 4]).norm()
+        lo, hi = (z, hi) if cross < side else (lo, z)
+    return vertices((lo + hi) / 2)
+
+
+@cache
+def references() -> list[tuple[str, int, int, Tensor]]:
+    """(name, features, rank, sorted off-diagonal cosines) of every reference component shape."""
+    shapes: list[tuple[str, Tensor]] = [(n, _polygon(m)) for m, n in _POLYGONS.items() if m != 4]
+    tetra = torch.tensor([[1, 1, 1], [1, -1, -1], [-1, 1, -1], [-1, -1, 1]], dtype=torch.float64).T
+    cube = torch.tensor([[x, y, z] for x in (1, -1) for y in (1, -1) for z in (1, -1)], dtype=torch.float64).T
+    phi = (1 + 5**0.5) / 2
+    ico = []
+    for a in (1, -1):
+        for b in (phi, -phi):
+            ico += [[0, a, b], [a, b, 0], [b, 0, a]]
+    shapes += [
+        ("tetrahedron", tetra),
+        ("cube", cube),
+        ("square antiprism", _square_antiprism()),
+        ("icosahedron", torch.tensor(ico, dtype=torch.float64).T),
+    ]
+    out = []
+    for name, V in shapes:
+        U = _unit(V)
+        out.append((name, U.shape[1], _rank(U), _sorted_cosines(U)))
+    return out
+
+
+def _rank(U: Tensor) -> int:
+    """Dimensions the directions U span, ignoring what is under a fifth of the largest singular value
+    (trained weights are never exactly degenerate)."""
+    return int(torch.linalg.matrix_rank(U, rtol=0.2))
+
+
+def _sorted_cosines(U: Tensor) -> Tensor:
+    C = U.T @ U
+    return C[torch.triu(torch.ones_like(C, dtype=torch.bool), 1)].sort().values
+
+
+def components(W: Tensor, threshold: float = 0.5, link: float = 0.1) -> list[list[int]]:
+    """The represented features of W (d, n), grouped by interference (|cos| > link)."""
+    W = W.double()
+    rep = (W.norm(dim=0) > threshold).nonzero().squeeze(1).tolist()
+    if not rep:
+        return []
+    U = _unit(W[:, rep])
+    adj = (U.T @ U).abs() > link
+    groups, seen = [], set()
+    for start in range(len(rep)):
+        if start in seen:
+            continue
+        stack, group = [start], []
+        seen.add(start)
+        while stack:
+            i = stack.pop()
+            group.append(rep[i])
+            for j in adj[i].nonzero().squeeze(1).tolist():
+                if j not in seen:
+                    seen.add(j)
+                    stack.append(j)
+        groups.append(sorted(group))
+    return sorted(groups, key=lambda g: (-len(g), g))
+
+
+def name_component(U: Tensor) -> str:
+    """The name of one interfering group of unit directions U (d, m)."""
+    m = U.shape[1]
+    if m == 1:
+        return "dedicated dimension"
+    rank = _rank(U)
+    cos = _sorted_cosines(U)
+    for name, size, r, ref in references():
+        if size == m and r == rank and float((cos - ref).abs().max()) < TOL:
+            return name
+    return f"{m} features in {rank} dimensions"
+
+
+_WHOLES = {
+    (("digon", "digon"), 2): "square",
+    (("digon", "digon", "digon"), 3): "octahedron",
+    (("digon", "triangle"), 3): "triangular bipyramid",
+    (("digon", "pentagon"), 3): "pentagonal bipyramid",
+    (("digon", "square"), 3): "octahedron",
+}
+
+
+def name_geometry(W: Tensor, threshold: float = 0.5) -> str:
+    """The geometry of W's represented features (W: (d, n), column i feature i's direction)."""
+    groups = components(W, threshold)
+    if not groups:
+        return "no feature represented"
+    W = W.double()
+    names = [name_component(_unit(W[:, g])) for g in groups]
+    rank = _rank(_unit(W[:, [i for g in groups for i in g]]))
+    whole = _WHOLES.get((tuple(sorted(names)), rank))
+    if whole:
+        return whole
+    if all(n == "dedicated dimension" for n in names):
+        return f"{len(names)} orthogonal features"
+    counts: dict[str, int] = {}
+    for n in names:
+        counts[n] = counts.get(n, 0) + 1
+    return " + ".join(f"{c} {n}s" if c > 1 else n for n, c in counts.items())
