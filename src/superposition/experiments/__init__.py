@@ -4,6 +4,7 @@
 # Importing a module registers its experiments.
 from superposition.experiments import (
     absorption,
+    adversarial,
     compare_geometries,
     compute_abs,
     correlated,

@@ -487,3 +487,26 @@ def feature_directions_3d(W: Tensor, titles: Sequence[str]) -> go.Figure:
     fig.update_scenes(xaxis=axis, yaxis=axis, zaxis=axis, aspectmode="cube")
     fig.update_layout(height=320 * rows + 60, margin=dict(l=5, r=5, t=60, b=5))
     return fig
+
+
+def vulnerability(per_dim: np.ndarray, rows: Sequence[dict]) -> Figure:
+    """Loss increase against features per dimension: adversarial (solid) and random (dashed)
+    perturbations, one colour per budget ε (rows: {"epsilon", "adversarial", "random"})."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    order = np.argsort(per_dim)
+    for k, row in enumerate(rows):
+        color = plt.cm.viridis(k / max(1, len(rows) - 1))
+        ax.plot(
+            per_dim[order],
+            np.asarray(row["adversarial"])[order],
+            "o-",
+            color=color,
+            label=f"ε = {row['epsilon']}",
+        )
+        ax.plot(per_dim[order], np.asarray(row["random"])[order], "--", color=color, alpha=0.7)
+    ax.set_xlabel("features per dimension (‖W‖²_F / d)")
+    ax.set_ylabel("loss increase")
+    ax.set_yscale("log")
+    ax.legend(title="solid: worst case; dashed: random", fontsize=8, title_fontsize=8)
+    fig.tight_layout()
+    return fig
