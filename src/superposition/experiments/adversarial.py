@@ -14,7 +14,13 @@ from pydantic import Field
 from scipy.stats import spearmanr
 
 from superposition.experiments.base import Result, register
-from superposition.experiments.toy_common import PositiveFloat, ToyConfig, instance_records, train_toy
+from superposition.experiments.toy_common import (
+    PositiveFloat,
+    ToyConfig,
+    instance_records,
+    log_sweep,
+    train_toy,
+)
 from superposition.report.html import FigureSpec
 from superposition.seeding import derive_seed
 from superposition.toy import geometry
@@ -58,7 +64,7 @@ def nonempty_inputs(data, n: int, generator: torch.Generator) -> torch.Tensor:
     quick={"steps": 3000, "n_instances": 5, "examples": 256, "attack_steps": 25, "restarts": 2},
 )
 def run(cfg: AdversarialConfig, out: Path) -> Result:
-    probs = cfg.probabilities(np.geomspace(cfg.max_probability, cfg.min_probability, cfg.n_instances))
+    probs = cfg.probabilities(log_sweep(cfg.max_probability, cfg.min_probability, cfg.n_instances))
     trained = train_toy(cfg, probs, cfg.importance_vector(), desc="adversarial models")
     model = trained.model
     for p in model.parameters():
