@@ -33,6 +33,15 @@ def test_sae_toy_recovers_the_pentagon_and_resampling_revives_dead_latents(run_q
     r = s["resampling"]
     assert r["none"]["frac_dead"] > 0.05 and r["anthropic"]["frac_dead"] < r["none"]["frac_dead"]
     assert sum(r["anthropic"]["resampled_per_round"]) > 0
+    # Matryoshka's 4 of 5 is its nature here (its 1- and 2-latent prefixes), not its training:
+    # twice the training does not help, a first prefix as wide as the features does
+    m = s["matryoshka_check"]
+    assert (m["recovered_default"], m["recovered_twice_as_long"], m["recovered_wide_first_prefix"]) == (
+        4,
+        4,
+        5,
+    )
+    assert m["nature"] and "nature" in (out / "report.html").read_text()
 
 
 @pytest.mark.slow
