@@ -83,3 +83,16 @@ def test_the_experiment_ranks_a_users_file_and_refuses_bad_ones(tmp_path, capsys
         )
         err = capsys.readouterr().err
         assert needle in err and len(err.strip().splitlines()) == 1 and not dest.exists()
+
+
+def test_the_notebook_setup_is_shown_unconverged(tmp_path):
+    """randn start, batch 64, lr 1e-3, few steps: above the optimum by much more than the default
+    training, still falling, its angles far from the pentagon's 72°."""
+    out = tmp_path / "nb"
+    sets = ["--set", "notebook=true", "--set", "notebook_steps=600", "--set", "eval_samples=40000"]
+    assert main(["run", "compare-geometries", "--out", str(out), "--quick", *sets]) == 0
+    nb = json.loads((out / "summary.json").read_text())["notebook"]
+    gap = nb["loss_gap"]
+    assert gap[-1] > 10 * max(nb["default_gap"], 1e-5) and gap[-1] < gap[len(gap) // 2] < gap[0]
+    assert nb["angle_error_deg"][-1] > 5 and nb["default_angle_error_deg"] < 2
+    assert "unconverged" in nb["verdict"] and (out / "notebook.png").is_file()

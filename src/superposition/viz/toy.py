@@ -510,3 +510,32 @@ def vulnerability(per_dim: np.ndarray, rows: Sequence[dict]) -> Figure:
     ax.legend(title="solid: worst case; dashed: random", fontsize=8, title_fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def convergence(
+    steps: Sequence[int],
+    gap: Sequence[float],
+    angle: Sequence[float | None],
+    default_gap: float,
+    default_angle: float | None,
+) -> Figure:
+    """Loss gap to the optimum (log scale) and angle error against steps, with the default
+    training's final values as dashed lines."""
+    has_angle = any(a is not None for a in angle)
+    fig, axes = plt.subplots(1, 2 if has_angle else 1, figsize=(9 if has_angle else 4.8, 3.4), squeeze=False)
+    ax = axes[0, 0]
+    ax.plot(steps, np.maximum(np.asarray(gap), 1e-9), "o-", ms=3, label="notebook setup")
+    ax.axhline(max(default_gap, 1e-9), ls="--", color="gray", label="default training (final)")
+    ax.set_yscale("log")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss above the lowest candidate")
+    ax.legend(fontsize=8)
+    if has_angle:
+        ax = axes[0, 1]
+        ax.plot(steps, [np.nan if a is None else a for a in angle], "o-", ms=3)
+        if default_angle is not None:
+            ax.axhline(default_angle, ls="--", color="gray")
+        ax.set_xlabel("step")
+        ax.set_ylabel("angle error (degrees)")
+    fig.tight_layout()
+    return fig
