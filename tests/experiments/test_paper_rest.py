@@ -21,3 +21,16 @@ def test_quick_adversarial_run_finds_vulnerability_rising_with_superposition(run
     for row in s["epsilons"]:  # the attack beats random perturbations of the same norm everywhere
         assert all(a > 2 * r for a, r in zip(row["adversarial"], row["random"]))
     assert (out / "vulnerability.png").is_file()
+
+
+def test_quick_nonuniform_locates_its_transitions(run_quick):
+    """(a) feature 0 unrepresented at low importance, a pentagon in the middle, deformed at high;
+    (b) sparse correlated pairs become orthogonal, dense triples collapse."""
+    out, s = run_quick("nonuniform")
+    names = s["one_feature"]["names"]
+    assert "pentagon" in names and names[0] != "pentagon" and names[-1] != "pentagon"
+    assert len(s["one_feature"]["transitions"]) >= 2
+    pairs, triples = s["correlated_pairs"], s["correlated_triples"]
+    assert all(abs(m) < 0.1 for m in pairs["mean_within_cosine"][1:]) and pairs["orthogonal_from"] is not None
+    assert triples["mean_within_cosine"][-1] > 0.95 and triples["collapse_between"] is not None
+    assert (out / "pair_cosines.png").is_file()

@@ -14,6 +14,7 @@ from superposition.experiments import (
     importance,
     intro,
     neurons,
+    nonuniform,
     phase_diagram,
     polytopes,
     sae_synthetic,

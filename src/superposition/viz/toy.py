@@ -539,3 +539,19 @@ def convergence(
         ax.set_ylabel("angle error (degrees)")
     fig.tight_layout()
     return fig
+
+
+def pair_cosines(corr: np.ndarray, within: Sequence[Sequence[float]], labels: Sequence[str]) -> Figure:
+    """Mean cosine between the members of each correlated group against the correlation."""
+    fig, ax = plt.subplots(figsize=(5, 3.4))
+    w = np.asarray(within)
+    for j in range(w.shape[1]):
+        ax.plot(corr, w[:, j], "o-", ms=4, label=labels[j])
+    for level in (-0.5, 0.5):
+        ax.axhline(level, ls=":", color="gray")
+    ax.set_xlabel("correlation c of the pair's presence")
+    ax.set_ylabel("mean cosine within the group")
+    ax.set_ylim(-1.05, 1.05)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
