@@ -7,7 +7,8 @@
 (b) Correlated features at increasing correlation: two groups of features in 2 dimensions, each
     group present together with probability c and independently otherwise (c is the correlation of
     the members' presence). Sparse correlated pairs take orthogonal directions (a local
-    orthogonal basis: co-occurring features must not cancel; independent ones may sit antipodal); denser triples, which cannot all be
+    orthogonal basis: co-occurring features must not cancel; independent ones may sit
+    antipodal); denser triples, which cannot all be
     orthogonal in 2 dimensions, collapse onto one shared direction each (PCA-like). The transitions
     are where the members become and stay orthogonal (|cos| < 0.1), and where the mean cosine
     within a group crosses 0.5.
