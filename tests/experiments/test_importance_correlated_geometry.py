@@ -22,7 +22,7 @@ def test_importance_dense_keeps_the_most_important_sparse_shares(run_quick):
 
 
 def test_correlated_local_bases_and_antipodal_pairs(run_quick):
-    _, s = run_quick("correlated")
+    out, s = run_quick("correlated")
     kinds = {r["correlation"] for r in s["instances"]}
     assert kinds == {"correlated", "anticorrelated", "uncorrelated"}
     assert all(r["groups"] == [[0, 1], [2, 3]] for r in s["instances"])
@@ -33,6 +33,31 @@ def test_correlated_local_bases_and_antipodal_pairs(run_quick):
         assert len(r["replica_losses"]) == 8
         assert r["final_loss"] == pytest.approx(min(r["replica_losses"]))
         assert r["replica_losses"][r["kept_replica"]] == pytest.approx(r["final_loss"])
+    assert (out / "data_vs_model.png").is_file()
+
+
+def test_data_correlation_has_the_groups_signs():
+    """x = B·U with B ~ Bernoulli(p) and U uniform: Var x = p/3 − p²/4. Correlated members share B,
+    so Cov = p/4 − p²/4 and r = (1 − p)/(4/3 − p) (0.692 at the quick config's p = 0.25);
+    anticorrelated members are never present together, Cov = −p²/4, r = −p/(4/3 − p) (−0.231);
+    independent ones r = 0."""
+    import torch
+
+    from superposition.experiments.base import make_config
+    from superposition.experiments.correlated import _data_correlation
+    from superposition.experiments.toy_common import train_toy
+    from superposition.toy.data import Group
+
+    cfg = make_config("correlated", quick=True).model_copy(
+        update={"steps": 1, "replicas": 1, "n_instances": 3}
+    )
+    groups = [[Group(k, (0, 1)), Group(k, (2, 3))] for k in ("correlated", "anticorrelated")] + [[]]
+    trained = train_toy(cfg, cfg.probabilities([0.25] * 3), cfg.importance_vector(), groups=groups)
+    C = _data_correlation(trained)
+    p = float(trained.data.probability[0, 0])
+    assert C[0, 0, 1].item() == pytest.approx((1 - p) / (4 / 3 - p), abs=0.02)
+    assert C[1, 0, 1].item() == pytest.approx(-p / (4 / 3 - p), abs=0.02) and abs(C[2, 0, 1]) < 0.02
+    assert abs(C[0, 0, 2]) < 0.02 and torch.allclose(C.diagonal(dim1=1, dim2=2), torch.ones(3, 4), atol=1e-5)
 
 
 @pytest.mark.slow

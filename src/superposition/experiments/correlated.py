@@ -99,6 +99,13 @@ def run(cfg: CorrelatedConfig, out: Path) -> Result:
             viz.gram_heatmaps(W, titles),
         ),
         FigureSpec(
+            "data_vs_model",
+            "The data's feature correlation matrix (top) beside the model's WᵀW (bottom), per kind: "
+            "correlated groups (positive blocks in the data) are kept apart inside the model, "
+            "anticorrelated ones (negative blocks) are allowed to overlap.",
+            viz.correlation_beside_gram(_data_correlation(trained), W, titles),
+        ),
+        FigureSpec(
             "superposition_bars", "Feature norms coloured by interference.", viz.superposition_bars(W, titles)
         ),
         FigureSpec(
@@ -158,6 +165,16 @@ have visibly higher loss, so the table reports the lowest-loss replica of each k
     return Result(
         "Toy models: correlated and anticorrelated features", explanation, summary, figures, highlights
     )
+
+
+def _data_correlation(trained, samples: int = 50_000) -> torch.Tensor:
+    """Pearson correlation between the features' values in the data of each kept instance,
+    (inst, feat, feat)."""
+    x = trained.data.sample(samples, torch.Generator().manual_seed(0))[:, trained.keep]  # (n, inst, feat)
+    xc = x - x.mean(0)
+    cov = torch.einsum("nif,nig->ifg", xc, xc) / samples
+    sd = cov.diagonal(dim1=1, dim2=2).clamp(min=1e-12).sqrt()
+    return cov / (sd.unsqueeze(-1) * sd.unsqueeze(-2))
 
 
 def _mean_within_group_angle(ang: torch.Tensor, groups: list[tuple[int, ...]]) -> float:

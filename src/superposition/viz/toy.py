@@ -555,3 +555,25 @@ def pair_cosines(corr: np.ndarray, within: Sequence[Sequence[float]], labels: Se
     ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def correlation_beside_gram(corr: Tensor, W: Tensor, titles: Sequence[str]) -> Figure:
+    """Per instance, the data's feature correlation matrix above the model's WᵀW, both on a signed
+    scale (red positive, blue negative)."""
+    corr = corr.detach().cpu().numpy()
+    W = W.detach().cpu()
+    gram = (W.transpose(1, 2) @ W).numpy()
+    n = corr.shape[0]
+    fig, axes = plt.subplots(2, n, figsize=(2.4 * n, 5.0), squeeze=False)
+    gmax = max(1.0, float(np.abs(gram).max()))
+    for i in range(n):
+        for row, (mat, vmax, label) in enumerate(
+            ((corr[i], 1.0, "data: correlation"), (gram[i], gmax, "model: WᵀW"))
+        ):
+            ax = axes[row, i]
+            ax.imshow(mat, cmap="RdBu_r", vmin=-vmax, vmax=vmax)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.set_title(f"{titles[i]}\n{label}" if row == 0 else label, fontsize=8)
+    fig.tight_layout()
+    return fig
