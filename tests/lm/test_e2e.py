@@ -99,3 +99,20 @@ def test_an_e2e_ds_run_on_smollm2_lowers_its_kl(tmp_path, smol):
     # 2.82 against 4.76)
     assert s["kl_div"] < 0.7 * kls[0]
     assert s["l0"] == pytest.approx(16, abs=0.5) and s["ce_loss_recovered"] > 0
+
+
+def test_the_replaced_term_is_each_architectures_whole_local_reconstruction():
+    """Matryoshka's local term is the mean over its prefixes (not the full dictionary's MSE alone):
+    total − reconstruction leaves exactly its AuxK term, as for TopK."""
+    from superposition.sae import SAEConfig, StepState, make_sae
+
+    x = torch.randn(64, 1, 8, generator=torch.Generator().manual_seed(0))
+    for arch, extra in (("topk", {}), ("matryoshka", {"prefixes": [4, 8, 16]})):
+        sae = make_sae(SAEConfig(architecture=arch, d_in=8, d_sae=16, k=2, **extra))
+        out = sae.loss(x, StepState())
+        rest = out.total - out.local_reconstruction().sum()
+        assert rest.item() == pytest.approx(
+            (sae.cfg.aux_coefficient * out.terms["auxk"]).sum().item(), abs=1e-6
+        )
+    assert out.local_reconstruction().item() == pytest.approx(out.terms["prefix_mse"].item())
+    assert out.terms["prefix_mse"].item() != pytest.approx(out.terms["mse"].item())

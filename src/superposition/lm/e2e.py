@@ -95,8 +95,7 @@ class EndToEndObjective:
         hooks.update({h: capture_into(seen, h) for h in src.downstream})
         logits = src.hooked.logits(ctx["ids"], hooks)
         kl = kl_clean_to_sae(ctx["logp_clean"], logits)
-        local = out.terms["mse"]
-        total = out.total - local.sum() + self.beta * kl
+        total = out.total - out.local_reconstruction().sum() + self.beta * kl
         terms = {**out.terms, "kl": kl.detach().reshape(1)}
         if src.downstream:
             ds = torch.stack(

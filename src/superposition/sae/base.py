@@ -84,6 +84,12 @@ class LossOut:
     x_hat: Tensor | None = None
     fired: Tensor | None = None  # Bool[Tensor, "inst d_sae"]: latents that fired in this batch (else from z)
     l0: Tensor | None = None  # Float[Tensor, "inst"]: mean active latents per example (else from z)
+    # Float[Tensor, "inst"]: the local reconstruction term inside `total` (else terms["mse"]), which
+    # an end-to-end objective replaces (lm/e2e.py); Matryoshka's is the mean over its prefixes
+    reconstruction: Tensor | None = None
+
+    def local_reconstruction(self) -> Tensor:
+        return self.terms["mse"] if self.reconstruction is None else self.reconstruction
 
 
 class BatchedSAE(nn.Module):

@@ -89,7 +89,7 @@ class TopKFamily(BatchedSAE):
         terms["auxk"] = self._auxk(enc, y, x_hat, aux_active, state.dead)
         total = (main + self.cfg.aux_coefficient * terms["auxk"]).sum()
         l0, fired = z.l0_and_fired()
-        return LossOut(total, terms, z.dense, x_hat, fired, l0)
+        return LossOut(total, terms, z.dense, x_hat, fired, l0, reconstruction=main)
 
     def _aux_pairs(self, pre: Tensor, dead: Tensor | None) -> Active | None:
         """AuxK's pairs: each example's `aux_k` largest positive pre-activations among the dead
