@@ -72,8 +72,8 @@ def latent_activations(
     n_tokens = 0
     chunks = list(seqs.split(batch_size))
     offset = 0
+    read = read_names(hook_name)[0]  # a transcoder's latents are read from the MLP's input
     for ids in tqdm(chunks, desc="latent activations", disable=not progress, leave=False):
-        read = read_names(hook_name)[0]  # a transcoder's latents are read from the MLP's input
         act = sae_inputs(hooked.run_with_cache(ids.to(device), [read])[read]).float()
         keep = ~special_mask(tokenizer, ids)
         z = sae.encode(act.reshape(-1, 1, act.shape[-1]))[:, 0].cpu()  # (b*ctx, d_sae)

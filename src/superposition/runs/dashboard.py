@@ -78,15 +78,19 @@ def read_meta(folder: str | Path) -> dict:
             "by_meta": {int(k): v for k, v in by_meta.items()}, "folder": str(folder)}  # fmt: skip
 
 
-def _add_meta(meta: dict | None, d_sae: int, columns: list, rows: list, pages: list) -> None:
-    """Each latent's meta-latents (column and table) and the other base latents sharing each."""
-    if meta is None:
-        return
-    if meta["n_base"] != d_sae:
+def _check_meta(meta: dict | None, d_sae: int) -> None:
+    """The meta-SAE must be of an SAE this wide: checked before any latent is computed."""
+    if meta is not None and meta["n_base"] != d_sae:
         raise SuperpositionError(
             f"--meta {meta['folder']}: a meta-SAE of an SAE with {meta['n_base']} latents; "
             f"this one has {d_sae}"
         )
+
+
+def _add_meta(meta: dict | None, columns: list, rows: list, pages: list) -> None:
+    """Each latent's meta-latents (column and table) and the other base latents sharing each."""
+    if meta is None:
+        return
     columns.append({"key": "meta", "label": "meta-latents", "type": "text"})
     for row, page in zip(rows, pages):
         pairs = meta["per_base"][page.index]
@@ -112,6 +116,7 @@ def _lm_dashboard(
     run: LMRun, out: Path, n_seq: int, max_latents: int | None, top_k: int, meta: dict | None = None
 ) -> Path:
     cfg, sae = run.cfg, run.sae
+    _check_meta(meta, sae.cfg.d_sae)
     lm, hooked = run.load_model()
     seqs = ActivationStore.for_run(cfg, lm, hooked, holdout=True).first_sequences(n_seq)
     print(
@@ -178,7 +183,7 @@ def _lm_dashboard(
         {"key": "max_act", "label": "max activation", "type": "num"},
         {"key": "top_logits", "label": "top logit-lens tokens", "type": "text"},
     ]
-    _add_meta(meta, sae.cfg.d_sae, columns, rows, pages)
+    _add_meta(meta, columns, rows, pages)
     subtitle = (
         f"{sae.cfg.architecture} SAE, {sae.cfg.d_sae} latents, on {cfg.model_name} at {cfg.hook_name}; "
         f"{la.n_tokens:,} held-out tokens from {cfg.dataset_path}"
@@ -192,6 +197,7 @@ def _toy_dashboard(
     folder = experiment_sae(run, sae_name)
     name = folder.name
     sae = load_sae(folder)
+    _check_meta(meta, sae.cfg.d_sae)
     F = load_file(str(run / "ground_truth.safetensors"))["features"]
     if F.ndim == 3:  # one feature set per toy-model instance: use the SAE's own
         F = F[int(json.loads((run / "saes" / name / "cfg.json").read_text()).get("instance", 0))]
@@ -253,7 +259,7 @@ def _toy_dashboard(
         {"key": "fires_on", "label": "features it fires on", "type": "num"},
         {"key": "max_response", "label": "max response", "type": "num"},
     ]
-    _add_meta(meta, sae.cfg.d_sae, columns, rows, pages)
+    _add_meta(meta, columns, rows, pages)
     subtitle = (
         f"{name}: {sae.cfg.architecture} SAE, {sae.cfg.d_sae} latents, "
         f"against {F.shape[0]} true features in {F.shape[1]} dimensions"
