@@ -156,12 +156,14 @@ class SAETrainer:
             self._fit_encoder_scale(x)
         self._initialised = True
 
-    def _scaled(self, batch: Tensor) -> Tensor:
-        """A batch in normalised units: × scale (a transcoder's target × out_scale)."""
+    def _scaled(self, batch: Tensor, instances: slice = slice(None)) -> Tensor:
+        """A batch (of `instances` only, if given) in normalised units: × scale (a transcoder's
+        target × out_scale)."""
+        scale = self.scale[instances]
         if not self.sae.transcodes:
-            return batch * self.scale
+            return batch * scale
         d_in = self.sae.cfg.d_in
-        return torch.cat([batch[..., :d_in] * self.scale, batch[..., d_in:] * self.out_scale], -1)
+        return torch.cat([batch[..., :d_in] * scale, batch[..., d_in:] * self.out_scale[instances]], -1)
 
     @torch.no_grad()
     def _fit_encoder_scale(self, x: Tensor) -> None:
@@ -310,8 +312,9 @@ class SAETrainer:
             if idx.numel() == 0:
                 continue
             if self.cfg.resample == "anthropic":
-                x = self._scaled(_batch(self.source, max(8192, 4 * idx.numel()), self.gen, sae.n_instances))
-                x = x[:, i : i + 1]
+                one = slice(i, i + 1)
+                x = _batch(self.source, max(8192, 4 * idx.numel()), self.gen, sae.n_instances)[:, one]
+                x = self._scaled(x, one)
                 x_in, y = sae.split(x)
                 sae.eval()
                 err = self._recon(x_in, i).sub(y).square().sum(-1).squeeze(1)
