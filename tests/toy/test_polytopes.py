@@ -6,7 +6,8 @@ import math
 import pytest
 import torch
 
-from superposition.toy.polytopes import _polygon, _square_antiprism, components, name_geometry
+from superposition.toy.compare import polygon as _polygon
+from superposition.toy.polytopes import _square_antiprism, components, name_geometry
 
 
 def _rotated(V: torch.Tensor, seed: int = 0, noise: float = 0.02) -> torch.Tensor:

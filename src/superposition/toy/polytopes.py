@@ -18,17 +18,14 @@ from functools import cache
 import torch
 from torch import Tensor
 
+from superposition.toy.compare import polygon
+
 _POLYGONS = {2: "digon", 3: "triangle", 4: "square", 5: "pentagon", 6: "hexagon", 7: "heptagon", 8: "octagon"}
 TOL = 0.15  # largest difference between sorted cosines and the reference's
 
 
 def _unit(V: Tensor) -> Tensor:
     return V / V.norm(dim=0, keepdim=True)
-
-
-def _polygon(m: int) -> Tensor:
-    a = 2 * math.pi * torch.arange(m, dtype=torch.float64) / m
-    return torch.stack([a.cos(), a.sin()])
 
 
 def _square_antiprism() -> Tensor:
@@ -59,7 +56,7 @@ def _square_antiprism() -> Tensor:
 @cache
 def references() -> list[tuple[str, int, int, Tensor]]:
     """(name, features, rank, sorted off-diagonal cosines) of every reference component shape."""
-    shapes: list[tuple[str, Tensor]] = [(n, _polygon(m)) for m, n in _POLYGONS.items() if m != 4]
+    shapes: list[tuple[str, Tensor]] = [(n, polygon(m)) for m, n in _POLYGONS.items() if m != 4]
     tetra = torch.tensor([[1, 1, 1], [1, -1, -1], [-1, 1, -1], [-1, -1, 1]], dtype=torch.float64).T
     cube = torch.tensor([[x, y, z] for x in (1, -1) for y in (1, -1) for z in (1, -1)], dtype=torch.float64).T
     phi = (1 + 5**0.5) / 2
