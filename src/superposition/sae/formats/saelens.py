@@ -41,18 +41,10 @@ CONFIG = "cfg.json"
 FORMAT_VERSION = "6.0.0"  # the SAELens config format written (its 6.x layout), not a SAELens install
 # SAELens names for its inference architectures, where they differ from ours.
 SAELENS_NAMES = {"batchtopk": "jumprelu", "matryoshka": "jumprelu"}
-# SAELens's transcoders: ReLU (our `standard` sparsity) and JumpReLU, with or without a skip; a
-# TopK transcoder has no SAELens form and keeps a name SAELens refuses rather than misreads.
-SAELENS_TRANSCODERS = {
-    ("transcoder", "standard"): "transcoder",
-    ("skip_transcoder", "standard"): "skip_transcoder",
-    ("transcoder", "jumprelu"): "jumprelu_transcoder",
-    ("skip_transcoder", "jumprelu"): "jumprelu_skip_transcoder",
-    ("transcoder", "batchtopk"): "jumprelu_transcoder",  # its inference form: a constant threshold
-    ("skip_transcoder", "batchtopk"): "jumprelu_skip_transcoder",
-    ("transcoder", "matryoshka"): "jumprelu_transcoder",
-    ("skip_transcoder", "matryoshka"): "jumprelu_skip_transcoder",
-}
+# SAELens's transcoders are ReLU ("transcoder", our `standard` sparsity) and JumpReLU
+# ("jumprelu_transcoder"), with or without a skip. Ours are named the same way from their sparsity's
+# SAELens name, so BatchTopK and Matryoshka ones (JumpReLU to SAELens) load there too, and a TopK one
+# keeps a name SAELens refuses ("topk_transcoder") rather than misreads.
 FROM_SAELENS_TRANSCODERS = {
     "transcoder": ("transcoder", "standard"),
     "skip_transcoder": ("skip_transcoder", "standard"),
@@ -65,7 +57,8 @@ def saelens_name(cfg: dict) -> str:
     """The `architecture` SAELens reads for an SAE of ours (cfg: our SAEConfig values)."""
     arch = cfg["architecture"]
     if ARCHITECTURES[arch].transcodes:
-        return SAELENS_TRANSCODERS.get((arch, cfg["sparsity"]), f"{cfg['sparsity']}_{arch}")
+        base = SAELENS_NAMES.get(cfg["sparsity"], cfg["sparsity"])
+        return arch if base == "standard" else f"{base}_{arch}"
     return SAELENS_NAMES.get(arch, arch)
 
 
