@@ -5,7 +5,11 @@ batch 1024, feature probabilities 1/(1−S) log-spaced from 1 to 100, Adam at lr
 trainers start from the same weights and are scored on the same held-out data.
 
 The plain loop is the common way: a dense Bernoulli mask times dense uniform values, an einsum
-forward pass, autograd, Adam. Target: ≥ 3× faster at equal final loss (within 5%).
+forward pass, autograd, Adam. Target: ≥ 5× faster at equal final loss (within 5%).
+
+It also prints where our trainer's time goes, measured on one thread's share of the work (half
+the instances): drawing the batch, the five matmuls of a step, and the elementwise passes. The
+matmuls are most of it, which bounds what fusing elementwise work can gain.
 
     python benchmarks/bench_toy_trainer.py [--steps 600]
 """
@@ -63,6 +67,46 @@ def plain_loop(W0: torch.Tensor, p: torch.Tensor, steps: int, seed: int) -> ToyM
     return model
 
 
+def breakdown(data: FeatureDistribution, reps: int = 30) -> dict[str, float]:
+    """Milliseconds per step of one worker thread's share (every other instance), on one thread."""
+    saved = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        idx = list(range(0, N_INST, 2))
+        sub = data.subset(idx)
+        model = ToyModel(N_INST, N_FEAT, D_HIDDEN)
+        gen = torch.Generator().manual_seed(0)
+        x = sub.sample(BATCH, gen)
+        buf = x.transpose(0, 1)
+        inst = torch.tensor(idx)
+        W = model.W.detach()[inst]
+        xi = buf
+        hT = torch.bmm(W, xi.transpose(1, 2))
+        out = torch.empty_like(xi)
+        g = torch.empty_like(W)
+
+        def timed(fn) -> float:
+            fn()
+            t = time.perf_counter()
+            for _ in range(reps):
+                fn()
+            return 1e3 * (time.perf_counter() - t) / reps
+
+        def matmuls():
+            torch.bmm(W, xi.transpose(1, 2))  # encoder
+            torch.bmm(hT.transpose(1, 2), W, out=out)  # decoder
+            torch.bmm(hT, out, out=g)  # decoder gradient
+            gh = torch.bmm(W, out.transpose(1, 2))  # gradient at h
+            g.baddbmm_(gh, xi)  # encoder gradient
+
+        sample = timed(lambda: sub.sample(BATCH, gen, out=buf))
+        grads = timed(lambda: model.grads_for(x, inst, False))
+        mm = timed(matmuls)
+        return {"sample": sample, "grads": grads, "matmuls": mm, "elementwise": grads - mm}
+    finally:
+        torch.set_num_threads(saved)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--steps", type=int, default=600)
@@ -85,6 +129,10 @@ def main() -> None:
     )
     peak = matmul_peak_gflops()
     print(f"matmul peak (2048^3 fp32): {peak:.1f} GFLOP/s")
+
+    # The first optimiser of a process imports torch._dynamo (about 1.5 s); pay it before timing
+    # either trainer, or the one that runs first carries it.
+    torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))])
 
     model = ToyModel(N_INST, N_FEAT, D_HIDDEN)
     with torch.no_grad():
@@ -109,8 +157,20 @@ def main() -> None:
             f"{name:<14}{sec:>9.2f}{1e3 * sec / args.steps:>9.2f}{fl / sec:>9.1f}"
             f"{100 * fl / sec / peak:>7.1f}%{loss:>12.5f}"
         )
-    print(f"speed-up: {speedup:.2f}x (target >= 3x); final losses differ by {100 * rel:.2f}% (target <= 5%)")
-    ok = speedup >= 3 and rel <= 0.05
+    print(f"speed-up: {speedup:.2f}x (target >= 5x); final losses differ by {100 * rel:.2f}% (target <= 5%)")
+    parts = breakdown(data)
+    share = parts["matmuls"] / (parts["sample"] + parts["grads"])
+    print(
+        "one thread's share of a step (8 of 16 instances, 1 thread): "
+        + ", ".join(f"{k} {v:.2f} ms" for k, v in parts.items())
+        + f"; matmuls are {100 * share:.0f}% of it"
+    )
+    floor = parts["sample"] + parts["matmuls"]
+    print(
+        f"with every elementwise pass free, a step would still take {floor:.1f} ms per thread: at most "
+        f"{1e3 * base / args.steps / floor:.1f}x the plain loop"
+    )
+    ok = speedup >= 5 and rel <= 0.05
     print("PASS" if ok else "FAIL")
     raise SystemExit(0 if ok else 1)
 
