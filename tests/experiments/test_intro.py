@@ -68,3 +68,8 @@ def test_reproduces_orthogonal_pair_and_pentagon(intro_run):
     gaps = geometry.polar_angle_gaps(W_sparse)
     assert len(gaps) == 5
     assert (gaps - 72.0).abs().max().item() <= 10.0
+
+
+def test_hidden_states_figure(intro_run):
+    assert (intro_run / "hidden_states.png").exists()
+    assert "hidden_states" in (intro_run / "report.html").read_text()

@@ -1,6 +1,7 @@
 """Quick forms of the privileged-basis (`neurons`) and computation-in-superposition (`compute-abs`)
 experiments reproduce their known results."""
 
+import pytest
 import torch
 
 from superposition.toy import neurons
@@ -33,3 +34,30 @@ def test_compute_abs_learns_plus_minus_pairs(run_quick):
     assert s["instances"][-1]["n_monosemantic"] < 6  # polysemantic when sparse
     second = s["pairs_setting"]
     assert second["represented_features"] and second["every_represented_feature_has_a_pair"]
+
+
+def test_neurons_tracks_the_share_of_active_neurons(run_quick):
+    out, s = run_quick("neurons")
+    active = [r["active_neurons"] for r in s["instances"]]
+    # a neuron h = ReLU(W x) with x ≥ 0 is off unless a feature it reads positively is present, so
+    # the share of active neurons falls with the feature probability
+    assert active[0] > 0.5 and active[-1] < 0.15
+    assert all(a >= b - 0.02 for a, b in zip(active, active[1:]))
+    assert (out / "active_neurons.png").exists()
+
+
+def test_track_active_matches_a_direct_count():
+    from superposition.experiments.neurons import NeuronsConfig
+    from superposition.experiments.toy_common import train_toy
+
+    cfg = NeuronsConfig(n_instances=2, replicas=1, steps=20, batch_size=64)
+    probs = torch.tensor([0.5, 0.05])
+    trained = train_toy(cfg, probs, cfg.importance_vector(), hidden_relu=True, track_active=True, log_every=5)
+    steps, share = trained.active
+    assert steps == [0, 5, 10, 15, 19] and share.shape == (5, 2)
+    x = trained.data.sample(4096, torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        direct = (torch.relu(torch.einsum("bif,ihf->bih", x, trained.model.W)) > 0).float().mean((0, 2))
+    assert torch.allclose(torch.tensor(share[-1]), direct, atol=0.03)
+    with pytest.raises(ValueError, match="hidden_relu"):  # a linear hidden layer has no neurons
+        train_toy(cfg, probs, cfg.importance_vector(), track_active=True)

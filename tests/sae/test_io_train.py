@@ -256,3 +256,31 @@ def test_encoder_scale_fit_leaves_other_architectures_alone():
         before = sae.encoder_weight().detach().clone()
         SAETrainer(sae, src, SAETrainConfig(steps=1, batch_size=64)).initialise()
         assert torch.equal(sae.encoder_weight().detach(), before)
+
+
+@pytest.mark.parametrize("arch", ["topk", "standard"])
+def test_history_records_l0_and_dead_share_and_keeps_them_across_resume(tmp_path, arch):
+    settings = dict(steps=30, dead_feature_window=4, checkpoint_every=10, log_every=5, arch=arch)
+    tr = _trainer(tmp_path, **settings)
+    real = tr.sae.loss
+    seen = {}
+
+    def spy(x, state):
+        with torch.no_grad():  # the latents this step trains on, counted independently of the loss
+            seen[tr.step] = (tr.sae.encode(x) != 0).sum(-1).float().mean(0).tolist()
+        return real(x, state)
+
+    tr.sae.loss = spy
+    tr.train(progress=False)
+    assert tr.history.steps == [0, 5, 10, 15, 20, 25, 29]
+    for i, step in enumerate(tr.history.steps):
+        assert tr.history.l0[i] == pytest.approx(seen[step], abs=1e-5)
+    if arch == "topk":
+        assert tr.history.l0[-1] == pytest.approx([3.0, 3.0])  # exactly k per example
+    # read after the step's update: nothing can be dead before 4 steps' worth of examples
+    assert tr.history.frac_dead[0] == [0.0, 0.0]
+    final_dead = (tr.since_fired >= tr.dead_examples).float().mean(-1).tolist()
+    assert tr.history.frac_dead[-1] == pytest.approx(final_dead)
+    resumed = _trainer(tmp_path, **settings)
+    resumed.load_checkpoint()
+    assert resumed.history.l0 == tr.history.l0 and resumed.history.frac_dead == tr.history.frac_dead

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
 from pydantic import Field
 
 from superposition.experiments.base import Result, register
@@ -16,6 +17,7 @@ from superposition.experiments.toy_common import (
     train_toy,
 )
 from superposition.report.html import FigureSpec
+from superposition.seeding import derive_seed
 from superposition.toy import geometry
 from superposition.viz import toy as viz
 
@@ -79,8 +81,26 @@ def run(cfg: IntroConfig, out: Path) -> Result:
                 viz.feature_directions_2d(W, titles, imp),
             ),
         )
+        h, present = _hidden_samples(trained, cfg.seed)
+        shown = [i for i in range(len(titles)) if len(present[i])]
         figures.insert(
             1,
+            FigureSpec(
+                "hidden_states",
+                "Hidden states h = W x: arrows are each feature alone (x = e_i, numbered); dots are sampled "
+                "inputs, blue with one feature present, orange with two, green with more (all-zero inputs "
+                "left out). Dense inputs fill the plane; sparse ones lie on the feature directions, which is "
+                "what lets the ReLU read them back despite the overlap.",
+                viz.hidden_states_2d(
+                    W[shown],
+                    [h[i] for i in shown],
+                    [present[i] for i in shown],
+                    [titles[i] for i in shown],
+                ),
+            ),
+        )
+        figures.insert(
+            2,
             FigureSpec(
                 "directions_interactive",
                 "The same, interactive: hover over a feature for its norm and importance.",
@@ -123,6 +143,21 @@ pentagon, 72° apart. This is <i>superposition</i>.</p>
         figures,
         highlights,
     )
+
+
+def _hidden_samples(trained, seed: int, n: int = 20_000, per_panel: int = 800):
+    """Per kept instance, up to `per_panel` hidden states h = W x of sampled inputs with at least one
+    feature present, and how many features each has."""
+    x = trained.data.sample(n, torch.Generator().manual_seed(derive_seed(seed, "intro-h")))
+    with torch.no_grad():
+        h = trained.model.hidden(x)[:, trained.keep]  # (batch, setting, hidden)
+    count = (x[:, trained.keep] > 0).sum(-1)  # (batch, setting)
+    hs, ks = [], []
+    for i in range(x.shape[1]):
+        rows = (count[:, i] > 0).nonzero().squeeze(1)[:per_panel]
+        hs.append(h[rows, i])
+        ks.append(count[rows, i])
+    return hs, ks
 
 
 def _describe(rec: dict) -> str:

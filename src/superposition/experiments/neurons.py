@@ -42,7 +42,9 @@ class NeuronsConfig(ToyConfig):
 )
 def run(cfg: NeuronsConfig, out: Path) -> Result:
     probs = cfg.probabilities(log_sweep(cfg.max_probability, cfg.min_probability, cfg.n_instances))
-    trained = train_toy(cfg, probs, cfg.importance_vector(), hidden_relu=True, desc="neurons")
+    trained = train_toy(
+        cfg, probs, cfg.importance_vector(), hidden_relu=True, desc="neurons", track_active=True
+    )
     W = trained.W  # (setting, neuron, feature)
     mono = neurons.monosemantic_neurons(W, cfg.monosemantic_threshold)
     score = neurons.monosemanticity(W)
@@ -56,6 +58,8 @@ def run(cfg: NeuronsConfig, out: Path) -> Result:
         }
         for i in range(W.shape[0])
     ]
+    for e, a in zip(extra, trained.active[1][-1].tolist()):
+        e["active_neurons"] = a  # share of neurons > 0 per example at the end of training
     records = instance_records(trained, extra)
     titles = [f"p = {p:.3g}" for p in probs.tolist()]
     highlights = {
@@ -75,6 +79,12 @@ def run(cfg: NeuronsConfig, out: Path) -> Result:
             "weights",
             "W as neurons × features per instance.",
             viz.weight_heatmaps(W, titles, "feature", "neuron", "Input weights W (neurons × features)"),
+        ),
+        FigureSpec(
+            "active_neurons",
+            "Share of the neurons active (> 0) on an example, averaged over a fixed batch, during training. "
+            "Sparse inputs switch few neurons on at a time; dense ones most of them.",
+            viz.active_fraction_over_training(trained.active[0], trained.active[1], titles),
         ),
         FigureSpec(
             "loss", "Training loss of the kept replicas.", viz.loss_curves(*trained.loss_curves(), titles)

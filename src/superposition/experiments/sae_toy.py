@@ -31,7 +31,7 @@ from superposition.seeding import derive_seed
 from superposition.toy.data import FeatureDistribution
 from superposition.toy.model import ToyModel
 from superposition.toy.train import train_toy_model
-from superposition.viz.sae import decoder_directions_2d, density_histogram
+from superposition.viz.sae import decoder_directions_2d, density_histogram, latents_over_training
 
 COLUMNS = ["mcc", "recovered", "explained_variance", "l0", "frac_dead"]
 
@@ -117,6 +117,16 @@ def run(cfg: SAEToyConfig, out: Path) -> Result:
                 ],
                 colour="tab:blue",
                 panel_width=3.0,
+            ),
+        ),
+        FigureSpec(
+            "latents_over_training",
+            f"The same two {cfg.resampling_d_sae}-latent SAEs during training: the share of latents active "
+            "on an example and the share dead (not fired for the dead-feature window). Resampling brings "
+            "dead latents back at each resampling step.",
+            latents_over_training(
+                {f"resampling: {mode}": tuple(d["history"].values()) for mode, d in dead.items()},
+                cfg.resampling_d_sae,
             ),
         ),
         FigureSpec(
@@ -233,6 +243,11 @@ def _dead_latents(cfg: SAEToyConfig, source: ToyHidden, train: SAETrainConfig, m
         "frac_dead": float(m["frac_dead"][0]),
         "explained_variance": float(m["explained_variance"][0]),
         "resampled_per_round": t.history.resampled,
+        "history": {
+            "steps": t.history.steps,
+            "l0": [v[0] for v in t.history.l0],
+            "frac_dead": [v[0] for v in t.history.frac_dead],
+        },
         "W_dec": sae.W_dec.detach()[0],
         "density": m["density"][0],
     }

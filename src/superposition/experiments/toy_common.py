@@ -3,6 +3,7 @@ see sae_common.py)."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
@@ -105,6 +106,9 @@ class TrainedToy:
     history: TrainResult
     all_losses: torch.Tensor  # (inst,) final loss of every instance on fresh data
     keep: list[int]  # per setting, the instance kept
+    # with track_active: the logged steps and, per step and instance, the share of hidden neurons
+    # active (> 0) on an example, averaged over a fixed batch
+    active: tuple[list[int], np.ndarray] | None = None
 
     @property
     def W(self) -> torch.Tensor:
@@ -135,12 +139,14 @@ def train_toy(
     callback=None,
     callback_every: int = 0,
     log_every: int = 100,
+    track_active: bool = False,
 ) -> TrainedToy:
     """Train a batched toy model over `cfg.n_instances` settings × `cfg.replicas` initialisations.
 
     `probability` is (setting,) or (setting, feat); `importance` (feat,) or (setting, feat);
     `groups` one list for all or one list per setting. `hidden_relu` gives the neuron model;
-    `computation` the |x| model on signed features.
+    `computation` the |x| model on signed features. `track_active` (ReLU-hidden and computation
+    models) records the share of neurons active per example every `log_every` steps.
     """
     reps = cfg.replicas
     n_inst, n_feat = cfg.n_instances * reps, cfg.n_features
@@ -158,6 +164,27 @@ def train_toy(
         model = ComputationModel(n_inst, n_feat, cfg.d_hidden, imp, generator=gen)
     else:
         model = ToyModel(n_inst, n_feat, cfg.d_hidden, imp, hidden_relu=hidden_relu, generator=gen)
+    active_steps: list[int] = []
+    active: list[torch.Tensor] = []
+    if track_active:
+        if not (computation or hidden_relu):
+            raise ValueError("track_active needs neurons: hidden_relu or computation")
+        probe = data.sample(2048, torch.Generator().manual_seed(derive_seed(cfg.seed, "toy-active")))
+        user_callback, user_every = callback, callback_every
+
+        def record(step: int, m) -> None:
+            if step % log_every == 0 or step == cfg.steps - 1:
+                with torch.no_grad():
+                    h = m.neurons(probe) if computation else m.hidden(probe)  # (batch, inst, hidden)
+                active_steps.append(step)
+                active.append((h > 0).float().mean((0, 2)))
+            if user_callback is not None and user_every and (step % user_every == 0 or step == cfg.steps - 1):
+                user_callback(step, m)
+
+        callback, callback_every = (
+            record,
+            math.gcd(log_every, callback_every) if callback_every else log_every,
+        )
     history = train_toy_model(
         model,
         data,
@@ -173,7 +200,9 @@ def train_toy(
         log_every=log_every,
     )
     final = evaluate_losses(model, data, seed=cfg.seed)
-    return TrainedToy(model, data, history, final, best_of_replicas(final, reps))
+    keep = best_of_replicas(final, reps)
+    trace = (active_steps, torch.stack(active)[:, keep].numpy()) if track_active else None
+    return TrainedToy(model, data, history, final, keep, trace)
 
 
 def best_of_replicas(losses: torch.Tensor, replicas: int) -> list[int]:

@@ -73,6 +73,10 @@ class SAEHistory:
     steps: list[int] = field(default_factory=list)
     terms: dict[str, list[list[float]]] = field(default_factory=dict)  # term -> per logged step, per instance
     resampled: list[int] = field(default_factory=list)  # latents resampled at each resampling
+    # per logged step, per instance: mean active latents per example, and the share of latents dead
+    # (not fired for dead_feature_window steps), so a report can draw both over training
+    l0: list[list[float]] = field(default_factory=list)
+    frac_dead: list[list[float]] = field(default_factory=list)
 
 
 def lr_at(step: int, cfg: SAETrainConfig) -> float:
@@ -272,6 +276,16 @@ class SAETrainer:
             self.history.steps.append(step)
             for k, v in out.terms.items():
                 self.history.terms.setdefault(k, []).append(v.detach().tolist())
+            with torch.no_grad():
+                if out.l0 is not None:
+                    l0 = out.l0.tolist()
+                elif out.z is not None:
+                    l0 = (out.z != 0).sum(-1).float().mean(0).tolist()
+                else:
+                    l0 = [float("nan")] * self.since_fired.shape[0]
+                self.history.l0.append(l0)
+                dead = (self.since_fired >= self.dead_examples).float().mean(-1)
+                self.history.frac_dead.append(dead.tolist())
             shown = self.on_log(step, sae.split(x)[1], out) if self.on_log else None
             bar.set_postfix(shown or {"mse": f"{out.terms['mse'].mean().item():.4g}"}, refresh=False)
         self.step = step + 1
@@ -389,6 +403,8 @@ class SAETrainer:
                 "steps": self.history.steps,
                 "terms": self.history.terms,
                 "resampled": self.history.resampled,
+                "l0": self.history.l0,
+                "frac_dead": self.history.frac_dead,
             },
         }
         return checkpoint.save(self.checkpoint_dir, self.step, tensors, meta)
@@ -416,7 +432,9 @@ class SAETrainer:
         self.gen.set_state(tensors["rng"])
         self.step = meta["step"]
         h = meta["history"]
-        self.history = SAEHistory(h["steps"], h["terms"], h["resampled"])
+        self.history = SAEHistory(
+            h["steps"], h["terms"], h["resampled"], h.get("l0", []), h.get("frac_dead", [])
+        )
         self._initialised = True
 
     # ------------------------------------------------------------------ finishing

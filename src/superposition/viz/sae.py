@@ -115,3 +115,25 @@ def splitting_figure(family_sizes: Sequence[int], best_cosines: Sequence[float],
     ax2.legend(frameon=False)
     fig.tight_layout()
     return fig
+
+
+def latents_over_training(
+    runs: Mapping[str, tuple[Sequence[int], Sequence[float], Sequence[float]]], d_sae: int
+) -> Figure:
+    """Per run (label -> steps, L0, fraction dead): the fraction of latents active on an example
+    and the fraction of latents dead, against the training step."""
+    import matplotlib.pyplot as plt
+
+    fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.4))
+    for label, (steps, l0, dead) in runs.items():
+        a.plot(steps, np.asarray(l0, dtype=float) / d_sae, lw=1.3, label=label)
+        b.plot(steps, dead, lw=1.3, label=label)
+    a.set_title("Active latents per example (L0 / width)", fontsize=10)
+    a.set_ylim(bottom=0)
+    b.set_title("Dead latents (share of the width)", fontsize=10)
+    b.set_ylim(0, 1.02)
+    for ax in (a, b):
+        ax.set_xlabel("step")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig

@@ -577,3 +577,56 @@ def correlation_beside_gram(corr: Tensor, W: Tensor, titles: Sequence[str]) -> F
             ax.set_title(f"{titles[i]}\n{label}" if row == 0 else label, fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def active_fraction_over_training(steps: Sequence[int], active: np.ndarray, labels: Sequence[str]) -> Figure:
+    """Share of hidden neurons active (> 0) on an example, averaged over examples, per instance
+    (`active` is (step, instance)) against the training step."""
+    fig, ax = plt.subplots(figsize=(7, 3.6))
+    cmap = plt.get_cmap("plasma")
+    n = active.shape[1]
+    for i in range(n):
+        ax.plot(steps, active[:, i], color=cmap(i / max(1, n - 1) * 0.9), lw=1.2, label=labels[i])
+    ax.set_ylim(0, 1.02)
+    ax.set_xlabel("step")
+    ax.set_ylabel("active neurons per example")
+    ax.legend(fontsize=7, ncol=2)
+    ax.set_title("Fraction of neurons active over training")
+    fig.tight_layout()
+    return fig
+
+
+def hidden_states_2d(
+    W: Tensor, samples: Sequence[Tensor], n_active: Sequence[Tensor], titles: Sequence[str]
+) -> Figure:
+    """Per instance, the 2-D hidden state h = W x of each feature alone (x = e_i: arrows, numbered)
+    and of sampled inputs (dots, coloured by how many features are present)."""
+    from matplotlib.lines import Line2D
+
+    W = W.detach().cpu()
+    fig, axes = _grid(W.shape[0], size=2.6)
+    groups = ((3, "tab:green", "3+ present"), (2, "tab:orange", "2 present"), (1, "tab:blue", "1 present"))
+    for i, ax in enumerate(axes[: W.shape[0]]):
+        h, k = samples[i].detach().cpu().numpy(), n_active[i].cpu().numpy()
+        for f in range(W.shape[2]):
+            x, y = W[i, 0, f].item(), W[i, 1, f].item()
+            ax.annotate(
+                "", (x, y), (0, 0), arrowprops={"arrowstyle": "->", "color": "0.35", "lw": 0.8}, zorder=1
+            )
+            ax.text(1.1 * x, 1.1 * y, str(f), fontsize=7, ha="center", va="center")
+        for count, colour, _ in groups:  # single-feature points last, on top of the arrows
+            sel = k >= 3 if count == 3 else k == count
+            if sel.any():
+                ax.scatter(h[sel, 0], h[sel, 1], s=5, alpha=0.6, color=colour, lw=0, zorder=2 + (count == 1))
+        lim = 1.2 * max(float(W[i].norm(dim=0).max()), float(np.abs(h).max()) if h.size else 0.0, 1e-6)
+        ax.set_xlim(-lim, lim)
+        ax.set_ylim(-lim, lim)
+        ax.set_aspect("equal")
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_title(titles[i], fontsize=9)
+    handles = [Line2D([], [], marker="o", ls="", color=c, label=lab) for _, c, lab in groups[::-1]]
+    handles.append(Line2D([], [], color="0.35", label="feature i alone (x = e_i)"))
+    fig.legend(handles=handles, loc="lower center", ncol=4, fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
+    return fig
