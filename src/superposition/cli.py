@@ -11,6 +11,9 @@
     superposition convert SRC --to saelens|sparsify --out DST
     superposition compare-saes A B --out DIR [--threshold T]
     superposition meta-sae RUN_DIR --out DIR [--width N] [--k K] [--steps N] [--lr LR] [--sae NAME]
+    superposition autointerp RUN_DIR --out DIR [--latents N | --latent-ids 3,17] [--explainer local|openai]
+                             [--model NAME] [--base-url URL] [--sequences N] [--cache DIR]
+    superposition self-explain RUN_DIR --out DIR [--latents N | --latent-ids 3,17] [--layer L] [--scales ...]
 
 Each command is one `_cmd_*` function; the work itself lives in superposition.experiments and
 superposition.runs. Bad input exits with code 2 and a one-line message, never a traceback.
@@ -112,6 +115,11 @@ def build_parser() -> argparse.ArgumentParser:
     dash.add_argument(
         "--meta", default=None, help="a meta-sae output folder of this SAE: show each latent's meta-latents"
     )
+    dash.add_argument(
+        "--explanations",
+        default=None,
+        help="an autointerp output folder of this SAE: explanations and scores (default: RUN_DIR/autointerp)",
+    )
 
     an = sub.add_parser(
         "analyze", help="which latents drive a prompt's next token: activation, attribution, ablation"
@@ -162,7 +170,52 @@ def build_parser() -> argparse.ArgumentParser:
     meta.add_argument(
         "--sae", default=None, help="experiment runs: which SAE under saes/ (default: the first)"
     )
+
+    ai = sub.add_parser("autointerp", help="explain latents with a language model and score the explanations")
+    ai.add_argument("run_dir", metavar="RUN_DIR", help=SAE_HELP)
+    ai.add_argument(
+        "--out", required=True, help="folder to write (replaced if it holds an earlier autointerp)"
+    )
+    _latent_flags(ai)
+    ai.add_argument("--explainer", default="local", help="local (in-process, default) or openai (HTTP)")
+    ai.add_argument(
+        "--model", default=None, help="explainer model: local folder or hub name, or the server's model name"
+    )
+    ai.add_argument(
+        "--base-url", default=None, help="OpenAI-compatible server, e.g. http://localhost:8000/v1"
+    )
+    ai.add_argument(
+        "--api-key-env", default="OPENAI_API_KEY", help="environment variable holding the API key"
+    )
+    ai.add_argument("--concurrency", type=int, default=8, help="parallel HTTP requests (default 8)")
+    ai.add_argument("--timeout", type=float, default=60.0, help="seconds per HTTP request (default 60)")
+    ai.add_argument("--sequences", type=int, default=256, help="held-out sequences (default 256)")
+    ai.add_argument("--cache", default=None, help="answer cache folder (default: the project cache)")
+    ai.add_argument("--subject-model", default=None, help="the SAE's language model, if not the one it names")
+    ai.add_argument("--hook", default=None, help="the SAE's hook point, if not the one it names")
+    ai.add_argument("--seed", type=int, default=0)
+
+    se = sub.add_parser(
+        "self-explain", help="the model explains a latent itself: its direction patched into a prompt"
+    )
+    se.add_argument("run_dir", metavar="RUN_DIR", help=SAE_HELP)
+    se.add_argument("--out", required=True, help="folder to write (replaced if it holds an earlier one)")
+    _latent_flags(se)
+    se.add_argument("--layer", type=int, default=None, help="layer to patch (default: the SAE's)")
+    se.add_argument(
+        "--scales",
+        default=None,
+        help="comma-separated multiples of the typical residual norm to sweep (default 0.5,1,2,4,8)",
+    )
+    se.add_argument("--max-tokens", type=int, default=16, help="tokens to generate (default 16)")
+    se.add_argument("--model", default=None, help="the SAE's language model, if not the one it names")
+    se.add_argument("--hook", default=None, help="the SAE's hook point, if not the one it names")
     return parser
+
+
+def _latent_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--latents", type=int, default=None, help="the first N latents (default 20)")
+    p.add_argument("--latent-ids", default=None, help="these latents, comma-separated (e.g. 3,17)")
 
 
 SAE_HELP = (
@@ -330,6 +383,7 @@ def _cmd_dashboard(args: argparse.Namespace) -> int:
         model=args.model,
         hook=args.hook,
         meta=args.meta,
+        explanations=args.explanations,
     )
     print(f"wrote {site}\nopen: {site / 'index.html'}")
     return 0
@@ -381,6 +435,55 @@ def _cmd_meta_sae(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_autointerp(args: argparse.Namespace) -> int:
+    from superposition.runs.autointerp import autointerp
+
+    _positive(args, "concurrency", "timeout", "sequences")
+    out = autointerp(
+        args.run_dir,
+        args.out,
+        args.latents,
+        args.latent_ids,
+        args.explainer,
+        args.model,
+        args.base_url,
+        args.sequences,
+        args.cache,
+        args.api_key_env,
+        args.concurrency,
+        args.timeout,
+        args.seed,
+        args.subject_model,
+        args.hook,
+    )
+    s = json.loads((out / "summary.json").read_text())
+
+    def mean(block: dict, key: str) -> str:
+        m = block[key]["mean"]
+        return "n/a" if m is None else f"{m:.3f}"
+
+    print(
+        f"{s['explained']} of {s['latents']} latents explained; detection balanced accuracy "
+        f"{mean(s['scores'], 'detection.balanced_accuracy')} (shuffled "
+        f"{mean(s['controls']['shuffled'], 'detection.balanced_accuracy')}, top tokens "
+        f"{mean(s['controls']['top_tokens'], 'detection.balanced_accuracy')}); {s['calls']} calls, "
+        f"{s['cached_calls']} cached, {s['seconds']:.0f} s\nwrote {out}\nreport: {out / 'report.html'}"
+    )
+    return 0
+
+
+def _cmd_self_explain(args: argparse.Namespace) -> int:
+    from superposition.runs.self_explain import self_explain
+
+    _positive(args, "max_tokens")
+    out = self_explain(
+        args.run_dir, args.out, args.latents, args.latent_ids, args.layer, args.scales, args.max_tokens,
+        args.model, args.hook,
+    )  # fmt: skip
+    print(f"wrote {out / 'self_explanations.jsonl'}")
+    return 0
+
+
 COMMANDS = {
     "list": _cmd_list,
     "run": _cmd_run,
@@ -392,6 +495,8 @@ COMMANDS = {
     "convert": _cmd_convert,
     "compare-saes": _cmd_compare_saes,
     "meta-sae": _cmd_meta_sae,
+    "autointerp": _cmd_autointerp,
+    "self-explain": _cmd_self_explain,
 }
 
 

@@ -40,13 +40,20 @@ def build_dashboard(
     model: str | None = None,
     hook: str | None = None,
     meta: str | Path | None = None,
+    explanations: str | Path | None = None,
 ) -> Path:
     """RUN_DIR: an SAE experiment run (latents against the true features), or a train-sae run or any
     readable SAE on its language model (latents on held-out text; `model`/`hook` as for eval-sae).
     `meta`: a `meta-sae` output folder for this SAE; each latent then shows its meta-latents and the
-    other latents sharing them."""
+    other latents sharing them. `explanations`: an `autointerp` output folder (or its
+    explanations.jsonl); by default RUN_DIR/autointerp when it exists. Each latent then shows its
+    explanation and scores, and the index is searchable by explanation and sortable by score."""
     out = resolve_out(out)
     meta_info = read_meta(meta) if meta is not None else None
+    if explanations is None and not str(run_dir).startswith("hf://"):
+        own = Path(run_dir).expanduser() / "autointerp" / "explanations.jsonl"
+        explanations = own if own.is_file() else None
+    expl = read_explanations(explanations) if explanations is not None else None
     if not str(run_dir).startswith("hf://"):
         run = Path(run_dir).expanduser().absolute()
         if not run.exists():
@@ -55,7 +62,65 @@ def build_dashboard(
             raise SuperpositionError(f"--out {out}: choose a folder outside the run's own files")
         if (run / "ground_truth.safetensors").is_file() and (run / "saes").is_dir():
             return _toy_dashboard(run, out, sae_name, max_latents, meta_info)
-    return _lm_dashboard(load_run(run_dir, model, hook), out, sequences or 256, max_latents, top_k, meta_info)
+    return _lm_dashboard(
+        load_run(run_dir, model, hook), out, sequences or 256, max_latents, top_k, meta_info, expl
+    )
+
+
+def read_explanations(path: str | Path) -> dict[int, dict]:
+    """An autointerp output's rows by latent (a folder holding explanations.jsonl, or the file)."""
+    p = Path(path).expanduser()
+    if p.is_dir():
+        p = p / "explanations.jsonl"
+    try:
+        rows = [json.loads(line) for line in p.read_text(encoding="utf-8").splitlines() if line.strip()]
+        return {int(r["latent"]): r for r in rows}
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise SuperpositionError(
+            f"--explanations {path}: not a readable autointerp output ({type(err).__name__}); make one with "
+            "superposition autointerp"
+        ) from None
+
+
+def _score(row: dict, scorer: str, metric: str = "balanced_accuracy"):
+    v = (row.get(scorer) or {}).get(metric)
+    return None if v is None or v != v else float(v)  # NaN (one class missing) shows as blank
+
+
+def _add_explanations(expl: dict[int, dict] | None, columns: list, rows: list, pages: list) -> None:
+    """Explanation (searchable text) and scores (sortable) per latent, and a table on its page.
+    The text is untrusted: the dashboard escapes it like dataset text."""
+    if expl is None:
+        return
+    columns += [
+        {"key": "explanation", "label": "explanation", "type": "text"},
+        {"key": "detection", "label": "detection", "type": "num"},
+        {"key": "fuzzing", "label": "fuzzing", "type": "num"},
+    ]
+    for row, page in zip(rows, pages):
+        r = expl.get(page.index)
+        if r is None:
+            row.update(explanation="", detection=None, fuzzing=None)
+            continue
+        row["explanation"] = r.get("explanation") or f"({r.get('error', 'no explanation')})"
+        row["detection"], row["fuzzing"] = _score(r, "detection"), _score(r, "fuzzing")
+        table = [["explanation", row["explanation"]]]
+        for scorer, metric in (
+            ("detection", "balanced_accuracy"),
+            ("detection", "auc"),
+            ("fuzzing", "balanced_accuracy"),
+            ("fuzzing", "auc"),
+            ("simulation", "pearson_r"),
+        ):
+            v = _score(r, scorer, metric)
+            if v is not None:
+                table.append([f"{scorer} {metric}", round(v, 3)])
+        ctrl = (r.get("controls") or {}).get("shuffled")
+        if ctrl and _score(ctrl, "detection") is not None:
+            table.append(
+                ["shuffled control: detection balanced_accuracy", round(_score(ctrl, "detection"), 3)]
+            )
+        page.tables.insert(0, ("Automated explanation (autointerp)", ["", ""], table))  # fmt: skip
 
 
 def read_meta(folder: str | Path) -> dict:
@@ -113,7 +178,13 @@ def _spans(tokens: list[str], acts: list[float], focus: int, vmax: float) -> lis
 
 
 def _lm_dashboard(
-    run: LMRun, out: Path, n_seq: int, max_latents: int | None, top_k: int, meta: dict | None = None
+    run: LMRun,
+    out: Path,
+    n_seq: int,
+    max_latents: int | None,
+    top_k: int,
+    meta: dict | None = None,
+    expl: dict[int, dict] | None = None,
 ) -> Path:
     cfg, sae = run.cfg, run.sae
     _check_meta(meta, sae.cfg.d_sae)
@@ -184,6 +255,7 @@ def _lm_dashboard(
         {"key": "top_logits", "label": "top logit-lens tokens", "type": "text"},
     ]
     _add_meta(meta, columns, rows, pages)
+    _add_explanations(expl, columns, rows, pages)
     subtitle = (
         f"{sae.cfg.architecture} SAE, {sae.cfg.d_sae} latents, on {cfg.model_name} at {cfg.hook_name}; "
         f"{la.n_tokens:,} held-out tokens from {cfg.dataset_path}"

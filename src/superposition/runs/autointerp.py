@@ -1,0 +1,308 @@
+"""`superposition autointerp RUN_DIR --out DIR`: explain latents with a language model and score the
+explanations on held-out text, with controls (interp/).
+
+Output: `explanations.jsonl` (one row per latent), `summary.json` (means and spread of every score,
+for the explanations and for the controls; calls, tokens, seconds) and `report.html`. The folder is
+written whole at the end; every model answer is cached on disk as it arrives, so an interrupted run
+started again costs only what it had not yet asked.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from superposition.errors import SuperpositionError
+from superposition.files import resolve_out, staged_directory, write_json
+from superposition.interp import explain as ex
+from superposition.interp.clients import CachedClient, make_client
+from superposition.interp.examples import LatentExamples, NoExamples, select_examples
+
+KIND = "autointerp"
+VARIANTS = ("explanation", "shuffled", "top_tokens")
+METRICS = (
+    ("detection", "balanced_accuracy"),
+    ("detection", "f1"),
+    ("detection", "auc"),
+    ("fuzzing", "balanced_accuracy"),
+    ("fuzzing", "f1"),
+    ("fuzzing", "auc"),
+    ("simulation", "pearson_r"),
+)
+
+
+def parse_latent_ids(text: str | None) -> list[int] | None:
+    if text is None:
+        return None
+    try:
+        ids = [int(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise SuperpositionError(
+            f"--latent-ids {text!r}: comma-separated latent numbers, e.g. 3,17"
+        ) from None
+    if not ids or any(i < 0 for i in ids):
+        raise SuperpositionError(f"--latent-ids {text!r}: comma-separated non-negative latent numbers")
+    return list(dict.fromkeys(ids))
+
+
+def choose_latents(d_sae: int, n: int | None, ids: list[int] | None) -> list[int]:
+    if n is not None and ids is not None:
+        raise SuperpositionError("--latents and --latent-ids: give one of them")
+    if ids is not None:
+        bad = [i for i in ids if i >= d_sae]
+        if bad:
+            raise SuperpositionError(f"--latent-ids: {bad} out of range; the SAE has latents 0..{d_sae - 1}")
+        return ids
+    n = 20 if n is None else n
+    if n <= 0:
+        raise SuperpositionError(f"--latents: must be positive, got {n}")
+    return list(range(min(n, d_sae)))
+
+
+def score_latent(
+    client: CachedClient, explanations: dict[str, str], examples: LatentExamples, seed: int
+) -> dict:
+    """Every scorer for every variant's explanation, sent to the client as one batch."""
+    plans = []  # (variant, scorer, requests, labels or truth)
+    for variant, text in explanations.items():
+        plans.append((variant, "detection", *ex.detection_requests(text, examples, seed)))
+        plans.append((variant, "fuzzing", *ex.fuzzing_requests(text, examples, seed)))
+        if client.supports_probes:
+            plans.append((variant, "simulation", *ex.simulation_requests(text, examples, seed)))
+    answers = client.complete([r for p in plans for r in p[2]])
+    out: dict[str, dict] = {v: {} for v in explanations}
+    k = 0
+    for variant, scorer, reqs, target in plans:
+        got = answers[k : k + len(reqs)]
+        k += len(reqs)
+        fn = ex.score_simulation if scorer == "simulation" else ex.score_binary
+        out[variant][scorer] = fn(got, target)
+    return out
+
+
+def _stats(values: list[float]) -> dict:
+    v = np.array([x for x in values if x is not None and not math.isnan(x)], dtype=float)
+    if len(v) == 0:
+        return {"mean": None, "std": None, "sem": None, "n": 0}
+    std = float(v.std(ddof=1)) if len(v) > 1 else 0.0
+    return {"mean": float(v.mean()), "std": std, "sem": std / math.sqrt(len(v)), "n": int(len(v))}
+
+
+def autointerp(
+    run_dir: str,
+    out: str | Path,
+    latents: int | None = None,
+    latent_ids: str | None = None,
+    explainer: str = "local",
+    model: str | None = None,
+    base_url: str | None = None,
+    sequences: int = 256,
+    cache: str | Path | None = None,
+    api_key_env: str = "OPENAI_API_KEY",
+    concurrency: int = 8,
+    timeout: float = 60.0,
+    seed: int = 0,
+    subject_model: str | None = None,
+    hook: str | None = None,
+    client: CachedClient | None = None,
+    progress: bool | None = None,
+) -> Path:
+    """Explain and score latents of RUN_DIR (a train-sae run or any readable SAE on its model)."""
+    from tqdm.auto import tqdm
+
+    from superposition.lm import analysis as an
+    from superposition.lm.store import ActivationStore
+    from superposition.runs.train_sae import load_run
+
+    t0 = time.perf_counter()
+    out = resolve_out(out)
+    if sequences <= 0:
+        raise SuperpositionError(f"--sequences: must be positive, got {sequences}")
+    ids = parse_latent_ids(latent_ids)
+    if explainer not in ("local", "openai"):
+        raise SuperpositionError(f"--explainer {explainer!r}: use local or openai")
+    if base_url is not None and explainer != "openai":
+        raise SuperpositionError("--base-url: only with --explainer openai")
+    run = load_run(run_dir, subject_model, hook)
+    chosen = choose_latents(run.sae.cfg.d_sae, latents, ids)
+    if client is None:  # before the held-out pass: a missing key or model fails in a second, not minutes
+        client = make_client(explainer, model, base_url, cache, api_key_env, concurrency, timeout)
+    lm, hooked = run.load_model()
+    seqs = ActivationStore.for_run(run.cfg, lm, hooked, holdout=True).first_sequences(sequences)
+    print(
+        f"autointerp: latent activations on {seqs.shape[0]} held-out sequences", file=sys.stderr, flush=True
+    )
+    la = an.latent_activations(
+        hooked, lm.tokenizer, run.sae, run.cfg.hook_name, seqs, run.cfg.model_batch_size, run.cfg.device
+    )
+    special = set(lm.tokenizer.all_special_ids)
+    vocab: dict[int, str] = {}
+
+    def decode(i: int) -> str:
+        if i not in vocab:
+            vocab[i] = "" if i in special else lm.tokenizer.decode([i])
+        return vocab[i]
+
+    rows: dict[int, dict] = {}
+    examples: dict[int, LatentExamples] = {}
+    for j in chosen:
+        try:
+            examples[j] = select_examples(la, j, decode, seed=seed)
+        except NoExamples as err:
+            rows[j] = {"latent": j, "error": str(err)}
+    # explanations, all latents in one batch
+    live = [j for j in chosen if j in examples]
+    answers = client.complete([ex.explain_request(examples[j].explanation, seed) for j in live])
+    explained = []
+    for j, a in zip(live, answers):
+        text = None if a.error else ex.parse_explanation(a.text)
+        e = examples[j]
+        rows[j] = {
+            "latent": j,
+            "explanation": text,
+            "explanation_examples": [w.to_json() for w in e.explanation],
+            "scoring_examples": {
+                "activating": [w.to_json() for w in e.scoring],
+                "negative": [w.to_json() for w in e.negatives],
+            },
+        }
+        if text is None:
+            rows[j]["error"] = f"explainer: {a.error or f'no explanation in its answer {a.text[:80]!r}'}"
+        else:
+            explained.append(j)
+    # controls: another latent's explanation (a cyclic shift, so never its own) and the top tokens
+    bar = tqdm(explained, desc="scoring latents", disable=(not progress) if progress is not None else None)
+    for n, j in enumerate(bar):
+        variants = {"explanation": rows[j]["explanation"]}
+        if len(explained) > 1:
+            other = explained[(n + 1) % len(explained)]
+            variants["shuffled"] = rows[other]["explanation"]
+            rows[j]["shuffled_from"] = other
+        variants["top_tokens"] = ex.top_tokens_explanation(examples[j].explanation)
+        rows[j]["top_tokens_explanation"] = variants["top_tokens"]
+        scores = score_latent(client, variants, examples[j], seed)
+        for scorer in ("detection", "fuzzing", "simulation"):
+            if scorer in scores["explanation"]:
+                rows[j][scorer] = scores["explanation"][scorer]
+        rows[j]["controls"] = {v: scores[v] for v in variants if v != "explanation"}
+
+    ordered = [rows[j] for j in chosen]
+    summary = _summary(ordered, client, time.perf_counter() - t0, run, explainer, seqs.shape[0])
+    with staged_directory(out, KIND) as tmp:
+        import json
+
+        with open(tmp / "explanations.jsonl", "w", encoding="utf-8") as f:
+            for r in ordered:
+                f.write(json.dumps(r, allow_nan=True) + "\n")
+        write_json(tmp / "summary.json", summary)
+        _report(tmp, ordered, summary)
+    return out
+
+
+def _value(row: dict, variant: str, scorer: str, metric: str):
+    block = (
+        row.get(scorer) if variant == "explanation" else row.get("controls", {}).get(variant, {}).get(scorer)
+    )
+    return None if not block else block.get(metric)
+
+
+def _summary(rows: list[dict], client: CachedClient, seconds: float, run, explainer: str, n_seq: int) -> dict:
+    scores = {
+        v: {f"{s}.{m}": _stats([_value(r, v, s, m) for r in rows]) for s, m in METRICS} for v in VARIANTS
+    }
+    u = client.usage
+    return {
+        "sae": str(run.path),
+        "model_name": run.cfg.model_name,
+        "hook_name": run.cfg.hook_name,
+        "explainer": client.key,
+        "held_out_sequences": n_seq,
+        "latents": len(rows),
+        "explained": sum(1 for r in rows if "error" not in r),
+        "failed_latents": {str(r["latent"]): r["error"] for r in rows if "error" in r},
+        "scores": scores["explanation"],
+        "controls": {"shuffled": scores["shuffled"], "top_tokens": scores["top_tokens"]},
+        "calls": u.calls,
+        "cached_calls": u.cached,
+        "failed_calls": u.failed,
+        "prompt_tokens": u.prompt_tokens,
+        "completion_tokens": u.completion_tokens,
+        "seconds": seconds,
+        "model_seconds": u.seconds,
+    }
+
+
+def _fmt(x) -> str:
+    return "–" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.2f}"
+
+
+def _report(folder: Path, rows: list[dict], summary: dict) -> None:
+    import matplotlib.pyplot as plt
+
+    from superposition.report.html import FigureSpec, close_figures, render_report, save_figures
+
+    keys = [
+        "detection.balanced_accuracy",
+        "fuzzing.balanced_accuracy",
+        "detection.auc",
+        "simulation.pearson_r",
+    ]
+    fig, ax = plt.subplots(figsize=(8, 3.6))
+    width = 0.27
+    blocks = [("explanation", summary["scores"]), *summary["controls"].items()]
+    for b, (name, block) in enumerate(blocks):
+        means = [block[k]["mean"] if block[k]["mean"] is not None else np.nan for k in keys]
+        errs = [block[k]["sem"] or 0 for k in keys]
+        ax.bar(np.arange(len(keys)) + (b - 1) * width, means, width, yerr=errs, label=name, capsize=3)
+    ax.axhline(0.5, color="0.5", ls=":", lw=1)
+    ax.set_xticks(range(len(keys)), [k.replace(".", "\n") for k in keys], fontsize=8)
+    ax.set_ylabel("mean over latents (± s.e.)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    figures = [FigureSpec("scores", "Mean scores of the explanations and of the two controls "
+                          "(dotted: chance for balanced accuracy and AUC).", fig)]  # fmt: skip
+    save_figures(figures, folder)
+    head = "<tr><th>latent</th><th>explanation</th><th>detection</th><th>fuzzing</th><th>simulation r</th>" \
+           "<th>shuffled det.</th><th>top tokens det.</th></tr>"  # fmt: skip
+    body = []
+    for r in rows:
+        if "error" in r:
+            body.append(f"<tr><td>{r['latent']}</td><td colspan=6><i>{html.escape(r['error'])}</i></td></tr>")
+            continue
+        cells = [
+            _fmt(_value(r, "explanation", "detection", "balanced_accuracy")),
+            _fmt(_value(r, "explanation", "fuzzing", "balanced_accuracy")),
+            _fmt(_value(r, "explanation", "simulation", "pearson_r")),
+            _fmt(_value(r, "shuffled", "detection", "balanced_accuracy")),
+            _fmt(_value(r, "top_tokens", "detection", "balanced_accuracy")),
+        ]
+        body.append(
+            f"<tr><td>{r['latent']}</td><td>{html.escape(r['explanation'])}</td>"
+            + "".join(f"<td>{c}</td>" for c in cells)
+            + "</tr>"
+        )
+    s = summary
+    text = (
+        f"<p>{s['explained']} of {s['latents']} latents of {html.escape(s['sae'])} explained by "
+        f"{html.escape(s['explainer'])} and scored on {s['held_out_sequences']} held-out sequences. "
+        "Scoring examples come from other sequences than the explanation examples. Balanced accuracy is "
+        "0.5 for a scorer that cannot tell; the shuffled control gives each latent another latent's "
+        "explanation, the top-tokens control a list of the tokens it fires on most.</p>"
+        f"<table>{head}{''.join(body)}</table>"
+    )
+    highlights = {
+        "detection balanced accuracy": _fmt(s["scores"]["detection.balanced_accuracy"]["mean"]),
+        "shuffled control": _fmt(s["controls"]["shuffled"]["detection.balanced_accuracy"]["mean"]),
+        "top-tokens baseline": _fmt(s["controls"]["top_tokens"]["detection.balanced_accuracy"]["mean"]),
+        "calls (cached)": f"{s['calls']} ({s['cached_calls']})",
+        "seconds (in the model)": f"{s['seconds']:.0f} ({s['model_seconds']:.0f})",
+    }
+    render_report(
+        folder, "autointerp", text, figures, highlights, {"sae": s["sae"], "explainer": s["explainer"]}
+    )
+    close_figures(figures)
