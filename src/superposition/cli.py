@@ -287,7 +287,7 @@ def _positive(args: argparse.Namespace, *flags: str) -> None:
     for flag in flags:
         value = getattr(args, flag)
         if value is not None and value <= 0:
-            raise SuperpositionError(f"--{flag}: must be positive, got {value}")
+            raise SuperpositionError(f"--{flag.replace('_', '-')}: must be positive, got {value}")
 
 
 def _required_out(args: argparse.Namespace) -> str:

@@ -134,6 +134,9 @@ SUFFIX = {
 }  # fmt: skip
 
 RUN = ["run", "intro", "--out", "{new}"]
+# a foreign SAE with the model and hook it reads given on the command line (checked before loading the model)
+AI_SAE = ["{toy_run}/saes/topk", "--subject-model", "smollm2-135m-instruct", "--hook", "blocks.0.hook_resid_post"]
+SE_SAE = ["{toy_run}/saes/topk", "--model", "smollm2-135m-instruct", "--hook", "blocks.0.hook_resid_post"]
 # fmt: off
 CASES = [
     ("no-command", [], "the following arguments are required: command"),
@@ -238,6 +241,21 @@ CASES = [
     ("eval-foreign-no-out", ["eval-sae", "{toy_run}/saes/topk", "--model", "smollm2-135m-instruct", "--hook", "blocks.0.hook_resid_post"], "give --out DIR"),
     ("eval-npz-no-threshold", ["eval-sae", "{npz_no_threshold}", "--out", "{new}"], "missing threshold"),
     ("meta-no-sae", ["meta-sae", "{emptydir}", "--out", "{new}"], "no SAE in a known format"),
+    # superposition autointerp and self-explain
+    ("ai-missing-run", ["autointerp", "{tmp}/none", "--out", "{new}"], "not a train-sae run directory"),
+    ("ai-latent-ids", ["autointerp", "{toy_run}/saes/topk", "--out", "{new}", "--latent-ids", "3,x"], "--latent-ids '3,x': comma-separated"),
+    ("ai-both-latent-flags", ["autointerp", *AI_SAE, "--out", "{new}", "--latents", "3", "--latent-ids", "1"], "give one of them"),
+    ("ai-latents-zero", ["autointerp", *AI_SAE, "--out", "{new}", "--latents", "0"], "--latents: must be positive"),
+    ("ai-latent-out-of-range", ["autointerp", *AI_SAE, "--out", "{new}", "--latent-ids", "4000"], "out of range"),
+    ("ai-explainer", ["autointerp", *AI_SAE, "--out", "{new}", "--explainer", "gpt"], "--explainer 'gpt': use local or openai"),
+    ("ai-base-url-local", ["autointerp", *AI_SAE, "--out", "{new}", "--base-url", "http://x"], "--base-url: only with --explainer openai"),
+    ("ai-openai-no-model", ["autointerp", *AI_SAE, "--out", "{new}", "--explainer", "openai"], "needs --model"),
+    ("ai-openai-no-key", ["autointerp", *AI_SAE, "--out", "{new}", "--explainer", "openai", "--model", "m", "--api-key-env", "SUPERPOSITION_NO_SUCH_KEY"], "set the environment variable SUPERPOSITION_NO_SUCH_KEY"),
+    ("ai-sequences", ["autointerp", *AI_SAE, "--out", "{new}", "--sequences", "0"], "--sequences: must be positive"),
+    ("ai-explanations-unreadable", ["dashboard", "{toy_run}", "--out", "{new}", "--explanations", "{tmp}/none"], "not a readable autointerp output"),
+    ("se-scales", ["self-explain", *SE_SAE, "--out", "{new}", "--scales", "1,-2"], "--scales '1,-2': comma-separated positive"),
+    ("se-scales-text", ["self-explain", *SE_SAE, "--out", "{new}", "--scales", "big"], "comma-separated positive"),
+    ("se-max-tokens", ["self-explain", *SE_SAE, "--out", "{new}", "--max-tokens", "0"], "--max-tokens: must be positive"),
     # superposition compare-saes
     ("compare-experiment-run", ["compare-saes", "{toy_run}", "{toy_run}/saes/topk", "--out", "{new}"], "an experiment run holds several SAEs"),
     ("compare-into-users-folder", ["compare-saes", "{toy_run}/saes/topk", "{toy_run}/saes/topk", "--out", "{user}"], "not a previous run"),

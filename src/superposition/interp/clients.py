@@ -128,7 +128,10 @@ class LocalClient:
         from superposition.lm.model import DEFAULT_MODEL, load_model
 
         self.name = name or DEFAULT_MODEL
-        lm = load_model(self.name, device)
+        try:
+            lm = load_model(self.name, device)
+        except SuperpositionError as err:
+            raise SuperpositionError(f"--model {self.name}: the explainer cannot be loaded ({err})") from None
         self.model, self.tok, self.device = lm.model, lm.tokenizer, device
         self.batch_size = batch_size
         self.key = f"local:{self.name}"
