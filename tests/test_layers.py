@@ -14,7 +14,7 @@ ROOT = Path(superposition.__file__).parent
 LAYERS = [
     {"__init__", "config", "errors", "seeding", "perf", "schedules", "files", "resources"},  # shared modules
     {"toy"},  # toy models, their data and trainer
-    {"sae", "lm"},  # SAEs and language models
+    {"sae", "lm", "interp"},  # SAEs, language models, and explaining latents with language models
     {"viz", "report"},  # figures and HTML
     {"experiments", "runs"},  # orchestration of whole runs
     {"cli", "__main__"},  # the command

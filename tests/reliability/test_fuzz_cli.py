@@ -135,7 +135,13 @@ SUFFIX = {
 
 RUN = ["run", "intro", "--out", "{new}"]
 # a foreign SAE with the model and hook it reads given on the command line (checked before loading the model)
-AI_SAE = ["{toy_run}/saes/topk", "--subject-model", "smollm2-135m-instruct", "--hook", "blocks.0.hook_resid_post"]
+AI_SAE = [
+    "{toy_run}/saes/topk",
+    "--subject-model",
+    "smollm2-135m-instruct",
+    "--hook",
+    "blocks.0.hook_resid_post",
+]
 SE_SAE = ["{toy_run}/saes/topk", "--model", "smollm2-135m-instruct", "--hook", "blocks.0.hook_resid_post"]
 # fmt: off
 CASES = [
