@@ -1,10 +1,11 @@
 """Half-precision forward passes give the float32 activations to within their rounding.
 
 Issue 13 reported bfloat16 activations 81% away from float32 (relative norm). Measured here on
-held-out text at blocks.6 of SmolLM2 they are 0.9% away (float16: 0.12%; the MLP output 1.7%), a few times bfloat16's
-unit rounding (0.4%) after six blocks, so `dtype=bfloat16` is safe to use. The BOS position carries
-a massive activation (norm ~780 against a median of ~96, one dimension near 750 and growing to
-~25,000 by block 15); both half formats hold it (float16 tops out at 65,504).
+held-out text at blocks.6 of SmolLM2 they are 0.9% away (the MLP output 1.7%; float16 0.12%), a
+few times bfloat16's unit rounding (0.4%) after six blocks, so `dtype=bfloat16` is safe to use.
+The BOS position carries a massive activation (norm ~780 against a median of ~96, one dimension
+near 750 and growing to ~25,000 by block 15); both half formats hold it (float16 tops out at
+65,504).
 """
 
 import pytest
