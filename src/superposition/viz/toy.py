@@ -29,6 +29,16 @@ def _grid(n: int, max_cols: int = 8, size: float = 2.4) -> tuple[Figure, np.ndar
     return fig, list(axes.flat)
 
 
+def _square_panel(ax, lim: float, title: str) -> None:
+    """A bare square panel from -lim to lim on both axes."""
+    ax.set_xlim(-lim, lim)
+    ax.set_ylim(-lim, lim)
+    ax.set_aspect("equal")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.set_title(title, fontsize=9)
+
+
 def feature_directions_2d(W: Tensor, titles: Sequence[str], importance: Tensor | None = None) -> Figure:
     """Each instance's feature directions W_i in its 2-D hidden space, side by side, coloured by
     importance (bright = important)."""
@@ -49,12 +59,7 @@ def feature_directions_2d(W: Tensor, titles: Sequence[str], importance: Tensor |
             x, y = W[i, 0, f].item(), W[i, 1, f].item()
             ax.plot([0, x], [0, y], color=c, lw=1.5)
             ax.scatter([x], [y], color=c, s=14, zorder=3)
-        ax.set_xlim(-lim, lim)
-        ax.set_ylim(-lim, lim)
-        ax.set_aspect("equal")
-        ax.set_xticks([])
-        ax.set_yticks([])
-        ax.set_title(titles[i], fontsize=9)
+        _square_panel(ax, lim, titles[i])
     fig.suptitle("Feature directions $W_i$ in the hidden plane (colour: importance)", fontsize=11)
     fig.tight_layout()
     return fig
@@ -619,12 +624,7 @@ def hidden_states_2d(
             if sel.any():
                 ax.scatter(h[sel, 0], h[sel, 1], s=5, alpha=0.6, color=colour, lw=0, zorder=2 + (count == 1))
         lim = 1.2 * max(float(W[i].norm(dim=0).max()), float(np.abs(h).max()) if h.size else 0.0, 1e-6)
-        ax.set_xlim(-lim, lim)
-        ax.set_ylim(-lim, lim)
-        ax.set_aspect("equal")
-        ax.set_xticks([])
-        ax.set_yticks([])
-        ax.set_title(titles[i], fontsize=9)
+        _square_panel(ax, lim, titles[i])
     handles = [Line2D([], [], marker="o", ls="", color=c, label=lab) for _, c, lab in groups[::-1]]
     handles.append(Line2D([], [], color="0.35", label="feature i alone (x = e_i)"))
     fig.legend(handles=handles, loc="lower center", ncol=4, fontsize=8, frameon=False)
