@@ -208,8 +208,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="comma-separated multiples of the typical residual norm to sweep (default 0.5,1,2,4,8)",
     )
     se.add_argument("--max-tokens", type=int, default=16, help="tokens to generate (default 16)")
-    se.add_argument("--model", default=None, help="the SAE's language model, if not the one it names")
-    se.add_argument("--hook", default=None, help="the SAE's hook point, if not the one it names")
+    _model_hook_flags(se)
     return parser
 
 
@@ -438,7 +437,7 @@ def _cmd_meta_sae(args: argparse.Namespace) -> int:
 def _cmd_autointerp(args: argparse.Namespace) -> int:
     from superposition.runs.autointerp import autointerp
 
-    _positive(args, "concurrency", "timeout", "sequences")
+    _positive(args, "concurrency", "timeout")  # --sequences and the latent flags: autointerp checks them
     out = autointerp(
         args.run_dir,
         args.out,
@@ -475,7 +474,6 @@ def _cmd_autointerp(args: argparse.Namespace) -> int:
 def _cmd_self_explain(args: argparse.Namespace) -> int:
     from superposition.runs.self_explain import self_explain
 
-    _positive(args, "max_tokens")
     out = self_explain(
         args.run_dir, args.out, args.latents, args.latent_ids, args.layer, args.scales, args.max_tokens,
         args.model, args.hook,

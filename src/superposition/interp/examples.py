@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from superposition.lm.analysis import LatentActivations
+from superposition.lm.analysis import LatentActivations, example_at
 
 
 class NoExamples(Exception):
@@ -44,14 +44,8 @@ class LatentExamples:
 def _window(
     la: LatentActivations, j: int, seq: int, pos: int, before: int, after: int, decode: Callable[[int], str]
 ) -> Window:
-    ctx = la.seqs.shape[1]
-    lo, hi = max(0, pos - before), min(ctx, pos + after + 1)
-    tok, val = la.of(j)
-    acts = np.zeros(hi - lo, dtype=np.float32)
-    inside = (tok >= seq * ctx + lo) & (tok < seq * ctx + hi)
-    acts[tok[inside] - seq * ctx - lo] = val[inside]
-    ids = la.seqs[seq, lo:hi].tolist()
-    return Window(seq, pos, [decode(int(t)) for t in ids], acts.tolist(), pos - lo, float(acts[pos - lo]))
+    e = example_at(la, j, seq * la.seqs.shape[1] + pos, 0.0, before, after)
+    return Window(seq, pos, [decode(t) for t in e.token_ids], e.acts, e.focus, float(e.acts[e.focus]))
 
 
 def _spread(n_items: int, n: int) -> list[int]:

@@ -103,7 +103,9 @@ class Example:
     focus: int  # index of the activating token within token_ids
 
 
-def _example(la: LatentActivations, j: int, flat: int, value: float, before: int, after: int) -> Example:
+def example_at(la: LatentActivations, j: int, flat: int, value: float, before: int, after: int) -> Example:
+    """The window of `before` tokens before and `after` after the flat token index `flat`, with latent
+    j's activation on each of its tokens."""
     ctx = la.seqs.shape[1]
     s, p = divmod(int(flat), ctx)
     lo, hi = max(0, p - before), min(ctx, p + after + 1)
@@ -118,7 +120,7 @@ def top_examples(
     la: LatentActivations, j: int, n: int = 10, before: int = 12, after: int = 4
 ) -> list[Example]:
     tok, val = la.of(j)
-    return [_example(la, j, t, v, before, after) for t, v in zip(tok[:n], val[:n])]
+    return [example_at(la, j, t, v, before, after) for t, v in zip(tok[:n], val[:n])]
 
 
 def quantile_examples(
@@ -144,7 +146,7 @@ def quantile_examples(
             out.append(
                 (
                     f"{lo:.3g} – {hi:.3g} ({len(idx)} tokens)",
-                    [_example(la, j, tok[i], val[i], before, after) for i in pick],
+                    [example_at(la, j, tok[i], val[i], before, after) for i in pick],
                 )
             )
     return out

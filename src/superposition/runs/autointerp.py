@@ -10,6 +10,7 @@ started again costs only what it had not yet asked.
 from __future__ import annotations
 
 import html
+import json
 import math
 import sys
 import time
@@ -124,8 +125,6 @@ def autointerp(
     if sequences <= 0:
         raise SuperpositionError(f"--sequences: must be positive, got {sequences}")
     ids = parse_latent_ids(latent_ids)
-    if explainer not in ("local", "openai"):
-        raise SuperpositionError(f"--explainer {explainer!r}: use local or openai")
     if base_url is not None and explainer != "openai":
         raise SuperpositionError("--base-url: only with --explainer openai")
     run = load_run(run_dir, subject_model, hook)
@@ -192,10 +191,8 @@ def autointerp(
         rows[j]["controls"] = {v: scores[v] for v in variants if v != "explanation"}
 
     ordered = [rows[j] for j in chosen]
-    summary = _summary(ordered, client, time.perf_counter() - t0, run, explainer, seqs.shape[0])
+    summary = _summary(ordered, client, time.perf_counter() - t0, run, seqs.shape[0])
     with staged_directory(out, KIND) as tmp:
-        import json
-
         with open(tmp / "explanations.jsonl", "w", encoding="utf-8") as f:
             for r in ordered:
                 f.write(json.dumps(r, allow_nan=True) + "\n")
@@ -211,7 +208,7 @@ def _value(row: dict, variant: str, scorer: str, metric: str):
     return None if not block else block.get(metric)
 
 
-def _summary(rows: list[dict], client: CachedClient, seconds: float, run, explainer: str, n_seq: int) -> dict:
+def _summary(rows: list[dict], client: CachedClient, seconds: float, run, n_seq: int) -> dict:
     scores = {
         v: {f"{s}.{m}": _stats([_value(r, v, s, m) for r in rows]) for s, m in METRICS} for v in VARIANTS
     }

@@ -50,9 +50,6 @@ def build_dashboard(
     explanation and scores, and the index is searchable by explanation and sortable by score."""
     out = resolve_out(out)
     meta_info = read_meta(meta) if meta is not None else None
-    if explanations is None and not str(run_dir).startswith("hf://"):
-        own = Path(run_dir).expanduser() / "autointerp" / "explanations.jsonl"
-        explanations = own if own.is_file() else None
     expl = read_explanations(explanations) if explanations is not None else None
     if not str(run_dir).startswith("hf://"):
         run = Path(run_dir).expanduser().absolute()
@@ -62,6 +59,8 @@ def build_dashboard(
             raise SuperpositionError(f"--out {out}: choose a folder outside the run's own files")
         if (run / "ground_truth.safetensors").is_file() and (run / "saes").is_dir():
             return _toy_dashboard(run, out, sae_name, max_latents, meta_info)
+        if expl is None and (run / "autointerp" / "explanations.jsonl").is_file():
+            expl = read_explanations(run / "autointerp")
     return _lm_dashboard(
         load_run(run_dir, model, hook), out, sequences or 256, max_latents, top_k, meta_info, expl
     )

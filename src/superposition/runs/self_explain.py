@@ -58,10 +58,20 @@ def _prompt_ids(tok) -> tuple[list[int], list[int]]:
 
 
 @torch.no_grad()
-def explain_latent(hooked, tok, direction: torch.Tensor, layer: int, scales: list[float], max_tokens: int,
-                   norm: float, device: str = "cpu") -> list[dict]:  # fmt: skip
-    """One completion per scale (a batch): the text, self-similarity and entropy."""
-    ids, where = _prompt_ids(tok)
+def explain_latent(
+    hooked,
+    tok,
+    prompt: tuple[list[int], list[int]],
+    direction: torch.Tensor,
+    layer: int,
+    scales: list[float],
+    max_tokens: int,
+    norm: float,
+    device: str = "cpu",
+) -> list[dict]:
+    """One completion per scale (a batch): the text, self-similarity and entropy. `prompt` is
+    `_prompt_ids(tok)`: the token ids and the placeholder's positions."""
+    ids, where = prompt
     unit = direction / direction.norm().clamp(min=1e-12)
     vecs = torch.stack([s * norm * unit for s in scales]).to(device)  # (scale, d_model)
     batch = torch.tensor([ids] * len(scales), device=device)
@@ -119,10 +129,9 @@ def explain_latent(hooked, tok, direction: torch.Tensor, layer: int, scales: lis
     return rows
 
 
-def median_residual_norm(hooked, tok, layer: int, device: str = "cpu") -> float:
+def median_residual_norm(hooked, ids: list[int], layer: int, device: str = "cpu") -> float:
     """The median norm of the residual after block `layer` over the prompt's tokens (the first,
     whose norm is often an outlier, left out)."""
-    ids, _ = _prompt_ids(tok)
     name = f"blocks.{layer}.hook_resid_post"
     act = hooked.run_with_cache(torch.tensor([ids], device=device), [name])[name][0, 1:]
     return float(act.float().norm(dim=-1).median())
@@ -161,12 +170,15 @@ def self_explain(
     if not 0 <= layer < hooked.n_layers:
         raise SuperpositionError(f"--layer: must be in 0..{hooked.n_layers - 1}, got {layer}")
     dirs = decoder_in_residual(hooked, run.sae, run.cfg.hook_name).float()
-    norm = median_residual_norm(hooked, lm.tokenizer, layer, run.cfg.device)
+    prompt = _prompt_ids(lm.tokenizer)
+    norm = median_residual_norm(hooked, prompt[0], layer, run.cfg.device)
     vocab = math.log(hooked.model.config.vocab_size)
     rows = []
     print(f"self-explain: patching after block {layer} at {len(sweep)} scales", file=sys.stderr, flush=True)
     for j in tqdm(chosen, desc="self-explain", leave=False):
-        sw = explain_latent(hooked, lm.tokenizer, dirs[j], layer, sweep, max_tokens, norm, run.cfg.device)
+        sw = explain_latent(
+            hooked, lm.tokenizer, prompt, dirs[j], layer, sweep, max_tokens, norm, run.cfg.device
+        )
         best = max(sw, key=lambda r: r["self_similarity"] - r["entropy"] / vocab)
         rows.append({"latent": j, "layer": layer, **best, "sweep": sw})
     with staged_directory(out, KIND) as tmp:
