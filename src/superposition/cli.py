@@ -75,6 +75,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument("--out", help="run directory (must be new or empty, unless --resume); required")
     train.add_argument(
+        "--nproc",
+        type=int,
+        default=None,
+        help="train on N local processes (launches torchrun for you; see parallel=data|hooks)",
+    )
+    train.add_argument(
         "--resume", action="store_true", help="continue the interrupted run in --out exactly where it stopped"
     )
     train.add_argument(
@@ -356,7 +362,18 @@ def _cmd_train_sae(args: argparse.Namespace) -> int:
             "--resume: continues with the run's saved config.json; drop --config and --set"
         )
     cfg = None if args.resume else make_lm_config(args.config, args.overrides)
-    _print_eval(train_lm_sae(cfg, out, resume=args.resume))
+    if args.nproc is not None and args.nproc != 1:
+        from superposition.dist import launch
+
+        argv = ["train-sae", "--out", str(out), *(["--resume"] if args.resume else [])]
+        argv += [*(["--config", args.config] if args.config else []), *(a for s in args.overrides for a in ("--set", s))]
+        code = launch(args.nproc, argv)
+        if code == 0:
+            _print_eval(resolve_out(out))
+        return code
+    run = train_lm_sae(cfg, out, resume=args.resume)
+    if run is not None:  # None: a torchrun rank other than 0
+        _print_eval(run)
     return 0
 
 
@@ -502,7 +519,14 @@ def _print_eval(run: Path) -> None:
     from superposition.runs.train_sae import HEADLINE_KEYS
 
     s = json.loads((run / "summary.json").read_text())
-    print("\n".join(f"{k:>22}  {s[k]:.4g}" for k in HEADLINE_KEYS))
+    if "hooks" in s:  # a multi-hook run: a row per hook
+        keys = ("l0", "explained_variance", "ce_loss_recovered", "frac_dead", "token_likeness", "mean_abs_dla")
+        width = max(len(h) for h in s["hooks"])
+        print(f"{'hook':<{width}}  " + "  ".join(f"{k:>18}" for k in keys))
+        for hook, rec in s["hooks"].items():
+            print(f"{hook:<{width}}  " + "  ".join(f"{rec[k]:>18.4g}" for k in keys))
+    else:
+        print("\n".join(f"{k:>22}  {s[k]:.4g}" for k in HEADLINE_KEYS))
     print(f"wrote {run}\nreport: {run / 'report.html'}")
 
 

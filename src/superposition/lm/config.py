@@ -20,7 +20,7 @@ from pydantic import Field, model_validator
 from superposition.config import Config, compose
 from superposition.errors import SuperpositionError
 from superposition.lm.data import DEFAULT_DATASET
-from superposition.lm.hooks import MLP_PAIR, hook_position, read_names
+from superposition.lm.hooks import MLP_PAIR, hook_list, hook_position, is_pattern, read_names
 from superposition.lm.model import DEFAULT_MODEL
 from superposition.sae.config import SAEConfig
 from superposition.sae.registry import ARCHITECTURES
@@ -32,10 +32,12 @@ class LMSettings(Config):
 
     # model and data
     model_name: str = Field(DEFAULT_MODEL, description="alias, hub name, local folder or .gguf file")
-    hook_name: str = Field(
+    hook_name: str | list[str] = Field(
         "blocks.6.hook_resid_post",
         description="blocks.L.hook_resid_pre|hook_resid_post|hook_mlp_in|hook_mlp_out|hook_attn_out|"
-        "attn.hook_z; blocks.L.mlp for a transcoder (from the MLP's input to its output)",
+        "attn.hook_z; blocks.L.mlp for a transcoder (from the MLP's input to its output). Several: a "
+        "list, a glob (blocks.*.hook_resid_post) or braces (blocks.{2,6,10}.hook_mlp_out): one forward "
+        "pass feeds one SAE per hook",
     )
     dataset_path: str = Field(
         DEFAULT_DATASET, description="python-docs, a .txt/.jsonl/.parquet file, or a hub dataset"
@@ -82,13 +84,24 @@ class LMSettings(Config):
     tensorboard: bool = Field(True, description="write TensorBoard event files when tensorboard is installed")
     wandb: bool = Field(False, description="log to Weights & Biases (needs the wandb package)")
     wandb_project: str = Field("superposition", description="the W&B project")
+    # several processes (torchrun, or train-sae --nproc N)
+    parallel: Literal["data", "hooks"] = Field(
+        "data",
+        description="with several processes: data (each rank runs the model on its share of the "
+        "sequences; SAE gradients averaged) or hooks (each rank trains the SAEs of some hooks)",
+    )
+    dist_timeout: float = Field(
+        600.0, gt=0, description="seconds a rank waits for the others before giving up with an error"
+    )
 
     @model_validator(mode="after")
     def _check(self):
         if self.training_tokens < self.batch_size_tokens:
             raise ValueError(f"training_tokens: at least one batch ({self.batch_size_tokens}) is needed")
         arch = getattr(self, "architecture", None)  # composed with SAEConfig in LMSAEConfig
-        if arch is not None:
+        if self.multi_hook:
+            self._check_multi(arch)
+        elif arch is not None:
             transcoder = ARCHITECTURES[arch].transcodes
             if transcoder and not MLP_PAIR.match(self.hook_name):
                 raise ValueError(
@@ -105,6 +118,20 @@ class LMSettings(Config):
         self._check_downstream()
         return self
 
+    @property
+    def multi_hook(self) -> bool:
+        """A list or a pattern: SAEs at several hooks (even if the pattern matches one)."""
+        return isinstance(self.hook_name, list) or is_pattern(self.hook_name)
+
+    def _check_multi(self, arch: str | None) -> None:
+        names = hook_list(self.hook_name)
+        if not names:
+            raise ValueError("hook_name: an empty list; give at least one hook point")
+        if any(MLP_PAIR.match(n) for n in names) or (arch is not None and ARCHITECTURES[arch].transcodes):
+            raise ValueError("hook_name: transcoders (blocks.L.mlp) train one hook pair per run, not a list")
+        if self.loss != "local":
+            raise ValueError(f"loss: {self.loss} trains one SAE per run; several hooks train with loss=local")
+
     def _check_downstream(self) -> None:
         if self.loss == "e2e_ds" and not self.downstream_hooks:
             raise ValueError(
@@ -112,7 +139,7 @@ class LMSettings(Config):
             )
         if self.loss != "e2e_ds" and self.downstream_hooks:
             raise ValueError(f"downstream_hooks: used by loss=e2e_ds only (loss is {self.loss})")
-        own = hook_position(self.hook_name)
+        own = None if self.multi_hook else hook_position(self.hook_name)
         for h in self.downstream_hooks:
             where = hook_position(h)
             if where is None:
@@ -132,6 +159,8 @@ class LMSettings(Config):
         every SAEConfig key of this config."""
         values = {k: getattr(self, k) for k in SAEConfig.model_fields if k in type(self).model_fields}
         values.update(d_in=d_in, d_sae=self.sae_width(d_in))
+        if self.multi_hook:  # each SAE's own hook is written when it is saved
+            values["hook_name"] = None
         if d_out is not None:
             names = read_names(self.hook_name)
             values.update(d_out=d_out, hook_name=names[0], hook_name_out=names[-1])

@@ -239,3 +239,46 @@ class HookedModel:
         """The model's logits, with activations at the given hook points replaced by fn(activation)."""
         with self.hooks(replace or {}):
             return self.model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
+
+
+def hook_list(spec: str | list[str]) -> list[str]:
+    """The names of a `hook_name` setting as written: a list, or one string (which may be a
+    pattern, see expand_hooks)."""
+    return list(spec) if isinstance(spec, list | tuple) else [spec]
+
+
+def is_pattern(name: str) -> bool:
+    return any(c in name for c in "*?[{")
+
+
+def _braces(name: str) -> list[str]:
+    """`blocks.{2,6,10}.hook_mlp_out` -> one name per alternative (nested braces are not needed)."""
+    m = re.search(r"\{([^{}]*)\}", name)
+    if not m:
+        return [name]
+    return [x for alt in m.group(1).split(",") for x in _braces(name[: m.start()] + alt.strip() + name[m.end() :])]
+
+
+def expand_hooks(spec: str | list[str], n_layers: int) -> list[str]:
+    """Every hook point a `hook_name` setting names, in forward order without repeats: plain
+    names, brace alternatives (`blocks.{2,6,10}.hook_mlp_out`) and shell globs
+    (`blocks.*.hook_resid_post`, `blocks.1?.hook_mlp_out`) matched against this model's hook
+    points. A pattern that matches nothing is a one-line error."""
+    import fnmatch
+
+    points = [f"blocks.{L}.{kind}" for L in range(n_layers) for kind in KINDS]
+    out: list[str] = []
+    for item in hook_list(spec):
+        for name in _braces(item):
+            if any(c in name for c in "*?["):
+                found = [p for p in points if fnmatch.fnmatchcase(p, name)]
+                if not found:
+                    raise SuperpositionError(
+                        f"hook_name {item!r}: matches no hook point of this model (blocks.0..{n_layers - 1}, "
+                        f"kinds {', '.join(KINDS)})"
+                    )
+                out += found
+            else:
+                out.append(name)
+    unique = list(dict.fromkeys(out))
+    return sorted(unique, key=lambda n: (hook_position(n) is None, hook_position(n) or 0))

@@ -1,38 +1,50 @@
 """The activation store: runs the model over packed text and serves shuffled activation batches.
 
 Training sequences are grouped into *buffers* of `buffer_sequences` sequences. Buffer i is
-always the same sequences (the corpus is cycled when it runs out), its activations at the hook
-(special tokens left out) are shuffled with a seed derived from (seed, i), and batches are taken
-from it in order and across buffers. So the stream of batches is a pure function of the config,
-and its position (buffer, offset) is all a checkpoint needs to resume exactly.
+always the same sequences (the corpus is cycled when it runs out), its activations at the hooks
+(special tokens left out; several hooks side by side in one row) are shuffled with a seed derived
+from (seed, i), and batches are taken from it in order and across buffers. So the stream of
+batches is a pure function of the config, and its position (buffer, offset) is all a checkpoint
+needs to resume exactly, with any number of processes.
 
-With a cache folder, buffer i is written as `shard_{i:06d}.safetensors` and recorded in
-`manifest.json` (model, hook, data, context size, ...); later runs with the same settings read
-the shards instead of running the model, and a cache made with other settings is refused.
+Distributed (a `Comm` of several ranks): each rank runs the model on its own contiguous share of
+a buffer's sequences, and the shares are gathered in rank order, so every rank holds the very
+buffer one process would have computed; `RankView` then hands each rank its share of each batch.
+
+With a cache folder (lm/cache.py: the Arrow layout SAELens writes), every rank writes its share
+of each new buffer there and later runs read it instead of running the model.
 """
 
 from __future__ import annotations
 
 import itertools
-import json
 import math
-import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
 from torch import Tensor
 
+from superposition.dist import Comm, shard
 from superposition.errors import SuperpositionError
-from superposition.files import TargetLock, atomic_write_text, pause_for_tests, sha256_file
+from superposition.files import TargetLock
+from superposition.lm.cache import ActivationCache
 from superposition.lm.data import packed_sequences, special_mask, split_sequences, texts
-from superposition.lm.hooks import HookedModel, read_names, sae_inputs
+from superposition.lm.hooks import HookedModel, expand_hooks, hook_list, is_pattern, read_names, sae_inputs
 from superposition.seeding import derive_seed
 
-MANIFEST = "manifest.json"
+
+def store_hooks(hook_name: str | list[str], hooked: HookedModel) -> list[str]:
+    """The hook points a `hook_name` setting reads, in forward order: a list or pattern expanded
+    against the model; one name as read_names gives it (a transcoder's pair is two)."""
+    if isinstance(hook_name, list) or is_pattern(hook_name):
+        names = expand_hooks(hook_list(hook_name), hooked.n_layers)
+    else:
+        names = read_names(hook_name)
+    for name in names:
+        hooked.parse(name)
+    return names
 
 
 class ActivationStore:
@@ -40,7 +52,7 @@ class ActivationStore:
         self,
         lm,
         hooked: HookedModel,
-        hook_name: str,
+        hook_name: str | list[str],
         *,
         dataset_path: str,
         context_size: int,
@@ -52,45 +64,56 @@ class ActivationStore:
         cache: str | Path | None = None,
         holdout: bool = False,
         device: str = "cpu",
+        comm: Comm | None = None,
     ) -> None:
         if context_size > lm.n_ctx:
             raise SuperpositionError(
                 f"context_size: {context_size} is longer than the model allows ({lm.n_ctx})"
             )
-        self.names = read_names(hook_name)  # one hook, or a transcoder's pair (rows [x | y])
-        for name in self.names:
-            hooked.parse(name)
+        self.comm = comm or Comm.single()
+        # one hook, a transcoder's pair, or several hooks: rows [h1 | h2 | ...]
+        self.names = store_hooks(hook_name, hooked)
+        self.widths = [hooked.d_in(n) for n in self.names]
+        if self.comm.world > buffer_sequences:
+            raise SuperpositionError(
+                f"nproc: {self.comm.world} ranks but a buffer holds {buffer_sequences} sequences; every rank "
+                "needs one (fewer ranks, or more n_batches_in_buffer / batch_size_tokens)"
+            )
         self.lm, self.hooked, self.hook_name = lm, hooked, hook_name
         self.dataset_path, self.text_column = dataset_path, text_column
         self.context_size, self.prepend_bos = context_size, prepend_bos
         self.buffer_sequences, self.model_batch_size = buffer_sequences, model_batch_size
         self.seed, self.holdout, self.device = seed, holdout, device
-        self.d_in = sum(hooked.widths(hook_name))  # width of a row
-        self.cache = Path(cache).expanduser().absolute() if cache else None
-        self._cache_lock = TargetLock(self.cache, "activation_cache") if self.cache else None
-        if self._cache_lock is not None:  # one run uses a cache at a time, from before it writes anything
+        self.d_in = sum(self.widths)  # width of a row
+        folder = Path(cache).expanduser().absolute() if cache else None
+        # one run uses a cache at a time, from before it writes anything (its rank 0 holds the lock)
+        self._cache_lock = TargetLock(folder, "activation_cache") if folder and self.comm.main else None
+        if self._cache_lock is not None:
             self._cache_lock.acquire()
         self.identity = {
             "model_name": lm.name,
-            "hook_name": hook_name,
             "dataset_path": dataset_path,
             "text_column": text_column,
             "context_size": context_size,
             "prepend_bos": prepend_bos,
-            "buffer_sequences": buffer_sequences,
             "holdout": holdout,
-            "d_in": self.d_in,
         }
-        self.manifest = self._open_cache() if self.cache else None
+        self.cache = (
+            ActivationCache(folder, self.identity, self.names, self.widths, context_size, self.comm)
+            if folder
+            else None
+        )
+        if self.cache is not None and self.cache.foreign:
+            self._check_foreign_cache()
         self.buffer_index, self.offset = 0, 0
         self._buffer: Tensor | None = None
         self._seqs: Iterator[Tensor] | None = None
         self._seq_pos = 0
         self.epochs_started = 1
-        self.model_tokens = 0  # tokens run through the model (not counting cache reads)
+        self.model_tokens = 0  # tokens this rank ran through the model (not counting cache reads)
 
     @classmethod
-    def for_run(cls, cfg, lm, hooked: HookedModel, holdout: bool = False) -> ActivationStore:
+    def for_run(cls, cfg, lm, hooked: HookedModel, holdout: bool = False, comm: Comm | None = None):
         """The store of a `train-sae` run's config (LMSAEConfig); the held-out one never caches."""
         return cls(
             lm,
@@ -108,6 +131,7 @@ class ActivationStore:
             cache=None if holdout else cfg.activation_cache,
             holdout=holdout,
             device=cfg.device,
+            comm=None if holdout else comm,
         )
 
     # ------------------------------------------------------------------ sequences
@@ -165,26 +189,54 @@ class ActivationStore:
 
     # ------------------------------------------------------------------ activations
     @torch.no_grad()
-    def activations(self, ids: Tensor) -> Tensor:
-        """Hook activations of sequences (n, ctx) at non-special positions: (tokens, d_in), float32;
-        for a hook pair, the two side by side."""
+    def forward(self, ids: Tensor) -> Tensor:
+        """Hook activations of sequences (n, ctx) at every position: (n, ctx, d_in), float32;
+        several hooks side by side."""
         parts = []
         for chunk in ids.split(self.model_batch_size):
             chunk = chunk.to(self.device)
             cache = self.hooked.run_with_cache(chunk, self.names)
-            act = torch.cat([sae_inputs(cache[n]) for n in self.names], -1)
-            keep = ~special_mask(self.lm.tokenizer, chunk.cpu())
-            parts.append(act.float().cpu()[keep])
+            parts.append(torch.cat([sae_inputs(cache[n]) for n in self.names], -1).float().cpu())
             self.model_tokens += chunk.numel()
         return torch.cat(parts)
 
+    def activations(self, ids: Tensor) -> Tensor:
+        """Hook activations of sequences (n, ctx) at non-special positions: (tokens, d_in)."""
+        return self.forward(ids)[self._keep(ids)]
+
+    def _keep(self, ids: Tensor) -> Tensor:
+        return ~special_mask(self.lm.tokenizer, ids.cpu())
+
     def _compute_buffer(self, i: int) -> Tensor:
-        shard = self._read_shard(i)
-        if shard is None:
-            shard = self.activations(self.sequences(i * self.buffer_sequences, self.buffer_sequences))
-            self._write_shard(i, shard)
+        """Buffer i, shuffled: this rank's share of its sequences from the cache or the model,
+        then every rank's share gathered (in rank order, so the same rows as one process)."""
+        n = self.buffer_sequences
+        mine = shard(n, self.comm)
+        a, b = i * n + mine.start, i * n + mine.stop
+        cache = self.cache
+        got = cache.read(a, b) if cache is not None else None
+        append = cache is not None and cache.writable and cache.rows == i * n  # a new buffer for the cache
+        if got is None:
+            ids = self.sequences(a, b - a)
+            acts = self.forward(ids)
+            if append:
+                cache.write(i, acts, ids)
+            elif cache is not None and cache.writable and self.comm.world == 1 and b <= cache.rows:
+                damaged = cache.file_of(a, b)  # a damaged file of one process's buffer: write it again
+                if damaged is not None:
+                    cache.write(i, acts, ids, name=damaged)
+                    cache.commit([damaged], [b - a], replace=True)
+        else:
+            acts, ids = got
+        local = acts[self._keep(ids)]
+        full = self.comm.gather_rows(local)  # also: every rank's cache file is whole from here on
+        if append:
+            ranks = [Comm(r, self.comm.world) for r in range(self.comm.world)]
+            names = [f"data-{i:06d}-rank{r.rank:03d}.arrow" for r in ranks]
+            rows = [len(range(n)[shard(n, r)]) for r in ranks]
+            cache.commit(names, rows)
         gen = torch.Generator().manual_seed(derive_seed(self.seed, f"activation-buffer-{i}"))
-        return shard[torch.randperm(shard.shape[0], generator=gen)]
+        return full[torch.randperm(full.shape[0], generator=gen)]
 
     def sample(self, n: int, generator: torch.Generator | None = None, out: Tensor | None = None) -> Tensor:
         """The next n activations (n, d_in); `generator` is unused: the order is fixed by the seed."""
@@ -201,6 +253,14 @@ class ActivationStore:
         x = parts[0] if len(parts) == 1 else torch.cat(parts)
         return x.to(self.device)
 
+    def random_rows(self, n: int, generator: torch.Generator) -> Tensor:
+        """n rows drawn (with replacement) from the current buffer, without moving the stream: the
+        candidates dead-latent resampling looks at. Every rank draws the same rows."""
+        if self._buffer is None:
+            self._buffer = self._compute_buffer(self.buffer_index)
+        idx = torch.randint(self._buffer.shape[0], (n,), generator=generator)
+        return self._buffer[idx].to(self.device)
+
     def state_dict(self) -> dict:
         return {"buffer_index": self.buffer_index, "offset": self.offset}
 
@@ -216,70 +276,72 @@ class ActivationStore:
     def __del__(self) -> None:
         self.close()
 
-    def _open_cache(self) -> dict:
-        if self.cache.exists() and not self.cache.is_dir():
+    def _check_foreign_cache(self) -> None:
+        """A cache another tool wrote (SAELens): its BOS setting from its token ids, and the model
+        and hooks by recomputing its first row (within 5%: it may have been written in bfloat16)."""
+        cache = self.cache
+        if cache.rows == 0:
+            raise SuperpositionError(f"activation_cache {cache.folder}: holds no rows")
+        acts, ids = cache.read(0, 1)
+        bos = self.lm.tokenizer.bos_token_id
+        starts = bool(ids[0, 0] == bos) if bos is not None else False
+        if starts != self.prepend_bos:
             raise SuperpositionError(
-                f"activation_cache {self.cache}: is a file; give a folder (new or made by a run)"
+                f"activation_cache {cache.folder}: made with prepend_bos={starts}, this run has "
+                f"{self.prepend_bos}; use another folder"
             )
-        for stale in self.cache.glob(
-            ".shard_*.tmp-*"
-        ):  # a write cut short; we hold the lock, so none is live
-            stale.unlink(missing_ok=True)
-        path = self.cache / MANIFEST
-        if not path.is_file():
-            try:
-                self.cache.mkdir(parents=True, exist_ok=True)
-            except OSError as err:
+        keep = self._keep(ids)
+        want, have = self.forward(ids)[keep], acts[keep]
+        start = 0
+        for name, width in zip(self.names, self.widths, strict=True):
+            a, b = have[:, start : start + width], want[:, start : start + width]
+            start += width
+            rel = float((a - b).norm() / b.norm().clamp(min=1e-12))
+            if not rel < 0.05:
                 raise SuperpositionError(
-                    f"activation_cache {self.cache}: cannot make it ({err.strerror})"
-                ) from None
-            return {**self.identity, "shards": {}}
-        try:
-            manifest = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as err:
-            raise SuperpositionError(f"activation_cache {self.cache}: unreadable manifest ({err})") from None
-        for key, want in self.identity.items():
-            if manifest.get(key) != want:
-                raise SuperpositionError(
-                    f"activation_cache {self.cache}: made with {key}={manifest.get(key)!r}, "
-                    f"this run has {want!r}; use another folder"
+                    f"activation_cache {cache.folder}: its {name} activations differ from {self.lm.name}'s by "
+                    f"{rel:.0%} on its first sequence; made with another model or hook, use another folder"
                 )
-        return manifest
 
-    def _read_shard(self, i: int) -> Tensor | None:
-        """Shard i if the manifest lists it and it matches its checksum; a damaged or missing
-        shard (a write cut short by a crash) is rebuilt from the model instead, with a notice."""
-        if self.manifest is None or str(i) not in self.manifest["shards"]:
-            return None
-        entry = self.manifest["shards"][str(i)]
-        file = self.cache / entry["file"]
-        try:
-            if entry.get("sha256") not in (None, sha256_file(file)):
-                raise ValueError("it does not match its checksum")
-            return load_file(str(file))["activations"]
-        except (OSError, SafetensorError, KeyError, ValueError) as err:
-            print(f"activation store: {file} is damaged ({err}); rebuilding it", file=sys.stderr)
-            del self.manifest["shards"][str(i)]
-            return None
 
-    def _write_shard(self, i: int, acts: Tensor) -> None:
-        """Shard file first (temporary name, then renamed), manifest second: a manifest never
-        lists a shard that is not whole. One process writes a cache at a time."""
-        if self.manifest is None:
-            return
-        name = f"shard_{i:06d}.safetensors"
-        tmp = self.cache / f".{name}.tmp-{os.getpid()}"
-        save_file({"activations": acts.contiguous()}, str(tmp))
-        pause_for_tests()
-        tmp.replace(self.cache / name)
-        pause_for_tests()
-        self.manifest["shards"][str(i)] = {
-            "file": name,
-            "n_tokens": int(acts.shape[0]),
-            "sha256": sha256_file(self.cache / name),
-        }
-        self.manifest["n_tokens"] = sum(s["n_tokens"] for s in self.manifest["shards"].values())
-        atomic_write_text(self.cache / MANIFEST, json.dumps(self.manifest, indent=1))
+class RankView:
+    """What one rank's SAE trainer reads from a store: its share of each batch of n rows (data-
+    parallel: the rows `shard` gives it), optionally only some hooks' columns, as (n, hooks, d)
+    when there are several hooks (one SAE instance per hook)."""
+
+    def __init__(self, store: ActivationStore, comm: Comm | None = None, hooks: list[int] | None = None):
+        self.store, self.comm = store, comm or Comm.single()
+        widths = store.widths
+        self.hooks = list(range(len(widths))) if hooks is None else hooks
+        self.stacked = len(widths) > 1 and not _is_pair(store)
+        if self.stacked:
+            d = widths[0]
+            self.cols = torch.cat([torch.arange(h * d, (h + 1) * d) for h in self.hooks])
+            self.shape = (len(self.hooks), d)
+
+    def _view(self, x: Tensor) -> Tensor:
+        if not self.stacked:
+            return x
+        if len(self.hooks) != len(self.store.widths):
+            x = x[:, self.cols.to(x.device)]
+        return x.view(x.shape[0], *self.shape)
+
+    def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        return self._view(self.store.sample(n)[shard(n, self.comm)])
+
+    def random_rows(self, n: int, generator: torch.Generator) -> Tensor:
+        return self._view(self.store.random_rows(n, generator))
+
+    def state_dict(self) -> dict:
+        return self.store.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.store.load_state_dict(state)
+
+
+def _is_pair(store: ActivationStore) -> bool:
+    """A transcoder's (input, output) pair: one row [x | y] for one SAE, not two instances."""
+    return not isinstance(store.hook_name, list) and not is_pattern(store.hook_name) and len(store.names) == 2
 
 
 def buffer_sequences_for(batch_size_tokens: int, n_batches_in_buffer: int, context_size: int) -> int:

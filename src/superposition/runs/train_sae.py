@@ -17,11 +17,14 @@ import json
 import shutil
 import sys
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from tqdm.auto import tqdm
 
+from superposition.dist import Comm
 from superposition.errors import SuperpositionError
 from superposition.files import (
     atomic_write_text,
@@ -34,10 +37,11 @@ from superposition.files import (
 )
 from superposition.lm.config import LMSAEConfig
 from superposition.lm.e2e import EndToEndObjective, SequenceSource
+from superposition.lm.analysis import depth_characteristics
 from superposition.lm.evals import evaluate_sae
 from superposition.lm.hooks import HookedModel, pair_name
 from superposition.lm.model import LoadedModel, load_model
-from superposition.lm.store import ActivationStore
+from superposition.lm.store import ActivationStore, RankView, store_hooks
 from superposition.report.html import FigureSpec, close_figures, render_report, save_figures
 from superposition.resources import require_memory
 from superposition.sae import BatchedSAE, checkpoint, make_sae
@@ -46,11 +50,11 @@ from superposition.sae.io import load_sae, save_sae
 from superposition.sae.metrics import explained_variance
 from superposition.sae.train import SAETrainer
 from superposition.seeding import derive_seed
-from superposition.viz.sae import density_histogram, training_curves
+from superposition.viz.sae import density_histogram, depth_profile, training_curves
 
 RUN_KIND = "train-sae run"
 LOG_KEYS = [
-    "step", "tokens", "lr", "mse", "l0", "explained_variance", "auxk", "l1", "kl", "downstream_mse",
+    "step", "hook_name", "tokens", "lr", "mse", "l0", "explained_variance", "auxk", "l1", "kl", "downstream_mse",
     "tokens_per_s",
 ]  # fmt: skip
 
@@ -103,6 +107,12 @@ def load_run(path: str | Path, model: str | None = None, hook: str | None = None
         cfg = LMSAEConfig.build(json.loads((where / "config.json").read_text()), str(where / "config.json"))
         cfg = LMSAEConfig.build({**cfg.model_dump(), **overrides}, "--model/--hook")
         return LMRun(where, cfg, load_sae(where / "sae").to(cfg.device), is_run=not overrides)
+    if (where / "config.json").is_file() and (where / "saes").is_dir():
+        hooks = sorted(p.name for p in (where / "saes").iterdir())
+        raise SuperpositionError(
+            f"{where}: a run of SAEs at {len(hooks)} hooks; give one of them, {where / 'saes'}/<hook> "
+            f"({', '.join(hooks[:3])}{', ...' if len(hooks) > 3 else ''})"
+        )
     try:
         sae = load_sae(path)
     except SuperpositionError as err:
@@ -128,27 +138,33 @@ def load_run(path: str | Path, model: str | None = None, hook: str | None = None
 class RunLogger:
     """Training metrics to log.jsonl and log.csv, and to TensorBoard / W&B when available."""
 
-    def __init__(self, out: Path, cfg: LMSAEConfig, resume_step: int | None) -> None:
+    def __init__(
+        self, out: Path, cfg: LMSAEConfig, resume_step: int | None, hooks: list[str] | None = None, rank: int = 0
+    ) -> None:
         """resume_step: the step a resumed run continues from; rows logged at or after it (by the
-        interrupted process, after its last checkpoint) are dropped, since those steps run again."""
-        self.out, self.cfg = out, cfg
+        interrupted process, after its last checkpoint) are dropped, since those steps run again.
+        hooks: a multi-hook run's hooks, one per SAE instance (a row per hook and step). A
+        hook-parallel rank r > 0 logs its own hooks to log.rank<r>.jsonl / .csv."""
+        self.out, self.cfg, self.hooks = out, cfg, hooks
+        stem = "log" if rank == 0 else f"log.rank{rank}"
+        jsonl, table_path = out / f"{stem}.jsonl", out / f"{stem}.csv"
         rows = []
-        if resume_step is not None and (out / "log.jsonl").is_file():
-            lines = (out / "log.jsonl").read_text().splitlines()
+        if resume_step is not None and jsonl.is_file():
+            lines = jsonl.read_text().splitlines()
             rows = [r for r in (json.loads(x) for x in lines if x.strip()) if r.get("step", 0) < resume_step]
         # the kept rows replace both logs atomically (a kill here must not lose them); then append
-        atomic_write_text(out / "log.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
+        atomic_write_text(jsonl, "".join(json.dumps(r) + "\n" for r in rows))
         table = io.StringIO()
         writer = csv.DictWriter(table, LOG_KEYS, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
-        atomic_write_text(out / "log.csv", table.getvalue())
+        atomic_write_text(table_path, table.getvalue())
         # line-buffered: every row reaches the file at once, so a killed run keeps its log
-        self.jsonl = open(out / "log.jsonl", "a", buffering=1)
-        self.csv_file = open(out / "log.csv", "a", newline="", buffering=1)
+        self.jsonl = open(jsonl, "a", buffering=1)
+        self.csv_file = open(table_path, "a", newline="", buffering=1)
         self.csv = csv.DictWriter(self.csv_file, LOG_KEYS, extrasaction="ignore")
         self.tb = None
-        if cfg.tensorboard:
+        if cfg.tensorboard and rank == 0:
             try:
                 from torch.utils.tensorboard import SummaryWriter
 
@@ -175,30 +191,34 @@ class RunLogger:
         if self.tokens0 is None:
             self.t0, self.tokens0 = time.time(), tokens
         rate = (tokens - self.tokens0) / max(time.time() - self.t0, 1e-9)
-        ev = explained_variance(x[:, :1].float(), out.x_hat[:, :1].float())[0]
-        l0 = out.l0[0].item() if out.l0 is not None else (out.z[:, 0] != 0).sum(-1).float().mean().item()
+        evs = explained_variance(x.float(), out.x_hat.float())
         lr = self.opt.param_groups[0]["lr"] if self.opt is not None else float("nan")
-        row = {
-            "step": step,
-            "tokens": tokens,
-            "lr": lr,
-            "mse": out.terms["mse"][0].item(),
-            "l0": l0,
-            "explained_variance": ev.item(),
-            "tokens_per_s": rate,
-        }
-        for key in ("auxk", "l1", "kl", "downstream_mse"):
-            if key in out.terms:
-                row[key] = out.terms[key][0].item()
-        self.jsonl.write(json.dumps(row) + "\n")
-        self.csv.writerow(row)
-        if self.tb is not None:
-            for k, v in row.items():
-                if k not in ("step", "tokens"):
-                    self.tb.add_scalar(f"train/{k}", v, tokens)
-        if self.wandb is not None:
-            self.wandb.log(row, step=step)
-        return {"tok/s": f"{rate:,.0f}", "L0": f"{l0:.1f}", "EV": f"{ev.item():.3f}"}
+        for i, hook in enumerate(self.hooks or [None]):
+            l0 = out.l0[i].item() if out.l0 is not None else (out.z[:, i] != 0).sum(-1).float().mean().item()
+            row = {
+                "step": step,
+                **({"hook_name": hook} if hook else {}),
+                "tokens": tokens,
+                "lr": lr,
+                "mse": out.terms["mse"][i].item(),
+                "l0": l0,
+                "explained_variance": evs[i].item(),
+                "tokens_per_s": rate,
+            }
+            for key in ("auxk", "l1", "kl", "downstream_mse"):
+                if key in out.terms:
+                    row[key] = out.terms[key][i].item()
+            self.jsonl.write(json.dumps(row) + "\n")
+            self.csv.writerow(row)
+            tag = f"{hook}/" if hook else ""
+            if self.tb is not None:
+                for k, v in row.items():
+                    if k not in ("step", "tokens", "hook_name"):
+                        self.tb.add_scalar(f"train/{tag}{k}", v, tokens)
+            if self.wandb is not None:
+                self.wandb.log({f"{tag}{k}": v for k, v in row.items() if k != "hook_name"}, step=step)
+        first = out.l0[0].item() if out.l0 is not None else (out.z[:, 0] != 0).sum(-1).float().mean().item()
+        return {"tok/s": f"{rate:,.0f}", "L0": f"{first:.1f}", "EV": f"{evs[0].item():.3f}"}
 
     def close(self) -> None:
         self.jsonl.close()
@@ -225,42 +245,115 @@ def _prepare_out(out: Path, resume: bool) -> None:
         )
 
 
-def train_lm_sae(cfg: LMSAEConfig, out: str | Path, resume: bool = False) -> Path:
-    """Train (or with resume=True, continue) an SAE; then evaluate it. Returns the run directory.
-    One process at a time may write a run (`target_lock`)."""
+def train_lm_sae(cfg: LMSAEConfig | None, out: str | Path, resume: bool = False) -> Path | None:
+    """Train (or with resume=True, continue, cfg None: the run's own) SAEs; then evaluate them.
+    Returns the run directory (None on torchrun ranks other than 0). One process at a time may write a run (`target_lock`); under
+    torchrun every rank calls this, and rank 0 holds the lock and writes the run directory."""
     out = resolve_out(out)
-    with target_lock(out):
-        return _train(cfg, out, resume)
-
-
-def _train(cfg: LMSAEConfig, out: Path, resume: bool) -> Path:
-    _prepare_out(out, resume)
     if resume:
+        if not (out / "config.json").is_file():
+            raise SuperpositionError(f"--resume: {out} holds no train-sae run")
         cfg = LMSAEConfig.build(json.loads((out / "config.json").read_text()), f"{out / 'config.json'}")
+    comm = Comm.from_env(cfg.device, cfg.dist_timeout)
+    try:
+        with ExitStack() as stack:
+            if comm.main:
+                stack.enter_context(target_lock(out))
+            comm.first(lambda: _prepare_out(out, resume))
+            return _train(cfg, out, resume, comm)
+    finally:
+        comm.close()
+
+
+@dataclass
+class Plan:
+    """Which SAEs this process trains: the run's hooks, this rank's share of them (hook-parallel:
+    every world-th hook; otherwise all), and where its checkpoint lives."""
+
+    hooks: list[str]  # every hook of the run, in forward order
+    mine: list[int]  # indices into hooks trained here (one SAE instance each)
+    multi: bool  # saes/<hook>/ layout
+    hook_parallel: bool
+    checkpoint_dir: Path
+
+
+def _plan(cfg: LMSAEConfig, hooked: HookedModel, comm: Comm, out: Path) -> Plan:
+    hooks = store_hooks(cfg.hook_name, hooked)
+    multi = cfg.multi_hook
+    if multi:
+        widths = {h: hooked.d_in(h) for h in hooks}
+        if len(set(widths.values())) > 1:
+            shown = ", ".join(f"{h} {w}" for h, w in widths.items())
+            raise SuperpositionError(
+                f"hook_name: the hooks of one run train side by side and must share a width ({shown}); "
+                "train hooks of other widths in another run"
+            )
+    hook_parallel = cfg.parallel == "hooks" and comm.distributed
+    if hook_parallel:
+        if not multi:
+            raise SuperpositionError(
+                "parallel: hooks shares the hooks of a run over the ranks; give several hooks "
+                "(hook_name as a list or glob) or use parallel=data"
+            )
+        if len(hooks) < comm.world:
+            raise SuperpositionError(
+                f"parallel: hooks gives every rank at least one hook: {len(hooks)} hooks for {comm.world} "
+                "ranks (fewer ranks, more hooks, or parallel=data)"
+            )
+    if cfg.loss != "local" and comm.distributed:
+        raise SuperpositionError(f"loss: {cfg.loss} runs in one process; train it without torchrun/--nproc")
+    mine = [i for i in range(len(hooks)) if not hook_parallel or i % comm.world == comm.rank]
+    ckpt = out / "checkpoint"
+    if hook_parallel:
+        ckpt = ckpt / f"rank{comm.rank}-of-{comm.world}"
+    return Plan(hooks, mine, multi, hook_parallel, ckpt)
+
+
+def _make_saes(cfg: LMSAEConfig, plan: Plan, widths: list[int]):
+    """The SAE (one instance per hook trained here). Each hook's SAE starts from its own seed, so
+    hook-parallel ranks start exactly where one process does; a single-hook run keeps its seed."""
+    sae_cfg = cfg.sae_config(*widths)
+    if not plan.multi:
+        return make_sae(sae_cfg, torch.Generator().manual_seed(derive_seed(cfg.seed, "sae-init")))
+    parts = [
+        make_sae(sae_cfg, torch.Generator().manual_seed(derive_seed(cfg.seed, f"sae-init-{plan.hooks[i]}")))
+        for i in plan.mine
+    ]
+    sae = make_sae(sae_cfg.model_copy(update={"n_instances": len(parts)}))
+    with torch.no_grad():
+        for key, value in sae.state_dict().items():
+            value.copy_(torch.cat([p.state_dict()[key] for p in parts]))
+    return sae
+
+
+def _train(cfg: LMSAEConfig, out: Path, resume: bool, comm: Comm) -> Path:
     torch.manual_seed(derive_seed(cfg.seed, "lm-run"))
-    lm = load_model(cfg.model_name, cfg.device, cfg.dtype)
+    lm = load_model(cfg.model_name, comm.device if comm.distributed else cfg.device, cfg.dtype)
+    if comm.distributed:
+        cfg = cfg.model_copy(update={"device": comm.device})
     hooked = HookedModel(lm.model)
-    widths = hooked.widths(cfg.hook_name)  # [d_in], or a transcoder's [d_in, d_out]
+    plan = _plan(cfg, hooked, comm, out)
+    widths = [hooked.d_in(plan.hooks[0])] if plan.multi else hooked.widths(cfg.hook_name)
     d_in = widths[0]
-    store = ActivationStore.for_run(cfg, lm, hooked)
+    store = ActivationStore.for_run(cfg, lm, hooked, comm=comm)
     store.first_sequences(1, quiet=True)  # unreadable or too little text: say so before writing anything
     sae_cfg, train_cfg = cfg.sae_config(*widths), cfg.train_config()
     buffer = 2 * store.buffer_sequences * cfg.context_size * store.d_in * 4  # a buffer and its shuffled copy
-    need = training_bytes(1, d_in, sae_cfg.d_sae, cfg.batch_size_tokens) + buffer
+    need = training_bytes(len(plan.mine), d_in, sae_cfg.d_sae, cfg.batch_size_tokens) + buffer
     require_memory(need, f"train-sae (d_in {d_in}, d_sae {sae_cfg.d_sae}, batch {cfg.batch_size_tokens})",
                    "lower d_sae, expansion_factor, batch_size_tokens or n_batches_in_buffer")  # fmt: skip
-    sae = make_sae(sae_cfg, torch.Generator().manual_seed(derive_seed(cfg.seed, "sae-init"))).to(cfg.device)
+    sae = _make_saes(cfg, plan, widths).to(cfg.device)
     existed = out.exists()
     try:
-        return _train_and_evaluate(cfg, out, resume, lm, hooked, store, sae, train_cfg)
+        return _train_and_evaluate(cfg, out, resume, lm, hooked, store, sae, train_cfg, plan, comm)
     except BaseException as err:
-        resumable = checkpoint.exists(out / "checkpoint")
-        if not resume and not resumable:  # nothing to resume: leave nothing
+        resumable = checkpoint.exists(plan.checkpoint_dir)
+        if comm.main and not resume and not resumable:  # nothing to resume: leave nothing
             shutil.rmtree(out, ignore_errors=True)
             if existed:
                 out.mkdir()
         if write_failure(err):
-            step = checkpoint.latest_step(out / "checkpoint")
+            step = checkpoint.latest_step(plan.checkpoint_dir)
             then = f"; continue with --resume once there is room (from step {step})"
             raise SuperpositionError(
                 f"--out {out}: cannot write there ({describe_write_failure(err)})"
@@ -271,54 +364,80 @@ def _train(cfg: LMSAEConfig, out: Path, resume: bool) -> Path:
         store.close()
 
 
-def _train_and_evaluate(cfg: LMSAEConfig, out: Path, resume: bool, lm, hooked, store, sae, train_cfg) -> Path:
-    out.mkdir(parents=True, exist_ok=True)
-    if not resume:
-        atomic_write_text(out / "config.json", json.dumps(cfg.model_dump(), indent=1))
-        write_marker(out, RUN_KIND)
-    source, objective = store, None
+def _train_and_evaluate(
+    cfg: LMSAEConfig, out: Path, resume: bool, lm, hooked, store, sae, train_cfg, plan: Plan, comm: Comm
+) -> Path | None:
+    if comm.main:
+        out.mkdir(parents=True, exist_ok=True)
+        if not resume:
+            atomic_write_text(out / "config.json", json.dumps(cfg.model_dump(), indent=1))
+            write_marker(out, RUN_KIND)
+    comm.barrier("waiting for rank 0 to make the run directory")
+    source, objective = RankView(store, None if plan.hook_parallel else comm, plan.mine), None
     if cfg.loss != "local":  # end-to-end: whole sequences, and the KL through the rest of the model
         source = SequenceSource(store, hooked, lm.tokenizer, cfg.hook_name, cfg.downstream_hooks)
         objective = EndToEndObjective(source, cfg.kl_coefficient, cfg.downstream_coefficient)
-    trainer = SAETrainer(sae, source, train_cfg, checkpoint_dir=out / "checkpoint", objective=objective)
-    resumed = resume and checkpoint.exists(out / "checkpoint")
+    trainer = SAETrainer(sae, source, train_cfg, checkpoint_dir=plan.checkpoint_dir, objective=objective,
+                         comm=None if plan.hook_parallel else comm)  # fmt: skip
+    if resume and not checkpoint.exists(plan.checkpoint_dir) and checkpoint.exists(out / "checkpoint"):
+        raise SuperpositionError(
+            f"--resume: {out} was checkpointed by another layout of ranks; resume parallel=hooks runs with "
+            "the same number of ranks"
+        )
+    resumed = resume and checkpoint.exists(plan.checkpoint_dir)
     if resumed:
         trainer.load_checkpoint()
-    trainer.on_log = logger = RunLogger(out, cfg, trainer.step if resumed else None)
-    logger.opt = trainer.opt
-    print(
-        f"training a {cfg.architecture}{'' if cfg.loss == 'local' else f' ({cfg.loss} loss)'} "
-        f"({sae.cfg.d_in} -> {sae.cfg.d_sae}"
-        f"{f' -> {sae.d_out}' if sae.transcodes else ''}) on {cfg.model_name} "
-        f"{cfg.hook_name}: "
-        f"{cfg.steps} steps of {cfg.batch_size_tokens} tokens",
-        file=sys.stderr,
-        flush=True,
-    )
+    logger = None
+    if comm.main or plan.hook_parallel:
+        names = [plan.hooks[i] for i in plan.mine] if plan.multi else None
+        trainer.on_log = logger = RunLogger(out, cfg, trainer.step if resumed else None, names, comm.rank)
+        logger.opt = trainer.opt
+    if comm.main:
+        print(
+            f"training {len(plan.hooks) if plan.multi else 'a'} {cfg.architecture}"
+            f"{'' if cfg.loss == 'local' else f' ({cfg.loss} loss)'} "
+            f"({sae.cfg.d_in} -> {sae.cfg.d_sae}"
+            f"{f' -> {sae.d_out}' if sae.transcodes else ''}) on {cfg.model_name} "
+            f"{', '.join(plan.hooks) if plan.multi else cfg.hook_name}: "
+            f"{cfg.steps} steps of {cfg.batch_size_tokens} tokens"
+            + (f" on {comm.world} processes ({cfg.parallel}-parallel)" if comm.distributed else ""),
+            file=sys.stderr,
+            flush=True,
+        )
     started = time.time()
     try:
-        trainer.train(progress=True)
+        trainer.train(progress=comm.main)
     except KeyboardInterrupt:
         raise SuperpositionError(
             f"interrupted at step {trainer.step}; continue with: superposition train-sae --out {out} --resume"
         ) from None
     finally:
-        logger.close()
+        if logger is not None:
+            logger.close()
     elapsed = time.time() - started
     trainer.fold_normalization()
-    save_sae(
-        sae,
-        out / "sae",
-        0,
-        {"context_size": cfg.context_size, "prepend_bos": cfg.prepend_bos, "dataset_path": cfg.dataset_path},
-    )
+    meta = {"context_size": cfg.context_size, "prepend_bos": cfg.prepend_bos, "dataset_path": cfg.dataset_path}
+    if not plan.multi:
+        if comm.main:
+            save_sae(sae, out / "sae", 0, meta)
+    elif comm.main or plan.hook_parallel:
+        for j, i in enumerate(plan.mine):
+            save_sae(sae, out / "saes" / plan.hooks[i], j, {**meta, "hook_name": plan.hooks[i]})
+    model_tokens = torch.tensor([float(store.model_tokens)])
+    comm.sum_(model_tokens)  # also: every rank's SAEs are saved from here on
+    if not comm.main:
+        return None  # rank 0 evaluates and writes the summary
     training = {
         "train_seconds": round(elapsed, 1),
         "train_steps": cfg.steps,
         "training_tokens": cfg.steps * cfg.batch_size_tokens,
-        "model_tokens_run": store.model_tokens,
+        "model_tokens_run": int(model_tokens.item()),
+        **({"processes": comm.world, "parallel": cfg.parallel} if comm.distributed else {}),
     }
-    evaluate_run(out, lm=lm, hooked=hooked, training=training)
+    if plan.multi:
+        evaluate_multi(out, cfg, plan.hooks, lm, hooked, training)
+    else:
+        evaluate_run(out, lm=lm, hooked=hooked, training=training)
     write_marker(out, RUN_KIND)
     return out
 
@@ -414,6 +533,79 @@ def _write_evaluation(run: Path, cfg: LMSAEConfig, summary: dict) -> None:
         render_report(run, title, _EXPLANATION, figures, highlights, cfg.model_dump())
     finally:
         close_figures(figures)
+
+
+# per-hook numbers drawn against depth in a multi-hook run's report
+DEPTH_KEYS = ("l0", "explained_variance", "ce_loss_recovered", "frac_dead", "token_likeness", "mean_abs_dla")
+
+
+def evaluate_multi(out: Path, cfg: LMSAEConfig, hooks: list[str], lm, hooked, training: dict) -> dict:
+    """A multi-hook run's evaluation: each hook's SAE (saes/<hook>/) on the same held-out
+    sequences, the usual metrics plus token-likeness and direct logit attribution
+    (lm/analysis.depth_characteristics); summary.json keeps one record per hook under "hooks"."""
+    seqs = ActivationStore.for_run(cfg, lm, hooked, holdout=True).first_sequences(cfg.eval_sequences)
+    print(
+        f"evaluating {len(hooks)} SAEs on {seqs.shape[0]} held-out sequences ({seqs.numel()} tokens)",
+        file=sys.stderr,
+        flush=True,
+    )
+    records = {}
+    for hook in tqdm(hooks, desc="evaluating", leave=False):
+        sae = load_sae(out / "saes" / hook).to(cfg.device)
+        metrics = evaluate_sae(
+            hooked, lm.tokenizer, sae, hook, seqs, batch_size=cfg.model_batch_size,
+            dead_threshold=cfg.dead_feature_threshold, device=cfg.device,
+        )  # fmt: skip
+        metrics.update(depth_characteristics(hooked, lm.tokenizer, sae, hook, seqs, cfg.model_batch_size, cfg.device))
+        records[hook] = {"hook_name": hook, "layer": hooked.parse(hook)[0], **metrics}
+    summary = {
+        **training, "model_name": cfg.model_name, "architecture": cfg.architecture,
+        "d_sae": cfg.sae_width(hooked.d_in(hooks[0])), "eval_sequences": seqs.shape[0], "hooks": records,
+    }  # fmt: skip
+    rows = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines() if x.strip()]
+    for extra in sorted(out.glob("log.rank*.jsonl")):
+        rows += [json.loads(x) for x in extra.read_text().splitlines() if x.strip()]
+    figures = [
+        FigureSpec(
+            "depth",
+            "Each hook's SAE against its layer: sparsity, reconstruction, CE loss recovered, dead latents, "
+            "token-likeness (share of a latent's activation mass on the token it fires on most often, mean "
+            "over latents) and mean |direct logit attribution| per active latent.",
+            depth_profile(records, DEPTH_KEYS),
+        ),
+        FigureSpec(
+            "latent_density",
+            "Latent density on held-out text, per hook.",
+            density_histogram({h: r["density"] for h, r in records.items()}, cfg.dead_feature_threshold),
+        ),
+    ]
+    if rows:
+        figures.append(
+            FigureSpec(
+                "training_curves",
+                "Training metrics against tokens seen, one line per hook.",
+                training_curves(rows, ["mse", "l0", "explained_variance"], group="hook_name"),
+            )
+        )
+    try:
+        atomic_write_text(out / "summary.json", json.dumps(summary, indent=1))
+        save_figures(figures, out)
+        table = {f"{h}: {k}": r[k] for h, r in records.items() for k in ("l0", "explained_variance",
+                 "ce_loss_recovered")}  # fmt: skip
+        title = f"SAEs on {cfg.model_name} at {len(hooks)} hooks"
+        render_report(out, title, _EXPLANATION_MULTI, figures, table, cfg.model_dump())
+    finally:
+        close_figures(figures)
+    return summary
+
+
+_EXPLANATION_MULTI = (
+    "One sparse autoencoder per hook point, all trained from the same forward passes of the model and "
+    "evaluated on the same held-out sequences (every 20th packed sequence is never trained on). Each SAE is in "
+    "saes/&lt;hook&gt;/ and summary.json has one record per hook under <code>hooks</code>. Token-likeness near 1 "
+    "means latents fire on one token each (as early layers tend to); direct logit attribution measures how "
+    "much active latents push the logit of the next token directly (late layers)."
+)
 
 
 _EXPLANATION = (

@@ -23,6 +23,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from superposition.config import Config
+from superposition.dist import Comm
 from superposition.errors import SuperpositionError, TrainingDiverged
 from superposition.sae import checkpoint
 from superposition.sae.base import BatchedSAE, LossOut, StepState
@@ -111,18 +112,25 @@ class SAETrainer:
         checkpoint_dir: str | Path | None = None,
         on_log: Callable[[int, Tensor, LossOut], dict | None] | None = None,
         objective: Callable[[LossOut, Tensor], LossOut] | None = None,
+        comm: Comm | None = None,
     ) -> None:
         """`source` has sample(n, generator); if it also has state_dict/load_state_dict (a
         streaming store), its position goes into checkpoints. `on_log(step, y, out)` is called at
         logged steps with the batch's reconstruction target y (x for an SAE) and may return numbers
         for the progress bar. `objective(out, scale)`, if given, turns the SAE's own loss on the batch
-        into the one optimised (the end-to-end loss of lm/e2e.py; scale: the normalisation factor)."""
+        into the one optimised (the end-to-end loss of lm/e2e.py; scale: the normalisation factor).
+
+        `comm` (data-parallel, dist.py): `source` gives this rank its share of each batch of
+        cfg.batch_size rows; gradients are summed over ranks weighted by share (so a step equals
+        one process's step on the whole batch), initialisation statistics come from every rank's
+        rows, fired latents are MAX-reduced, and only rank 0 writes checkpoints."""
         if sae.cfg.input_normalization != "none":
             raise SuperpositionError(
                 f"input_normalization {sae.cfg.input_normalization!r}: SAEs that normalise each input can be "
                 "evaluated here, not trained (train with none, or with normalize_activations)"
             )
         self.sae, self.source, self.cfg, self.on_log, self.objective = sae, source, cfg, on_log, objective
+        self.comm = comm or Comm.single()
         self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
         # fused: one kernel per parameter instead of a dozen elementwise passes (same update)
         self.opt = torch.optim.Adam(sae.parameters(), lr=cfg.lr, fused=True)
@@ -145,7 +153,7 @@ class SAETrainer:
     @torch.no_grad()
     def initialise(self) -> None:
         cfg, sae = self.cfg, self.sae
-        x = _batch(self.source, max(4096, cfg.batch_size), self.gen, sae.n_instances)
+        x = self.comm.gather_rows(_batch(self.source, max(4096, cfg.batch_size), self.gen, sae.n_instances))
         if cfg.normalize_activations:  # a transcoder's input and target each on its own
             x_in, y = sae.split(x)
             self.scale = (x_in.shape[-1] / x_in.square().sum(-1).mean(0)).sqrt().unsqueeze(-1)  # (inst, 1)
@@ -222,7 +230,7 @@ class SAETrainer:
         try:
             for step in bar:
                 self._step(step, bar, log_every)
-                if asked:
+                if self.comm.any(bool(asked)):  # every rank stops after the same step
                     raise KeyboardInterrupt
         except KeyboardInterrupt:
             if self.checkpoint_dir is not None:
@@ -262,13 +270,17 @@ class SAETrainer:
         self._check_finite(out, step)
         self.opt.zero_grad(set_to_none=True)
         out.total.backward()
+        if self.comm.distributed:
+            self._reduce_gradients(x.shape[0])
         sae.remove_parallel_grad()
         self._updating = True  # from here to the end of the step, an interrupt waits for the step to finish
         self.opt.step()
         sae.normalize_decoder()
         with torch.no_grad():
             fired = out.fired if out.fired is not None else (out.z != 0).any(0)  # (inst, d_sae)
-            self.since_fired += x.shape[0]
+            if self.comm.distributed:  # fired on any rank's rows
+                fired = self.comm.max_(fired.to(torch.uint8)).bool()
+            self.since_fired += cfg.batch_size if self.comm.distributed else x.shape[0]
             self.since_fired[fired] = 0
         if cfg.resample != "none" and (step + 1) % cfg.feature_sampling_window == 0 and step + 1 < cfg.steps:
             self.resample()
@@ -292,6 +304,25 @@ class SAETrainer:
         self._in_step = self._updating = False
         if self.checkpoint_dir is not None and cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0:
             self.save_checkpoint()
+
+    def _reduce_gradients(self, rows: int) -> None:
+        """Σ over ranks of (rows / batch) × gradient: the gradient of the whole batch's loss,
+        whose terms are means over rows. One all-reduce for every parameter."""
+        params = [p for p in self.sae.parameters() if p.grad is not None]
+        flat = torch.cat([p.grad.reshape(-1) for p in params]) * (rows / self.cfg.batch_size)
+        self.comm.sum_(flat)
+        start = 0
+        for p in params:
+            p.grad.copy_(flat[start : start + p.numel()].view_as(p.grad))
+            start += p.numel()
+
+    def _candidates(self, n: int) -> Tensor:
+        """Inputs dead-latent resampling draws from: the source's `random_rows` (the current
+        buffer, the same on every rank, the stream left where it is) or its next n rows."""
+        if hasattr(self.source, "random_rows"):
+            x = self.source.random_rows(n, self.gen)
+            return x.unsqueeze(1).expand(-1, self.sae.n_instances, -1) if x.ndim == 2 else x
+        return self.comm.gather_rows(_batch(self.source, n, self.gen, self.sae.n_instances))
 
     def _check_finite(self, out, step: int) -> None:
         for name, value in out.terms.items():
@@ -327,7 +358,7 @@ class SAETrainer:
                 continue
             if self.cfg.resample == "anthropic":
                 one = slice(i, i + 1)
-                x = _batch(self.source, max(8192, 4 * idx.numel()), self.gen, sae.n_instances)[:, one]
+                x = self._candidates(max(8192, 4 * idx.numel()))[:, one]
                 x = self._scaled(x, one)
                 x_in, y = sae.split(x)
                 sae.eval()
@@ -383,9 +414,12 @@ class SAETrainer:
                     state[key][sl] = 0.0
 
     # ------------------------------------------------------------------ checkpoints
-    def save_checkpoint(self) -> Path:
+    def save_checkpoint(self) -> Path | None:
         """Write the model, Adam state, counters, RNG state and the source's position as one
-        checkpoint (sae/checkpoint.py); resuming from it continues exactly."""
+        checkpoint (sae/checkpoint.py); resuming from it continues exactly. Data-parallel ranks
+        hold the same state: rank 0 writes it."""
+        if not self.comm.main:
+            return None
         tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in self.sae.state_dict().items()}
         names = {p: n for n, p in self.sae.named_parameters()}
         for p, st in self.opt.state.items():

@@ -36,15 +36,22 @@ def density_histogram(densities: Mapping[str, Sequence[float]], dead_threshold: 
     return fig
 
 
-def training_curves(rows: Sequence[Mapping[str, float]], keys: Sequence[str], x: str = "tokens") -> Figure:
-    """One panel per logged quantity against `x`."""
+def training_curves(
+    rows: Sequence[Mapping[str, float]], keys: Sequence[str], x: str = "tokens", group: str | None = None
+) -> Figure:
+    """One panel per logged quantity against `x`; with `group` (e.g. hook_name), one line per
+    value of that key."""
     import matplotlib.pyplot as plt
 
     keys = [k for k in keys if any(k in r for r in rows)]
     fig, axes = plt.subplots(1, max(1, len(keys)), figsize=(3.6 * max(1, len(keys)), 3.2), squeeze=False)
-    xs = [r[x] for r in rows]
+    labels = list(dict.fromkeys(r.get(group) for r in rows)) if group else [None]
     for ax, k in zip(axes[0], keys):
-        ax.plot(xs, [r.get(k, np.nan) for r in rows], lw=1.2)
+        for label in labels:
+            mine = [r for r in rows if group is None or r.get(group) == label]
+            ax.plot([r[x] for r in mine], [r.get(k, np.nan) for r in mine], lw=1.2, label=label)
+        if group and len(labels) <= 12 and ax is axes[0][0]:
+            ax.legend(fontsize=6)
         ax.set_title(k, fontsize=10)
         ax.set_xlabel(x)
         if k in ("mse", "auxk", "l1"):
@@ -135,5 +142,29 @@ def latents_over_training(
     for ax in (a, b):
         ax.set_xlabel("step")
         ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def depth_profile(records: Mapping[str, Mapping[str, float]], keys: Sequence[str]) -> Figure:
+    """Metrics of a multi-hook run against depth: one panel per key, x = the hook's layer, one
+    line per kind of hook point (resid_post, mlp_out, ...)."""
+    import re
+
+    import matplotlib.pyplot as plt
+
+    kinds: dict[str, list[tuple[int, Mapping[str, float]]]] = {}
+    for hook, rec in records.items():
+        m = re.match(r"^blocks\.(\d+)\.(.+)$", hook)
+        layer, kind = (int(m.group(1)), m.group(2)) if m else (0, hook)
+        kinds.setdefault(kind, []).append((layer, rec))
+    fig, axes = plt.subplots(1, len(keys), figsize=(3.3 * len(keys), 3.2), squeeze=False)
+    for ax, k in zip(axes[0], keys, strict=True):
+        for kind, pts in kinds.items():
+            pts = sorted(pts, key=lambda t: t[0])
+            ax.plot([p[0] for p in pts], [p[1].get(k, np.nan) for p in pts], "o-", ms=4, lw=1.2, label=kind)
+        ax.set_title(k, fontsize=10)
+        ax.set_xlabel("layer")
+    axes[0][0].legend(fontsize=7)
     fig.tight_layout()
     return fig

@@ -81,6 +81,8 @@ def write(sae: BatchedSAE, folder: Path, instance: int = 0, extra: dict | None =
         ):
             ours[key] = value[instance]
     extra = dict(extra or {})
+    if extra.get("hook_name"):  # one of a multi-hook run's SAEs: the hook this instance reads
+        ours["hook_name"] = extra.pop("hook_name")
     hook = ours.get("hook_name") or ""
     metadata = {
         "sae_lens_version": FORMAT_VERSION,
