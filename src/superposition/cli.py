@@ -366,7 +366,10 @@ def _cmd_train_sae(args: argparse.Namespace) -> int:
         from superposition.dist import launch
 
         argv = ["train-sae", "--out", str(out), *(["--resume"] if args.resume else [])]
-        argv += [*(["--config", args.config] if args.config else []), *(a for s in args.overrides for a in ("--set", s))]
+        argv += [
+            *(["--config", args.config] if args.config else []),
+            *(a for s in args.overrides for a in ("--set", s)),
+        ]
         code = launch(args.nproc, argv)
         if code == 0:
             _print_eval(resolve_out(out))
@@ -520,7 +523,14 @@ def _print_eval(run: Path) -> None:
 
     s = json.loads((run / "summary.json").read_text())
     if "hooks" in s:  # a multi-hook run: a row per hook
-        keys = ("l0", "explained_variance", "ce_loss_recovered", "frac_dead", "token_likeness", "mean_abs_dla")
+        keys = (
+            "l0",
+            "explained_variance",
+            "ce_loss_recovered",
+            "frac_dead",
+            "token_likeness",
+            "mean_abs_dla",
+        )
         width = max(len(h) for h in s["hooks"])
         print(f"{'hook':<{width}}  " + "  ".join(f"{k:>18}" for k in keys))
         for hook, rec in s["hooks"].items():

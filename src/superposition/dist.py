@@ -81,7 +81,9 @@ class Comm:
                     **({"device_id": torch.device(device)} if cuda else {}),
                 )
             except Exception as err:  # rendezvous failures come as several exception types
-                raise SuperpositionError(f"torchrun: rank {rank} could not join the group ({_first(err)})") from None
+                raise SuperpositionError(
+                    f"torchrun: rank {rank} could not join the group ({_first(err)})"
+                ) from None
         return cls(rank, world, local, device)
 
     @property

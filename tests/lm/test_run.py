@@ -112,7 +112,9 @@ def test_a_cache_from_another_hook_is_refused(tmp_path, uninterrupted, capsys):
         "training_tokens=256",
     ]
     assert main(["train-sae", "--out", str(tmp_path / "a"), *base]) == 0
-    assert json.loads((cache / "manifest.json").read_text())["hook_name"] == "blocks.0.hook_resid_post"
+    assert json.loads((cache / "superposition_cache.json").read_text())["hooks"] == [
+        "blocks.0.hook_resid_post"
+    ]
     assert (
         main(["train-sae", "--out", str(tmp_path / "b"), *base, "--set", "hook_name=blocks.1.hook_mlp_out"])
         == 2

@@ -54,14 +54,14 @@ def test_store_position_resumes_exactly(smol):
 def test_cache_is_reused_and_refused_for_another_hook(smol, tmp_path):
     first = _store(smol, cache=tmp_path / "cache")
     x = first.sample(400)
-    assert first.model_tokens > 0 and (tmp_path / "cache" / "manifest.json").is_file()
+    assert first.model_tokens > 0 and (tmp_path / "cache" / "state.json").is_file()
     first.close()
     again = _store(smol, cache=tmp_path / "cache")
     assert torch.equal(again.sample(400), x) and again.model_tokens == 0
     again.close()
     with pytest.raises(
         SuperpositionError,
-        match=r"made with hook_name='blocks.1.hook_resid_post', this run has 'blocks.2.hook_mlp_out'",
+        match=r"made with hook_name=\['blocks.1.hook_resid_post'\], this run has \['blocks.2.hook_mlp_out'\]",
     ):
         _store(smol, cache=tmp_path / "cache", hook="blocks.2.hook_mlp_out")
 

@@ -48,7 +48,7 @@ def test_train_sae_killed_at_random_moments_resumes_to_the_same_sae(tmp_path, ti
             before = checkpoint.latest_step(out / "checkpoint")
 
             def ready(before=before, early=kills < 2):
-                shards = cache.is_dir() and any(cache.glob("shard_*.safetensors"))
+                shards = cache.is_dir() and any(cache.glob("data-*.arrow"))
                 return checkpoint.latest_step(out / "checkpoint") != before or (early and shards)
 
             if kill_after(proc, ready, 120, 0.6, rng):
@@ -63,8 +63,8 @@ def test_train_sae_killed_at_random_moments_resumes_to_the_same_sae(tmp_path, ti
     assert all(torch.equal(want[k], got[k]) for k in want)
     steps = [json.loads(line)["step"] for line in (out / "log.jsonl").read_text().splitlines()]
     assert steps == list(range(10))  # rows of steps that ran again after a kill are not repeated
-    manifest = json.loads((cache / "manifest.json").read_text())
-    assert manifest["shards"] and not list(cache.glob(".*.tmp-*"))
+    record = json.loads((cache / "superposition_cache.json").read_text())
+    assert record["files"] and not list(cache.glob(".tmp-*"))
 
 
 def test_a_damaged_cache_shard_is_rebuilt_not_read(smol, tmp_path, capsys):
@@ -73,11 +73,17 @@ def test_a_damaged_cache_shard_is_rebuilt_not_read(smol, tmp_path, capsys):
     first = _store(smol, cache=tmp_path / "cache")
     x = first.sample(400)
     first.close()
-    shard = sorted((tmp_path / "cache").glob("shard_*.safetensors"))[0]
+    shard = sorted((tmp_path / "cache").glob("data-*.arrow"))[0]
     data = bytearray(shard.read_bytes())
     data[-8:] = b"\x00" * 8  # the tail of the last activation: still a valid file, wrong numbers
     shard.write_bytes(bytes(data))
     again = _store(smol, cache=tmp_path / "cache")
     assert torch.equal(again.sample(400), x)  # the same activations, recomputed
     again.close()
-    assert "is damaged (it does not match its checksum); rebuilding it" in capsys.readouterr().err
+    assert (
+        "is damaged (it does not match its checksum); computing its activations again"
+        in capsys.readouterr().err
+    )
+    again = _store(smol, cache=tmp_path / "cache")  # and it was written again: read, not recomputed
+    assert torch.equal(again.sample(400), x) and again.model_tokens == 0
+    again.close()

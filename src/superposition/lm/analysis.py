@@ -441,7 +441,9 @@ def depth_characteristics(
         # per latent, the token it fires on most often (ties: the one with the larger mass)
         n_lat = int(latent.max()) + 1
         score = count + pair_mass / (pair_mass.max() + 1.0) * 0.5
-        top = torch.zeros(n_lat, dtype=torch.float64).scatter_reduce(0, latent, score, "amax", include_self=False)
+        top = torch.zeros(n_lat, dtype=torch.float64).scatter_reduce(
+            0, latent, score, "amax", include_self=False
+        )
         on_top = torch.where(score == top[latent], pair_mass, torch.zeros_like(pair_mass))
         top_mass = torch.zeros(n_lat, dtype=torch.float64).scatter_reduce(0, latent, on_top, "amax")
         total = torch.zeros(n_lat, dtype=torch.float64).index_add_(0, latent, pair_mass)

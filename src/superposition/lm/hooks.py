@@ -256,7 +256,9 @@ def _braces(name: str) -> list[str]:
     m = re.search(r"\{([^{}]*)\}", name)
     if not m:
         return [name]
-    return [x for alt in m.group(1).split(",") for x in _braces(name[: m.start()] + alt.strip() + name[m.end() :])]
+    return [
+        x for alt in m.group(1).split(",") for x in _braces(name[: m.start()] + alt.strip() + name[m.end() :])
+    ]
 
 
 def expand_hooks(spec: str | list[str], n_layers: int) -> list[str]:

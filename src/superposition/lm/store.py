@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -210,6 +211,10 @@ class ActivationStore:
     def _compute_buffer(self, i: int) -> Tensor:
         """Buffer i, shuffled: this rank's share of its sequences from the cache or the model,
         then every rank's share gathered (in rank order, so the same rows as one process)."""
+        if os.environ.get("SUPERPOSITION_TEST_FAIL_RANK") == str(self.comm.rank) and self.comm.distributed:
+            raise SuperpositionError(
+                f"rank {self.comm.rank}: failing on purpose (SUPERPOSITION_TEST_FAIL_RANK)"
+            )
         n = self.buffer_sequences
         mine = shard(n, self.comm)
         a, b = i * n + mine.start, i * n + mine.stop

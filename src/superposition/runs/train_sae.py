@@ -139,7 +139,12 @@ class RunLogger:
     """Training metrics to log.jsonl and log.csv, and to TensorBoard / W&B when available."""
 
     def __init__(
-        self, out: Path, cfg: LMSAEConfig, resume_step: int | None, hooks: list[str] | None = None, rank: int = 0
+        self,
+        out: Path,
+        cfg: LMSAEConfig,
+        resume_step: int | None,
+        hooks: list[str] | None = None,
+        rank: int = 0,
     ) -> None:
         """resume_step: the step a resumed run continues from; rows logged at or after it (by the
         interrupted process, after its last checkpoint) are dropped, since those steps run again.
@@ -416,7 +421,11 @@ def _train_and_evaluate(
             logger.close()
     elapsed = time.time() - started
     trainer.fold_normalization()
-    meta = {"context_size": cfg.context_size, "prepend_bos": cfg.prepend_bos, "dataset_path": cfg.dataset_path}
+    meta = {
+        "context_size": cfg.context_size,
+        "prepend_bos": cfg.prepend_bos,
+        "dataset_path": cfg.dataset_path,
+    }
     if not plan.multi:
         if comm.main:
             save_sae(sae, out / "sae", 0, meta)
@@ -556,7 +565,9 @@ def evaluate_multi(out: Path, cfg: LMSAEConfig, hooks: list[str], lm, hooked, tr
             hooked, lm.tokenizer, sae, hook, seqs, batch_size=cfg.model_batch_size,
             dead_threshold=cfg.dead_feature_threshold, device=cfg.device,
         )  # fmt: skip
-        metrics.update(depth_characteristics(hooked, lm.tokenizer, sae, hook, seqs, cfg.model_batch_size, cfg.device))
+        metrics.update(
+            depth_characteristics(hooked, lm.tokenizer, sae, hook, seqs, cfg.model_batch_size, cfg.device)
+        )
         records[hook] = {"hook_name": hook, "layer": hooked.parse(hook)[0], **metrics}
     summary = {
         **training, "model_name": cfg.model_name, "architecture": cfg.architecture,
