@@ -12,7 +12,6 @@ import sys
 import time
 
 import pytest
-import torch
 from safetensors.torch import load_file
 
 from superposition.cli import main
@@ -162,13 +161,12 @@ def _kill_when(proc, out, ready, timeout=240):
 def test_a_killed_distributed_run_resumes_to_the_same_sae(tmp_path, single):
     out = tmp_path / "k"
     env = {**os.environ, "SUPERPOSITION_TEST_PAUSE": "0.2"}
-    proc = subprocess.Popen(_cmd(out, [*UNEVEN, "checkpoint_every=1"], "--nproc", "2"), env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+    quiet = dict(env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.Popen(_cmd(out, [*UNEVEN, "checkpoint_every=1"], "--nproc", "2"), **quiet)
     _kill_when(proc, out, lambda: (checkpoint.latest_step(out / "checkpoint") or 0) >= 3)
     assert not (out / "sae").exists()
     # resumed on 2 ranks, killed again, finished on 1: the same SAE as the uninterrupted run
-    proc = subprocess.Popen(_cmd(out, [], "--resume", "--nproc", "2"), env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+    proc = subprocess.Popen(_cmd(out, [], "--resume", "--nproc", "2"), **quiet)
     _kill_when(proc, out, lambda: (checkpoint.latest_step(out / "checkpoint") or 0) >= 6)
     code, err = _run(_cmd(out, [], "--resume"))
     assert code == 0, err[-2000:]

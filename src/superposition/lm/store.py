@@ -304,8 +304,9 @@ class ActivationStore:
             rel = float((a - b).norm() / b.norm().clamp(min=1e-12))
             if not rel < 0.05:
                 raise SuperpositionError(
-                    f"activation_cache {cache.folder}: its {name} activations differ from {self.lm.name}'s by "
-                    f"{rel:.0%} on its first sequence; made with another model or hook, use another folder"
+                    f"activation_cache {cache.folder}: its {name} activations differ from "
+                    f"{self.lm.name}'s by {rel:.0%} on its first sequence; made with another model or hook, "
+                    "use another folder"
                 )
 
 

@@ -35,9 +35,9 @@ from superposition.files import (
     write_failure,
     write_marker,
 )
+from superposition.lm.analysis import depth_characteristics
 from superposition.lm.config import LMSAEConfig
 from superposition.lm.e2e import EndToEndObjective, SequenceSource
-from superposition.lm.analysis import depth_characteristics
 from superposition.lm.evals import evaluate_sae
 from superposition.lm.hooks import HookedModel, pair_name
 from superposition.lm.model import LoadedModel, load_model
@@ -54,8 +54,8 @@ from superposition.viz.sae import density_histogram, depth_profile, training_cur
 
 RUN_KIND = "train-sae run"
 LOG_KEYS = [
-    "step", "hook_name", "tokens", "lr", "mse", "l0", "explained_variance", "auxk", "l1", "kl", "downstream_mse",
-    "tokens_per_s",
+    "step", "hook_name", "tokens", "lr", "mse", "l0", "explained_variance", "auxk", "l1", "kl",
+    "downstream_mse", "tokens_per_s",
 ]  # fmt: skip
 
 
@@ -252,8 +252,9 @@ def _prepare_out(out: Path, resume: bool) -> None:
 
 def train_lm_sae(cfg: LMSAEConfig | None, out: str | Path, resume: bool = False) -> Path | None:
     """Train (or with resume=True, continue, cfg None: the run's own) SAEs; then evaluate them.
-    Returns the run directory (None on torchrun ranks other than 0). One process at a time may write a run (`target_lock`); under
-    torchrun every rank calls this, and rank 0 holds the lock and writes the run directory."""
+    Returns the run directory (None on torchrun ranks other than 0). One process at a time may
+    write a run (`target_lock`); under torchrun every rank calls this, and rank 0 holds the lock
+    and writes the run directory."""
     out = resolve_out(out)
     if resume:
         if not (out / "config.json").is_file():
@@ -612,10 +613,10 @@ def evaluate_multi(out: Path, cfg: LMSAEConfig, hooks: list[str], lm, hooked, tr
 
 _EXPLANATION_MULTI = (
     "One sparse autoencoder per hook point, all trained from the same forward passes of the model and "
-    "evaluated on the same held-out sequences (every 20th packed sequence is never trained on). Each SAE is in "
-    "saes/&lt;hook&gt;/ and summary.json has one record per hook under <code>hooks</code>. Token-likeness near 1 "
-    "means latents fire on one token each (as early layers tend to); direct logit attribution measures how "
-    "much active latents push the logit of the next token directly (late layers)."
+    "evaluated on the same held-out sequences (every 20th packed sequence is never trained on). Each SAE "
+    "is in saes/&lt;hook&gt;/ and summary.json has one record per hook under <code>hooks</code>. "
+    "Token-likeness near 1 means latents fire on one token each (as early layers tend to); direct logit "
+    "attribution measures how much active latents push the logit of the next token directly (late layers)."
 )
 
 
