@@ -63,13 +63,18 @@ class ActivationCache:
         widths: list[int],
         context_size: int,
         comm: Comm,
+        aliases: dict[str, str] | None = None,
     ) -> None:
+        """aliases: another name a foreign cache may give a hook's column (SAELens on a transformers
+        model names the residual stream after block L by the module, e.g. model.layers.L)."""
+        self.aliases = aliases or {}
         self.folder, self.identity, self.hooks, self.widths = folder, identity, hooks, widths
         self.context_size, self.comm = context_size, comm
         self.files: list[tuple[str, int]] = []  # (file name, rows), in row order
         self.sha: dict[str, str] = {}
         self.verified: set[str] = set()
         self.foreign = False  # made by SAELens (or anything else that writes the same layout)
+        self.columns = {h: h for h in hooks}  # hook -> its column (a SAELens cache may name it otherwise)
         self.writable = True
         self._open()
 
@@ -132,15 +137,18 @@ class ActivationCache:
             return
         features = _datasets().Dataset.from_file(str(self.folder / first)).features
         for hook, width in zip(self.hooks, self.widths, strict=True):
-            if hook not in features:
+            if hook not in features and self.foreign and self.aliases.get(hook) in features:
+                self.columns[hook] = self.aliases[hook]
+            col = self.columns[hook]
+            if col not in features:
                 raise SuperpositionError(
                     f"activation_cache {self.folder}: has no column {hook!r} (columns: "
                     f"{', '.join(features)}); made for another hook"
                 )
-            shape = tuple(getattr(features[hook], "shape", ()))
+            shape = tuple(getattr(features[col], "shape", ()))
             if shape != (self.context_size, width):
                 raise SuperpositionError(
-                    f"activation_cache {self.folder}: column {hook} is {shape}, this run needs "
+                    f"activation_cache {self.folder}: column {col} is {shape}, this run needs "
                     f"(context_size {self.context_size}, d_in {width})"
                 )
         if "token_ids" not in features:
@@ -176,7 +184,7 @@ class ActivationCache:
                 return None
             part = ds.Dataset.from_file(str(self.folder / name)).with_format("numpy")
             got = part[take] if take.size < rows else part[:]
-            acts.append(np.concatenate([got[h] for h in self.hooks], axis=-1))
+            acts.append(np.concatenate([got[self.columns[h]] for h in self.hooks], axis=-1))
             ids.append(got["token_ids"])
         # the rows of each file came back in order; put them back in the order asked for
         order = np.argsort(np.argsort(idx, kind="stable"), kind="stable")

@@ -138,6 +138,11 @@ class HookedModel:
         return _get(self.model, self.family.final_norm)
 
     # ------------------------------------------------------------------ names
+    def module_names(self) -> dict[str, str]:
+        """blocks.L.hook_resid_post -> the module path of block L (model.layers.L, transformer.h.L):
+        the name tools that hook transformers modules directly (SAELens's HookedProxyLM) use."""
+        return {f"blocks.{L}.hook_resid_post": f"{self.family.blocks}.{L}" for L in range(self.n_layers)}
+
     def parse(self, name: str) -> tuple[int, str]:
         m = _NAME.match(name)
         if not m or int(m.group(1)) >= self.n_layers:

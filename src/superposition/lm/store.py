@@ -100,11 +100,14 @@ class ActivationStore:
             "holdout": holdout,
         }
         self.cache = (
-            ActivationCache(folder, self.identity, self.names, self.widths, context_size, self.comm)
+            ActivationCache(
+                folder, self.identity, self.names, self.widths, context_size, self.comm, hooked.module_names()
+            )
             if folder
             else None
         )
         if self.cache is not None and self.cache.foreign:
+            self.model_tokens = 0
             self._check_foreign_cache()
         self.buffer_index, self.offset = 0, 0
         self._buffer: Tensor | None = None
