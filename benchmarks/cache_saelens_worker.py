@@ -48,7 +48,13 @@ if mode == "read":
 else:
     from sae_lens import CacheActivationsRunner, CacheActivationsRunnerConfig
 
-    model_dir, docs, cache, ctx, tokens = sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5]), int(sys.argv[6])
+    model_dir, docs, cache, ctx, tokens = (
+        sys.argv[2],
+        sys.argv[3],
+        sys.argv[4],
+        int(sys.argv[5]),
+        int(sys.argv[6]),
+    )
     cfg = CacheActivationsRunnerConfig(
         dataset_path="json", model_name=model_dir, model_class_name="AutoModelForCausalLM", model_batch_size=4,
         hook_name="model.layers.0", d_in=576, training_tokens=tokens, context_size=ctx, prepend_bos=True,

@@ -1,6 +1,6 @@
 """SAELens side of bench_lm_sae.py: runs in SAELens's own environment (not a dependency).
 
-    python saelens_lm_worker.py MODEL_DIR DOCS_JSONL OUT_DIR TOKENS
+    python saelens_lm_worker.py MODEL_DIR DOCS_JSONL OUT_DIR TOKENS [LAYER (default 6)]
 
 Trains a TopK SAE through SAELens's own runner on the same model folder, hook (the output of
 decoder layer 6 = blocks.6.hook_resid_post), documents and token budget, and prints one JSON line:
@@ -24,6 +24,7 @@ from sae_lens.training.activations_store import ActivationsStore
 from measure import peak_rss_mib
 
 model_dir, docs, out_dir, tokens = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+layer = int(sys.argv[5]) if len(sys.argv) > 5 else 6  # the residual stream after this block
 torch.manual_seed(0)
 
 model_seconds = [0.0]
@@ -44,7 +45,7 @@ cfg = LanguageModelSAERunnerConfig(
     sae=TopKTrainingSAEConfig(d_in=576, d_sae=4608, k=32),
     model_name=model_dir,
     model_class_name="AutoModelForCausalLM",
-    hook_name="model.layers.6",
+    hook_name=f"model.layers.{layer}",
     dataset_path="json",
     is_dataset_tokenized=False,
     streaming=False,
