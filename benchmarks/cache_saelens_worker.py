@@ -20,6 +20,7 @@ mode = sys.argv[1]
 if mode == "read":
     from sae_lens import TopKTrainingSAE, TopKTrainingSAEConfig
     from sae_lens.training.activations_store import ActivationsStore
+
     from saelens_common import make_trainer
 
     cache, hook, d_in, ctx, out = sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5]), sys.argv[6]

@@ -5,6 +5,7 @@ the one SAE trainer, into a run directory:
     RUN_DIR/checkpoint/          model, Adam state, store position: resumes exactly
     RUN_DIR/log.jsonl, log.csv   training metrics every `log_every` steps (+ tensorboard/ if installed)
     RUN_DIR/sae/                 the SAE: cfg.json + sae_weights.safetensors (DESIGN.md layout)
+    RUN_DIR/saes/<hook>/         instead, with several hooks: one such folder per hook
     RUN_DIR/summary.json         evaluation (l0, mse, explained_variance, ce_loss_*, kl_div, ...)
     RUN_DIR/*.png, report.html   density histogram, training curves, the report
 """
