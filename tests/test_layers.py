@@ -12,7 +12,7 @@ ROOT = Path(superposition.__file__).parent
 
 # Bottom to top. A module may import from its own layer and any layer below.
 LAYERS = [
-    {"__init__", "config", "errors", "seeding", "perf", "schedules", "files", "resources"},  # shared modules
+    {"__init__", "config", "errors", "seeding", "perf", "schedules", "files", "resources", "dist"},  # shared
     {"toy"},  # toy models, their data and trainer
     {"sae", "lm", "interp"},  # SAEs, language models, and explaining latents with language models
     {"viz", "report"},  # figures and HTML
