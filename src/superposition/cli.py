@@ -519,18 +519,11 @@ COMMANDS = {
 
 
 def _print_eval(run: Path) -> None:
-    from superposition.runs.train_sae import HEADLINE_KEYS
+    from superposition.runs.train_sae import DEPTH_KEYS, HEADLINE_KEYS
 
     s = json.loads((run / "summary.json").read_text())
     if "hooks" in s:  # a multi-hook run: a row per hook
-        keys = (
-            "l0",
-            "explained_variance",
-            "ce_loss_recovered",
-            "frac_dead",
-            "token_likeness",
-            "mean_abs_dla",
-        )
+        keys = DEPTH_KEYS
         width = max(len(h) for h in s["hooks"])
         print(f"{'hook':<{width}}  " + "  ".join(f"{k:>18}" for k in keys))
         for hook, rec in s["hooks"].items():

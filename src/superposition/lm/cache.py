@@ -219,8 +219,9 @@ class ActivationCache:
         cols["token_ids"] = ds.Sequence(ds.Value("int32"), length=self.context_size)
         return ds.Features(cols)
 
-    def file_name(self, buffer: int) -> str:
-        return f"data-{buffer:06d}-rank{self.comm.rank:03d}.arrow"
+    def file_name(self, buffer: int, rank: int | None = None) -> str:
+        """The file rank `rank` (default: this one) writes its share of a buffer to."""
+        return f"data-{buffer:06d}-rank{self.comm.rank if rank is None else rank:03d}.arrow"
 
     def file_of(self, a: int, b: int) -> str | None:
         """The file that holds exactly rows [a, b), if one does (for rewriting a damaged one)."""

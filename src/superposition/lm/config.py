@@ -20,7 +20,7 @@ from pydantic import Field, model_validator
 from superposition.config import Config, compose
 from superposition.errors import SuperpositionError
 from superposition.lm.data import DEFAULT_DATASET
-from superposition.lm.hooks import MLP_PAIR, hook_list, hook_position, is_pattern, read_names
+from superposition.lm.hooks import MLP_PAIR, hook_list, hook_position, read_names, several_hooks
 from superposition.lm.model import DEFAULT_MODEL
 from superposition.sae.config import SAEConfig
 from superposition.sae.registry import ARCHITECTURES
@@ -120,8 +120,8 @@ class LMSettings(Config):
 
     @property
     def multi_hook(self) -> bool:
-        """A list or a pattern: SAEs at several hooks (even if the pattern matches one)."""
-        return isinstance(self.hook_name, list) or is_pattern(self.hook_name)
+        """SAEs at several hooks (hooks.several_hooks)."""
+        return several_hooks(self.hook_name)
 
     def _check_multi(self, arch: str | None) -> None:
         names = hook_list(self.hook_name)

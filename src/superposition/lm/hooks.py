@@ -256,6 +256,12 @@ def is_pattern(name: str) -> bool:
     return any(c in name for c in "*?[{")
 
 
+def several_hooks(spec: str | list[str]) -> bool:
+    """A `hook_name` setting that names SAEs at several hooks: a list or a pattern (even one that
+    matches a single hook point); a plain name is one SAE (or a transcoder's pair)."""
+    return isinstance(spec, list | tuple) or is_pattern(spec)
+
+
 def _braces(name: str) -> list[str]:
     """`blocks.{2,6,10}.hook_mlp_out` -> one name per alternative (nested braces are not needed)."""
     m = re.search(r"\{([^{}]*)\}", name)

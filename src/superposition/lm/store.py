@@ -32,14 +32,14 @@ from superposition.errors import SuperpositionError
 from superposition.files import TargetLock
 from superposition.lm.cache import ActivationCache
 from superposition.lm.data import packed_sequences, special_mask, split_sequences, texts
-from superposition.lm.hooks import HookedModel, expand_hooks, hook_list, is_pattern, read_names, sae_inputs
+from superposition.lm.hooks import HookedModel, expand_hooks, hook_list, read_names, sae_inputs, several_hooks
 from superposition.seeding import derive_seed
 
 
 def store_hooks(hook_name: str | list[str], hooked: HookedModel) -> list[str]:
     """The hook points a `hook_name` setting reads, in forward order: a list or pattern expanded
     against the model; one name as read_names gives it (a transcoder's pair is two)."""
-    if isinstance(hook_name, list) or is_pattern(hook_name):
+    if several_hooks(hook_name):
         names = expand_hooks(hook_list(hook_name), hooked.n_layers)
     else:
         names = read_names(hook_name)
@@ -240,9 +240,9 @@ class ActivationStore:
         full = self.comm.gather_rows(local)  # also: every rank's cache file is whole from here on
         if append:
             ranks = [Comm(r, self.comm.world) for r in range(self.comm.world)]
-            names = [f"data-{i:06d}-rank{r.rank:03d}.arrow" for r in ranks]
-            rows = [len(range(n)[shard(n, r)]) for r in ranks]
-            cache.commit(names, rows)
+            cache.commit(
+                [cache.file_name(i, r.rank) for r in ranks], [len(range(n)[shard(n, r)]) for r in ranks]
+            )
         gen = torch.Generator().manual_seed(derive_seed(self.seed, f"activation-buffer-{i}"))
         return full[torch.randperm(full.shape[0], generator=gen)]
 
@@ -350,7 +350,7 @@ class RankView:
 
 def _is_pair(store: ActivationStore) -> bool:
     """A transcoder's (input, output) pair: one row [x | y] for one SAE, not two instances."""
-    return not isinstance(store.hook_name, list) and not is_pattern(store.hook_name) and len(store.names) == 2
+    return not several_hooks(store.hook_name) and len(store.names) == 2
 
 
 def buffer_sequences_for(batch_size_tokens: int, n_batches_in_buffer: int, context_size: int) -> int:

@@ -136,6 +136,11 @@ def load_run(path: str | Path, model: str | None = None, hook: str | None = None
     return LMRun(where, cfg, sae.to(cfg.device), is_run=False)
 
 
+def read_log(path: Path) -> list[dict]:
+    """The rows of a log.jsonl (none if there is no such file)."""
+    return [json.loads(x) for x in path.read_text().splitlines() if x.strip()] if path.is_file() else []
+
+
 class RunLogger:
     """Training metrics to log.jsonl and log.csv, and to TensorBoard / W&B when available."""
 
@@ -154,10 +159,9 @@ class RunLogger:
         self.out, self.cfg, self.hooks = out, cfg, hooks
         stem = "log" if rank == 0 else f"log.rank{rank}"
         jsonl, table_path = out / f"{stem}.jsonl", out / f"{stem}.csv"
-        rows = []
-        if resume_step is not None and jsonl.is_file():
-            lines = jsonl.read_text().splitlines()
-            rows = [r for r in (json.loads(x) for x in lines if x.strip()) if r.get("step", 0) < resume_step]
+        rows = (
+            [r for r in read_log(jsonl) if r.get("step", 0) < resume_step] if resume_step is not None else []
+        )
         # the kept rows replace both logs atomically (a kill here must not lose them); then append
         atomic_write_text(jsonl, "".join(json.dumps(r) + "\n" for r in rows))
         table = io.StringIO()
@@ -316,10 +320,9 @@ def _plan(cfg: LMSAEConfig, hooked: HookedModel, comm: Comm, out: Path) -> Plan:
     return Plan(hooks, mine, multi, hook_parallel, ckpt)
 
 
-def _make_saes(cfg: LMSAEConfig, plan: Plan, widths: list[int]):
+def _make_saes(cfg: LMSAEConfig, plan: Plan, sae_cfg):
     """The SAE (one instance per hook trained here). Each hook's SAE starts from its own seed, so
     hook-parallel ranks start exactly where one process does; a single-hook run keeps its seed."""
-    sae_cfg = cfg.sae_config(*widths)
     if not plan.multi:
         return make_sae(sae_cfg, torch.Generator().manual_seed(derive_seed(cfg.seed, "sae-init")))
     parts = [
@@ -349,7 +352,7 @@ def _train(cfg: LMSAEConfig, out: Path, resume: bool, comm: Comm) -> Path:
     need = training_bytes(len(plan.mine), d_in, sae_cfg.d_sae, cfg.batch_size_tokens) + buffer
     require_memory(need, f"train-sae (d_in {d_in}, d_sae {sae_cfg.d_sae}, batch {cfg.batch_size_tokens})",
                    "lower d_sae, expansion_factor, batch_size_tokens or n_batches_in_buffer")  # fmt: skip
-    sae = _make_saes(cfg, plan, widths).to(cfg.device)
+    sae = _make_saes(cfg, plan, sae_cfg).to(cfg.device)
     existed = out.exists()
     try:
         return _train_and_evaluate(cfg, out, resume, lm, hooked, store, sae, train_cfg, plan, comm)
@@ -515,10 +518,7 @@ def _evaluate(
 
 def _write_evaluation(run: Path, cfg: LMSAEConfig, summary: dict) -> None:
     """summary.json (replaced atomically), the density and training-curve figures, report.html."""
-    log = run / "log.jsonl"
-    rows = (
-        [json.loads(line) for line in log.read_text().splitlines() if line.strip()] if log.is_file() else []
-    )
+    rows = read_log(run / "log.jsonl")
     figures = [
         FigureSpec(
             "latent_density",
@@ -575,9 +575,7 @@ def evaluate_multi(out: Path, cfg: LMSAEConfig, hooks: list[str], lm, hooked, tr
         **training, "model_name": cfg.model_name, "architecture": cfg.architecture,
         "d_sae": cfg.sae_width(hooked.d_in(hooks[0])), "eval_sequences": seqs.shape[0], "hooks": records,
     }  # fmt: skip
-    rows = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines() if x.strip()]
-    for extra in sorted(out.glob("log.rank*.jsonl")):
-        rows += [json.loads(x) for x in extra.read_text().splitlines() if x.strip()]
+    rows = [r for path in [out / "log.jsonl", *sorted(out.glob("log.rank*.jsonl"))] for r in read_log(path)]
     figures = [
         FigureSpec(
             "depth",

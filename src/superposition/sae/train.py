@@ -98,9 +98,13 @@ def geometric_median(x: Tensor, iters: int = 50, eps: float = 1e-6) -> Tensor:
     return y
 
 
-def _batch(source, n: int, gen: torch.Generator, n_instances: int) -> Tensor:
-    x = source.sample(n, gen)
+def _per_instance(x: Tensor, n_instances: int) -> Tensor:
+    """Rows (n, d) shared by every instance as (n, inst, d); (n, inst, d) as it is."""
     return x.unsqueeze(1).expand(-1, n_instances, -1) if x.ndim == 2 else x
+
+
+def _batch(source, n: int, gen: torch.Generator, n_instances: int) -> Tensor:
+    return _per_instance(source.sample(n, gen), n_instances)
 
 
 class SAETrainer:
@@ -320,8 +324,7 @@ class SAETrainer:
         """Inputs dead-latent resampling draws from: the source's `random_rows` (the current
         buffer, the same on every rank, the stream left where it is) or its next n rows."""
         if hasattr(self.source, "random_rows"):
-            x = self.source.random_rows(n, self.gen)
-            return x.unsqueeze(1).expand(-1, self.sae.n_instances, -1) if x.ndim == 2 else x
+            return _per_instance(self.source.random_rows(n, self.gen), self.sae.n_instances)
         return self.comm.gather_rows(_batch(self.source, n, self.gen, self.sae.n_instances))
 
     def _check_finite(self, out, step: int) -> None:
