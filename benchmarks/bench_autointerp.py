@@ -17,15 +17,15 @@ import tempfile
 import time
 from pathlib import Path
 
+from superposition.commands.autointerp import autointerp
 from superposition.interp.clients import LocalClient
 from superposition.interp.examples import LatentExamples, Window
 from superposition.interp.explain import detection_requests, fuzzing_requests
-from superposition.runs.autointerp import autointerp
 
 
 def default_run(folder: Path) -> Path:
+    from superposition.commands.train_sae import train_lm_sae
     from superposition.lm.config import make_lm_config
-    from superposition.runs.train_sae import train_lm_sae
 
     out = folder / "run"
     train_lm_sae(make_lm_config(None, ["training_tokens=200000"]), out)

@@ -35,11 +35,11 @@ HOOK = "blocks.6.hook_resid_post"
 def ours_worker(docs: str, out_dir: str, tokens: int) -> None:
     import torch
 
+    from superposition.cpu import tune_allocator
     from superposition.lm.config import LMSAEConfig
     from superposition.lm.hooks import HookedModel
     from superposition.lm.model import load_model
     from superposition.lm.store import ActivationStore
-    from superposition.perf import tune_allocator
     from superposition.sae import make_sae
     from superposition.sae.io import save_sae
     from superposition.sae.train import SAETrainer

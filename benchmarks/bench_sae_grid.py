@@ -54,7 +54,7 @@ def ours_worker(
 ) -> None:
     """One run per seed (comma-separated) in this process: a JSON line each, the decoder of seed s
     written to OUT.s."""
-    from superposition.perf import tune_allocator
+    from superposition.cpu import tune_allocator
     from superposition.sae import SAEConfig, make_sae
     from superposition.sae.sources import TensorSource
     from superposition.sae.train import SAETrainer

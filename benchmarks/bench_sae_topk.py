@@ -43,7 +43,7 @@ AUX_COEFFICIENT = 1 / 32  # Gao et al.; ours by default, set explicitly for SAEL
 
 
 def ours_worker(data_path: str, out_path: str, seed: int) -> None:
-    from superposition.perf import tune_allocator
+    from superposition.cpu import tune_allocator
     from superposition.sae import SAEConfig, make_sae
     from superposition.sae.sources import TensorSource
     from superposition.sae.train import SAETrainConfig, SAETrainer

@@ -62,7 +62,7 @@ def rows_file(path: Path) -> Path:
 
 
 def ours_worker(data: str, d_sae: int, k: int, steps: int, seed: int) -> None:
-    from superposition.perf import tune_allocator
+    from superposition.cpu import tune_allocator
     from superposition.sae import SAEConfig, make_sae
     from superposition.sae.sources import TensorSource
     from superposition.sae.train import SAETrainer

@@ -41,8 +41,8 @@ TINY = [
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory, smol):
     """A train-sae run on a tiny budget (10 steps of 128 tokens at blocks.0)."""
+    from superposition.commands.train_sae import train_lm_sae
     from superposition.lm.config import make_lm_config
-    from superposition.runs.train_sae import train_lm_sae
 
     out = tmp_path_factory.mktemp("lm") / "full"
     train_lm_sae(make_lm_config(None, TINY), out)

@@ -110,6 +110,8 @@ def describe_fields(cls: type[BaseModel], title: str) -> str:
             "(required)" if info.is_required() else json.dumps(info.get_default(call_default_factory=True))
         )
         rows.append((key, _type_name(info.annotation), default, info.description or ""))
+    if not rows:
+        return f"{title}\n\n  (no keys)"
     w_key = max(len(r[0]) for r in rows)
     w_type = min(28, max(len(r[1]) for r in rows))
     lines = [title, ""]
@@ -147,7 +149,15 @@ def parse_value(raw: str) -> Any:
 
 
 def describe_validation_error(err: ValidationError, source: str, cls: type[BaseModel]) -> str:
-    first = err.errors()[0]
+    errors = err.errors()
+    first = errors[0]
+    # a value that fits no branch of a union (float | list[float]) is reported once per branch,
+    # each located as key.branch-type: name the key alone, once
+    top = first["loc"][0] if first["loc"] else None
+    same_key = [e for e in errors if e["loc"][:1] == first["loc"][:1]]
+    if top is not None and len(same_key) > 1:
+        deepest = max(same_key, key=lambda e: len(e["loc"]))  # the branch whose type the value had
+        first = {**deepest, "loc": (top, *deepest["loc"][2:])}
     loc = ".".join(str(p) for p in first["loc"]) or "value"
     if first["type"] == "extra_forbidden":
         return f"{source} {loc}: unknown key; allowed: {', '.join(cls.model_fields)}"
@@ -156,5 +166,6 @@ def describe_validation_error(err: ValidationError, source: str, cls: type[BaseM
         return f"{source} {msg}"  # a check across keys names its key itself ("k: required for ...")
     given = first.get("input")
     tail = "" if isinstance(given, dict) else f" (got {given!r})"
-    more = f" [and {err.error_count() - 1} more]" if err.error_count() > 1 else ""
+    n_more = len(errors) - (len(same_key) if top is not None and len(same_key) > 1 else 1)
+    more = f" [and {n_more} more]" if n_more > 0 else ""
     return f"{source} {loc}: {msg}{tail}{more}"

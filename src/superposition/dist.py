@@ -201,9 +201,9 @@ def launch(nproc: int, argv: list[str]) -> int:
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
     if nproc < 1:
-        raise SuperpositionError(f"--nproc: {nproc}; give 1 or more processes")
+        raise SuperpositionError(f"nproc: {nproc}; give 1 or more processes")
     if launched_by_torchrun():
-        raise SuperpositionError("--nproc: already running under torchrun; drop --nproc")
+        raise SuperpositionError("nproc: already running under torchrun; drop `nproc`")
     for name in ("torch.distributed.elastic", "torch.distributed.launcher"):
         logging.getLogger(name).setLevel(logging.CRITICAL)
     # as torchrun does: do not let N processes each start a thread per core
@@ -228,5 +228,5 @@ def launch(nproc: int, argv: list[str]) -> int:
         if all(c == 2 for c in codes.values()):
             return 2  # each printed its own one-line error
         rank, code = min(codes.items())
-        raise SuperpositionError(f"--nproc: rank {rank} stopped with exit code {code}") from None
+        raise SuperpositionError(f"nproc: rank {rank} stopped with exit code {code}") from None
     return 0

@@ -11,3 +11,12 @@ class SuperpositionError(Exception):
 
 class TrainingDiverged(SuperpositionError):
     """A loss became NaN or infinite (usually a learning rate too high for the settings)."""
+
+
+class Reported(Exception):
+    """A command failed and has already said why (each torchrun worker prints its own line): the CLI
+    exits with `code` and prints nothing more."""
+
+    def __init__(self, code: int) -> None:
+        super().__init__(f"exit code {code}")
+        self.code = code

@@ -6,8 +6,8 @@ import pytest
 from safetensors.torch import load_file
 
 from superposition.cli import main
+from superposition.commands.dashboard import build_dashboard
 from superposition.errors import SuperpositionError
-from superposition.runs.dashboard import build_dashboard
 
 
 @pytest.fixture(scope="module")

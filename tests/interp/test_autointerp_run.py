@@ -7,8 +7,8 @@ import math
 import pytest
 
 from superposition.cli import main
+from superposition.commands.autointerp import autointerp
 from superposition.interp.clients import Answer, CachedClient, ScriptedClient
-from superposition.runs.autointerp import autointerp
 
 
 def _scripted(r) -> Answer:

@@ -99,7 +99,9 @@ def test_http_bad_key_unknown_model_unreachable_and_missing_key(server, key, mon
     monkeypatch.setenv("WRONG_KEY", "sk-wrong")
     with pytest.raises(SuperpositionError, match="API key was rejected"):
         OpenAIClient("yes", server, api_key_env="WRONG_KEY", max_retries=0).complete([_req("q")])
-    with pytest.raises(SuperpositionError, match="--model nope"):
+    with pytest.raises(
+        SuperpositionError, match="explainer_model nope"
+    ):  # the option key; the CLI shows --explainer-model
         _client(server, "nope", max_retries=0).complete([_req("q")])
     with socket.socket() as s:  # a port nobody listens on
         s.bind(("127.0.0.1", 0))

@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 import torch
 
+from superposition.commands.autointerp import score_latent
 from superposition.interp import explain as ex
 from superposition.interp.clients import Answer, CachedClient, ScriptedClient
 from superposition.interp.examples import LatentExamples, NoExamples, Window, select_examples
 from superposition.interp.scoring import auc, balanced_accuracy, f1, pearson
 from superposition.lm.analysis import LatentActivations
-from superposition.runs.autointerp import score_latent
 
 
 def test_balanced_accuracy_known_answers():

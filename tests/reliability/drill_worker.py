@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from superposition.files import atomic_write_bytes
+from superposition.atomic import atomic_write_bytes
 from superposition.sae import SAEConfig, checkpoint, make_sae
 from superposition.sae.sources import SyntheticDictionary
 from superposition.sae.train import SAETrainConfig, SAETrainer

@@ -9,8 +9,8 @@ from contextlib import contextmanager
 
 import pytest
 
+from superposition.atomic import MARKER
 from superposition.cli import main
-from superposition.files import MARKER
 
 QUICK = ["--quick", "--set", "steps=200"]
 
@@ -115,12 +115,12 @@ def test_a_full_or_read_only_file_system_is_one_line_and_leaves_nothing(tmp_path
 
 def test_a_disk_that_fills_mid_run_is_one_line_and_leaves_nothing(tmp_path, capsys, monkeypatch):
     """Everywhere (no mount needed): the disk fills while the report is written."""
-    from superposition.experiments import base
+    from superposition.report import output
 
     def full(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device", "report.html")
 
-    monkeypatch.setattr(base, "render_report", full)
+    monkeypatch.setattr(output, "render_report", full)
     code, err = _run(capsys, "run", "intro", *QUICK, "--out", str(tmp_path / "run"))
     assert code == 2 and "cannot write there (No space left on device)" in err and err.count("\n") == 1
     assert os.listdir(tmp_path) == []

@@ -137,7 +137,7 @@ RUN = ["run", "intro", "--out", "{new}"]
 # a foreign SAE with the model and hook it reads given on the command line (checked before loading the model)
 AI_SAE = [
     "{toy_run}/saes/topk",
-    "--subject-model",
+    "--model",
     "smollm2-135m-instruct",
     "--hook",
     "blocks.0.hook_resid_post",
@@ -255,8 +255,8 @@ CASES = [
     ("ai-latent-out-of-range", ["autointerp", *AI_SAE, "--out", "{new}", "--latent-ids", "4000"], "out of range"),
     ("ai-explainer", ["autointerp", *AI_SAE, "--out", "{new}", "--explainer", "gpt"], "--explainer 'gpt': use local or openai"),
     ("ai-base-url-local", ["autointerp", *AI_SAE, "--out", "{new}", "--base-url", "http://x"], "--base-url: only with --explainer openai"),
-    ("ai-openai-no-model", ["autointerp", *AI_SAE, "--out", "{new}", "--explainer", "openai"], "needs --model"),
-    ("ai-openai-no-key", ["autointerp", *AI_SAE, "--out", "{new}", "--explainer", "openai", "--model", "m", "--api-key-env", "SUPERPOSITION_NO_SUCH_KEY"], "set the environment variable SUPERPOSITION_NO_SUCH_KEY"),
+    ("ai-openai-no-model", ["autointerp", *AI_SAE, "--out", "{new}", "--explainer", "openai"], "needs --explainer-model"),
+    ("ai-openai-no-key", ["autointerp", *AI_SAE, "--out", "{new}", "--explainer", "openai", "--explainer-model", "m", "--api-key-env", "SUPERPOSITION_NO_SUCH_KEY"], "set the environment variable SUPERPOSITION_NO_SUCH_KEY"),
     ("ai-sequences", ["autointerp", *AI_SAE, "--out", "{new}", "--sequences", "0"], "--sequences: must be positive"),
     ("ai-explanations-unreadable", ["dashboard", "{toy_run}", "--out", "{new}", "--explanations", "{tmp}/none"], "not a readable autointerp output"),
     ("se-scales", ["self-explain", *SE_SAE, "--out", "{new}", "--scales", "1,-2"], "--scales '1,-2': comma-separated positive"),

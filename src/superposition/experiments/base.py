@@ -7,29 +7,16 @@ into place at the end, so a failed or interrupted run leaves nothing half-writte
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from superposition import __version__
+from superposition.atomic import resolve_out
 from superposition.config import Config
 from superposition.errors import SuperpositionError
-from superposition.files import resolve_out, staged_directory, write_json
-from superposition.report.html import FigureSpec, close_figures, render_report, save_figures
-from superposition.resources import require_memory
-
-
-@dataclass
-class Result:
-    """What an experiment hands back to be written."""
-
-    title: str
-    explanation: str  # HTML paragraphs, written by the experiment
-    summary: dict[str, Any]
-    figures: list[FigureSpec] = field(default_factory=list)
-    highlights: dict[str, Any] = field(default_factory=dict)  # key numbers for the report
+from superposition.memory import require_memory
+from superposition.report.output import Result, write_output
 
 
 @dataclass
@@ -75,25 +62,21 @@ def make_config(name: str, quick: bool = False, seed: int | None = None, overrid
 def run_experiment(
     name: str, out: str | Path, quick: bool = False, seed: int | None = None, overrides: list[str] = ()
 ) -> Path:
-    """Validate everything, run, and write the run directory `out`. Returns its path."""
+    """Validate everything, run, and write the run directory `out` (report.output). Returns its path."""
     exp = get_experiment(name)
     cfg = make_config(name, quick, seed, list(overrides))
     out = resolve_out(out)
     if hasattr(cfg, "memory_needed"):
         require_memory(cfg.memory_needed(), name, "choose smaller sizes with --set")
-    result = None
-    try:
-        with staged_directory(out, "experiment run") as tmp:
-            started = time.time()
-            result = exp.run(cfg, tmp)
-            config = {"experiment": name, "quick": quick, **cfg.model_dump(), "version": __version__}
-            result.summary.setdefault("experiment", name)
-            result.summary["elapsed_seconds"] = round(time.time() - started, 2)
-            write_json(tmp / "config.json", config)
-            write_json(tmp / "summary.json", result.summary)
-            save_figures(result.figures, tmp)
-            render_report(tmp, result.title, result.explanation, result.figures, result.highlights, config)
-    finally:
-        if result is not None:
-            close_figures(result.figures)
-    return out
+
+    def produce(tmp: Path) -> Result:
+        result = exp.run(cfg, tmp)
+        result.summary.setdefault("experiment", name)
+        return result
+
+    return write_output(
+        out, "experiment run", produce, {"experiment": name, "quick": quick, **cfg.model_dump()}
+    )[0]
+
+
+__all__ = ["REGISTRY", "Experiment", "Result", "get_experiment", "make_config", "register", "run_experiment"]

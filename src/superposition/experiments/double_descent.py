@@ -16,8 +16,8 @@ from pydantic import Field
 from superposition.errors import SuperpositionError
 from superposition.experiments.base import Result, register
 from superposition.experiments.toy_common import PositiveFloat, Probability, ToyConfig
+from superposition.memory import FLOAT
 from superposition.report.html import FigureSpec
-from superposition.resources import FLOAT
 from superposition.seeding import derive_seed
 from superposition.toy import geometry
 from superposition.toy.data import FeatureDistribution, FixedDataset, Normalized

@@ -20,8 +20,8 @@ from superposition.experiments.sae_common import (
     steps_for,
     train_matched,
 )
+from superposition.memory import FLOAT
 from superposition.report.html import FigureSpec
-from superposition.resources import FLOAT
 from superposition.sae import SAEConfig, make_sae
 from superposition.sae.io import save_sae
 from superposition.sae.matryoshka import prefix_sizes

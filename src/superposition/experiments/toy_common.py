@@ -13,7 +13,7 @@ import torch
 from pydantic import Field, model_validator
 
 from superposition.config import Config
-from superposition.resources import FLOAT
+from superposition.memory import FLOAT
 from superposition.seeding import derive_seed
 from superposition.toy import geometry
 from superposition.toy.data import FeatureDistribution, Group

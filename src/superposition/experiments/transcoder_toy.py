@@ -24,8 +24,8 @@ from pydantic import Field
 from superposition.experiments.base import Result, register
 from superposition.experiments.sae_common import experiment_train_config
 from superposition.experiments.toy_common import ToyConfig, train_toy
+from superposition.memory import FLOAT
 from superposition.report.html import FigureSpec
-from superposition.resources import FLOAT
 from superposition.sae import SAEConfig, make_sae
 from superposition.sae.base import training_bytes
 from superposition.sae.io import save_sae

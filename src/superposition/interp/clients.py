@@ -131,13 +131,16 @@ class LocalClient:
         try:
             lm = load_model(self.name, device)
         except SuperpositionError as err:
-            raise SuperpositionError(f"--model {self.name}: the explainer cannot be loaded ({err})") from None
+            raise SuperpositionError(
+                f"explainer_model {self.name}: the explainer cannot be loaded ({err})"
+            ) from None
         self.model, self.tok, self.device = lm.model, lm.tokenizer, device
         self.batch_size = batch_size
         self.key = f"local:{self.name}"
         if getattr(self.tok, "chat_template", None) is None:
             raise SuperpositionError(
-                f"--model {self.name}: its tokenizer has no chat template; use an instruction-tuned model"
+                f"explainer_model {self.name}: its tokenizer has no chat template; "
+                "use an instruction-tuned model"
             )
         self.pad = self.tok.pad_token_id if self.tok.pad_token_id is not None else self.tok.eos_token_id
 
@@ -259,12 +262,12 @@ class OpenAIClient:
             import openai
         except ImportError:
             raise SuperpositionError(
-                "--explainer openai needs the openai package: pip install 'superposition[lm]'"
+                "explainer openai needs the openai package: pip install 'superposition-toolkit[lm]'"
             ) from None
         key = os.environ.get(api_key_env)
         if not key:
             raise SuperpositionError(
-                f"--explainer openai: set the environment variable {api_key_env} to the API key "
+                f"explainer openai: set the environment variable {api_key_env} to the API key "
                 "(any non-empty value for a local server that checks none)"
             )
         self.openai = openai
@@ -298,12 +301,12 @@ class OpenAIClient:
         except o.APITimeoutError:
             return Answer(error="timed out (after retries)")
         except o.APIConnectionError as err:
-            raise SuperpositionError(f"--base-url {self.base_url}: unreachable ({err})") from None
+            raise SuperpositionError(f"base_url {self.base_url}: unreachable ({err})") from None
         except o.AuthenticationError:
-            raise SuperpositionError(f"--base-url {self.base_url}: the API key was rejected (401)") from None
+            raise SuperpositionError(f"base_url {self.base_url}: the API key was rejected (401)") from None
         except o.NotFoundError:
             raise SuperpositionError(
-                f"--model {self.model}: {self.base_url} has no such model (404)"
+                f"explainer_model {self.model}: {self.base_url} has no such model (404)"
             ) from None
         except o.APIStatusError as err:
             return Answer(error=f"HTTP {err.status_code}: {str(err)[:200]}")
@@ -353,17 +356,17 @@ def make_client(
     timeout: float = 60.0,
     batch_size: int = 16,
 ) -> CachedClient:
-    """The client `--explainer` names, behind the disk cache (default: the project cache folder)."""
+    """The client `explainer` names, behind the disk cache (default: the project cache folder)."""
     from superposition.lm.model import cache_dir
 
     if explainer == "local":
         inner: Client = LocalClient(model, batch_size=batch_size)
     elif explainer == "openai":
         if not model:
-            raise SuperpositionError("--explainer openai needs --model (the server's model name)")
+            raise SuperpositionError("explainer openai needs `explainer_model` (the server's model name)")
         inner = OpenAIClient(model, base_url, api_key_env, concurrency, timeout)
     else:
-        raise SuperpositionError(f"--explainer {explainer!r}: use local or openai")
+        raise SuperpositionError(f"explainer {explainer!r}: use local or openai")
     return CachedClient(inner, cache if cache is not None else cache_dir() / "autointerp")
 
 

@@ -90,7 +90,7 @@ def select_examples(
     if len(best) < 2:
         raise NoExamples(
             f"latent {j} fires in only 1 held-out sequence: too few to both explain and score "
-            "(raise --sequences)"
+            "(raise `sequences`)"
         )
     # with few sequences, keep about a third of them (up to n_score) for scoring
     n_top = min(n_top, len(best) - min(n_score, max(1, len(best) // 3)))

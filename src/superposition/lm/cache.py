@@ -29,9 +29,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from superposition.atomic import atomic_write_text, pause_for_tests, sha256_file
 from superposition.dist import Comm
 from superposition.errors import SuperpositionError
-from superposition.files import atomic_write_text, pause_for_tests, sha256_file
 
 RECORD = "superposition_cache.json"
 STATE = "state.json"
@@ -45,7 +45,7 @@ def _datasets():
         import datasets
     except ImportError:  # part of the lm extras
         raise SuperpositionError(
-            "activation_cache: needs the `datasets` package: pip install 'superposition[lm]'"
+            "activation_cache: needs the `datasets` package: pip install 'superposition-toolkit[lm]'"
         ) from None
     datasets.disable_progress_bars()
     return datasets

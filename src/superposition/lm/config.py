@@ -198,24 +198,24 @@ def load_config_file(path: str | Path) -> dict:
     """A YAML or JSON file of config keys."""
     path = Path(path)
     if not path.is_file():
-        raise SuperpositionError(f"--config {path}: no such file")
+        raise SuperpositionError(f"config {path}: no such file")
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as err:
         raise SuperpositionError(
-            f"--config {path}: not UTF-8 text (byte {err.start}); expected YAML or JSON"
+            f"config {path}: not UTF-8 text (byte {err.start}); expected YAML or JSON"
         ) from None
     if not text.strip():
-        raise SuperpositionError(f"--config {path}: empty; expected a mapping of keys to values")
+        raise SuperpositionError(f"config {path}: empty; expected a mapping of keys to values")
     try:
         if path.suffix in (".yaml", ".yml"):
             data = _yaml_load(text)
         else:
             data = json.loads(text)
     except Exception as err:  # yaml and json raise their own types; both mean a malformed file
-        raise SuperpositionError(f"--config {path}: cannot parse ({str(err).splitlines()[0]})") from None
+        raise SuperpositionError(f"config {path}: cannot parse ({str(err).splitlines()[0]})") from None
     if not isinstance(data, dict):
-        raise SuperpositionError(f"--config {path}: expected a mapping of keys to values")
+        raise SuperpositionError(f"config {path}: expected a mapping of keys to values")
     return data
 
 
@@ -237,7 +237,7 @@ def _yaml_load(text: str):
 
 def make_lm_config(config_file: str | None = None, overrides: list[str] = ()) -> LMSAEConfig:
     base = (
-        LMSAEConfig.build(load_config_file(config_file), f"--config {config_file}")
+        LMSAEConfig.build(load_config_file(config_file), f"config {config_file}")
         if config_file
         else LMSAEConfig()
     )

@@ -43,7 +43,7 @@ def lm_imports():
         import transformers
     except ImportError:
         raise SuperpositionError(
-            "language models need the `lm` extras: pip install 'superposition[lm]'"
+            "language models need the `lm` extras: pip install 'superposition-toolkit[lm]'"
         ) from None
 
     transformers.logging.set_verbosity_error()

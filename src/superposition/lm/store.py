@@ -27,9 +27,9 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from superposition.atomic import TargetLock
 from superposition.dist import Comm, shard
 from superposition.errors import SuperpositionError
-from superposition.files import TargetLock
 from superposition.lm.cache import ActivationCache
 from superposition.lm.data import packed_sequences, special_mask, split_sequences, texts
 from superposition.lm.hooks import HookedModel, expand_hooks, hook_list, read_names, sae_inputs, several_hooks

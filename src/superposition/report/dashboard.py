@@ -17,7 +17,6 @@ from typing import Any
 import numpy as np
 from markupsafe import Markup
 
-from superposition.files import staged_directory
 from superposition.report import TEMPLATES
 
 
@@ -102,30 +101,50 @@ def write_dashboard(
     pages: list[LatentPage],
     notes: str = "",
 ) -> Path:
-    """columns: [{"key", "label", "type": "num"|"text"}]; rows: one dict per latent with "id".
-    The site is written whole or not at all, replacing an earlier site at `out`."""
-    with staged_directory(Path(out), "dashboard") as tmp:
-        (tmp / "latents").mkdir()
-        (tmp / "style.css").write_text(TEMPLATES.get_template("dashboard.css").render())
-        index = TEMPLATES.get_template("dashboard_index.html").render(
+    """The site as its own output folder at `out`, written whole or not at all (report.output),
+    replacing only an earlier site."""
+    from superposition.report.output import Result, write_output
+
+    def produce(tmp: Path) -> Result:
+        render_site(tmp, title, subtitle, columns, rows, pages, notes)
+        return Result(title=title, report=False)
+
+    return write_output(out, "dashboard", produce, None)[0]
+
+
+def render_site(
+    out: Path,
+    title: str,
+    subtitle: str,
+    columns: list[dict],
+    rows: list[dict],
+    pages: list[LatentPage],
+    notes: str = "",
+) -> Path:
+    """Write the site into the folder `out` (report.output stages it). columns: [{"key", "label",
+    "type": "num"|"text"}]; rows: one dict per latent with "id"."""
+    tmp = Path(out)
+    (tmp / "latents").mkdir()
+    (tmp / "style.css").write_text(TEMPLATES.get_template("dashboard.css").render())
+    index = TEMPLATES.get_template("dashboard_index.html").render(
+        title=title,
+        subtitle=subtitle,
+        notes=notes,
+        columns=columns,
+        data=Markup(json_for_script({"columns": columns, "rows": rows})),
+        n=len(rows),
+    )
+    (tmp / "index.html").write_text(index, encoding="utf-8")
+    page_t = TEMPLATES.get_template("dashboard_latent.html")
+    ids = [p.index for p in pages]
+    for n, p in enumerate(pages):
+        html = page_t.render(
             title=title,
-            subtitle=subtitle,
-            notes=notes,
-            columns=columns,
-            data=Markup(json_for_script({"columns": columns, "rows": rows})),
-            n=len(rows),
+            p=p,
+            prev=ids[n - 1] if n else None,
+            next=ids[n + 1] if n + 1 < len(ids) else None,
+            hist=histogram_svg(*p.histogram) if p.histogram else None,
+            bar_svgs=[(t, bars_svg(labels, vals)) for t, labels, vals in p.bars],
         )
-        (tmp / "index.html").write_text(index, encoding="utf-8")
-        page_t = TEMPLATES.get_template("dashboard_latent.html")
-        ids = [p.index for p in pages]
-        for n, p in enumerate(pages):
-            html = page_t.render(
-                title=title,
-                p=p,
-                prev=ids[n - 1] if n else None,
-                next=ids[n + 1] if n + 1 < len(ids) else None,
-                hist=histogram_svg(*p.histogram) if p.histogram else None,
-                bar_svgs=[(t, bars_svg(labels, vals)) for t, labels, vals in p.bars],
-            )
-            (tmp / "latents" / f"{p.index}.html").write_text(html, encoding="utf-8")
-    return out
+        (tmp / "latents" / f"{p.index}.html").write_text(html, encoding="utf-8")
+    return tmp

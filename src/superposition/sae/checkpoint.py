@@ -26,8 +26,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
+from superposition.atomic import atomic_write_text, fsync_dir, pause_for_tests, sha256_file
 from superposition.errors import SuperpositionError
-from superposition.files import atomic_write_text, fsync_dir, pause_for_tests, sha256_file
 
 LATEST = "LATEST"
 STATE = "state.safetensors"
@@ -103,7 +103,7 @@ def load(folder: Path) -> tuple[dict[str, Tensor], dict]:
     if (folder / "checkpoint.safetensors").is_file() and (folder / "checkpoint.json").is_file():
         return _load_legacy(folder)
     detail = f": {problems[0]}" if problems else ""
-    raise SuperpositionError(f"--resume: no intact checkpoint in {folder}{detail}")
+    raise SuperpositionError(f"resume: no intact checkpoint in {folder}{detail}")
 
 
 def _verify(path: Path) -> str | None:
@@ -126,7 +126,7 @@ def _load_legacy(folder: Path) -> tuple[dict[str, Tensor], dict]:
             (folder / "checkpoint.json").read_text()
         )
     except (OSError, ValueError, SafetensorError) as err:
-        raise SuperpositionError(f"--resume: cannot read the checkpoint in {folder} ({err})") from None
+        raise SuperpositionError(f"resume: cannot read the checkpoint in {folder} ({err})") from None
 
 
 def _fsync(path: Path) -> None:

@@ -15,7 +15,7 @@ from pydantic import Field
 from torch import Tensor
 
 from superposition.config import Config
-from superposition.perf import fast_bf16_matmul
+from superposition.cpu import fast_bf16_matmul
 from superposition.sae.base import BatchedSAE, LossOut, StepState, architecture
 from superposition.sae.sparse import Active, Encoded, Latents, decode_active, encode_active
 

@@ -449,7 +449,7 @@ class SAETrainer:
     def load_checkpoint(self) -> None:
         d = self.checkpoint_dir
         if d is None or not checkpoint.exists(d):
-            raise SuperpositionError(f"--resume: no checkpoint in {d}")
+            raise SuperpositionError(f"resume: no checkpoint in {d}")
         tensors, meta = checkpoint.load(d)
         self.sae.load_state_dict(
             {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}

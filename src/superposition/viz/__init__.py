@@ -5,7 +5,3 @@ phase_diagram.py   the phase of an extra feature over importance × sparsity
 double_descent.py  losses and geometry against dataset size
 sae.py             SAE density histograms, training curves, metrics, decoder directions
 """
-
-import matplotlib
-
-matplotlib.use("Agg")  # figures go to files; never open a window

@@ -72,7 +72,7 @@ def save(
 ) -> Path:
     """Write instance `instance` of `sae` as `to` ("saelens" or "sparsify") into `folder`."""
     if to not in WRITERS:
-        raise SuperpositionError(f"--to {to!r}: one of {', '.join(WRITERS)}")
+        raise SuperpositionError(f"to {to!r}: one of {', '.join(WRITERS)}")
     if to == "saelens":
         return saelens.write(sae, Path(folder), instance, extra)
     return sparsify.write(sae, Path(folder), instance)

@@ -81,11 +81,11 @@ def write(sae: BatchedSAE, folder: Path, instance: int = 0) -> Path:
     cfg = sae.cfg
     if cfg.architecture != "topk":
         raise SuperpositionError(
-            f"--to sparsify: sparsify stores TopK SAEs; this one is {cfg.architecture} (use --to saelens)"
+            f"to sparsify: sparsify stores TopK SAEs; this one is {cfg.architecture} (write it to saelens)"
         )
     if cfg.input_normalization != "none":
         raise SuperpositionError(
-            f"--to sparsify: sparsify has no input normalisation ({cfg.input_normalization})"
+            f"to sparsify: sparsify has no input normalisation ({cfg.input_normalization})"
         )
     t = {k: v.detach().float() for k, v in sae.saved_tensors(instance).items()}
     bias = t["b_enc"] if cfg.apply_b_dec_to_input else t["b_enc"] + t["b_dec"] @ t["W_enc"]

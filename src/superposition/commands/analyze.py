@@ -9,22 +9,45 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+from pydantic import Field
 
+from superposition.commands.base import ModelOptions, SAEOptions, command
+from superposition.commands.targets import load_run
 from superposition.errors import SuperpositionError
 from superposition.lm import analysis as an
-from superposition.runs.train_sae import load_run
+from superposition.report.output import Result
+
+
+class AnalyzeOptions(ModelOptions, SAEOptions):
+    """Options of `analyze`."""
+
+    prompt: str = Field(description="text; analysed at its last token")
+    token: str | None = Field(
+        None, description="target next token (text; default: the model's top prediction)"
+    )
+    top: int = Field(10, gt=0, description="latents to list")
+
+
+@command(
+    "analyze",
+    "which latents drive a prompt's next token: activation, attribution, ablation",
+    AnalyzeOptions,
+    kind=None,
+)
+def run(opts: AnalyzeOptions, out: Path | None = None) -> Result:
+    """SAE is a train-sae run or any readable SAE (with model and hook when it names none)."""
+    text = analyze_prompt(
+        opts.sae, opts.prompt, opts.token, opts.top, opts.model, opts.hook, opts.device, opts.dtype
+    )
+    return Result(message=text, report=False)
 
 
 def analyze_prompt(
     run_dir: str | Path, prompt: str, token: str | None = None, top: int = 10, model: str | None = None,
-    hook: str | None = None,
+    hook: str | None = None, device: str | None = None, dtype: str | None = None,
 ) -> str:  # fmt: skip
-    """RUN_DIR is a train-sae run or any readable SAE (with `model` and `hook` when it names none)."""
-    run = load_run(run_dir, model, hook)
-    run.cfg = run.cfg.model_copy(
-        update={"device": "cpu", "dtype": "float32"}
-    )  # one prompt: the CPU is enough
-    run.sae = run.sae.cpu()
+    """The table `analyze` prints. One prompt: the CPU in float32 unless `device`/`dtype` say otherwise."""
+    run = load_run(run_dir, model, hook, device or "cpu", dtype or "float32")
     cfg, sae = run.cfg, run.sae
     if sae.transcodes:
         raise SuperpositionError(
@@ -36,7 +59,7 @@ def analyze_prompt(
     if cfg.prepend_bos and lm.tokenizer.bos_token_id is not None:
         ids = torch.cat([torch.tensor([[lm.tokenizer.bos_token_id]]), ids], 1)
     if ids.shape[1] < 2:
-        raise SuperpositionError("--prompt: needs at least one token")
+        raise SuperpositionError("prompt: needs at least one token")
     with torch.no_grad():
         logits, z = an.spliced_logits(hooked, sae, cfg.hook_name, ids)
     if token is None:
@@ -45,7 +68,7 @@ def analyze_prompt(
         enc = lm.tokenizer(token, add_special_tokens=False).input_ids
         if len(enc) != 1:
             raise SuperpositionError(
-                f"--token {token!r}: is {len(enc)} tokens; give text that is exactly one token"
+                f"token {token!r}: is {len(enc)} tokens; give text that is exactly one token"
             )
         target = enc[0]
     z_last = z[0, -1]

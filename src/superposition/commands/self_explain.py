@@ -13,16 +13,19 @@ the model carries the latent and answers with confidence.
 
 from __future__ import annotations
 
+import html
 import json
 import math
 import sys
 from pathlib import Path
 
 import torch
+from pydantic import Field, field_validator
 
+from superposition.commands.base import LatentOptions, ModelOptions, SAEOptions, command
+from superposition.commands.targets import load_run
 from superposition.errors import SuperpositionError
-from superposition.files import resolve_out, staged_directory
-from superposition.runs.autointerp import choose_latents, parse_latent_ids
+from superposition.report.output import Result
 
 KIND = "self-explain"
 DEFAULT_SCALES = (0.5, 1.0, 2.0, 4.0, 8.0)
@@ -35,10 +38,27 @@ def parse_scales(text: str | None) -> list[float]:
     try:
         scales = [float(t) for t in text.split(",") if t.strip()]
     except ValueError:
-        raise SuperpositionError(f"--scales {text!r}: comma-separated positive numbers, e.g. 1,2,4") from None
+        raise SuperpositionError(f"scales {text!r}: comma-separated positive numbers, e.g. 1,2,4") from None
     if not scales or any(not math.isfinite(s) or s <= 0 for s in scales):
-        raise SuperpositionError(f"--scales {text!r}: comma-separated positive numbers, e.g. 1,2,4")
+        raise SuperpositionError(f"scales {text!r}: comma-separated positive numbers, e.g. 1,2,4")
     return scales
+
+
+class SelfExplainOptions(LatentOptions, ModelOptions, SAEOptions):
+    """Options of `self-explain` (--latents: default 20)."""
+
+    layer: int | None = Field(None, description="layer to patch (default: the SAE's)")
+    scales: str | None = Field(
+        None,
+        description="comma-separated multiples of the typical residual norm to sweep (default 0.5,1,2,4,8)",
+    )
+    max_tokens: int = Field(16, gt=0, description="tokens to generate")
+
+    @field_validator("scales")
+    @classmethod
+    def _scales(cls, v: str | None) -> str | None:
+        parse_scales(v)
+        return v
 
 
 def _prompt_ids(tok) -> tuple[list[int], list[int]]:
@@ -137,38 +157,26 @@ def median_residual_norm(hooked, ids: list[int], layer: int, device: str = "cpu"
     return float(act.float().norm(dim=-1).median())
 
 
-def self_explain(
-    run_dir: str,
-    out: str | Path,
-    latents: int | None = None,
-    latent_ids: str | None = None,
-    layer: int | None = None,
-    scales: str | None = None,
-    max_tokens: int = 16,
-    model: str | None = None,
-    hook: str | None = None,
-) -> Path:
+@command("self-explain", "the model explains a latent itself: its direction patched into a prompt",
+         SelfExplainOptions, kind=KIND)  # fmt: skip
+def run(opts: SelfExplainOptions, out: Path) -> Result:
     from tqdm.auto import tqdm
 
     from superposition.lm.analysis import decoder_in_residual
     from superposition.lm.hooks import read_names
-    from superposition.runs.train_sae import load_run
 
-    out = resolve_out(out)
-    sweep = parse_scales(scales)
-    if max_tokens <= 0:
-        raise SuperpositionError(f"--max-tokens: must be positive, got {max_tokens}")
-    run = load_run(run_dir, model, hook)
-    chosen = choose_latents(run.sae.cfg.d_sae, latents, parse_latent_ids(latent_ids))
+    sweep = parse_scales(opts.scales)
+    run = load_run(opts.sae, opts.model, opts.hook, opts.device, opts.dtype)
+    chosen = opts.chosen(run.sae.cfg.d_sae, default=20)
     lm, hooked = run.load_model()
     if getattr(lm.tokenizer, "chat_template", None) is None:
         raise SuperpositionError(
             f"self-explain: {run.cfg.model_name} has no chat template (needs an instruct model)"
         )
     own = hooked.parse(read_names(run.cfg.hook_name)[-1])[0]
-    layer = own if layer is None else layer
+    layer = own if opts.layer is None else opts.layer
     if not 0 <= layer < hooked.n_layers:
-        raise SuperpositionError(f"--layer: must be in 0..{hooked.n_layers - 1}, got {layer}")
+        raise SuperpositionError(f"layer: must be in 0..{hooked.n_layers - 1}, got {layer}")
     dirs = decoder_in_residual(hooked, run.sae, run.cfg.hook_name).float()
     prompt = _prompt_ids(lm.tokenizer)
     norm = median_residual_norm(hooked, prompt[0], layer, run.cfg.device)
@@ -177,25 +185,34 @@ def self_explain(
     print(f"self-explain: patching after block {layer} at {len(sweep)} scales", file=sys.stderr, flush=True)
     for j in tqdm(chosen, desc="self-explain", leave=False):
         sw = explain_latent(
-            hooked, lm.tokenizer, prompt, dirs[j], layer, sweep, max_tokens, norm, run.cfg.device
+            hooked, lm.tokenizer, prompt, dirs[j], layer, sweep, opts.max_tokens, norm, run.cfg.device
         )
         best = max(sw, key=lambda r: r["self_similarity"] - r["entropy"] / vocab)
         rows.append({"latent": j, "layer": layer, **best, "sweep": sw})
-    with staged_directory(out, KIND) as tmp:
-        with open(tmp / "self_explanations.jsonl", "w", encoding="utf-8") as f:
-            for r in rows:
-                f.write(json.dumps(r) + "\n")
-        (tmp / "summary.json").write_text(
-            json.dumps(
-                {
-                    "sae": str(run.path),
-                    "model_name": run.cfg.model_name,
-                    "layer": layer,
-                    "scales": sweep,
-                    "residual_norm": norm,
-                    "latents": len(rows),
-                },
-                indent=1,
-            )  # fmt: skip
-        )
-    return out
+    with open(out / "self_explanations.jsonl", "w", encoding="utf-8") as f:
+        for r in rows:
+            f.write(json.dumps(r) + "\n")
+    summary = {
+        "sae": str(run.path),
+        "model_name": run.cfg.model_name,
+        "layer": layer,
+        "scales": sweep,
+        "residual_norm": norm,
+        "latents": len(rows),
+    }
+    table = "".join(
+        f"<tr><td>{r['latent']}</td><td>{html.escape(r['explanation'])}</td><td>{r['scale']:g}</td>"
+        f"<td>{r['self_similarity']:.3f}</td><td>{r['entropy']:.2f}</td></tr>"
+        for r in rows
+    )
+    return Result(
+        title="self-explain",
+        explanation=(
+            f"<p>Each latent's decoder direction patched after block {layer} into a prompt asking what "
+            "a placeholder word means; the best scale per latent.</p><table><tr><th>latent</th>"
+            f"<th>explanation</th><th>scale</th><th>self-similarity</th><th>entropy</th></tr>{table}</table>"
+        ),
+        summary=summary,
+        highlights={"latents": len(rows), "layer": layer},
+        message=f"{len(rows)} latents explained at layer {layer}",
+    )

@@ -17,12 +17,14 @@ import time
 from pathlib import Path
 
 import numpy as np
+from pydantic import Field, field_validator, model_validator
 
-from superposition.errors import SuperpositionError
-from superposition.files import resolve_out, staged_directory, write_json
+from superposition.commands.base import LatentOptions, ModelOptions, SAEOptions, command
+from superposition.commands.targets import load_run
 from superposition.interp import explain as ex
 from superposition.interp.clients import CachedClient, make_client
 from superposition.interp.examples import LatentExamples, NoExamples, select_examples
+from superposition.report.output import FigureSpec, Result
 
 KIND = "autointerp"
 VARIANTS = ("explanation", "shuffled", "top_tokens")
@@ -35,34 +37,6 @@ METRICS = (
     ("fuzzing", "auc"),
     ("simulation", "pearson_r"),
 )
-
-
-def parse_latent_ids(text: str | None) -> list[int] | None:
-    if text is None:
-        return None
-    try:
-        ids = [int(t) for t in text.split(",") if t.strip()]
-    except ValueError:
-        raise SuperpositionError(
-            f"--latent-ids {text!r}: comma-separated latent numbers, e.g. 3,17"
-        ) from None
-    if not ids or any(i < 0 for i in ids):
-        raise SuperpositionError(f"--latent-ids {text!r}: comma-separated non-negative latent numbers")
-    return list(dict.fromkeys(ids))
-
-
-def choose_latents(d_sae: int, n: int | None, ids: list[int] | None) -> list[int]:
-    if n is not None and ids is not None:
-        raise SuperpositionError("--latents and --latent-ids: give one of them")
-    if ids is not None:
-        bad = [i for i in ids if i >= d_sae]
-        if bad:
-            raise SuperpositionError(f"--latent-ids: {bad} out of range; the SAE has latents 0..{d_sae - 1}")
-        return ids
-    n = 20 if n is None else n
-    if n <= 0:
-        raise SuperpositionError(f"--latents: must be positive, got {n}")
-    return list(range(min(n, d_sae)))
 
 
 def score_latent(
@@ -94,43 +68,57 @@ def _stats(values: list[float]) -> dict:
     return {"mean": float(v.mean()), "std": std, "sem": std / math.sqrt(len(v)), "n": int(len(v))}
 
 
-def autointerp(
-    run_dir: str,
-    out: str | Path,
-    latents: int | None = None,
-    latent_ids: str | None = None,
-    explainer: str = "local",
-    model: str | None = None,
-    base_url: str | None = None,
-    sequences: int = 256,
-    cache: str | Path | None = None,
-    api_key_env: str = "OPENAI_API_KEY",
-    concurrency: int = 8,
-    timeout: float = 60.0,
-    seed: int = 0,
-    subject_model: str | None = None,
-    hook: str | None = None,
-    client: CachedClient | None = None,
-    progress: bool | None = None,
-) -> Path:
-    """Explain and score latents of RUN_DIR (a train-sae run or any readable SAE on its model)."""
+class AutointerpOptions(LatentOptions, ModelOptions, SAEOptions):
+    """Options of `autointerp` (--latents: default 20). `model` is the SAE's language model, as in
+    every command; the explaining model is `explainer_model`."""
+
+    explainer: str = Field("local", description="local (in-process, default) or openai (HTTP)")
+    explainer_model: str | None = Field(
+        None, description="explainer model: local folder or hub name, or the server's model name"
+    )
+    base_url: str | None = Field(None, description="OpenAI-compatible server, e.g. http://localhost:8000/v1")
+    api_key_env: str = Field("OPENAI_API_KEY", description="environment variable holding the API key")
+    concurrency: int = Field(8, gt=0, description="parallel HTTP requests")
+    timeout: float = Field(60.0, gt=0, description="seconds per HTTP request")
+    sequences: int = Field(256, gt=0, description="held-out sequences")
+    cache: str | None = Field(None, description="answer cache folder (default: the project cache)")
+    seed: int = Field(0, description="random seed of example selection and sampling")
+
+    @field_validator("explainer")
+    @classmethod
+    def _explainer(cls, v: str) -> str:
+        if v not in ("local", "openai"):
+            raise ValueError(f"explainer {v!r}: use local or openai")
+        return v
+
+    @model_validator(mode="after")
+    def _url(self):
+        if self.base_url is not None and self.explainer != "openai":
+            raise ValueError("base_url: only with `explainer` openai")
+        return self
+
+
+@command("autointerp", "explain latents with a language model and score the explanations", AutointerpOptions,
+         kind=KIND)  # fmt: skip
+def run(
+    opts: AutointerpOptions, out: Path, client: CachedClient | None = None, progress: bool | None = None
+) -> Result:
+    """Explain and score latents of SAE (a train-sae run or any readable SAE on its model).
+    `client`: an explainer to use instead of the one the options name (tests, dry runs)."""
     from tqdm.auto import tqdm
 
     from superposition.lm import analysis as an
     from superposition.lm.store import ActivationStore
-    from superposition.runs.train_sae import load_run
 
     t0 = time.perf_counter()
-    out = resolve_out(out)
-    if sequences <= 0:
-        raise SuperpositionError(f"--sequences: must be positive, got {sequences}")
-    ids = parse_latent_ids(latent_ids)
-    if base_url is not None and explainer != "openai":
-        raise SuperpositionError("--base-url: only with --explainer openai")
-    run = load_run(run_dir, subject_model, hook)
-    chosen = choose_latents(run.sae.cfg.d_sae, latents, ids)
+    seed, sequences = opts.seed, opts.sequences
+    run = load_run(opts.sae, opts.model, opts.hook, opts.device, opts.dtype)
+    chosen = opts.chosen(run.sae.cfg.d_sae, default=20)
     if client is None:  # before the held-out pass: a missing key or model fails in a second, not minutes
-        client = make_client(explainer, model, base_url, cache, api_key_env, concurrency, timeout)
+        o = opts
+        client = make_client(
+            o.explainer, o.explainer_model, o.base_url, o.cache, o.api_key_env, o.concurrency, o.timeout
+        )
     lm, hooked = run.load_model()
     seqs = ActivationStore.for_run(run.cfg, lm, hooked, holdout=True).first_sequences(sequences)
     print(
@@ -192,13 +180,38 @@ def autointerp(
 
     ordered = [rows[j] for j in chosen]
     summary = _summary(ordered, client, time.perf_counter() - t0, run, seqs.shape[0])
-    with staged_directory(out, KIND) as tmp:
-        with open(tmp / "explanations.jsonl", "w", encoding="utf-8") as f:
-            for r in ordered:
-                f.write(json.dumps(r, allow_nan=True) + "\n")
-        write_json(tmp / "summary.json", summary)
-        _report(tmp, ordered, summary)
-    return out
+    with open(out / "explanations.jsonl", "w", encoding="utf-8") as f:
+        for r in ordered:
+            f.write(json.dumps(r, allow_nan=True) + "\n")
+    result = _report(ordered, summary)
+    s = summary
+
+    def mean(block: dict, key: str) -> str:
+        m = block[key]["mean"]
+        return "n/a" if m is None else f"{m:.3f}"
+
+    result.message = (
+        f"{s['explained']} of {s['latents']} latents explained; detection balanced accuracy "
+        f"{mean(s['scores'], 'detection.balanced_accuracy')} (shuffled "
+        f"{mean(s['controls']['shuffled'], 'detection.balanced_accuracy')}, top tokens "
+        f"{mean(s['controls']['top_tokens'], 'detection.balanced_accuracy')}); {s['calls']} calls, "
+        f"{s['cached_calls']} cached, {s['seconds']:.0f} s"
+    )
+    return result
+
+
+def autointerp(
+    sae: str | Path,
+    out: str | Path,
+    client: CachedClient | None = None,
+    progress: bool | None = None,
+    **options,
+) -> Path:
+    """The Python form of `superposition autointerp SAE --out OUT` (options as keywords)."""
+    from superposition.commands.base import execute
+
+    return execute("autointerp", AutointerpOptions(sae=str(sae), **options), out, client=client,
+                   progress=progress)[0]  # fmt: skip
 
 
 def _value(row: dict, variant: str, scorer: str, metric: str):
@@ -238,10 +251,8 @@ def _fmt(x) -> str:
     return "–" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.2f}"
 
 
-def _report(folder: Path, rows: list[dict], summary: dict) -> None:
+def _report(rows: list[dict], summary: dict) -> Result:
     import matplotlib.pyplot as plt
-
-    from superposition.report.html import FigureSpec, close_figures, render_report, save_figures
 
     keys = [
         "detection.balanced_accuracy",
@@ -263,7 +274,6 @@ def _report(folder: Path, rows: list[dict], summary: dict) -> None:
     fig.tight_layout()
     figures = [FigureSpec("scores", "Mean scores of the explanations and of the two controls "
                           "(dotted: chance for balanced accuracy and AUC).", fig)]  # fmt: skip
-    save_figures(figures, folder)
     head = "<tr><th>latent</th><th>explanation</th><th>detection</th><th>fuzzing</th><th>simulation r</th>" \
            "<th>shuffled det.</th><th>top tokens det.</th></tr>"  # fmt: skip
     body = []
@@ -299,7 +309,6 @@ def _report(folder: Path, rows: list[dict], summary: dict) -> None:
         "calls (cached)": f"{s['calls']} ({s['cached_calls']})",
         "seconds (in the model)": f"{s['seconds']:.0f} ({s['model_seconds']:.0f})",
     }
-    render_report(
-        folder, "autointerp", text, figures, highlights, {"sae": s["sae"], "explainer": s["explainer"]}
+    return Result(
+        title="autointerp", explanation=text, summary=summary, figures=figures, highlights=highlights
     )
-    close_figures(figures)

@@ -17,53 +17,75 @@ import sys
 from pathlib import Path
 
 import torch
+from pydantic import Field
 from safetensors.torch import load_file
 
+from superposition.commands.base import LatentOptions, ModelOptions, PickSAE, SAEOptions, command
+from superposition.commands.targets import LMRun, experiment_sae, has_ground_truth, load_run, local_path
 from superposition.errors import SuperpositionError
-from superposition.files import resolve_out
 from superposition.lm import analysis as an
 from superposition.lm.store import ActivationStore
-from superposition.report.dashboard import LatentPage, TokenSpan, write_dashboard
-from superposition.runs.resolve import experiment_sae
-from superposition.runs.train_sae import LMRun, load_run
+from superposition.report.dashboard import LatentPage, TokenSpan, render_site
+from superposition.report.output import Result
 from superposition.sae.ground_truth import best_matches, cosine_matrix
 from superposition.sae.io import load_sae
 
+TOP_K = 10  # top examples and logit-lens tokens per latent
 
-def build_dashboard(
-    run_dir: str | Path,
-    out: str | Path,
-    sequences: int | None = None,
-    max_latents: int | None = None,
-    sae_name: str | None = None,
-    top_k: int = 10,
-    model: str | None = None,
-    hook: str | None = None,
-    meta: str | Path | None = None,
-    explanations: str | Path | None = None,
-) -> Path:
-    """RUN_DIR: an SAE experiment run (latents against the true features), or a train-sae run or any
-    readable SAE on its language model (latents on held-out text; `model`/`hook` as for eval-sae).
+
+class DashboardOptions(LatentOptions, PickSAE, ModelOptions, SAEOptions):
+    """Options of `dashboard` (--latents: default all)."""
+
+    sequences: int = Field(256, gt=0, description="held-out sequences to collect examples from")
+    meta: str | None = Field(
+        None, description="a meta-sae output folder of this SAE: show each latent's meta-latents"
+    )
+    explanations: str | None = Field(
+        None,
+        description="an autointerp output folder of this SAE: its explanations and scores "
+        "(default: SAE/autointerp)",
+    )
+
+
+def _check(opts: DashboardOptions, out: Path) -> None:
+    run = local_path(opts.sae)
+    if run is not None and (out == run or run in out.parents and out.name in ("sae", "saes", "checkpoint")):
+        raise SuperpositionError(f"out {out}: choose a folder outside the run's own files")
+
+
+@command(
+    "dashboard",
+    "write a static, offline site of an SAE's latents",
+    DashboardOptions,
+    kind="dashboard",
+    check=_check,
+)
+def run(opts: DashboardOptions, out: Path) -> Result:
+    """SAE: an SAE experiment run (latents against the true features), or a train-sae run or any
+    readable SAE on its language model (latents on held-out text; model/hook as for eval-sae).
     `meta`: a `meta-sae` output folder for this SAE; each latent then shows its meta-latents and the
     other latents sharing them. `explanations`: an `autointerp` output folder (or its
-    explanations.jsonl); by default RUN_DIR/autointerp when it exists. Each latent then shows its
+    explanations.jsonl); by default SAE/autointerp when it exists. Each latent then shows its
     explanation and scores, and the index is searchable by explanation and sortable by score."""
-    out = resolve_out(out)
-    meta_info = read_meta(meta) if meta is not None else None
-    expl = read_explanations(explanations) if explanations is not None else None
-    if not str(run_dir).startswith("hf://"):
-        run = Path(run_dir).expanduser().absolute()
-        if not run.exists():
-            raise SuperpositionError(f"RUN_DIR {run}: no such directory or file")
-        if out == run or run in out.parents and out.name in ("sae", "saes", "checkpoint"):
-            raise SuperpositionError(f"--out {out}: choose a folder outside the run's own files")
-        if (run / "ground_truth.safetensors").is_file() and (run / "saes").is_dir():
-            return _toy_dashboard(run, out, sae_name, max_latents, meta_info)
-        if expl is None and (run / "autointerp" / "explanations.jsonl").is_file():
-            expl = read_explanations(run / "autointerp")
-    return _lm_dashboard(
-        load_run(run_dir, model, hook), out, sequences or 256, max_latents, top_k, meta_info, expl
-    )
+    meta_info = read_meta(opts.meta) if opts.meta is not None else None
+    expl = read_explanations(opts.explanations) if opts.explanations is not None else None
+    run_path = local_path(opts.sae)
+    if run_path is not None:
+        if not run_path.exists():
+            raise SuperpositionError(f"SAE {run_path}: no such directory or file")
+        if has_ground_truth(run_path):
+            return _toy_dashboard(run_path, out, opts, meta_info)
+        if expl is None and (run_path / "autointerp" / "explanations.jsonl").is_file():
+            expl = read_explanations(run_path / "autointerp")
+    lm_run = load_run(opts.sae, opts.model, opts.hook, opts.device, opts.dtype)
+    return _lm_dashboard(lm_run, out, opts, meta_info, expl)
+
+
+def build_dashboard(sae: str | Path, out: str | Path, **options) -> Path:
+    """The Python form of `superposition dashboard SAE --out OUT` (options as keywords)."""
+    from superposition.commands.base import execute
+
+    return execute("dashboard", DashboardOptions(sae=str(sae), **options), out)[0]
 
 
 def read_explanations(path: str | Path) -> dict[int, dict]:
@@ -76,7 +98,7 @@ def read_explanations(path: str | Path) -> dict[int, dict]:
         return {int(r["latent"]): r for r in rows}
     except (OSError, ValueError, KeyError, TypeError) as err:
         raise SuperpositionError(
-            f"--explanations {path}: not a readable autointerp output ({type(err).__name__}); make one with "
+            f"explanations {path}: not a readable autointerp output ({type(err).__name__}); make one with "
             "superposition autointerp"
         ) from None
 
@@ -135,7 +157,7 @@ def read_meta(folder: str | Path) -> dict:
             ]
     except (OSError, ValueError, KeyError) as err:
         raise SuperpositionError(
-            f"--meta {folder}: not a readable meta-sae output folder ({type(err).__name__}); "
+            f"meta {folder}: not a readable meta-sae output folder ({type(err).__name__}); "
             "make one with superposition meta-sae"
         ) from None
     return {"n_base": int(summary["n_base_latents"]), "per_base": per_base,
@@ -146,8 +168,7 @@ def _check_meta(meta: dict | None, d_sae: int) -> None:
     """The meta-SAE must be of an SAE this wide: checked before any latent is computed."""
     if meta is not None and meta["n_base"] != d_sae:
         raise SuperpositionError(
-            f"--meta {meta['folder']}: a meta-SAE of an SAE with {meta['n_base']} latents; "
-            f"this one has {d_sae}"
+            f"meta {meta['folder']}: a meta-SAE of an SAE with {meta['n_base']} latents; this one has {d_sae}"
         )
 
 
@@ -177,18 +198,14 @@ def _spans(tokens: list[str], acts: list[float], focus: int, vmax: float) -> lis
 
 
 def _lm_dashboard(
-    run: LMRun,
-    out: Path,
-    n_seq: int,
-    max_latents: int | None,
-    top_k: int,
-    meta: dict | None = None,
-    expl: dict[int, dict] | None = None,
-) -> Path:
+    run: LMRun, out: Path, opts: DashboardOptions, meta: dict | None, expl: dict[int, dict] | None
+) -> Result:
     cfg, sae = run.cfg, run.sae
     _check_meta(meta, sae.cfg.d_sae)
+    latents = opts.chosen(sae.cfg.d_sae, default=None)
+    top_k = TOP_K
     lm, hooked = run.load_model()
-    seqs = ActivationStore.for_run(cfg, lm, hooked, holdout=True).first_sequences(n_seq)
+    seqs = ActivationStore.for_run(cfg, lm, hooked, holdout=True).first_sequences(opts.sequences)
     print(
         f"dashboard: latent activations on {seqs.shape[0]} held-out sequences ({seqs.numel()} tokens)",
         file=sys.stderr,
@@ -198,7 +215,6 @@ def _lm_dashboard(
         hooked, lm.tokenizer, sae, cfg.hook_name, seqs, cfg.model_batch_size, cfg.device, progress=True
     )
     density, vmax = la.density(), la.max_activation()
-    latents = list(range(sae.cfg.d_sae))[:max_latents]
     top_ids, top_vals, bot_ids, bot_vals = an.logit_lens(hooked, sae, cfg.hook_name, latents, k=top_k)
     vocab: dict[int, str] = {}
 
@@ -259,13 +275,12 @@ def _lm_dashboard(
         f"{sae.cfg.architecture} SAE, {sae.cfg.d_sae} latents, on {cfg.model_name} at {cfg.hook_name}; "
         f"{la.n_tokens:,} held-out tokens from {cfg.dataset_path}"
     )
-    return write_dashboard(out, f"SAE latents: {cfg.hook_name}", subtitle, columns, rows, pages)
+    render_site(out, f"SAE latents: {cfg.hook_name}", subtitle, columns, rows, pages)
+    return Result(title=subtitle, summary=_summary(rows, cfg.model_name, cfg.hook_name), report=False)
 
 
-def _toy_dashboard(
-    run: Path, out: Path, sae_name: str | None, max_latents: int | None, meta: dict | None = None
-) -> Path:
-    folder = experiment_sae(run, sae_name)
+def _toy_dashboard(run: Path, out: Path, opts: DashboardOptions, meta: dict | None) -> Result:
+    folder = experiment_sae(run, opts.sae_name)
     name = folder.name
     sae = load_sae(folder)
     _check_meta(meta, sae.cfg.d_sae)
@@ -277,7 +292,7 @@ def _toy_dashboard(
     feat, best = best_matches(W_dec, F)
     with torch.no_grad():  # each true feature alone, at unit magnitude
         response = sae.encode(F.unsqueeze(1))[:, 0]  # (n_features, d_sae)
-    latents = list(range(sae.cfg.d_sae))[:max_latents]
+    latents = opts.chosen(sae.cfg.d_sae, default=None)
     rows, pages = [], []
     for j in latents:
         fires = int((response[:, j] > 0).sum())
@@ -335,4 +350,10 @@ def _toy_dashboard(
         f"{name}: {sae.cfg.architecture} SAE, {sae.cfg.d_sae} latents, "
         f"against {F.shape[0]} true features in {F.shape[1]} dimensions"
     )
-    return write_dashboard(out, f"SAE latents: {run.name}/{name}", subtitle, columns, rows, pages)
+    render_site(out, f"SAE latents: {run.name}/{name}", subtitle, columns, rows, pages)
+    return Result(title=subtitle, summary=_summary(rows, None, None), report=False)
+
+
+def _summary(rows: list[dict], model: str | None, hook: str | None) -> dict:
+    """What the site shows, in numbers: the latents it has a page for."""
+    return {"latents": len(rows), "model_name": model, "hook_name": hook}

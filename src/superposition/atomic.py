@@ -37,7 +37,7 @@ TOOL = "superposition"
 
 
 # ---------------------------------------------------------------------- checking a target
-def resolve_out(out: str | Path, flag: str = "--out") -> Path:
+def resolve_out(out: str | Path, flag: str = "out") -> Path:
     """An output path as given on the command line, made absolute; the empty path is refused
     (it would mean the working directory)."""
     if str(out).strip() == "":
@@ -54,7 +54,7 @@ def read_marker(folder: Path) -> dict | None:
     return data if isinstance(data, dict) and data.get("tool") == TOOL else None
 
 
-def check_replaceable(out: Path, kind: str, flag: str = "--out") -> None:
+def check_replaceable(out: Path, kind: str, flag: str = "out") -> None:
     """Refuse (one line) unless `out` is absent, an empty directory, or an earlier output of this
     `kind` holding only files that output wrote."""
     if not out.exists() and not out.is_symlink():
@@ -105,7 +105,7 @@ def write_marker(folder: Path, kind: str, **extra: Any) -> None:
 
 # ---------------------------------------------------------------------- writing a directory whole
 @contextmanager
-def staged_directory(out: Path, kind: str, flag: str = "--out") -> Iterator[Path]:
+def staged_directory(out: Path, kind: str, flag: str = "out") -> Iterator[Path]:
     """Yield an empty temporary directory beside `out`; on success it is marked and replaces
     `out` (which must be replaceable, see `check_replaceable`); on any error or interrupt it is
     removed. Holds `target_lock(out)` throughout."""
@@ -173,7 +173,7 @@ def describe_write_failure(err: BaseException) -> str:
 
 # ---------------------------------------------------------------------- one writer per target
 @contextmanager
-def target_lock(target: Path, flag: str = "--out") -> Iterator[None]:
+def target_lock(target: Path, flag: str = "out") -> Iterator[None]:
     """Hold an exclusive lock on `target` (a file `.NAME.lock` beside it) or fail at once with one
     line naming the process that holds it."""
     lock = TargetLock(target, flag)

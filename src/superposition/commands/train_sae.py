@@ -1,5 +1,5 @@
-"""`superposition train-sae` and `eval-sae`: an SAE on a language model's activations, through
-the one SAE trainer, into a run directory:
+"""`superposition train-sae`: an SAE on a language model's activations, through the one SAE
+trainer, into a run directory (written in place, so that an interrupted run resumes):
 
     RUN_DIR/config.json          every setting (LMSAEConfig); --resume reads it back
     RUN_DIR/checkpoint/          model, Adam state, store position: resumes exactly
@@ -21,124 +21,43 @@ import time
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import torch
-from tqdm.auto import tqdm
 
-from superposition.dist import Comm
-from superposition.errors import SuperpositionError
-from superposition.files import (
+from superposition.atomic import (
     atomic_write_text,
     describe_write_failure,
     resolve_out,
-    staged_directory,
     target_lock,
     write_failure,
     write_marker,
 )
-from superposition.lm.analysis import depth_characteristics
-from superposition.lm.config import LMSAEConfig
+from superposition.commands.base import command, flag
+from superposition.commands.eval_sae import evaluate, evaluate_multi, headline, read_log
+from superposition.commands.targets import TRAIN_RUN, LMRun
+from superposition.config import Config, describe_fields
+from superposition.dist import Comm
+from superposition.errors import Reported, SuperpositionError
+from superposition.lm.config import LMSAEConfig, make_lm_config
 from superposition.lm.e2e import EndToEndObjective, SequenceSource
-from superposition.lm.evals import evaluate_sae
-from superposition.lm.hooks import HookedModel, pair_name
-from superposition.lm.model import LoadedModel, load_model
+from superposition.lm.hooks import HookedModel
+from superposition.lm.model import load_model
 from superposition.lm.store import ActivationStore, RankView, store_hooks
-from superposition.report.html import FigureSpec, close_figures, render_report, save_figures
-from superposition.resources import require_memory
-from superposition.sae import BatchedSAE, checkpoint, make_sae
+from superposition.memory import require_memory
+from superposition.report.output import Result, write_result
+from superposition.sae import checkpoint, make_sae
 from superposition.sae.base import training_bytes
 from superposition.sae.io import load_sae, save_sae
 from superposition.sae.metrics import explained_variance
 from superposition.sae.train import SAETrainer
 from superposition.seeding import derive_seed
-from superposition.viz.sae import density_histogram, depth_profile, training_curves
 
-RUN_KIND = "train-sae run"
+RUN_KIND = TRAIN_RUN
 LOG_KEYS = [
     "step", "hook_name", "tokens", "lr", "mse", "l0", "explained_variance", "auxk", "l1", "kl",
     "downstream_mse", "tokens_per_s",
 ]  # fmt: skip
-
-
-@dataclass
-class LMRun:
-    """An SAE on a language model, ready to evaluate or analyse: a `train-sae` run directory, or an
-    SAE in any readable format (formats/) with the model and hook it reads (`is_run` False)."""
-
-    path: Path
-    cfg: LMSAEConfig
-    sae: BatchedSAE
-    is_run: bool = True
-
-    def load_model(self) -> tuple[LoadedModel, HookedModel]:
-        """The run's language model, checked against the SAE: the hook's width must be its d_in."""
-        lm = load_model(self.cfg.model_name, self.cfg.device, self.cfg.dtype)
-        hooked = HookedModel(lm.model)
-        widths = hooked.widths(self.cfg.hook_name)  # one hook, or a transcoder's MLP input and output
-        where = self.path / "sae" if self.is_run or (self.path / "sae").is_dir() else self.path
-        if len(widths) != (2 if self.sae.transcodes else 1):
-            raise SuperpositionError(
-                f"{where}: a {self.sae.cfg.architecture} cannot read hook {self.cfg.hook_name}; "
-                + (
-                    "transcoders read blocks.L.mlp"
-                    if self.sae.transcodes
-                    else "blocks.L.mlp is for transcoders"
-                )
-            )
-        for what, have, want in (
-            ("d_in", self.sae.cfg.d_in, widths[0]),
-            ("d_out", self.sae.d_out, widths[-1]),
-        ):
-            if have != want:
-                raise SuperpositionError(
-                    f"{where}: the SAE's {what} is {have}, but {self.cfg.hook_name} of "
-                    f"{self.cfg.model_name} has width {want}"
-                )
-        return lm, hooked
-
-
-def load_run(path: str | Path, model: str | None = None, hook: str | None = None) -> LMRun:
-    """A train-sae run directory (config.json + sae/), or any SAE `load_sae` reads (a SAELens,
-    sparsify, Gemma Scope or dictionary_learning folder or file, an hf:// path). `model` and `hook`
-    replace the ones the run or the SAE names (so an SAE can be evaluated on another model of the
-    same width); an SAE that names none needs them. A one-line error says what is missing."""
-    where = Path(path).expanduser().absolute() if not str(path).startswith("hf://") else Path(str(path))
-    overrides = {k: v for k, v in (("model_name", model), ("hook_name", hook)) if v is not None}
-    if (where / "config.json").is_file() and (where / "sae").is_dir():
-        cfg = LMSAEConfig.build(json.loads((where / "config.json").read_text()), str(where / "config.json"))
-        cfg = LMSAEConfig.build({**cfg.model_dump(), **overrides}, "--model/--hook")
-        return LMRun(where, cfg, load_sae(where / "sae").to(cfg.device), is_run=not overrides)
-    if (where / "config.json").is_file() and (where / "saes").is_dir():
-        hooks = sorted(p.name for p in (where / "saes").iterdir())
-        raise SuperpositionError(
-            f"{where}: a run of SAEs at {len(hooks)} hooks; give one of them, {where / 'saes'}/<hook> "
-            f"({', '.join(hooks[:3])}{', ...' if len(hooks) > 3 else ''})"
-        )
-    try:
-        sae = load_sae(path)
-    except SuperpositionError as err:
-        raise SuperpositionError(
-            f"{where}: not a train-sae run directory (config.json + sae/), nor an SAE: {err}"
-        ) from None
-    hook_name = pair_name(sae.cfg.hook_name) if sae.transcodes else sae.cfg.hook_name
-    values = {"model_name": sae.cfg.model_name, "hook_name": hook_name, **overrides}
-    for key, flag in (("model_name", "--model"), ("hook_name", "--hook")):
-        if not values[key]:
-            raise SuperpositionError(
-                f"{flag}: {where} does not name the {key.split('_')[0]} it reads; give {flag}"
-            )
-    for key in ("context_size", "prepend_bos"):
-        if key in sae.metadata:
-            values[key] = sae.metadata[key]
-    cfg = LMSAEConfig.build(
-        {**values, "architecture": sae.cfg.architecture, "d_sae": sae.cfg.d_sae}, str(where)
-    )
-    return LMRun(where, cfg, sae.to(cfg.device), is_run=False)
-
-
-def read_log(path: Path) -> list[dict]:
-    """The rows of a log.jsonl (none if there is no such file)."""
-    return [json.loads(x) for x in path.read_text().splitlines() if x.strip()] if path.is_file() else []
 
 
 class RunLogger:
@@ -239,20 +158,97 @@ class RunLogger:
             self.wandb.finish()
 
 
+class TrainOptions(Config):
+    """Options of `train-sae`: the run's settings come from --config and --set (every key:
+    --help-config); --model, --hook, --device and --dtype are short for model_name, hook_name,
+    device and dtype."""
+
+    config: str | None = flag(None, "YAML or JSON file of config keys")
+    overrides: list[str] = flag(
+        [],
+        "override a config key; repeatable (every key: superposition train-sae --help-config)",
+        name="--set",
+    )
+    model: str | None = flag(None, "the language model (sets model_name)")
+    hook: str | None = flag(None, "the hook point(s) (sets hook_name)")
+    device: str | None = flag(None, "cpu, cuda, cuda:1, ... (sets device)")
+    dtype: Literal["float32", "bfloat16", "float16"] | None = flag(None, "of the language model (sets dtype)")
+    nproc: int | None = flag(
+        None, "train on N local processes (launches torchrun for you; see parallel=data|hooks)", gt=0
+    )
+    resume: bool = flag(False, "continue the interrupted run in --out exactly where it stopped")
+
+    def shorthands(self) -> dict[str, str]:
+        names = {"model": "model_name", "hook": "hook_name", "device": "device", "dtype": "dtype"}
+        return {names[k]: getattr(self, k) for k in names if getattr(self, k) is not None}
+
+    def settings(self) -> LMSAEConfig:
+        """The run's config: defaults, then the config file, then --set, then the shorthands."""
+        cfg = make_lm_config(self.config, self.overrides)
+        return (
+            LMSAEConfig.build({**cfg.model_dump(), **self.shorthands()}, "config")
+            if self.shorthands()
+            else cfg
+        )
+
+    def argv(self, out: Path) -> list[str]:
+        """This command line again, for the worker processes of --nproc."""
+        args = ["train-sae", "--out", str(out), *(["--resume"] if self.resume else [])]
+        args += ["--config", self.config] if self.config else []
+        args += [a for s in self.overrides for a in ("--set", s)]
+        return args + [a for k, v in self.shorthands().items() for a in (f"--{k.split('_')[0]}", v)]
+
+
+def _train_help(opts: TrainOptions) -> str:
+    return describe_fields(
+        LMSAEConfig, "train-sae: every key (--set key=value, or in a --config YAML/JSON file)"
+    )
+
+
+@command(
+    "train-sae",
+    "train an SAE on a language model's activations (default: SmolLM2-135M, offline)",
+    TrainOptions,
+    kind=RUN_KIND,
+    in_place=True,
+    help_config=_train_help,
+)
+def run(opts: TrainOptions, out: Path | None) -> Result:
+    if out is None:
+        raise SuperpositionError("out: required; give the run directory")
+    if opts.resume and (opts.config or opts.overrides or opts.shorthands()):
+        raise SuperpositionError(
+            "resume: continues with the run's saved config.json; drop `config` and `overrides` (and model, "
+            "hook, device, dtype)"
+        )
+    cfg = None if opts.resume else opts.settings()
+    if opts.nproc is not None and opts.nproc != 1:
+        from superposition.dist import launch
+
+        code = launch(opts.nproc, opts.argv(resolve_out(out)))
+        if code != 0:
+            raise Reported(code)
+        folder = resolve_out(out)
+    else:
+        folder = train_lm_sae(cfg, out, resume=opts.resume)
+        if folder is None:  # a torchrun rank other than 0: rank 0 reports
+            return Result(report=False)
+    summary = json.loads((folder / "summary.json").read_text())
+    return Result(summary=summary, folder=folder, message=headline(summary))
+
+
 def _prepare_out(out: Path, resume: bool) -> None:
     """A new run needs an absent or empty folder (a run is written in place, so it never replaces
     anything); --resume needs a train-sae run (one stopped before its first checkpoint restarts)."""
     if out.exists() and not out.is_dir():
-        raise SuperpositionError(f"--out {out}: exists and is not a directory")
+        raise SuperpositionError(f"out {out}: exists and is not a directory")
     if resume:
         if not (out / "config.json").is_file():
-            raise SuperpositionError(f"--resume: {out} holds no train-sae run")
+            raise SuperpositionError(f"resume: {out} holds no train-sae run")
         if not checkpoint.exists(out / "checkpoint"):
-            print(f"--resume: {out} has no checkpoint yet; starting it again from step 0", file=sys.stderr)
+            print(f"resume: {out} has no checkpoint yet; starting it again from step 0", file=sys.stderr)
     elif out.is_dir() and any(out.iterdir()):
-        raise SuperpositionError(
-            f"--out {out}: not empty; continue it with --resume or choose another folder"
-        )
+        raise SuperpositionError(f"out {out}: not empty; continue it with `resume` or choose another folder")
 
 
 def train_lm_sae(cfg: LMSAEConfig | None, out: str | Path, resume: bool = False) -> Path | None:
@@ -263,7 +259,7 @@ def train_lm_sae(cfg: LMSAEConfig | None, out: str | Path, resume: bool = False)
     out = resolve_out(out)
     if resume:
         if not (out / "config.json").is_file():
-            raise SuperpositionError(f"--resume: {out} holds no train-sae run")
+            raise SuperpositionError(f"resume: {out} holds no train-sae run")
         cfg = LMSAEConfig.build(json.loads((out / "config.json").read_text()), f"{out / 'config.json'}")
     comm = Comm.from_env(cfg.device, cfg.dist_timeout)
     try:
@@ -364,10 +360,9 @@ def _train(cfg: LMSAEConfig, out: Path, resume: bool, comm: Comm) -> Path:
                 out.mkdir()
         if write_failure(err):
             step = checkpoint.latest_step(plan.checkpoint_dir)
-            then = f"; continue with --resume once there is room (from step {step})"
+            then = f"; continue with `resume` once there is room (from step {step})"
             raise SuperpositionError(
-                f"--out {out}: cannot write there ({describe_write_failure(err)})"
-                + (then if resumable else "")
+                f"out {out}: cannot write there ({describe_write_failure(err)})" + (then if resumable else "")
             ) from None
         raise
     finally:
@@ -391,7 +386,7 @@ def _train_and_evaluate(
                          comm=None if plan.hook_parallel else comm)  # fmt: skip
     if resume and not checkpoint.exists(plan.checkpoint_dir) and checkpoint.exists(out / "checkpoint"):
         raise SuperpositionError(
-            f"--resume: {out} was checkpointed by another layout of ranks; resume parallel=hooks runs with "
+            f"resume: {out} was checkpointed by another layout of ranks; resume parallel=hooks runs with "
             "the same number of ranks"
         )
     resumed = resume and checkpoint.exists(plan.checkpoint_dir)
@@ -449,180 +444,9 @@ def _train_and_evaluate(
         **({"processes": comm.world, "parallel": cfg.parallel} if comm.distributed else {}),
     }
     if plan.multi:
-        evaluate_multi(out, cfg, plan.hooks, lm, hooked, training)
+        result = evaluate_multi(out, cfg, plan.hooks, lm, hooked, training)
     else:
-        evaluate_run(out, lm=lm, hooked=hooked, training=training)
+        result = evaluate(LMRun(out, cfg, load_sae(out / "sae").to(cfg.device)), out, lm, hooked, training)
+    write_result(out, result, None)  # config.json was written when the run started
     write_marker(out, RUN_KIND)
     return out
-
-
-# The numbers a person looks at first: printed by the CLI and highlighted in the report.
-HEADLINE_KEYS = (
-    "l0", "mse", "explained_variance", "fvu", "ce_loss_clean", "ce_loss_with_sae", "ce_loss_zero_ablation",
-    "ce_loss_recovered", "kl_div", "frac_dead", "frac_dense",
-)  # fmt: skip
-
-
-def evaluate_run(
-    run_dir: str | Path,
-    lm=None,
-    hooked: HookedModel | None = None,
-    training: dict | None = None,
-    eval_sequences: int | None = None,
-    out: str | Path | None = None,
-    model: str | None = None,
-    hook: str | None = None,
-) -> dict:
-    """`superposition eval-sae`: evaluate an SAE on held-out text; write summary.json, figures and
-    report.html into its train-sae run directory, or, for any other SAE (or another model or hook
-    than the run's), into `out`."""
-    loaded = load_run(run_dir, model, hook)
-    if not loaded.is_run or out is not None:
-        if out is None:
-            raise SuperpositionError(
-                f"--out: {loaded.path} is not a train-sae run on its own model and hook; "
-                "give --out DIR for the evaluation"
-            )
-        with staged_directory(resolve_out(out), "evaluation") as tmp:
-            return _evaluate(loaded, tmp, lm, hooked, training, eval_sequences)
-    return _evaluate(loaded, loaded.path, lm, hooked, training, eval_sequences)
-
-
-def _evaluate(
-    loaded: LMRun, run: Path, lm, hooked, training: dict | None, eval_sequences: int | None
-) -> dict:
-    cfg, sae = loaded.cfg, loaded.sae
-    if lm is None:
-        lm, hooked = loaded.load_model()
-    seqs = ActivationStore.for_run(cfg, lm, hooked, holdout=True).first_sequences(
-        eval_sequences or cfg.eval_sequences
-    )
-    print(
-        f"evaluating on {seqs.shape[0]} held-out sequences ({seqs.numel()} tokens)",
-        file=sys.stderr,
-        flush=True,
-    )
-    metrics = evaluate_sae(
-        hooked, lm.tokenizer, sae, cfg.hook_name, seqs, batch_size=cfg.model_batch_size,
-        dead_threshold=cfg.dead_feature_threshold, device=cfg.device,
-    )  # fmt: skip
-    old = json.loads((run / "summary.json").read_text()) if (run / "summary.json").is_file() else {}
-    summary = {
-        **old, **(training or {}), **metrics, "model_name": cfg.model_name, "hook_name": cfg.hook_name,
-        "architecture": sae.cfg.architecture, "d_sae": sae.cfg.d_sae, "eval_sequences": seqs.shape[0],
-        **({} if loaded.is_run else {"sae": str(loaded.path), "sae_format": sae.metadata.get("format")}),
-    }  # fmt: skip
-    _write_evaluation(run, cfg, summary)
-    return summary
-
-
-def _write_evaluation(run: Path, cfg: LMSAEConfig, summary: dict) -> None:
-    """summary.json (replaced atomically), the density and training-curve figures, report.html."""
-    rows = read_log(run / "log.jsonl")
-    figures = [
-        FigureSpec(
-            "latent_density",
-            "Latent density on held-out text (log10 of the fraction of tokens a latent fires on).",
-            density_histogram({cfg.architecture: summary["density"]}, cfg.dead_feature_threshold),
-        )
-    ]
-    if rows:
-        figures.append(
-            FigureSpec(
-                "training_curves",
-                "Training metrics against tokens seen.",
-                training_curves(rows, ["mse", "l0", "explained_variance", "tokens_per_s"]),
-            )
-        )
-    try:
-        tmp = run / "summary.json.tmp"
-        tmp.write_text(json.dumps(summary, indent=1))
-        tmp.replace(run / "summary.json")
-        save_figures(figures, run)
-        highlights = {k: summary[k] for k in HEADLINE_KEYS if k != "mse"}
-        title = f"SAE on {cfg.model_name} at {cfg.hook_name}"
-        render_report(run, title, _EXPLANATION, figures, highlights, cfg.model_dump())
-    finally:
-        close_figures(figures)
-
-
-# per-hook numbers drawn against depth in a multi-hook run's report
-DEPTH_KEYS = ("l0", "explained_variance", "ce_loss_recovered", "frac_dead", "token_likeness", "mean_abs_dla")
-
-
-def evaluate_multi(out: Path, cfg: LMSAEConfig, hooks: list[str], lm, hooked, training: dict) -> dict:
-    """A multi-hook run's evaluation: each hook's SAE (saes/<hook>/) on the same held-out
-    sequences, the usual metrics plus token-likeness and direct logit attribution
-    (lm/analysis.depth_characteristics); summary.json keeps one record per hook under "hooks"."""
-    seqs = ActivationStore.for_run(cfg, lm, hooked, holdout=True).first_sequences(cfg.eval_sequences)
-    print(
-        f"evaluating {len(hooks)} SAEs on {seqs.shape[0]} held-out sequences ({seqs.numel()} tokens)",
-        file=sys.stderr,
-        flush=True,
-    )
-    records = {}
-    for hook in tqdm(hooks, desc="evaluating", leave=False):
-        sae = load_sae(out / "saes" / hook).to(cfg.device)
-        metrics = evaluate_sae(
-            hooked, lm.tokenizer, sae, hook, seqs, batch_size=cfg.model_batch_size,
-            dead_threshold=cfg.dead_feature_threshold, device=cfg.device,
-        )  # fmt: skip
-        metrics.update(
-            depth_characteristics(hooked, lm.tokenizer, sae, hook, seqs, cfg.model_batch_size, cfg.device)
-        )
-        records[hook] = {"hook_name": hook, "layer": hooked.parse(hook)[0], **metrics}
-    summary = {
-        **training, "model_name": cfg.model_name, "architecture": cfg.architecture,
-        "d_sae": cfg.sae_width(hooked.d_in(hooks[0])), "eval_sequences": seqs.shape[0], "hooks": records,
-    }  # fmt: skip
-    rows = [r for path in [out / "log.jsonl", *sorted(out.glob("log.rank*.jsonl"))] for r in read_log(path)]
-    figures = [
-        FigureSpec(
-            "depth",
-            "Each hook's SAE against its layer: sparsity, reconstruction, CE loss recovered, dead latents, "
-            "token-likeness (share of a latent's activation mass on the token it fires on most often, mean "
-            "over latents) and mean |direct logit attribution| per active latent.",
-            depth_profile(records, DEPTH_KEYS),
-        ),
-        FigureSpec(
-            "latent_density",
-            "Latent density on held-out text, per hook.",
-            density_histogram({h: r["density"] for h, r in records.items()}, cfg.dead_feature_threshold),
-        ),
-    ]
-    if rows:
-        figures.append(
-            FigureSpec(
-                "training_curves",
-                "Training metrics against tokens seen, one line per hook.",
-                training_curves(rows, ["mse", "l0", "explained_variance"], group="hook_name"),
-            )
-        )
-    try:
-        atomic_write_text(out / "summary.json", json.dumps(summary, indent=1))
-        save_figures(figures, out)
-        table = {f"{h}: {k}": r[k] for h, r in records.items() for k in ("l0", "explained_variance",
-                 "ce_loss_recovered")}  # fmt: skip
-        title = f"SAEs on {cfg.model_name} at {len(hooks)} hooks"
-        render_report(out, title, _EXPLANATION_MULTI, figures, table, cfg.model_dump())
-    finally:
-        close_figures(figures)
-    return summary
-
-
-_EXPLANATION_MULTI = (
-    "One sparse autoencoder per hook point, all trained from the same forward passes of the model and "
-    "evaluated on the same held-out sequences (every 20th packed sequence is never trained on). Each SAE "
-    "is in saes/&lt;hook&gt;/ and summary.json has one record per hook under <code>hooks</code>. "
-    "Token-likeness near 1 means latents fire on one token each (as early layers tend to); direct logit "
-    "attribution measures how much active latents push the logit of the next token directly (late layers)."
-)
-
-
-_EXPLANATION = (
-    "A sparse autoencoder trained on a language model's activations at one hook point, evaluated on "
-    "held-out sequences (every 20th packed sequence is never trained on). CE loss recovered is "
-    "(CE with zero-ablation − CE with the SAE spliced in) / (CE with zero-ablation − clean CE): 1 means the "
-    "reconstruction is as good as the real activations for next-token prediction. Special tokens (BOS) are "
-    "left as they are."
-)

@@ -1,0 +1,222 @@
+"""`superposition eval-sae SAE`: evaluate an SAE spliced into its language model on held-out text.
+
+A train-sae run is re-evaluated in place (its summary.json, figures and report.html are replaced);
+any other SAE, or a run evaluated on another model or hook, is written to `--out`. A multi-hook
+run's evaluation (`evaluate_multi`) is also here: train-sae calls it at the end of training.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from pydantic import Field
+
+from superposition.commands.base import ModelOptions, SAEOptions, command
+from superposition.commands.targets import LMRun, load_run
+from superposition.errors import SuperpositionError
+from superposition.lm.analysis import depth_characteristics
+from superposition.lm.config import LMSAEConfig
+from superposition.lm.evals import evaluate_sae
+from superposition.lm.store import ActivationStore
+from superposition.report.output import FigureSpec, Result, write_output, write_result
+from superposition.sae.io import load_sae
+from superposition.viz.sae import density_histogram, depth_profile, training_curves
+
+# The numbers a person looks at first: printed by the CLI and highlighted in the report.
+HEADLINE_KEYS = (
+    "l0", "mse", "explained_variance", "fvu", "ce_loss_clean", "ce_loss_with_sae", "ce_loss_zero_ablation",
+    "ce_loss_recovered", "kl_div", "frac_dead", "frac_dense",
+)  # fmt: skip
+# per-hook numbers drawn against depth in a multi-hook run's report
+DEPTH_KEYS = ("l0", "explained_variance", "ce_loss_recovered", "frac_dead", "token_likeness", "mean_abs_dla")
+
+
+class EvalOptions(ModelOptions, SAEOptions):
+    """Options of `eval-sae`."""
+
+    sequences: int | None = Field(
+        None, gt=0, description="held-out sequences to evaluate on (default: the run's eval_sequences)"
+    )
+
+
+@command(
+    "eval-sae",
+    "evaluate an SAE on its language model: L0, explained variance, CE loss recovered",
+    EvalOptions,
+    kind="evaluation",
+    in_place=True,
+    out_required=False,
+)
+def run(opts: EvalOptions, out: Path | None) -> Result:
+    """Into the train-sae run itself when `out` is None, else into the folder `out`."""
+    loaded = load_run(opts.sae, opts.model, opts.hook, opts.device, opts.dtype)
+    if not loaded.is_run or out is not None:
+        if out is None:
+            raise SuperpositionError(
+                f"out: {loaded.path} is not a train-sae run on its own model and hook; "
+                "give `out` DIR for the evaluation"
+            )
+        config = {"command": "eval-sae", **opts.model_dump()}
+        return write_output(out, "evaluation", lambda tmp: evaluate(loaded, tmp, sequences=opts.sequences),
+                            config)[1]  # fmt: skip
+    result = evaluate(loaded, loaded.path, sequences=opts.sequences)
+    write_result(loaded.path, result, None)  # the run keeps its own config.json
+    result.folder = loaded.path
+    return result
+
+
+def read_log(path: Path) -> list[dict]:
+    """The rows of a log.jsonl (none if there is no such file)."""
+    return [json.loads(x) for x in path.read_text().splitlines() if x.strip()] if path.is_file() else []
+
+
+def evaluate(
+    loaded: LMRun,
+    folder: Path,
+    lm=None,
+    hooked=None,
+    training: dict | None = None,
+    sequences: int | None = None,
+) -> Result:
+    """Evaluate one SAE (or transcoder) on held-out sequences; the summary keeps what `folder`'s
+    summary.json already held (a run's training record) and adds `training`."""
+    cfg, sae = loaded.cfg, loaded.sae
+    if lm is None:
+        lm, hooked = loaded.load_model()
+    seqs = ActivationStore.for_run(cfg, lm, hooked, holdout=True).first_sequences(
+        sequences or cfg.eval_sequences
+    )
+    print(
+        f"evaluating on {seqs.shape[0]} held-out sequences ({seqs.numel()} tokens)",
+        file=sys.stderr,
+        flush=True,
+    )
+    metrics = evaluate_sae(
+        hooked, lm.tokenizer, sae, cfg.hook_name, seqs, batch_size=cfg.model_batch_size,
+        dead_threshold=cfg.dead_feature_threshold, device=cfg.device,
+    )  # fmt: skip
+    old = json.loads((folder / "summary.json").read_text()) if (folder / "summary.json").is_file() else {}
+    summary = {
+        **old, **(training or {}), **metrics, "model_name": cfg.model_name, "hook_name": cfg.hook_name,
+        "architecture": sae.cfg.architecture, "d_sae": sae.cfg.d_sae, "eval_sequences": seqs.shape[0],
+        **({} if loaded.is_run else {"sae": str(loaded.path), "sae_format": sae.metadata.get("format")}),
+    }  # fmt: skip
+    rows = read_log(folder / "log.jsonl")
+    figures = [
+        FigureSpec(
+            "latent_density",
+            "Latent density on held-out text (log10 of the fraction of tokens a latent fires on).",
+            density_histogram({cfg.architecture: summary["density"]}, cfg.dead_feature_threshold),
+        )
+    ]
+    if rows:
+        figures.append(
+            FigureSpec(
+                "training_curves",
+                "Training metrics against tokens seen.",
+                training_curves(rows, ["mse", "l0", "explained_variance", "tokens_per_s"]),
+            )
+        )
+    return Result(
+        title=f"SAE on {cfg.model_name} at {cfg.hook_name}",
+        explanation=_EXPLANATION,
+        summary=summary,
+        figures=figures,
+        highlights={k: summary[k] for k in HEADLINE_KEYS if k != "mse"},
+        message=headline(summary),
+    )
+
+
+def evaluate_multi(out: Path, cfg: LMSAEConfig, hooks: list[str], lm, hooked, training: dict) -> Result:
+    """A multi-hook run's evaluation: each hook's SAE (saes/<hook>/) on the same held-out
+    sequences, the usual metrics plus token-likeness and direct logit attribution
+    (lm/analysis.depth_characteristics); summary.json keeps one record per hook under "hooks"."""
+    from tqdm.auto import tqdm
+
+    seqs = ActivationStore.for_run(cfg, lm, hooked, holdout=True).first_sequences(cfg.eval_sequences)
+    print(
+        f"evaluating {len(hooks)} SAEs on {seqs.shape[0]} held-out sequences ({seqs.numel()} tokens)",
+        file=sys.stderr,
+        flush=True,
+    )
+    records = {}
+    for hook in tqdm(hooks, desc="evaluating", leave=False):
+        sae = load_sae(out / "saes" / hook).to(cfg.device)
+        metrics = evaluate_sae(
+            hooked, lm.tokenizer, sae, hook, seqs, batch_size=cfg.model_batch_size,
+            dead_threshold=cfg.dead_feature_threshold, device=cfg.device,
+        )  # fmt: skip
+        metrics.update(
+            depth_characteristics(hooked, lm.tokenizer, sae, hook, seqs, cfg.model_batch_size, cfg.device)
+        )
+        records[hook] = {"hook_name": hook, "layer": hooked.parse(hook)[0], **metrics}
+    summary = {
+        **training, "model_name": cfg.model_name, "architecture": cfg.architecture,
+        "d_sae": cfg.sae_width(hooked.d_in(hooks[0])), "eval_sequences": seqs.shape[0], "hooks": records,
+    }  # fmt: skip
+    rows = [r for path in [out / "log.jsonl", *sorted(out.glob("log.rank*.jsonl"))] for r in read_log(path)]
+    figures = [
+        FigureSpec(
+            "depth",
+            "Each hook's SAE against its layer: sparsity, reconstruction, CE loss recovered, dead latents, "
+            "token-likeness (share of a latent's activation mass on the token it fires on most often, mean "
+            "over latents) and mean |direct logit attribution| per active latent.",
+            depth_profile(records, DEPTH_KEYS),
+        ),
+        FigureSpec(
+            "latent_density",
+            "Latent density on held-out text, per hook.",
+            density_histogram({h: r["density"] for h, r in records.items()}, cfg.dead_feature_threshold),
+        ),
+    ]
+    if rows:
+        figures.append(
+            FigureSpec(
+                "training_curves",
+                "Training metrics against tokens seen, one line per hook.",
+                training_curves(rows, ["mse", "l0", "explained_variance"], group="hook_name"),
+            )
+        )
+    return Result(
+        title=f"SAEs on {cfg.model_name} at {len(hooks)} hooks",
+        explanation=_EXPLANATION_MULTI,
+        summary=summary,
+        figures=figures,
+        highlights={
+            f"{h}: {k}": r[k]
+            for h, r in records.items()
+            for k in ("l0", "explained_variance", "ce_loss_recovered")
+        },
+        message=headline(summary),
+    )
+
+
+def headline(summary: dict) -> str:
+    """The numbers to print: the headline metrics, or for a multi-hook run a row per hook."""
+    if "hooks" not in summary:
+        return "\n".join(f"{k:>22}  {summary[k]:.4g}" for k in HEADLINE_KEYS)
+    width = max(len(h) for h in summary["hooks"])
+    lines = [f"{'hook':<{width}}  " + "  ".join(f"{k:>18}" for k in DEPTH_KEYS)]
+    for h, r in summary["hooks"].items():
+        lines.append(f"{h:<{width}}  " + "  ".join(f"{r[k]:>18.4g}" for k in DEPTH_KEYS))
+    return "\n".join(lines)
+
+
+_EXPLANATION_MULTI = (
+    "One sparse autoencoder per hook point, all trained from the same forward passes of the model and "
+    "evaluated on the same held-out sequences (every 20th packed sequence is never trained on). Each SAE "
+    "is in saes/&lt;hook&gt;/ and summary.json has one record per hook under <code>hooks</code>. "
+    "Token-likeness near 1 means latents fire on one token each (as early layers tend to); direct logit "
+    "attribution measures how much active latents push the logit of the next token directly (late layers)."
+)
+
+
+_EXPLANATION = (
+    "A sparse autoencoder trained on a language model's activations at one hook point, evaluated on "
+    "held-out sequences (every 20th packed sequence is never trained on). CE loss recovered is "
+    "(CE with zero-ablation − CE with the SAE spliced in) / (CE with zero-ablation − clean CE): 1 means the "
+    "reconstruction is as good as the real activations for next-token prediction. Special tokens (BOS) are "
+    "left as they are."
+)

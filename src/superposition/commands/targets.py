@@ -1,0 +1,203 @@
+"""What a command was pointed at: the one resolver.
+
+Every folder this tool writes carries a marker (`.superposition-run.json`) naming its kind, so a
+path resolves by reading it first and by content only for folders other tools wrote:
+
+    experiment run   an SAE experiment (sae-toy, ...): saes/<name>/ and ground_truth.safetensors
+    train-sae run    config.json + sae/ (one hook), or config.json + saes/<hook>/ (several)
+    an SAE           any folder or file formats/ reads (SAELens, sparsify, Gemma Scope,
+                     dictionary_learning, this project's own sae/ folders), or hf://owner/repo/path
+
+`load_single_sae` gives one SAE from any of these; `load_run` gives an SAE with the language
+model and hook it reads (`LMRun`), for the commands that run the model.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from superposition.atomic import read_marker
+from superposition.errors import SuperpositionError
+from superposition.lm.config import LMSAEConfig
+from superposition.lm.hooks import HookedModel, pair_name
+from superposition.lm.model import LoadedModel, load_model
+from superposition.sae import BatchedSAE
+
+EXPERIMENT_RUN = "experiment run"
+TRAIN_RUN = "train-sae run"
+
+
+def local_path(path: str | Path) -> Path | None:
+    """The path on disk (made absolute), or None for an hf:// address."""
+    return None if str(path).startswith("hf://") else Path(path).expanduser().absolute()
+
+
+def kind_of(path: Path) -> str | None:
+    """What a local folder is: its marker's kind, else (folders written before markers, or by
+    hand) what its content says; None for anything else (an SAE folder or file, say)."""
+    marker = read_marker(path) if path.is_dir() else None
+    if marker is not None and marker.get("kind") in (EXPERIMENT_RUN, TRAIN_RUN):
+        return marker["kind"]
+    if not path.is_dir():
+        return None
+    if (path / "config.json").is_file() and ((path / "sae").is_dir() or (path / "saes").is_dir()):
+        return TRAIN_RUN
+    if (path / "saes").is_dir() and not (path / "cfg.json").exists():
+        return EXPERIMENT_RUN
+    return None
+
+
+def experiment_saes(run: Path) -> list[str] | None:
+    """The SAEs under an experiment run's saes/ (sae-toy, sae-synthetic, ...), or None when `run`
+    is not an experiment run."""
+    if kind_of(run) != EXPERIMENT_RUN:
+        return None
+    return sorted(p.name for p in (run / "saes").iterdir() if (p / "cfg.json").is_file())
+
+
+def has_ground_truth(run: Path) -> bool:
+    """An experiment run whose true features are saved beside its SAEs."""
+    return kind_of(run) == EXPERIMENT_RUN and (run / "ground_truth.safetensors").is_file()
+
+
+def experiment_sae(run: Path, sae_name: str | None) -> Path:
+    """The folder of one SAE of an experiment run: `sae_name`, or the first by name."""
+    names = experiment_saes(run) or []
+    if not names:
+        raise SuperpositionError(f"SAE {run}: saes/ holds no SAE")
+    name = sae_name or names[0]
+    if name not in names:
+        raise SuperpositionError(f"sae_name {name!r}: not in this run; choose one of {', '.join(names)}")
+    return run / "saes" / name
+
+
+def load_single_sae(
+    path: str | Path, label: str, sae_name: str | None = None, first_of_experiment: bool = False
+) -> tuple[BatchedSAE, str]:
+    """One SAE and where it came from: a train-sae run's sae/, one of an experiment run's saes/
+    (`sae_name`, or with `first_of_experiment` the first; otherwise the run is refused as
+    ambiguous), or any readable SAE folder or file."""
+    from superposition.sae.formats import load
+
+    p = local_path(path)
+    if p is not None and not p.exists():
+        raise SuperpositionError(f"{label} {p}: no such file or folder")
+    names = experiment_saes(p) if p is not None else None
+    if names is not None:
+        if sae_name is None and not first_of_experiment:
+            raise SuperpositionError(
+                f"{label} {p}: an experiment run holds several SAEs; give one folder, "
+                f"e.g. {p / 'saes' / names[0]}"
+                if names
+                else f"{label} {p}: saes/ holds no SAE"
+            )
+        p = experiment_sae(p, sae_name)
+    elif sae_name is not None:
+        raise SuperpositionError("sae_name: only for an experiment run (a folder with saes/)")
+    if p is not None and (p / "sae" / "cfg.json").is_file():
+        p = p / "sae"
+    try:
+        sae = load(p if p is not None else path)
+    except SuperpositionError as err:
+        raise SuperpositionError(f"{label}: {err}") from None
+    if sae.n_instances != 1:
+        raise SuperpositionError(f"{label} {path}: holds {sae.n_instances} SAEs; give one")
+    return sae, str(p if p is not None else path)
+
+
+@dataclass
+class LMRun:
+    """An SAE on a language model, ready to evaluate or analyse: a `train-sae` run directory, or an
+    SAE in any readable format (formats/) with the model and hook it reads (`is_run` False)."""
+
+    path: Path
+    cfg: LMSAEConfig
+    sae: BatchedSAE
+    is_run: bool = True
+
+    def load_model(self) -> tuple[LoadedModel, HookedModel]:
+        """The run's language model, checked against the SAE: the hook's width must be its d_in."""
+        lm = load_model(self.cfg.model_name, self.cfg.device, self.cfg.dtype)
+        hooked = HookedModel(lm.model)
+        widths = hooked.widths(self.cfg.hook_name)  # one hook, or a transcoder's MLP input and output
+        where = self.path / "sae" if self.is_run or (self.path / "sae").is_dir() else self.path
+        if len(widths) != (2 if self.sae.transcodes else 1):
+            raise SuperpositionError(
+                f"{where}: a {self.sae.cfg.architecture} cannot read hook {self.cfg.hook_name}; "
+                + (
+                    "transcoders read blocks.L.mlp"
+                    if self.sae.transcodes
+                    else "blocks.L.mlp is for transcoders"
+                )
+            )
+        for what, have, want in (
+            ("d_in", self.sae.cfg.d_in, widths[0]),
+            ("d_out", self.sae.d_out, widths[-1]),
+        ):
+            if have != want:
+                raise SuperpositionError(
+                    f"{where}: the SAE's {what} is {have}, but {self.cfg.hook_name} of "
+                    f"{self.cfg.model_name} has width {want}"
+                )
+        return lm, hooked
+
+
+def load_run(
+    path: str | Path,
+    model: str | None = None,
+    hook: str | None = None,
+    device: str | None = None,
+    dtype: str | None = None,
+) -> LMRun:
+    """A train-sae run directory (config.json + sae/), or any SAE `load_sae` reads (a SAELens,
+    sparsify, Gemma Scope or dictionary_learning folder or file, an hf:// path). `model` and `hook`
+    replace the ones the run or the SAE names (so an SAE can be evaluated on another model of the
+    same width); an SAE that names none needs them. `device` and `dtype` say where the model runs.
+    A one-line error says what is missing."""
+    from superposition.sae.io import load_sae
+
+    where = local_path(path) or Path(str(path))
+    overrides = {k: v for k, v in (("model_name", model), ("hook_name", hook)) if v is not None}
+    placement = {k: v for k, v in (("device", device), ("dtype", dtype)) if v is not None}
+    if local_path(path) is not None and kind_of(where) == TRAIN_RUN:
+        if (where / "saes").is_dir() and not (where / "sae").is_dir():
+            hooks = sorted(p.name for p in (where / "saes").iterdir())
+            raise SuperpositionError(
+                f"{where}: a run of SAEs at {len(hooks)} hooks; give one of them, {where / 'saes'}/<hook> "
+                f"({', '.join(hooks[:3])}{', ...' if len(hooks) > 3 else ''})"
+            )
+        cfg = LMSAEConfig.build(_read_json(where / "config.json"), str(where / "config.json"))
+        cfg = LMSAEConfig.build({**cfg.model_dump(), **overrides, **placement}, "model/hook")
+        return LMRun(where, cfg, load_sae(where / "sae").to(cfg.device), is_run=not overrides)
+    try:
+        sae = load_sae(path)
+    except SuperpositionError as err:
+        raise SuperpositionError(
+            f"{where}: not a train-sae run directory (config.json + sae/), nor an SAE: {err}"
+        ) from None
+    hook_name = pair_name(sae.cfg.hook_name) if sae.transcodes else sae.cfg.hook_name
+    values = {"model_name": sae.cfg.model_name, "hook_name": hook_name, **overrides}
+    for key, option in (("model_name", "model"), ("hook_name", "hook")):
+        if not values[key]:
+            raise SuperpositionError(
+                f"{option}: {where} does not name the {option} it reads; give `{option}`"
+            )
+    for key in ("context_size", "prepend_bos"):
+        if key in sae.metadata:
+            values[key] = sae.metadata[key]
+    cfg = LMSAEConfig.build(
+        {**values, **placement, "architecture": sae.cfg.architecture, "d_sae": sae.cfg.d_sae}, str(where)
+    )
+    return LMRun(where, cfg, sae.to(cfg.device), is_run=False)
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        raise SuperpositionError(f"{path}: not readable JSON ({type(err).__name__})") from None
+    if not isinstance(data, dict):
+        raise SuperpositionError(f"{path}: expected a JSON object")
+    return data

@@ -1,0 +1,114 @@
+"""Every registered command keeps the CLI contract: its flags come from its options, --help-config
+lists every option, and bad input of every kind is one line on stderr, exit 2, and nothing
+written. The cases are generated from the registry, so a new command is checked without a line
+added here."""
+
+import hashlib
+import typing
+from pathlib import Path
+
+import pytest
+
+from superposition.cli import _scalar, main
+from superposition.commands import COMMANDS
+from superposition.commands.base import flag_name
+from superposition.commands.base import is_positional as _is_positional
+
+
+def _tree(root: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "dir"
+        for p in sorted(root.rglob("*"))
+    }
+
+
+def _base_argv(cmd, tmp: Path) -> list[str]:
+    """The command with every positional and required flag given (an SAE that does not exist)."""
+    argv = [cmd.name]
+    for key, info in cmd.options.model_fields.items():
+        if _is_positional(info):
+            argv.append("intro" if key == "experiment" else str(tmp / f"no-such-{key}"))
+        elif info.is_required():
+            typ, _ = _scalar(info.annotation)
+            value = typing.get_args(typ)[0] if typing.get_origin(typ) is typing.Literal else "x"
+            argv += [flag_name(key, info), str(value)]
+    return argv
+
+
+def _bad_cases():
+    """(command, extra argv, needle): an unknown flag, a non-positive count, a word for a number,
+    for every command and every numeric option it has."""
+    for name, cmd in sorted(COMMANDS.items()):
+        yield name, ["--no-such-flag"], "unrecognized arguments: --no-such-flag"
+        yield name, ["--threads", "0"], "--threads: must be positive"
+        for key, info in cmd.options.model_fields.items():
+            typ, _ = _scalar(info.annotation)
+            if _is_positional(info) or typ not in (int, float):
+                continue
+            flag = flag_name(key, info)
+            yield name, [flag, "many"], f"argument {flag}: invalid {typ.__name__} value: 'many'"
+            if any(getattr(m, "gt", None) == 0 for m in info.metadata):
+                yield name, [flag, "0"], f"{flag}: must be positive, got 0"
+
+
+CASES = list(_bad_cases())
+
+
+def test_the_registry_holds_every_command():
+    assert set(COMMANDS) >= {
+        "list", "run", "demo", "train-sae", "eval-sae", "dashboard", "analyze", "convert",
+        "compare-saes", "meta-sae", "autointerp", "self-explain",
+    }  # fmt: skip
+    assert len(CASES) > 3 * len(COMMANDS)
+
+
+@pytest.mark.parametrize("name, extra, needle", CASES, ids=[f"{c[0]}{''.join(c[1])}" for c in CASES])
+def test_bad_input_of_every_command_is_one_line_exit_2_and_writes_nothing(
+    tmp_path, capsys, name, extra, needle
+):
+    cmd = COMMANDS[name]
+    argv = _base_argv(cmd, tmp_path) + extra + (["--out", str(tmp_path / "out")] if cmd.kind else [])
+    before = _tree(tmp_path)
+    code = main(argv)
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert needle in err, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("superposition: error: ") and "Traceback" not in err
+    assert _tree(tmp_path) == before
+
+
+@pytest.mark.parametrize("name", sorted(COMMANDS))
+def test_a_missing_target_names_it_in_one_line(tmp_path, capsys, name):
+    """Pointed at a path that does not exist, every command that reads one says so and writes nothing."""
+    cmd = COMMANDS[name]
+    if not any(_is_positional(i) and k != "experiment" for k, i in cmd.options.model_fields.items()):
+        pytest.skip("reads no path")
+    argv = _base_argv(cmd, tmp_path) + (["--out", str(tmp_path / "out")] if cmd.kind else [])
+    code = main(argv)
+    err = capsys.readouterr().err
+    assert code == 2 and "no-such-" in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("name", sorted(COMMANDS))
+def test_help_config_lists_every_option_with_its_description(capsys, name):
+    cmd = COMMANDS[name]
+    argv = [name] + (["intro"] if name == "run" else []) + ["--help-config"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    shown = cmd.options if cmd.help_config is None else None
+    for key, info in (shown or cmd.options).model_fields.items():
+        assert info.description, f"{name}: option {key} has no description"
+        if shown is not None:
+            assert any(line.split()[:1] == [key] for line in out.splitlines()), (name, key)
+
+
+def test_model_means_the_language_model_everywhere():
+    """--model is the model the SAE reads in every command that has it (autointerp's explainer is
+    --explainer-model)."""
+    for name, cmd in COMMANDS.items():
+        for key, info in cmd.options.model_fields.items():
+            if flag_name(key, info) == "--model":
+                assert key == "model" and "language model" in info.description, name
+    assert "explainer_model" in COMMANDS["autointerp"].options.model_fields
