@@ -204,3 +204,21 @@ def test_an_architecture_options_class_holds_its_keys():
         "l1_coefficient" in L1Options.model_fields
         and "bandwidth" in ARCHITECTURES["jumprelu"].Options.model_fields
     )
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_a_one_instance_sae_takes_plain_token_rows(name):
+    """encode/decode/forward take (tokens, d_in) as SAELens users call them, and give exactly the
+    batched result's only instance; a batched SAE refuses such rows in one line."""
+    sae = _perturbed(name, 1)
+    sae.loss(torch.randn(64, 1, _width(sae)), StepState())
+    sae.eval()
+    x = torch.randn(20, 6)
+    with torch.no_grad():
+        z3 = sae.encode(x.unsqueeze(1))
+        z2 = sae.encode(x)
+        assert z2.shape == (20, 16) and torch.equal(z2, z3[:, 0])
+        assert torch.equal(sae.decode(z2, x), sae.decode(z3, x.unsqueeze(1))[:, 0])
+        assert torch.equal(sae(x), sae(x.unsqueeze(1))[:, 0])
+    with pytest.raises(ValueError, match="this one has 2 instances"):
+        _perturbed(name, 2).encode(x)

@@ -20,6 +20,7 @@ W_enc (inst, d_in, d_sae), W_dec (inst, d_sae, d_in), b_enc (inst, d_sae), b_dec
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -55,6 +56,20 @@ def training_bytes(n_instances: int, d_in: int, d_sae: int, batch: int) -> int:
     masks and their gradients."""
     params = n_instances * (2 * d_in * d_sae + d_sae + d_in)
     return 4 * (4 * params + 6 * batch * n_instances * d_sae + 4 * batch * n_instances * d_in)
+
+
+def _one_instance(encode):
+    """An architecture's encode, also taking x as (tokens, d_in) for a one-instance SAE (as SAELens
+    users call it) and then giving (tokens, d_sae)."""
+
+    @functools.wraps(encode)
+    def wrapper(self, x: Tensor, *args: Any, **kwargs: Any) -> Tensor:
+        if x.ndim == 2:
+            self._check_one_instance(x)
+            return encode(self, x.unsqueeze(1), *args, **kwargs)[:, 0]
+        return encode(self, x, *args, **kwargs)
+
+    return wrapper
 
 
 ARCHITECTURES: dict[str, type[BatchedSAE]] = {}
@@ -111,6 +126,11 @@ class BatchedSAE(nn.Module):
     # [x | y] and reconstructs y; experiments that compare SAEs leave such classes out.
     transcodes: ClassVar[bool] = False
     unit_norm_decoder = True
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "encode" in cls.__dict__:  # every architecture's encode takes a plain (tokens, d_in) tensor too
+            cls.encode = _one_instance(cls.__dict__["encode"])
 
     def __init__(self, cfg: SAEConfig, generator: torch.Generator | None = None) -> None:
         super().__init__()
@@ -199,9 +219,27 @@ class BatchedSAE(nn.Module):
         trainer fits W_enc's scale at the start; None (the default) leaves W_enc as initialised."""
         return None
 
+    def extra_repr(self) -> str:
+        c = self.cfg
+        parts = [c.architecture, f"d_in={c.d_in}", f"d_sae={c.d_sae}"]
+        if self.transcodes:
+            parts.append(f"d_out={self.d_out}")
+        parts += [
+            f"{k}={getattr(c, k)}" for k in ("k",) if getattr(c, k, None) is not None and self.l0_key == k
+        ]
+        if self.n_instances != 1:
+            parts.append(f"n_instances={self.n_instances}")
+        if getattr(c, "hook_name", None):
+            parts.append(f"hook_name={c.hook_name!r}")
+        return ", ".join(parts)
+
     def decode(self, z: Tensor, x: Tensor | None = None) -> Tensor:
         """z W_dec + b_dec: Float[Tensor, "batch inst d_in"]; for an SAE that normalises each input,
-        mapped back through the normalisation of the input x it encoded."""
+        mapped back through the normalisation of the input x it encoded. A one-instance SAE also
+        takes z as (tokens, d_sae) and gives (tokens, d_in)."""
+        if z.ndim == 2:
+            self._check_one_instance(z)
+            return self.decode(z.unsqueeze(1), None if x is None else x.unsqueeze(1))[:, 0]
         out = torch.baddbmm(self.b_dec.unsqueeze(1), z.transpose(0, 1), self.W_dec).transpose(0, 1)
         if x is not None and (s := self.skip(x)) is not None:
             out = out + s
@@ -230,6 +268,13 @@ class BatchedSAE(nn.Module):
 
     def encode(self, x: Tensor) -> Tensor:  # pragma: no cover - every architecture defines it
         raise NotImplementedError
+
+    def _check_one_instance(self, x: Tensor) -> None:
+        if self.n_instances != 1:
+            raise ValueError(
+                f"a tensor of shape {tuple(x.shape)} is for a one-instance SAE; this one has "
+                f"{self.n_instances} instances: give (batch, {self.n_instances}, features)"
+            )
 
     def forward(self, x: Tensor) -> Tensor:
         return self.decode(self.encode(x), x)

@@ -43,6 +43,12 @@ class ToyModel(nn.Module):
     def n_instances(self) -> int:
         return self.W.shape[0]
 
+    def extra_repr(self) -> str:
+        n, d, f = self.W.shape
+        return f"n_instances={n}, n_features={f}, d_hidden={d}" + (
+            ", hidden_relu=True" if self.hidden_relu else ""
+        )
+
     def hidden(self, x: Tensor) -> Tensor:
         """Float[Tensor, "batch inst feat"] -> Float[Tensor, "batch inst hidden"]."""
         return self._hidden(_inst_major(x)).transpose(0, 1)
@@ -187,6 +193,10 @@ class ComputationModel(nn.Module):
         )
         self.b = nn.Parameter(torch.zeros(n_instances, n_features))
         self.register_buffer("importance", _importance(importance, n_instances, n_features))
+
+    def extra_repr(self) -> str:
+        n, d, f = self.W_in.shape
+        return f"n_instances={n}, n_features={f}, d_hidden={d}"
 
     @property
     def n_instances(self) -> int:
