@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import os
 import sys
+from contextlib import contextmanager
 
 
 def tune_allocator(mmap_threshold: int = 1 << 30) -> bool:
@@ -48,3 +50,21 @@ def fast_bf16_matmul(device) -> bool:
         except OSError:
             _BF16_CPU = False
     return _BF16_CPU
+
+
+@contextmanager
+def threads_for(entries: int, threshold: int = 1 << 20):
+    """Run a block of small tensor work on one thread: below `threshold` elements per operation,
+    handing work to a second thread costs more than it gains, and on a loaded machine the waiting
+    makes it far worse (the `intro` experiment took 5 min with torch's 2 threads and 55 s with one,
+    on 2 busy cores). `--threads N` (SUPERPOSITION_THREADS) overrides the choice."""
+    import torch
+
+    saved = torch.get_num_threads()
+    chosen = os.environ.get("SUPERPOSITION_THREADS")
+    want = int(chosen) if chosen else (1 if entries < threshold else saved)
+    torch.set_num_threads(want)
+    try:
+        yield want
+    finally:
+        torch.set_num_threads(saved)

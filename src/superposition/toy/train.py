@@ -12,6 +12,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from superposition.cpu import threads_for
 from superposition.errors import TrainingDiverged
 from superposition.schedules import Schedule, lr_factor
 from superposition.seeding import derive_seed
@@ -138,34 +139,41 @@ def train_toy_model(
     )
     buffer = None
     bar = tqdm(range(steps), desc=desc, disable=(not progress) if progress is not None else None, leave=False)
-    try:
-        for step in bar:
-            factor = lr_factor(step, steps, schedule, warmup_steps)
-            for group in opt.param_groups:
-                group["lr"] = lr * factor
-            log_now = step % log_every == 0 or step == steps - 1
-            if parallel is not None:
-                losses = parallel.step(batch_size, want_loss=log_now)
-            else:
-                x = data.sample(batch_size, gen, out=buffer)
-                buffer = x.transpose(0, 1)
-                if manual:
-                    losses = model.accumulate_grads(x, want_loss=log_now)
+    small = parallel is None and entries < PARALLEL_MIN_ENTRIES
+    # small steps run on one thread (cpu.threads_for); large ones split instances over two (above)
+    with threads_for(entries if small else PARALLEL_MIN_ENTRIES, PARALLEL_MIN_ENTRIES):
+        try:
+            for step in bar:
+                factor = lr_factor(step, steps, schedule, warmup_steps)
+                for group in opt.param_groups:
+                    group["lr"] = lr * factor
+                log_now = step % log_every == 0 or step == steps - 1
+                if parallel is not None:
+                    losses = parallel.step(batch_size, want_loss=log_now)
                 else:
-                    opt.zero_grad(set_to_none=True)
-                    losses = model.instance_losses(x)
-                    losses.sum().backward()
-            opt.step()
-            if log_now:
-                per = losses.detach().tolist()
-                result.steps.append(step)
-                result.losses.append(per)
-                bar.set_postfix(loss=f"{sum(per) / len(per):.4g}", refresh=False)
-            if callback is not None and callback_every and (step % callback_every == 0 or step == steps - 1):
-                callback(step, model)
-    finally:
-        if parallel is not None:
-            parallel.close()
+                    x = data.sample(batch_size, gen, out=buffer)
+                    buffer = x.transpose(0, 1)
+                    if manual:
+                        losses = model.accumulate_grads(x, want_loss=log_now)
+                    else:
+                        opt.zero_grad(set_to_none=True)
+                        losses = model.instance_losses(x)
+                        losses.sum().backward()
+                opt.step()
+                if log_now:
+                    per = losses.detach().tolist()
+                    result.steps.append(step)
+                    result.losses.append(per)
+                    bar.set_postfix(loss=f"{sum(per) / len(per):.4g}", refresh=False)
+                if (
+                    callback is not None
+                    and callback_every
+                    and (step % callback_every == 0 or step == steps - 1)
+                ):
+                    callback(step, model)
+        finally:
+            if parallel is not None:
+                parallel.close()
     if not torch.isfinite(torch.tensor(result.losses[-1])).all():
         bad = [i for i, v in enumerate(result.losses[-1]) if not math.isfinite(v)]
         raise TrainingDiverged(
