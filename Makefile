@@ -10,7 +10,7 @@ TORCH_SPEC ?= torch==2.13.0
 PIP_TORCH_FLAGS ?=
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test test-all lint format bench bench-grid check-interop clean
+.PHONY: setup demo test test-all lint format docs bench bench-grid check-interop clean
 
 $(STAMP): pyproject.toml requirements.lock Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -37,6 +37,10 @@ lint: setup
 format: setup
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
+
+# the reference pages under docs/ from the command, experiment and config registries
+docs: setup
+	$(BIN)/python -m superposition.commands.docs docs
 
 bench: setup
 	$(BIN)/python benchmarks/bench_toy_trainer.py
