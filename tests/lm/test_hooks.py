@@ -107,3 +107,33 @@ def test_bad_hook_names_list_the_valid_ones(smol, name):
     _, hooked = smol
     with pytest.raises(SuperpositionError, match=r"hook_name .*L in 0\.\.29 and kind one of hook_resid_pre"):
         hooked.parse(name)
+
+
+@pytest.mark.parametrize("family", ["smol", "tiny_gpt2"])
+def test_hook_names_mean_what_they_mean_in_transformer_lens(family, request):
+    """hook_resid_mid = resid_pre + attn_out; hook_mlp_in is *before* the MLP's norm (TransformerLens's
+    resid_mid) and ln2.hook_normalized after it; ln1.hook_normalized is the attention's input; the
+    MLP's output projection of mlp.hook_post is hook_mlp_out."""
+    fixture = request.getfixturevalue(family)
+    if family == "smol":
+        lm, hooked = fixture
+        ids, block = _ids(lm), lm.model.model.layers[3]
+        ln1, ln2, down = block.input_layernorm, block.post_attention_layernorm, block.mlp.down_proj
+    else:
+        model, hooked = fixture
+        ids, block = torch.randint(0, 100, (2, 10)), model.transformer.h[1]
+        ln1, ln2, down = block.ln_1, block.ln_2, block.mlp.c_proj
+    L = 3 if family == "smol" else 1
+    kinds = ("hook_resid_pre", "ln1.hook_normalized", "hook_attn_out", "hook_resid_mid", "hook_mlp_in",
+             "ln2.hook_normalized", "mlp.hook_post", "hook_mlp_out", "hook_resid_post")  # fmt: skip
+    c = {k: v for k, v in hooked.run_with_cache(ids, [f"blocks.{L}.{k}" for k in kinds]).items()}
+    c = {k.split(".", 2)[2]: v for k, v in c.items()}
+    with torch.no_grad():
+        torch.testing.assert_close(c["hook_resid_mid"], c["hook_resid_pre"] + c["hook_attn_out"])
+        assert torch.equal(c["hook_mlp_in"], c["hook_resid_mid"])
+        torch.testing.assert_close(ln2(c["hook_mlp_in"]), c["ln2.hook_normalized"])
+        torch.testing.assert_close(ln1(c["hook_resid_pre"]), c["ln1.hook_normalized"])
+        torch.testing.assert_close(down(c["mlp.hook_post"]), c["hook_mlp_out"])
+        torch.testing.assert_close(c["hook_resid_mid"] + c["hook_mlp_out"], c["hook_resid_post"])
+    assert c["mlp.hook_post"].shape[-1] == hooked.d_in(f"blocks.{L}.mlp.hook_post") > hooked.d_model
+    assert not torch.allclose(c["hook_mlp_in"], c["ln2.hook_normalized"])  # the norm is between them

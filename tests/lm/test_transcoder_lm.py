@@ -51,11 +51,11 @@ def _mlp_copy(model, layer: int, skip: bool = False):
     return sae.eval()
 
 
-def test_mlp_in_hook_is_the_mlp_input_after_its_norm(relu_gpt2):
+def test_a_transcoder_reads_the_mlp_input_after_its_norm(relu_gpt2):
     model, hooked = relu_gpt2
     ids = _seqs(2)
     names = read_names("blocks.1.mlp")
-    assert names == ["blocks.1.hook_mlp_in", "blocks.1.hook_mlp_out"]
+    assert names == ["blocks.1.ln2.hook_normalized", "blocks.1.hook_mlp_out"]
     cache = hooked.run_with_cache(ids, names)
     block = model.transformer.h[1]
     with torch.no_grad():
@@ -81,7 +81,7 @@ def test_a_transcoder_that_is_the_mlp_recovers_everything(relu_gpt2, skip):
     keep = ~special_mask(TOKENIZER, ids)
     seen = {}
     with torch.no_grad():
-        clean = hooked.logits(ids, {"blocks.1.hook_mlp_in": capture_into(seen, "x")})
+        clean = hooked.logits(ids, {"blocks.1.ln2.hook_normalized": capture_into(seen, "x")})
         y_hat = sae(seen["x"][keep].unsqueeze(1))[:, 0]
         spliced = hooked.logits(ids, {"blocks.1.hook_mlp_out": splice_at(keep, y_hat)})
     assert torch.equal(spliced, clean)
@@ -114,7 +114,9 @@ def test_train_sae_trains_a_skip_transcoder_on_smollm2(tmp_path, smol):
     ]  # fmt: skip
     out = train_lm_sae(make_lm_config(None, sets), tmp_path / "tc")
     cfg = json.loads((out / "sae" / "cfg.json").read_text())
-    assert cfg["hook_name"] == "blocks.2.hook_mlp_in" and cfg["hook_name_out"] == "blocks.2.hook_mlp_out"
+    assert (
+        cfg["hook_name"] == "blocks.2.ln2.hook_normalized" and cfg["hook_name_out"] == "blocks.2.hook_mlp_out"
+    )
     assert (
         cfg["architecture"] == "topk_skip_transcoder"
         and cfg["superposition_architecture"] == "skip_transcoder"

@@ -99,7 +99,7 @@ def evaluate(
     )  # fmt: skip
     old = json.loads((folder / "summary.json").read_text()) if (folder / "summary.json").is_file() else {}
     summary = {
-        **old, **(training or {}), **metrics, "model_name": cfg.model_name, "hook_name": cfg.hook_name,
+        **old, **(training or {}), **metrics, "model_name": cfg.model_name, **lm.identity, "hook_name": cfg.hook_name,
         "architecture": sae.cfg.architecture, "d_sae": sae.cfg.d_sae, "eval_sequences": seqs.shape[0],
         **({} if loaded.is_run else {"sae": str(loaded.path), "sae_format": sae.metadata.get("format")}),
     }  # fmt: skip
@@ -153,7 +153,7 @@ def evaluate_multi(out: Path, cfg: LMSAEConfig, hooks: list[str], lm, hooked, tr
         )
         records[hook] = {"hook_name": hook, "layer": hooked.parse(hook)[0], **metrics}
     summary = {
-        **training, "model_name": cfg.model_name, "architecture": cfg.architecture,
+        **training, "model_name": cfg.model_name, **lm.identity, "architecture": cfg.architecture,
         "d_sae": cfg.sae_width(hooked.d_in(hooks[0])), "eval_sequences": seqs.shape[0], "hooks": records,
     }  # fmt: skip
     rows = [r for path in [out / "log.jsonl", *sorted(out.glob("log.rank*.jsonl"))] for r in read_log(path)]

@@ -41,7 +41,7 @@ from superposition.dist import Comm
 from superposition.errors import Reported, SuperpositionError
 from superposition.lm.config import LMSAEConfig, make_lm_config
 from superposition.lm.e2e import EndToEndObjective, SequenceSource
-from superposition.lm.hooks import HookedModel
+from superposition.lm.hooks import HookedModel, hook_meaning
 from superposition.lm.model import load_model
 from superposition.lm.store import ActivationStore, RankView, store_hooks
 from superposition.memory import require_memory
@@ -425,13 +425,18 @@ def _train_and_evaluate(
         "context_size": cfg.context_size,
         "prepend_bos": cfg.prepend_bos,
         "dataset_path": cfg.dataset_path,
+        **lm.identity,
+        "hook_meaning": hook_meaning(cfg.hook_name) if not plan.multi else None,
     }
     if not plan.multi:
         if comm.main:
             save_sae(sae, out / "sae", 0, meta)
     elif comm.main or plan.hook_parallel:
         for j, i in enumerate(plan.mine):
-            save_sae(sae, out / "saes" / plan.hooks[i], j, {**meta, "hook_name": plan.hooks[i]})
+            hook = plan.hooks[i]
+            save_sae(
+                sae, out / "saes" / hook, j, {**meta, "hook_name": hook, "hook_meaning": hook_meaning(hook)}
+            )
     model_tokens = torch.tensor([float(store.model_tokens)])
     comm.sum_(model_tokens)  # also: every rank's SAEs are saved from here on
     if not comm.main:

@@ -34,8 +34,10 @@ class LMSettings(Config):
     model_name: str = Field(DEFAULT_MODEL, description="alias, hub name, local folder or .gguf file")
     hook_name: str | list[str] = Field(
         "blocks.6.hook_resid_post",
-        description="blocks.L.hook_resid_pre|hook_resid_post|hook_mlp_in|hook_mlp_out|hook_attn_out|"
-        "attn.hook_z; blocks.L.mlp for a transcoder (from the MLP's input to its output). Several: a "
+        description="blocks.L.<kind> with TransformerLens's meanings, kind one of hook_resid_pre, "
+        "ln1.hook_normalized, attn.hook_z, hook_attn_out, hook_resid_mid, hook_mlp_in (before the MLP's norm), "
+        "ln2.hook_normalized (after it), mlp.hook_post, hook_mlp_out, hook_resid_post; blocks.L.mlp for a "
+        "transcoder (from ln2.hook_normalized to hook_mlp_out). Several: a "
         "list, a glob (blocks.*.hook_resid_post) or braces (blocks.{2,6,10}.hook_mlp_out): one forward "
         "pass feeds one SAE per hook",
     )

