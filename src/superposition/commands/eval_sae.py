@@ -99,7 +99,8 @@ def evaluate(
     )  # fmt: skip
     old = json.loads((folder / "summary.json").read_text()) if (folder / "summary.json").is_file() else {}
     summary = {
-        **old, **(training or {}), **metrics, "model_name": cfg.model_name, **lm.identity, "hook_name": cfg.hook_name,
+        **old, **(training or {}), **metrics, "model_name": cfg.model_name, **lm.identity,
+        "hook_name": cfg.hook_name,
         "architecture": sae.cfg.architecture, "d_sae": sae.cfg.d_sae, "eval_sequences": seqs.shape[0],
         **({} if loaded.is_run else {"sae": str(loaded.path), "sae_format": sae.metadata.get("format")}),
     }  # fmt: skip

@@ -35,7 +35,8 @@ class LMSettings(Config):
     hook_name: str | list[str] = Field(
         "blocks.6.hook_resid_post",
         description="blocks.L.<kind> with TransformerLens's meanings, kind one of hook_resid_pre, "
-        "ln1.hook_normalized, attn.hook_z, hook_attn_out, hook_resid_mid, hook_mlp_in (before the MLP's norm), "
+        "ln1.hook_normalized, attn.hook_z, hook_attn_out, hook_resid_mid, hook_mlp_in (before the MLP's "
+        "norm), "
         "ln2.hook_normalized (after it), mlp.hook_post, hook_mlp_out, hook_resid_post; blocks.L.mlp for a "
         "transcoder (from ln2.hook_normalized to hook_mlp_out). Several: a "
         "list, a glob (blocks.*.hook_resid_post) or braces (blocks.{2,6,10}.hook_mlp_out): one forward "

@@ -48,13 +48,13 @@ MLP_READ = "ln2.hook_normalized"  # what a transcoder at blocks.L.mlp reads
 
 HOOK_MEANINGS = {
     "hook_resid_pre": "the residual stream entering block {L}",
-    "ln1.hook_normalized": "the attention's input in block {L}: the output of its norm (gain and bias applied)",
+    "ln1.hook_normalized": "the attention's input in block {L}: its norm's output (gain and bias applied)",
     "attn.hook_z": "block {L}'s per-head attention values before the output projection, heads flattened",
     "hook_attn_out": "the output of block {L}'s attention, after the output projection",
     "hook_resid_mid": "the residual stream in block {L} between attention and MLP (resid_pre + attn_out)",
     "hook_mlp_in": "the input of block {L}'s MLP before its norm (TransformerLens's hook_mlp_in: resid_mid)",
     "ln2.hook_normalized": "the input of block {L}'s MLP after its norm (gain and bias applied)",
-    "mlp.hook_post": "block {L}'s MLP hidden activation after its nonlinearity (the output projection's input)",
+    "mlp.hook_post": "block {L}'s MLP hidden activation after its nonlinearity (its down projection's input)",
     "hook_mlp_out": "the output of block {L}'s MLP",
     "hook_resid_post": "the residual stream leaving block {L}",
 }
@@ -110,7 +110,8 @@ FAMILIES = (
            ("pre_feedforward_layernorm", "post_attention_layernorm"), "mlp.down_proj"),
     Family("transformer.h", "attn", "mlp", "c_proj", "transformer.ln_f", "mlp", "ln_1", ("ln_2",),
            "mlp.c_proj"),  # GPT-2
-    Family("gpt_neox.layers", "attention", "mlp", "dense", "gpt_neox.final_layer_norm", "mlp", "input_layernorm",
+    Family("gpt_neox.layers", "attention", "mlp", "dense", "gpt_neox.final_layer_norm", "mlp",
+           "input_layernorm",
            ("post_attention_layernorm",), "mlp.dense_4h_to_h"),  # GPT-NeoX, Pythia
     Family("model.decoder.layers", "self_attn", "fc2", "out_proj", "model.decoder.final_layer_norm", "fc1",
            "self_attn_layer_norm", ("final_layer_norm",), "fc2"),  # OPT
@@ -273,7 +274,8 @@ class HookedModel:
             self.model.config, "parallel_attn", False
         ):
             raise SuperpositionError(
-                "hook_name: hook_resid_mid does not exist in a parallel-attention model (attention and MLP both "
+                "hook_name: hook_resid_mid does not exist in a parallel-attention model (attention and MLP "
+                "both "
                 "read resid_pre); use hook_resid_pre or hook_mlp_in"
             )
         return self.ln2(layer)
