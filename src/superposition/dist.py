@@ -67,6 +67,7 @@ class Comm:
         import torch.distributed as dist
 
         rank, world, local = (int(os.environ[k]) for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK"))
+        _stop_on_sigterm(rank)
         cuda = device.startswith("cuda")
         if cuda:
             if not torch.cuda.is_available():
@@ -178,6 +179,17 @@ class Comm:
                 dist.destroy_process_group()
 
 
+def _stop_on_sigterm(rank: int) -> None:
+    """When a rank fails, torchrun's agent stops the others with SIGTERM, often before their own
+    collective has failed: each stops with one line of its own instead of dying silently."""
+    import signal
+
+    def stopped(signum, frame):
+        raise SuperpositionError(f"rank {rank}: stopped, another rank stopped or timed out (SIGTERM)")
+
+    signal.signal(signal.SIGTERM, stopped)
+
+
 def _first(err: BaseException) -> str:
     text = str(err).strip()
     return text.splitlines()[0][:200] if text else type(err).__name__
@@ -225,8 +237,10 @@ def launch(nproc: int, argv: list[str]) -> int:
         elastic_launch(config, sys.executable)("-m", "superposition", *argv)
     except ChildFailedError as err:
         codes = {int(r): f.exitcode for r, f in err.failures.items()}
-        if all(c == 2 for c in codes.values()):
-            return 2  # each printed its own one-line error
-        rank, code = min(codes.items())
-        raise SuperpositionError(f"nproc: rank {rank} stopped with exit code {code}") from None
+        if any(c == 2 for c in codes.values()):
+            return 2  # the rank that failed printed its one-line error; the agent stopped the others
+        first = min(err.failures.items(), key=lambda rf: (rf[1].timestamp, int(rf[0])))  # the first to fail
+        raise SuperpositionError(
+            f"nproc: rank {first[0]} stopped with exit code {first[1].exitcode}"
+        ) from None
     return 0
