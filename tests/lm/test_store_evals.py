@@ -117,3 +117,31 @@ def test_held_out_sequences_never_repeat_and_never_train(smol, tmp_path):
     assert len(rows) == held.shape[0] > 0 and not rows & {tuple(r) for r in train.tolist()}
     n_all = len(list(_store(smol, dataset_path=str(tmp_path / "small.txt"))._fresh_sequences()))
     assert held.shape[0] == (n_all + held.shape[0]) // 20
+
+
+def test_several_hooks_in_one_pass_equal_each_hook_alone(smol):
+    """evaluate_saes shares one clean forward pass per batch between hooks (1 + 2n passes instead of
+    3n): every metric equals the one-hook evaluation's, and the depth statistics taken from its
+    latents equal depth_characteristics' own forward pass."""
+    from superposition.lm.analysis import depth_characteristics
+    from superposition.lm.evals import evaluate_saes
+
+    lm, hooked = smol
+    seqs = _store(smol).sequences(0, 5)
+    hooks = ["blocks.0.hook_resid_post", "blocks.2.hook_mlp_out"]
+    saes = {
+        h: make_sae(SAEConfig(architecture="topk", d_in=576, d_sae=256, k=8), torch.Generator().manual_seed(i))
+        for i, h in enumerate(hooks)
+    }
+    together = evaluate_saes(hooked, lm.tokenizer, saes, seqs, batch_size=2, depth=True)
+    for h, sae in saes.items():
+        alone = evaluate_sae(hooked, lm.tokenizer, sae, h, seqs, batch_size=2)
+        alone.update(depth_characteristics(hooked, lm.tokenizer, sae, h, seqs, batch_size=2))
+        assert set(alone) == set(together[h])
+        for key, value in alone.items():
+            if key == "density":
+                assert together[h][key] == pytest.approx(value, abs=1e-7)
+            else:
+                assert together[h][key] == pytest.approx(value, rel=1e-5, abs=1e-7), (h, key)
+    assert together[hooks[0]]["ce_loss_clean"] == together[hooks[1]]["ce_loss_clean"]
+    assert together[hooks[0]]["kl_div"] != together[hooks[1]]["kl_div"]  # each hook its own splice

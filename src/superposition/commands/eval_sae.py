@@ -16,9 +16,8 @@ from pydantic import Field
 from superposition.commands.base import ModelOptions, SAEOptions, command
 from superposition.commands.targets import LMRun, load_run
 from superposition.errors import SuperpositionError
-from superposition.lm.analysis import depth_characteristics
 from superposition.lm.config import LMSAEConfig
-from superposition.lm.evals import evaluate_sae
+from superposition.lm.evals import evaluate_sae, evaluate_saes
 from superposition.lm.store import ActivationStore
 from superposition.report.output import FigureSpec, Result, write_output, write_result
 from superposition.sae.io import load_sae
@@ -132,27 +131,21 @@ def evaluate(
 
 def evaluate_multi(out: Path, cfg: LMSAEConfig, hooks: list[str], lm, hooked, training: dict) -> Result:
     """A multi-hook run's evaluation: each hook's SAE (saes/<hook>/) on the same held-out
-    sequences, the usual metrics plus token-likeness and direct logit attribution
-    (lm/analysis.depth_characteristics); summary.json keeps one record per hook under "hooks"."""
-    from tqdm.auto import tqdm
-
+    sequences in one pass over them (lm/evals.evaluate_saes: one clean forward pass per batch for
+    every hook), the usual metrics plus token-likeness and direct logit attribution
+    (lm/analysis.DepthStats); summary.json keeps one record per hook under "hooks"."""
     seqs = ActivationStore.for_run(cfg, lm, hooked, holdout=True).first_sequences(cfg.eval_sequences)
     print(
         f"evaluating {len(hooks)} SAEs on {seqs.shape[0]} held-out sequences ({seqs.numel()} tokens)",
         file=sys.stderr,
         flush=True,
     )
-    records = {}
-    for hook in tqdm(hooks, desc="evaluating", leave=False):
-        sae = load_sae(out / "saes" / hook).to(cfg.device)
-        metrics = evaluate_sae(
-            hooked, lm.tokenizer, sae, hook, seqs, batch_size=cfg.model_batch_size,
-            dead_threshold=cfg.dead_feature_threshold, device=cfg.device,
-        )  # fmt: skip
-        metrics.update(
-            depth_characteristics(hooked, lm.tokenizer, sae, hook, seqs, cfg.model_batch_size, cfg.device)
-        )
-        records[hook] = {"hook_name": hook, "layer": hooked.parse(hook)[0], **metrics}
+    saes = {hook: load_sae(out / "saes" / hook).to(cfg.device) for hook in hooks}
+    metrics = evaluate_saes(
+        hooked, lm.tokenizer, saes, seqs, batch_size=cfg.model_batch_size,
+        dead_threshold=cfg.dead_feature_threshold, device=cfg.device, depth=True,
+    )  # fmt: skip
+    records = {hook: {"hook_name": hook, "layer": hooked.parse(hook)[0], **metrics[hook]} for hook in hooks}
     summary = {
         **training, "model_name": cfg.model_name, **lm.identity, "architecture": cfg.architecture,
         "d_sae": cfg.sae_width(hooked.d_in(hooks[0])), "eval_sequences": seqs.shape[0], "hooks": records,

@@ -392,61 +392,80 @@ def attention_pattern_and_values(hooked: HookedModel, layer: int, ids: Tensor) -
     return pattern, v
 
 
-@torch.no_grad()
-def depth_characteristics(
-    hooked: HookedModel, tokenizer, sae: BatchedSAE, hook_name: str, seqs: Tensor, batch_size: int = 8,
-    device: str = "cpu",
-) -> dict:  # fmt: skip
-    """Two measured characterisations of what an SAE's latents are like at its depth, on
-    sequences (n, ctx), special tokens left out:
+class DepthStats:
+    """Two measured characterisations of what an SAE's latents are like at its depth, streamed over
+    batches of latents (special tokens left out):
 
     token_likeness: for each latent that fires, the share of its activation mass that falls on the
         token it fires on most often, averaged over those latents (1: it fires on one token only).
     mean_abs_dla: the mean over active (position, latent) pairs of |z_j (d_j ⊙ g) · W_U[next token]|,
         the latent's direct effect on the logit of the token that comes next (the final norm's
         division by the RMS left out, as in direct_logit_attribution)."""
-    dirs = decoder_in_residual(hooked, sae, hook_name).float()
-    g = final_norm_gain(hooked)
-    if g is not None:
-        dirs = dirs * g.detach().float()
-    W_U = unembedding(hooked.model).detach().float()
-    keys, mass, dla_sum, dla_n = [], [], 0.0, 0
-    vocab = W_U.shape[0]
+
+    CHUNK = 1 << 15  # active pairs per gather: (pairs, d_model) temporaries stay near 75 MB
+
+    def __init__(self, hooked: HookedModel, sae: BatchedSAE, hook_name: str) -> None:
+        dirs = decoder_in_residual(hooked, sae, hook_name).float()
+        g = final_norm_gain(hooked)
+        self.dirs = dirs * g.detach().float() if g is not None else dirs
+        self.W_U = unembedding(hooked.model).detach().float()
+        self.keys: list[Tensor] = []
+        self.mass: list[Tensor] = []
+        self.dla_sum, self.dla_n = 0.0, 0
+
+    def add(self, ids: Tensor, keep: Tensor, z: Tensor) -> None:
+        """ids (b, ctx), keep (b, ctx) the positions z holds, z (kept tokens, d_sae)."""
+        vocab = self.W_U.shape[0]
+        tok = ids[keep]
+        pos, lat = z.nonzero(as_tuple=True)
+        val = z[pos, lat]
+        self.keys.append(lat.long() * vocab + tok[pos].long())
+        self.mass.append(val)
+        nxt = torch.full_like(ids, -1)  # the next token of each kept position (none after the last)
+        nxt[:, :-1] = ids[:, 1:]
+        nxt = nxt[keep][pos]
+        has = nxt >= 0
+        v, la, nx = val[has], lat[has], nxt[has]
+        for i in range(0, v.numel(), self.CHUNK):
+            part = slice(i, i + self.CHUNK)
+            contrib = v[part] * (self.dirs[la[part]] * self.W_U[nx[part]]).sum(-1)
+            self.dla_sum += float(contrib.abs().sum())
+        self.dla_n += int(has.sum())
+
+    def result(self) -> dict:
+        keys, mass = torch.cat(self.keys), torch.cat(self.mass)
+        likeness = float("nan")
+        if keys.numel():
+            vocab = self.W_U.shape[0]
+            uniq, inv = torch.unique(keys, return_inverse=True)
+            count = torch.bincount(inv).double()
+            pair_mass = torch.zeros(uniq.numel(), dtype=torch.float64).index_add_(0, inv, mass.double())
+            latent = uniq // vocab
+            # per latent, the token it fires on most often (ties: the one with the larger mass)
+            n_lat = int(latent.max()) + 1
+            score = count + pair_mass / (pair_mass.max() + 1.0) * 0.5
+            top = torch.zeros(n_lat, dtype=torch.float64).scatter_reduce(
+                0, latent, score, "amax", include_self=False
+            )
+            on_top = torch.where(score == top[latent], pair_mass, torch.zeros_like(pair_mass))
+            top_mass = torch.zeros(n_lat, dtype=torch.float64).scatter_reduce(0, latent, on_top, "amax")
+            total = torch.zeros(n_lat, dtype=torch.float64).index_add_(0, latent, pair_mass)
+            fired = torch.unique(latent)
+            likeness = float((top_mass[fired] / total[fired]).mean())
+        return {"token_likeness": likeness, "mean_abs_dla": self.dla_sum / max(self.dla_n, 1)}
+
+
+@torch.no_grad()
+def depth_characteristics(
+    hooked: HookedModel, tokenizer, sae: BatchedSAE, hook_name: str, seqs: Tensor, batch_size: int = 8,
+    device: str = "cpu",
+) -> dict:  # fmt: skip
+    """DepthStats of one SAE on sequences (n, ctx), with a forward pass of its own (evaluate_saes
+    with depth=True computes the same from the latents of its evaluation)."""
+    stats = DepthStats(hooked, sae, hook_name)
     for ids in seqs.split(batch_size):
         ids = ids.to(device)
         act = sae_inputs(hooked.run_with_cache(ids, [hook_name])[hook_name]).float()
         keep = ~special_mask(tokenizer, ids.cpu()).to(device)
-        z = sae.encode(act[keep].unsqueeze(1))[:, 0]  # (tokens, d_sae)
-        tok = ids[keep]
-        pos, lat = z.nonzero(as_tuple=True)
-        val = z[pos, lat]
-        keys.append(lat.long() * vocab + tok[pos].long())
-        mass.append(val)
-        # the next token of each kept position (none after the last position)
-        nxt = torch.full_like(ids, -1)
-        nxt[:, :-1] = ids[:, 1:]
-        nxt = nxt[keep][pos]
-        has = nxt >= 0
-        if bool(has.any()):
-            contrib = val[has] * (dirs[lat[has]] * W_U[nxt[has]]).sum(-1)
-            dla_sum += float(contrib.abs().sum())
-            dla_n += int(has.sum())
-    keys, mass = torch.cat(keys), torch.cat(mass)
-    likeness = float("nan")
-    if keys.numel():
-        uniq, inv = torch.unique(keys, return_inverse=True)
-        count = torch.bincount(inv).double()
-        pair_mass = torch.zeros(uniq.numel(), dtype=torch.float64).index_add_(0, inv, mass.double())
-        latent = uniq // vocab
-        # per latent, the token it fires on most often (ties: the one with the larger mass)
-        n_lat = int(latent.max()) + 1
-        score = count + pair_mass / (pair_mass.max() + 1.0) * 0.5
-        top = torch.zeros(n_lat, dtype=torch.float64).scatter_reduce(
-            0, latent, score, "amax", include_self=False
-        )
-        on_top = torch.where(score == top[latent], pair_mass, torch.zeros_like(pair_mass))
-        top_mass = torch.zeros(n_lat, dtype=torch.float64).scatter_reduce(0, latent, on_top, "amax")
-        total = torch.zeros(n_lat, dtype=torch.float64).index_add_(0, latent, pair_mass)
-        fired = torch.unique(latent)
-        likeness = float((top_mass[fired] / total[fired]).mean())
-    return {"token_likeness": likeness, "mean_abs_dla": dla_sum / max(dla_n, 1)}
+        stats.add(ids, keep, sae.encode(act[keep].unsqueeze(1))[:, 0])
+    return stats.result()

@@ -58,7 +58,97 @@ def splice_at(keep: Tensor, values: Tensor):
     return fn
 
 
+def _ce_and_kl(logits: Tensor, ids: Tensor, logp_clean: Tensor | None, rows: int = 4) -> tuple[float, float]:
+    """Summed next-token cross-entropy of `logits` and, given the clean log-probabilities, the summed
+    KL(clean ‖ these), a few sequences at a time: a whole batch's vocabulary-wide temporaries are
+    several times the logits (16 × 128 × 49,152 floats are 400 MB each)."""
+    ce, kl = 0.0, 0.0
+    for n, (lg, tok) in enumerate(zip(logits.split(rows), ids.split(rows))):
+        ce += ce_loss(lg, tok).item()
+        if logp_clean is not None:
+            p = logp_clean[n * rows : (n + 1) * rows]
+            q = F.log_softmax(lg[:, :-1].float(), -1)
+            kl += (p.exp() * (p - q)).sum().item()
+    return ce, kl
+
+
 @torch.no_grad()
+def evaluate_saes(
+    hooked: HookedModel,
+    tokenizer,
+    saes: dict[str, BatchedSAE],
+    seqs: Tensor,
+    batch_size: int = 8,
+    dead_threshold: float = 1e-8,
+    device: str = "cpu",
+    depth: bool = False,
+) -> dict[str, dict]:
+    """Every metric of the module docstring for several SAEs (or transcoders), {hook name: SAE},
+    on the same sequences (n, ctx). One clean forward pass per batch captures every hook and gives
+    the clean CE and log-probabilities; each SAE then costs its spliced and its zero-ablated pass,
+    so n hooks cost 1 + 2n passes per batch (one by one: 3n). With `depth`, each record also holds
+    token_likeness and mean_abs_dla (lm/analysis.DepthStats), from the same latents."""
+    from superposition.lm.analysis import DepthStats
+
+    names = {hook: read_names(hook) for hook in saes}  # (read, write): the same hook for an SAE
+    wanted = list(dict.fromkeys(n for pair in names.values() for n in pair))
+    acc = {hook: Accumulator() for hook in saes}
+    ce = {hook: {"sae": 0.0, "zero": 0.0} for hook in saes}
+    kl = dict.fromkeys(saes, 0.0)
+    stats = {hook: DepthStats(hooked, sae, hook) for hook, sae in saes.items()} if depth else {}
+    ce_clean, n_pred = 0.0, 0
+    for ids in seqs.split(batch_size):
+        ids = ids.to(device)
+        keep = ~special_mask(tokenizer, ids.cpu()).to(device)
+        seen: dict[str, Tensor] = {}
+        clean = hooked.logits(ids, {n: capture_into(seen, n) for n in wanted})
+        logp_clean = F.log_softmax(clean[:, :-1].float(), -1)
+        ce_clean += _ce_and_kl(clean, ids, None)[0]
+        del clean
+        for hook, sae in saes.items():
+            read, write = names[hook][0], names[hook][-1]
+            x = sae_inputs(seen[read])[keep].float()
+            y = sae_inputs(seen[write])[keep].float()
+            z = sae.encode(x.unsqueeze(1))
+            y_hat = sae.decode(z, x.unsqueeze(1))[:, 0]
+            acc[hook].add(y.unsqueeze(1), y_hat.unsqueeze(1), z)
+            if depth:
+                stats[hook].add(ids, keep, z[:, 0])
+            ce_sae, kl_sae = _ce_and_kl(hooked.logits(ids, {write: splice_at(keep, y_hat)}), ids, logp_clean)
+            ce[hook]["sae"] += ce_sae
+            kl[hook] += kl_sae
+            zero = hooked.logits(ids, {write: splice_at(keep, torch.zeros_like(y_hat))})
+            ce[hook]["zero"] += _ce_and_kl(zero, ids, None)[0]
+            del zero
+        n_pred += ids[:, 1:].numel()
+    out = {}
+    for hook in saes:
+        m = acc[hook].result()
+        density = m["density"][0]
+        clean_ce, sae_ce, zero_ce = ce_clean / n_pred, ce[hook]["sae"] / n_pred, ce[hook]["zero"] / n_pred
+        out[hook] = {
+            "l0": m["l0"].item(),
+            "l1": m["l1"].item(),
+            "mse": m["mse"].item(),
+            "explained_variance": m["explained_variance"].item(),
+            "fvu": 1 - m["explained_variance"].item(),
+            "shrinkage": m["shrinkage"].item(),
+            "ce_loss_clean": clean_ce,
+            "ce_loss_with_sae": sae_ce,
+            "ce_loss_zero_ablation": zero_ce,
+            "ce_loss_recovered": ce_loss_recovered(clean_ce, sae_ce, zero_ce),
+            "kl_div": kl[hook] / n_pred,
+            "frac_dead": (density <= dead_threshold).float().mean().item(),
+            "frac_dense": (density > 0.10).float().mean().item(),
+            "frac_dense_1pct": (density > 0.01).float().mean().item(),
+            "eval_tokens": acc[hook].n,
+            "eval_predictions": n_pred,
+            "density": density.tolist(),
+            **(stats[hook].result() if depth else {}),
+        }
+    return out
+
+
 def evaluate_sae(
     hooked: HookedModel,
     tokenizer,
@@ -71,48 +161,6 @@ def evaluate_sae(
 ) -> dict:
     """Every metric of the module docstring, for one SAE or transcoder (n_instances = 1) on
     sequences (n, ctx)."""
-    acc = Accumulator()
-    ce = {"clean": 0.0, "sae": 0.0, "zero": 0.0}
-    kl_sum, n_pred = 0.0, 0
-    names = read_names(hook_name)
-    read, write = names[0], names[-1]  # the same hook for an SAE; MLP input and output for a transcoder
-    for ids in seqs.split(batch_size):
-        ids = ids.to(device)
-        keep = ~special_mask(tokenizer, ids.cpu()).to(device)
-        seen: dict[str, Tensor] = {}
-        clean = hooked.logits(ids, {n: capture_into(seen, n) for n in names})
-        x = sae_inputs(seen[read])[keep].float()
-        y = sae_inputs(seen[write])[keep].float()
-        z = sae.encode(x.unsqueeze(1))
-        y_hat = sae.decode(z, x.unsqueeze(1))[:, 0]
-        acc.add(y.unsqueeze(1), y_hat.unsqueeze(1), z)
-        with_sae = hooked.logits(ids, {write: splice_at(keep, y_hat)})
-        zero = hooked.logits(ids, {write: splice_at(keep, torch.zeros_like(y_hat))})
-        ce["clean"] += ce_loss(clean, ids).item()
-        ce["sae"] += ce_loss(with_sae, ids).item()
-        ce["zero"] += ce_loss(zero, ids).item()
-        logp, logq = F.log_softmax(clean[:, :-1].float(), -1), F.log_softmax(with_sae[:, :-1].float(), -1)
-        kl_sum += (logp.exp() * (logp - logq)).sum().item()
-        n_pred += ids[:, 1:].numel()
-    m = acc.result()
-    density = m["density"][0]
-    clean_ce, sae_ce, zero_ce = (ce[k] / n_pred for k in ("clean", "sae", "zero"))
-    return {
-        "l0": m["l0"].item(),
-        "l1": m["l1"].item(),
-        "mse": m["mse"].item(),
-        "explained_variance": m["explained_variance"].item(),
-        "fvu": 1 - m["explained_variance"].item(),
-        "shrinkage": m["shrinkage"].item(),
-        "ce_loss_clean": clean_ce,
-        "ce_loss_with_sae": sae_ce,
-        "ce_loss_zero_ablation": zero_ce,
-        "ce_loss_recovered": ce_loss_recovered(clean_ce, sae_ce, zero_ce),
-        "kl_div": kl_sum / n_pred,
-        "frac_dead": (density <= dead_threshold).float().mean().item(),
-        "frac_dense": (density > 0.10).float().mean().item(),
-        "frac_dense_1pct": (density > 0.01).float().mean().item(),
-        "eval_tokens": acc.n,
-        "eval_predictions": n_pred,
-        "density": density.tolist(),
-    }
+    return evaluate_saes(hooked, tokenizer, {hook_name: sae}, seqs, batch_size, dead_threshold, device)[
+        hook_name
+    ]
