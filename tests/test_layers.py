@@ -12,7 +12,8 @@ ROOT = Path(superposition.__file__).parent
 
 # Bottom to top. A module may import from its own layer and any layer below.
 LAYERS = [
-    {"__init__", "config", "errors", "seeding", "cpu", "schedules", "atomic", "memory", "dist"},  # shared
+    # shared: configs, errors, seeds, files written whole, memory checks, CPU settings, progress bars
+    {"__init__", "config", "errors", "seeding", "cpu", "schedules", "atomic", "memory", "dist", "progress"},
     {"toy"},  # toy models, their data and trainer
     {"sae"},  # SAE architectures, the trainer, metrics, formats
     {"lm"},  # language models, hook points, text, activation stores, LM evaluations and analysis

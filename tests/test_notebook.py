@@ -21,3 +21,6 @@ def test_the_tour_notebook_runs(tmp_path, smol):
     assert not [o for o in outputs if o.output_type == "error"]
     # the figure is shown inline as an image, so the library left matplotlib's backend alone
     assert any("image/png" in o.get("data", {}) for o in outputs)
+    # progress bars without ipywidgets: a plain bar, not tqdm.auto's "IProgress not found" warning
+    text = "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
+    assert "IProgress" not in text and "TqdmWarning" not in text

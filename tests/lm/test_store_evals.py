@@ -130,7 +130,9 @@ def test_several_hooks_in_one_pass_equal_each_hook_alone(smol):
     seqs = _store(smol).sequences(0, 5)
     hooks = ["blocks.0.hook_resid_post", "blocks.2.hook_mlp_out"]
     saes = {
-        h: make_sae(SAEConfig(architecture="topk", d_in=576, d_sae=256, k=8), torch.Generator().manual_seed(i))
+        h: make_sae(
+            SAEConfig(architecture="topk", d_in=576, d_sae=256, k=8), torch.Generator().manual_seed(i)
+        )
         for i, h in enumerate(hooks)
     }
     together = evaluate_saes(hooked, lm.tokenizer, saes, seqs, batch_size=2, depth=True)

@@ -105,10 +105,9 @@ def run(
 ) -> Result:
     """Explain and score latents of SAE (a train-sae run or any readable SAE on its model).
     `client`: an explainer to use instead of the one the options name (tests, dry runs)."""
-    from tqdm.auto import tqdm
-
     from superposition.lm import analysis as an
     from superposition.lm.store import ActivationStore
+    from superposition.progress import tqdm
 
     t0 = time.perf_counter()
     seed, sequences = opts.seed, opts.sequences

@@ -160,10 +160,9 @@ def median_residual_norm(hooked, ids: list[int], layer: int, device: str = "cpu"
 @command("self-explain", "the model explains a latent itself: its direction patched into a prompt",
          SelfExplainOptions, kind=KIND)  # fmt: skip
 def run(opts: SelfExplainOptions, out: Path) -> Result:
-    from tqdm.auto import tqdm
-
     from superposition.lm.analysis import decoder_in_residual
     from superposition.lm.hooks import read_names
+    from superposition.progress import tqdm
 
     sweep = parse_scales(opts.scales)
     run = load_run(opts.sae, opts.model, opts.hook, opts.device, opts.dtype)

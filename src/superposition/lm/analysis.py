@@ -66,7 +66,7 @@ def latent_activations(
     device: str = "cpu",
     progress: bool = False,
 ) -> LatentActivations:
-    from tqdm.auto import tqdm
+    from superposition.progress import tqdm
 
     toks, lats, vals = [], [], []
     n_tokens = 0

@@ -46,6 +46,8 @@ def cache_dir() -> Path:
 
 def lm_imports():
     """transformers, or a one-line error saying how to install the language-model extras."""
+    import superposition.progress  # noqa: F401 - its warning filter, before transformers imports tqdm.auto
+
     try:
         import transformers
     except ImportError:

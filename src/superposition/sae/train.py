@@ -20,11 +20,11 @@ from typing import Literal
 import torch
 from pydantic import Field
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from superposition.config import Config
 from superposition.dist import Comm
 from superposition.errors import SuperpositionError, TrainingDiverged
+from superposition.progress import tqdm
 from superposition.sae import checkpoint
 from superposition.sae.base import BatchedSAE, LossOut, StepState
 from superposition.schedules import lr_factor

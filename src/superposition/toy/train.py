@@ -10,10 +10,10 @@ from typing import Protocol
 
 import torch
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
 from superposition.cpu import threads_for
 from superposition.errors import TrainingDiverged
+from superposition.progress import tqdm
 from superposition.schedules import Schedule, lr_factor
 from superposition.seeding import derive_seed
 
