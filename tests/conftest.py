@@ -1,3 +1,8 @@
+import subprocess
+import sys
+import time
+from pathlib import Path
+
 import pytest
 
 from superposition.lm.hooks import HookedModel
@@ -47,3 +52,18 @@ def tiny_run(tmp_path_factory, smol):
     out = tmp_path_factory.mktemp("lm") / "full"
     train_lm_sae(make_lm_config(None, TINY), out)
     return out
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory):
+    """A chat-completions server on localhost (tests/interp/fake_openai_server.py), as a process."""
+    port_file = tmp_path_factory.mktemp("srv") / "port"
+    script = Path(__file__).parent / "interp" / "fake_openai_server.py"
+    proc = subprocess.Popen([sys.executable, str(script), str(port_file)])
+    for _ in range(100):
+        if port_file.exists() and port_file.read_text():
+            break
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port_file.read_text()}/v1"
+    proc.terminate()
+    proc.wait()

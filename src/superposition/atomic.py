@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from superposition.errors import SuperpositionError
+from superposition.redact import redact
 
 MARKER = ".superposition-run.json"
 TOOL = "superposition"
@@ -212,8 +213,13 @@ def _lock(target: Path, lock_path: Path, flag: str) -> int:
         raise SuperpositionError(f"{flag} {target}: cannot write there ({err.strerror or err})") from None
     while True:
         try:
-            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
         except OSError as err:
+            if err.errno == errno.ELOOP:
+                raise SuperpositionError(
+                    f"{flag} {target}: {lock_path.name} beside it is a symbolic link; superposition never "
+                    "writes through one (remove it)"
+                ) from None
             raise SuperpositionError(f"{flag} {target}: cannot write there ({err.strerror or err})") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -239,10 +245,14 @@ def _lock(target: Path, lock_path: Path, flag: str) -> int:
 
 # ---------------------------------------------------------------------- files
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write `path` whole: a temporary file beside it, flushed to disk, then renamed over it."""
+    """Write `path` whole: a new temporary file beside it (never a link: O_EXCL | O_NOFOLLOW), flushed
+    to disk, then renamed over it. A symbolic link planted at `path` is replaced, never written
+    through."""
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.unlink(missing_ok=True)  # a leftover of a killed writer (or a planted link: unlink removes the link)
     try:
-        with open(tmp, "wb") as f:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+        with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
@@ -253,7 +263,24 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 
 
 def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
+    """atomic_write_bytes of UTF-8 text, with secrets redacted (redact.py)."""
+    atomic_write_bytes(path, redact(text).encode("utf-8"))
+
+
+def refuse_links(folder: Path, what: str = "out") -> None:
+    """Refuse (one line) to write into a folder that is, or holds, a symbolic link: a run folder
+    received from someone else (`report.html -> ../somefile`) must never make this tool write
+    outside it. For outputs written in place (eval-sae into a run, train-sae --resume, caches)."""
+    if folder.is_symlink():
+        raise SuperpositionError(f"{what} {folder}: is a symbolic link; give the folder itself")
+    for root, dirs, files in os.walk(folder):  # never descends into linked folders
+        for name in (*dirs, *files):
+            p = Path(root, name)
+            if p.is_symlink():
+                raise SuperpositionError(
+                    f"{what} {folder}: {p.relative_to(folder)} is a symbolic link; superposition never "
+                    "writes through one (remove it, or copy the folder without links)"
+                )
 
 
 def sha256_file(path: Path) -> str:
@@ -288,7 +315,13 @@ def fsync_dir(folder: Path) -> None:
 
 # ---------------------------------------------------------------------- JSON
 def write_json(path: Path, data: Any) -> None:
-    path.write_text(json.dumps(jsonable(data), indent=1), encoding="utf-8")
+    """Strict, finite JSON (NaN and infinities become null), written whole and redacted."""
+    atomic_write_text(path, json.dumps(jsonable(data), indent=1, allow_nan=False))
+
+
+def write_jsonl(path: Path, rows: list) -> None:
+    """One strict, finite JSON object per line (write_json's rules), written whole and redacted."""
+    atomic_write_text(path, "".join(json.dumps(jsonable(r), allow_nan=False) + "\n" for r in rows))
 
 
 def jsonable(x: Any) -> Any:

@@ -27,6 +27,7 @@ from superposition.atomic import describe_write_failure, write_failure
 from superposition.commands.base import flag_name
 from superposition.commands.base import is_positional as _is_positional
 from superposition.errors import Reported, SuperpositionError
+from superposition.redact import redact
 
 
 class _Parser(argparse.ArgumentParser):
@@ -173,7 +174,7 @@ def main(argv: list[str] | None = None, check_only: bool = False) -> int:
         if os.environ.get("SUPERPOSITION_DEBUG"):
             raise
         print(
-            f"superposition: internal error: {type(err).__name__}: {_first_line(err)} "
+            f"superposition: internal error: {type(err).__name__}: {redact(_first_line(err))} "
             "(run with SUPERPOSITION_DEBUG=1 for the traceback, and please report it)",
             file=sys.stderr,
         )
@@ -218,7 +219,7 @@ def _run(cmd, args: argparse.Namespace, check_only: bool = False) -> int:
     folder, result = execute(cmd.name, opts, out)
     folder = result.folder or folder
     if result.message:
-        print(result.message)
+        print(redact(result.message))
     if folder is not None and cmd.kind is not None:
         print(f"wrote {folder}")
         if result.report:
@@ -229,8 +230,16 @@ def _run(cmd, args: argparse.Namespace, check_only: bool = False) -> int:
 
 
 def _fail(message: str) -> int:
-    print(f"superposition: error: {' '.join(message.split())}", file=sys.stderr)
+    """One line: whitespace folded, at most MAX_MESSAGE characters (a message quotes what it was
+    given, which may be huge), secrets redacted."""
+    text = redact(" ".join(message.split()))
+    if len(text) > MAX_MESSAGE:
+        text = text[: MAX_MESSAGE - 30] + f" ... ({len(text) - MAX_MESSAGE + 30} more characters)"
+    print(f"superposition: error: {text}", file=sys.stderr)
     return 2
+
+
+MAX_MESSAGE = 600
 
 
 def _first_line(err: BaseException) -> str:

@@ -9,6 +9,11 @@ Binds a free port, writes it to PORT_FILE, and answers POST /v1/chat/completions
   slow       sleeps 3 s, then like `yes`
   garbage    200 with a body that is not JSON
   text       echoes the last user message back, for generation
+  echo-auth  400 whose error text echoes the request's Authorization header (a careless gateway);
+             accepts any key
+  badlogprob "Yes" whose top_logprobs hold the string "abc"
+  numcontent a message whose content is the number 42
+  badusage   usage counts that are strings
 Any other model: 404. A key other than "sk-test": 401.
 """
 
@@ -53,6 +58,9 @@ class Handler(BaseHTTPRequestHandler):
 
     def do_POST(self):
         raw = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        if b'"echo-auth"' in raw:
+            msg = f"bad request; you sent Authorization: {self.headers.get('Authorization')}"
+            return self._send(400, json.dumps({"error": {"message": msg, "type": "invalid"}}).encode())
         if self.headers.get("Authorization") != "Bearer sk-test":
             return self._send(401, json.dumps({"error": {"message": "bad key", "type": "auth"}}).encode())
         if not self.path.endswith("/chat/completions"):
@@ -72,6 +80,15 @@ class Handler(BaseHTTPRequestHandler):
             return self._send(200, json.dumps(completion("Yes", want_lp)).encode())
         if model == "nolog":
             return self._send(200, json.dumps(completion("No", False)).encode())
+        if model in ("badlogprob", "numcontent", "badusage"):
+            body = completion("Yes", True)
+            if model == "badlogprob":
+                body["choices"][0]["logprobs"]["content"][0]["top_logprobs"][0]["logprob"] = "abc"
+            elif model == "numcontent":
+                body["choices"][0]["message"]["content"] = 42
+            else:
+                body["usage"] = {"prompt_tokens": "many", "completion_tokens": "1", "total_tokens": "x"}
+            return self._send(200, json.dumps(body).encode())
         if model == "garbage":
             return self._send(200, b"<html>not json", "application/json")
         if model == "text":

@@ -2,10 +2,6 @@
 localhost, and the local back-end's answer log-probabilities against a direct forward pass."""
 
 import socket
-import subprocess
-import sys
-import time
-from pathlib import Path
 
 import pytest
 import torch
@@ -39,21 +35,6 @@ def test_failed_answers_are_not_cached(tmp_path):
     assert c.complete([_req("a")])[0].error == "boom" and c.usage.failed == 1
     ok = CachedClient(ScriptedClient(lambda r: Answer(text="fine")), tmp_path)
     assert ok.complete([_req("a")])[0].text == "fine" and ok.usage.calls == 1
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    port_file = tmp_path_factory.mktemp("srv") / "port"
-    proc = subprocess.Popen(
-        [sys.executable, str(Path(__file__).with_name("fake_openai_server.py")), str(port_file)]
-    )
-    for _ in range(100):
-        if port_file.exists() and port_file.read_text():
-            break
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port_file.read_text()}/v1"
-    proc.terminate()
-    proc.wait()
 
 
 @pytest.fixture

@@ -10,7 +10,6 @@ started again costs only what it had not yet asked.
 from __future__ import annotations
 
 import html
-import json
 import math
 import sys
 import time
@@ -19,6 +18,7 @@ from pathlib import Path
 import numpy as np
 from pydantic import Field, field_validator, model_validator
 
+from superposition.atomic import write_jsonl
 from superposition.commands.base import LatentOptions, ModelOptions, SAEOptions, command
 from superposition.commands.targets import load_run
 from superposition.interp import explain as ex
@@ -179,9 +179,7 @@ def run(
 
     ordered = [rows[j] for j in chosen]
     summary = _summary(ordered, client, time.perf_counter() - t0, run, seqs.shape[0])
-    with open(out / "explanations.jsonl", "w", encoding="utf-8") as f:
-        for r in ordered:
-            f.write(json.dumps(r, allow_nan=True) + "\n")
+    write_jsonl(out / "explanations.jsonl", ordered)  # NaN scores (one class missing) as null
     result = _report(ordered, summary)
     s = summary
 

@@ -13,8 +13,9 @@ from pathlib import Path
 
 from pydantic import Field
 
+from superposition.atomic import refuse_links
 from superposition.commands.base import ModelOptions, SAEOptions, command
-from superposition.commands.targets import LMRun, load_run
+from superposition.commands.targets import LMRun, load_run, local_path
 from superposition.errors import SuperpositionError
 from superposition.lm.config import LMSAEConfig
 from superposition.lm.evals import evaluate_sae, evaluate_saes
@@ -50,6 +51,9 @@ class EvalOptions(ModelOptions, SAEOptions):
 )
 def run(opts: EvalOptions, out: Path | None) -> Result:
     """Into the train-sae run itself when `out` is None, else into the folder `out`."""
+    where = local_path(opts.sae)
+    if out is None and where is not None and where.is_dir():
+        refuse_links(where, "SAE")  # written in place: never through a link planted in the run
     loaded = load_run(opts.sae, opts.model, opts.hook, opts.device, opts.dtype)
     if not loaded.is_run or out is not None:
         if out is None:

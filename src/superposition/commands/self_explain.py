@@ -14,7 +14,6 @@ the model carries the latent and answers with confidence.
 from __future__ import annotations
 
 import html
-import json
 import math
 import sys
 from pathlib import Path
@@ -22,6 +21,7 @@ from pathlib import Path
 import torch
 from pydantic import Field, field_validator
 
+from superposition.atomic import write_jsonl
 from superposition.commands.base import LatentOptions, ModelOptions, SAEOptions, command
 from superposition.commands.targets import load_run
 from superposition.errors import SuperpositionError
@@ -188,9 +188,7 @@ def run(opts: SelfExplainOptions, out: Path) -> Result:
         )
         best = max(sw, key=lambda r: r["self_similarity"] - r["entropy"] / vocab)
         rows.append({"latent": j, "layer": layer, **best, "sweep": sw})
-    with open(out / "self_explanations.jsonl", "w", encoding="utf-8") as f:
-        for r in rows:
-            f.write(json.dumps(r) + "\n")
+    write_jsonl(out / "self_explanations.jsonl", rows)
     summary = {
         "sae": str(run.path),
         "model_name": run.cfg.model_name,

@@ -28,6 +28,7 @@ import torch
 from superposition.atomic import (
     atomic_write_text,
     describe_write_failure,
+    refuse_links,
     resolve_out,
     target_lock,
     write_failure,
@@ -258,6 +259,8 @@ def train_lm_sae(cfg: LMSAEConfig | None, out: str | Path, resume: bool = False)
     and writes the run directory."""
     out = resolve_out(out)
     if resume:
+        if out.is_dir() or out.is_symlink():
+            refuse_links(out)  # written in place: never through a link planted in the run
         if not (out / "config.json").is_file():
             raise SuperpositionError(f"resume: {out} holds no train-sae run")
         cfg = LMSAEConfig.build(json.loads((out / "config.json").read_text()), f"{out / 'config.json'}")

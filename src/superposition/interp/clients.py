@@ -25,8 +25,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Protocol
+from urllib.parse import urlsplit
 
 from superposition.errors import SuperpositionError
+from superposition.redact import redact, register
 
 
 @dataclass(frozen=True)
@@ -270,12 +272,15 @@ class OpenAIClient:
                 f"explainer openai: set the environment variable {api_key_env} to the API key "
                 "(any non-empty value for a local server that checks none)"
             )
+        register(key)  # never written or printed (redact.py)
         self.openai = openai
         self.model = model
-        self.base_url = base_url or "https://api.openai.com/v1"
-        self.client = openai.OpenAI(
-            base_url=self.base_url, api_key=key, timeout=timeout, max_retries=max_retries
-        )
+        url = base_url or "https://api.openai.com/v1"
+        register(urlsplit(url).password)
+        register(urlsplit(url).username if urlsplit(url).password else None)
+        self.base_url = redact(url)  # what messages, summaries and cache keys say
+        self.url = url
+        self.client = openai.OpenAI(base_url=url, api_key=key, timeout=timeout, max_retries=max_retries)
         self.concurrency = concurrency
         self.key = f"openai:{model}@{self.base_url}"
 
@@ -308,24 +313,35 @@ class OpenAIClient:
             raise SuperpositionError(
                 f"explainer_model {self.model}: {self.base_url} has no such model (404)"
             ) from None
-        except o.APIStatusError as err:
-            return Answer(error=f"HTTP {err.status_code}: {str(err)[:200]}")
+        except o.APIStatusError as err:  # the server's text may echo headers: redacted
+            return Answer(error=redact(f"HTTP {err.status_code}: {str(err)[:200]}"))
         except (o.OpenAIError, ValueError) as err:  # a response the package cannot parse (bad JSON, ...)
-            return Answer(error=f"malformed response: {type(err).__name__}: {str(err)[:200]}")
-        try:
-            choice = resp.choices[0]
-            text = choice.message.content or ""
-        except (AttributeError, IndexError, TypeError):
-            return Answer(error="malformed response: no choices[0].message")
-        usage = getattr(resp, "usage", None)
-        a = Answer(
-            text=text,
-            prompt_tokens=int(getattr(usage, "prompt_tokens", 0) or 0),
-            completion_tokens=int(getattr(usage, "completion_tokens", 0) or 0),
-        )
-        if r.choices:
-            a.choice_logprobs = _choice_logprobs(choice, r.choices)
-        return a
+            return Answer(error=redact(f"malformed response: {type(err).__name__}: {str(err)[:200]}"))
+        try:  # every field the server sent is checked: an unreadable answer fails this request only
+            return _answer(resp, r.choices)
+        except (AttributeError, IndexError, TypeError, ValueError, OverflowError) as err:
+            return Answer(error=redact(f"malformed response: {type(err).__name__}: {str(err)[:120]}"))
+
+
+def _answer(resp, choices: Sequence[str] | None) -> Answer:
+    """An Answer from a chat-completions response, or an error for a field of the wrong kind."""
+    choice = resp.choices[0]
+    text = choice.message.content
+    if text is None:
+        text = ""
+    if not isinstance(text, str):
+        raise TypeError(f"message content is {type(text).__name__}, not text")
+    usage = getattr(resp, "usage", None)
+    counts = []
+    for name in ("prompt_tokens", "completion_tokens"):
+        v = getattr(usage, name, 0) or 0
+        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+            raise TypeError(f"usage.{name} is {v!r}, not a count")
+        counts.append(v)
+    a = Answer(text=text, prompt_tokens=counts[0], completion_tokens=counts[1])
+    if choices:
+        a.choice_logprobs = _choice_logprobs(choice, choices)
+    return a
 
 
 def _choice_logprobs(choice, choices: Sequence[str]) -> dict[str, float] | None:
@@ -339,10 +355,15 @@ def _choice_logprobs(choice, choices: Sequence[str]) -> dict[str, float] | None:
         return None
     out = {c: -math.inf for c in choices}
     for t in top:
+        if not isinstance(t.token or "", str):
+            raise TypeError(f"a top_logprobs token is {type(t.token).__name__}, not text")
         word = (t.token or "").strip().lower()
+        lp = float(t.logprob)  # "abc" raises ValueError: a malformed answer
+        if math.isnan(lp) or lp > 0:
+            raise ValueError(f"logprob {t.logprob!r} is not a log-probability")
         for c in choices:
             if word == c.lower():
-                out[c] = max(out[c], float(t.logprob))
+                out[c] = max(out[c], lp)
     return out
 
 

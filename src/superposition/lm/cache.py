@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from superposition.atomic import atomic_write_text, pause_for_tests, sha256_file
+from superposition.atomic import atomic_write_text, pause_for_tests, refuse_links, sha256_file
 from superposition.dist import Comm
 from superposition.errors import SuperpositionError
 
@@ -83,6 +83,8 @@ class ActivationCache:
         f = self.folder
         if f.exists() and not f.is_dir():
             raise SuperpositionError(f"activation_cache {f}: is a file; give a folder (new or made by a run)")
+        if f.is_dir() or f.is_symlink():
+            refuse_links(f, "activation_cache")
         if self.comm.main and f.is_dir():
             for stale in f.glob(".tmp-*"):  # writes cut short; the run holds the cache's lock
                 shutil.rmtree(stale, ignore_errors=True)
@@ -103,7 +105,18 @@ class ActivationCache:
         except (OSError, ValueError, KeyError, TypeError) as err:
             raise SuperpositionError(f"activation_cache {f}: unreadable {STATE} ({err})") from None
         if (f / RECORD).is_file():
-            self._check_record(json.loads((f / RECORD).read_text()))
+            try:
+                record = json.loads((f / RECORD).read_text(encoding="utf-8"))
+            except (OSError, ValueError) as err:  # UnicodeDecodeError is a ValueError
+                raise SuperpositionError(
+                    f"activation_cache {f}: unreadable {RECORD} ({type(err).__name__}); remove the folder to "
+                    "make the cache again"
+                ) from None
+            if not isinstance(record, dict):
+                raise SuperpositionError(
+                    f"activation_cache {f}: {RECORD} is not a JSON object; remove the folder"
+                )
+            self._check_record(record)
         else:
             self.foreign, self.writable = True, False
         ds = _datasets()

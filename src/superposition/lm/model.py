@@ -75,6 +75,8 @@ class LoadedModel:
         out = {"model_id": model_id}
         if source:
             out["model_source"] = source
+        if Path(self.name).suffix == ".gguf":
+            out["model_sha256"] = gguf_digest(Path(self.name).expanduser())
         revision = getattr(self.model.config, "_commit_hash", None)
         if revision and self.name not in ALIAS_IDS:
             out["model_revision"] = revision
@@ -163,11 +165,26 @@ def resolve(name: str) -> str:
     if path.suffix == ".gguf":
         if not path.is_file():
             raise SuperpositionError(f"model_name: no GGUF file at {path}")
-        folder = cache_dir() / "models" / f"{path.stem}-{path.stat().st_size}"
+        # keyed by content: two fine-tunes with the same name and size must not share a copy
+        folder = cache_dir() / "models" / f"{path.stem}-{gguf_digest(path)[:24]}"
         if not (folder / "model.safetensors").is_file():
             _convert_gguf(path.resolve(), folder)
         return str(folder)
     return name
+
+
+def gguf_digest(path: Path) -> str:
+    """SHA-256 of a GGUF file (remembered per path, size and mtime within a process)."""
+    from superposition.atomic import sha256_file
+
+    st = path.stat()
+    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    if key not in _DIGESTS:
+        _DIGESTS[key] = sha256_file(path)
+    return _DIGESTS[key]
+
+
+_DIGESTS: dict[tuple, str] = {}
 
 
 def load_model(name: str = DEFAULT_MODEL, device: str = "cpu", dtype: str = "float32") -> LoadedModel:

@@ -14,6 +14,7 @@ import plotly.offline
 from markupsafe import Markup
 from matplotlib.figure import Figure as MplFigure
 
+from superposition.atomic import atomic_write_bytes, atomic_write_text
 from superposition.report import TEMPLATES
 
 
@@ -29,11 +30,16 @@ class FigureSpec:
 def save_figures(figures: list[FigureSpec], out: Path) -> None:
     """Write every figure into the run directory. Interactive figures share one `plotly.min.js`
     written beside them, so each opens from disk."""
-    for spec in figures:
+    for spec in figures:  # each written whole, replacing (never following) whatever is at its name
         if isinstance(spec.figure, MplFigure):
-            spec.figure.savefig(out / f"{spec.name}.png", dpi=110)
+            buf = io.BytesIO()
+            spec.figure.savefig(buf, format="png", dpi=110)
+            atomic_write_bytes(out / f"{spec.name}.png", buf.getvalue())
         elif isinstance(spec.figure, go.Figure):
-            spec.figure.write_html(out / f"{spec.name}.html", include_plotlyjs="directory", full_html=True)
+            page = spec.figure.to_html(include_plotlyjs="directory", full_html=True)
+            atomic_write_text(out / f"{spec.name}.html", page)
+            if not (out / "plotly.min.js").is_file() or (out / "plotly.min.js").is_symlink():
+                atomic_write_text(out / "plotly.min.js", plotly.offline.get_plotlyjs())
         else:
             raise TypeError(f"figure {spec.name}: unsupported type {type(spec.figure).__name__}")
 
@@ -87,5 +93,5 @@ def render_report(
         plotlyjs=Markup(plotlyjs),
     )
     path = out / "report.html"
-    path.write_text(page, encoding="utf-8")
+    atomic_write_text(path, page)
     return path

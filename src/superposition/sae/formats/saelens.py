@@ -66,7 +66,7 @@ def saelens_name(cfg: dict) -> str:
 # what a run records about the SAE's data and model, under cfg.json's "metadata" (SAELens keeps its
 # context_size, prepend_bos and dataset_path there too)
 METADATA_KEYS = ("context_size", "prepend_bos", "dataset_path", "model_id", "model_source", "model_revision",
-                 "hook_meaning")  # fmt: skip
+                 "model_sha256", "hook_meaning")  # fmt: skip
 
 IDENTITY_NORMALIZATIONS = ("none", "expected_average_only_in", "covariance_whitening")
 

@@ -1,0 +1,198 @@
+"""Hostile files, servers and ranks (issue: never write outside --out, never leak a secret, never
+run the wrong model, one line for every bad input). One test (or a few) per class, each failing on
+the code before the fix:
+
+- links: a link planted at any name a command writes is replaced or refused, never written through;
+- secrets: an API key or URL credentials reach no file, and no line printed;
+- identity: a derived model cache is keyed by content, and the run records the model's identity;
+- server answers: a malformed answer is one request's failure, never cached, never a crash;
+- JSON: every JSON file written is strict (no bare NaN).
+"""
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from superposition.cli import main
+
+QUICK_TRAIN = [
+    a
+    for s in ("hook_name=blocks.0.hook_resid_post", "context_size=32", "batch_size_tokens=128",
+              "training_tokens=1280", "n_batches_in_buffer=3", "model_batch_size=8", "expansion_factor=2",
+              "k=8", "eval_sequences=4")
+    for a in ("--set", s)
+]  # fmt: skip
+
+
+def _one_line_exit_2(capsys, argv: list[str], needle: str) -> str:
+    code = main(argv)
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert needle in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    return err
+
+
+def _victim(tmp_path: Path) -> Path:
+    victim = tmp_path / "victim.txt"
+    victim.write_text("a file outside --out: never to be touched\n")
+    return victim
+
+
+# ---------------------------------------------------------------------- links
+@pytest.mark.parametrize("name", ["report.html", "summary.json", "latent_density.png", "sae/cfg.json"])
+def test_eval_in_place_refuses_a_run_holding_a_link(tiny_run, tmp_path, capsys, name):
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run, symlinks=True)
+    victim = _victim(tmp_path)
+    (run / name).unlink()
+    (run / name).symlink_to(victim)
+    _one_line_exit_2(capsys, ["eval-sae", str(run), "--sequences", "2"], f"{name} is a symbolic link")
+    assert victim.read_text().startswith("a file outside")
+
+
+def test_resume_refuses_a_run_holding_a_link(tiny_run, tmp_path, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run, symlinks=True)
+    victim = _victim(tmp_path)
+    (run / "log.jsonl").unlink()
+    (run / "log.jsonl").symlink_to(victim)
+    _one_line_exit_2(capsys, ["train-sae", "--out", str(run), "--resume"], "log.jsonl is a symbolic link")
+    assert victim.read_text().startswith("a file outside")
+
+
+def test_a_lock_file_planted_as_a_link_is_refused(tmp_path, capsys):
+    victim = _victim(tmp_path)
+    (tmp_path / ".out.lock").symlink_to(victim)
+    _one_line_exit_2(
+        capsys, ["run", "intro", "--quick", "--out", str(tmp_path / "out")], "is a symbolic link"
+    )
+    assert victim.read_text().startswith("a file outside") and not (tmp_path / "out").exists()
+
+
+def test_replacing_an_output_replaces_its_links_and_never_writes_through_them(tmp_path, capsys):
+    from superposition.sae import SAEConfig, make_sae
+    from superposition.sae.io import save_sae
+
+    cfg = SAEConfig(architecture="topk", d_in=8, d_sae=16, k=2)
+    for name, seed in (("a", 0), ("b", 1)):
+        save_sae(make_sae(cfg, torch.Generator().manual_seed(seed)), tmp_path / name)
+    out = tmp_path / "cmp"
+    argv = ["compare-saes", str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(out)]
+    assert main(argv) == 0
+    victim = _victim(tmp_path)
+    for name in ("report.html", "summary.json", "families.png"):  # names the marker lists
+        (out / name).unlink()
+        (out / name).symlink_to(victim)
+    assert main(argv) == 0
+    assert victim.read_text().startswith("a file outside")
+    assert not any(p.is_symlink() for p in out.rglob("*")) and json.loads((out / "summary.json").read_text())
+
+
+def test_an_atomic_write_replaces_a_link_instead_of_following_it(tmp_path):
+    from superposition.atomic import atomic_write_text, write_json
+
+    victim = _victim(tmp_path)
+    (tmp_path / "a.json").symlink_to(victim)
+    (tmp_path / "b.txt").symlink_to(victim)
+    write_json(tmp_path / "a.json", {"x": 1})
+    atomic_write_text(tmp_path / "b.txt", "text")
+    assert victim.read_text().startswith("a file outside")
+    assert not (tmp_path / "a.json").is_symlink() and json.loads((tmp_path / "a.json").read_text()) == {
+        "x": 1
+    }
+
+
+def test_an_activation_cache_holding_a_link_is_refused(tmp_path, capsys):
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    victim = _victim(tmp_path)
+    (cache / "state.json").symlink_to(victim)
+    argv = ["train-sae", "--out", str(tmp_path / "r"), *QUICK_TRAIN, "--set", f"activation_cache={cache}"]
+    _one_line_exit_2(capsys, argv, "state.json is a symbolic link")
+    assert victim.read_text().startswith("a file outside") and not (tmp_path / "r").exists()
+
+
+# ---------------------------------------------------------------------- secrets
+def test_redact_covers_keys_urls_and_headers():
+    from superposition.redact import redact, register
+
+    register("sk-live-0123456789abcdef")
+    text = (
+        "HTTP 400: you sent Authorization: Bearer sk-live-0123456789abcdef to "
+        "http://alice:hunter2@gateway.local/v1 with api_key=abcd1234efgh and sk-other-9876543210"
+    )
+    out = redact(text)
+    for secret in ("sk-live-0123456789abcdef", "hunter2", "alice", "abcd1234efgh", "sk-other-9876543210"):
+        assert secret not in out, out
+    assert "http://***@gateway.local/v1" in out and "HTTP 400" in out
+
+
+def test_no_secret_reaches_any_file_or_line(tiny_run, server, tmp_path, capsys, monkeypatch):
+    """A gateway that echoes the Authorization header in its 4xx text, and credentials in
+    --base-url: neither the key nor the URL's password appears in any file autointerp writes
+    (explanations, summary, config, report, the answer cache) or in anything it prints."""
+    monkeypatch.setenv("HOSTILE_KEY", "sk-secret-4242424242")
+    url = server.replace("http://", "http://alice:hunter2@")
+    out, cache = tmp_path / "ai", tmp_path / "cache"
+    code = main(["autointerp", str(tiny_run), "--out", str(out), "--latents", "2", "--sequences", "24",
+                 "--explainer", "openai", "--explainer-model", "echo-auth", "--base-url", url,
+                 "--api-key-env", "HOSTILE_KEY", "--cache", str(cache)])  # fmt: skip
+    printed = "".join(capsys.readouterr())
+    assert code == 0, printed
+    files = [p for p in (*out.rglob("*"), *cache.rglob("*")) if p.is_file()]
+    assert any(p.name == "explanations.jsonl" for p in files)
+    rows = [json.loads(x) for x in (out / "explanations.jsonl").read_text().splitlines()]
+    assert any("error" in r and "Authorization" in r["error"] for r in rows)  # the echo was there ...
+    for text in [p.read_text(errors="replace") for p in files] + [printed]:
+        assert "sk-secret-4242424242" not in text and "hunter2" not in text  # ... and redacted
+
+
+# ---------------------------------------------------------------------- the model's identity
+def test_a_gguf_cache_is_keyed_by_content_not_name_and_size(tmp_path, monkeypatch):
+    from superposition.lm import model as lm_model
+
+    monkeypatch.setenv("SUPERPOSITION_CACHE", str(tmp_path / "cache"))
+    converted = []
+
+    def fake_convert(gguf, folder):
+        folder.mkdir(parents=True)
+        (folder / "model.safetensors").write_bytes(gguf.read_bytes())
+        converted.append(folder)
+
+    monkeypatch.setattr(lm_model, "_convert_gguf", fake_convert)
+    a, b = tmp_path / "a" / "tune.gguf", tmp_path / "b" / "tune.gguf"
+    for p, byte in ((a, b"\x01"), (b, b"\x02")):
+        p.parent.mkdir()
+        p.write_bytes(b"GGUF" + byte * 64)  # same name, same size, other weights
+    folder_a, folder_b = lm_model.resolve(str(a)), lm_model.resolve(str(b))
+    assert folder_a != folder_b and len(converted) == 2
+    assert Path(folder_b, "model.safetensors").read_bytes() == b.read_bytes()
+    assert lm_model.resolve(str(a)) == folder_a and len(converted) == 2  # the same file: its own copy again
+
+
+# ---------------------------------------------------------------------- server answers
+@pytest.mark.parametrize("model", ["badlogprob", "numcontent", "badusage"])
+def test_a_malformed_answer_fails_its_request_and_is_never_cached(server, tmp_path, monkeypatch, model):
+    from superposition.interp.clients import CachedClient, OpenAIClient, Request
+
+    monkeypatch.setenv("FAKE_KEY", "sk-test")
+    client = CachedClient(OpenAIClient(model, server, api_key_env="FAKE_KEY", max_retries=0), tmp_path)
+    a = client.complete([Request((("user", "q"),), choices=("Yes", "No"))])[0]
+    assert a.error is not None and a.error.startswith("malformed response"), a
+    assert client.usage.failed == 1 and not [p for p in tmp_path.rglob("*") if p.is_file()]
+
+
+# ---------------------------------------------------------------------- strict JSON
+def test_json_files_are_strict_even_for_non_finite_numbers(tmp_path):
+    from superposition.atomic import write_json, write_jsonl
+
+    write_json(tmp_path / "s.json", {"a": float("nan"), "b": [float("inf"), 1.5]})
+    write_jsonl(tmp_path / "r.jsonl", [{"x": float("-inf")}])
+    strict = {"parse_constant": lambda c: (_ for _ in ()).throw(ValueError(c))}
+    assert json.loads((tmp_path / "s.json").read_text(), **strict) == {"a": None, "b": [None, 1.5]}
+    assert json.loads((tmp_path / "r.jsonl").read_text(), **strict) == {"x": None}
+    assert sorted(os.listdir(tmp_path)) == ["r.jsonl", "s.json"]  # no temporary file left beside them
