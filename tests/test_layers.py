@@ -10,10 +10,12 @@ import superposition
 
 ROOT = Path(superposition.__file__).parent
 
+# shared: configs, errors, seeds, files written whole, memory checks, CPU settings, progress bars,
+# redaction of secrets, torch.distributed
+SHARED = set("__init__ config errors seeding cpu schedules atomic memory dist progress redact".split())
 # Bottom to top. A module may import from its own layer and any layer below.
 LAYERS = [
-    # shared: configs, errors, seeds, files written whole, memory checks, CPU settings, progress bars
-    {"__init__", "config", "errors", "seeding", "cpu", "schedules", "atomic", "memory", "dist", "progress"},
+    SHARED,
     {"toy"},  # toy models, their data and trainer
     {"sae"},  # SAE architectures, the trainer, metrics, formats
     {"lm"},  # language models, hook points, text, activation stores, LM evaluations and analysis
