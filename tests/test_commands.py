@@ -47,6 +47,15 @@ def _bad_cases():
                 continue
             flag = flag_name(key, info)
             yield name, [flag, "many"], f"argument {flag}: invalid {typ.__name__} value: 'many'"
+            if typ is float:
+                yield name, [flag, "inf"], f"argument {flag}: inf is not a finite number"
+                yield name, [flag, "nan"], f"argument {flag}: nan is not a finite number"
+            else:
+                yield (
+                    name,
+                    [flag, "100000000000000000000000"],
+                    f"argument {flag}: 100000000000000000000000 is more than",
+                )
             if any(getattr(m, "gt", None) == 0 for m in info.metadata):
                 yield name, [flag, "0"], f"{flag}: must be positive, got 0"
 

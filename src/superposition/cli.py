@@ -13,6 +13,7 @@ traceback; errors from the library name option keys, and this layer shows them a
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import re
 import sys
@@ -66,7 +67,7 @@ def _add_command(sub, cmd) -> None:
         elif typing.get_origin(typ) is typing.Literal:
             p.add_argument(name, choices=list(typing.get_args(typ)), **kw)
         else:
-            conv = typ if typ in (int, float) else str
+            conv = {int: _count, float: _finite}.get(typ, str)
             p.add_argument(name, type=conv, metavar=key.upper(), **kw)
     if cmd.kind is not None:
         default = f" (default: {cmd.out_default})" if cmd.out_default else ""
@@ -75,6 +76,31 @@ def _add_command(sub, cmd) -> None:
                    "description, and exit")  # fmt: skip
     threads = "CPU threads for torch (default: torch's, one per core; toy runs choose by size)"
     p.add_argument("--threads", type=int, default=None, metavar="N", help=threads)
+
+
+LARGEST = 10**12  # no count this tool takes (steps, sequences, latents, tokens) is larger
+
+
+def _count(text: str) -> int:
+    """An integer flag: a number of things, so bounded (10^21 steps is a typo, not a plan)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid int value: {text!r}") from None
+    if abs(value) > LARGEST:
+        raise argparse.ArgumentTypeError(f"{text} is more than {LARGEST:.0e}")
+    return value
+
+
+def _finite(text: str) -> float:
+    """A float flag: a finite number (inf and nan are accepted by float(), and by nothing here)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid float value: {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text} is not a finite number")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:

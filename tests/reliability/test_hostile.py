@@ -196,3 +196,69 @@ def test_json_files_are_strict_even_for_non_finite_numbers(tmp_path):
     assert json.loads((tmp_path / "s.json").read_text(), **strict) == {"a": None, "b": [None, 1.5]}
     assert json.loads((tmp_path / "r.jsonl").read_text(), **strict) == {"x": None}
     assert sorted(os.listdir(tmp_path)) == ["r.jsonl", "s.json"]  # no temporary file left beside them
+
+
+# ---------------------------------------------------------------------- weights
+def _sae_folder(folder: Path, tensors: dict, cfg: dict | None = None) -> Path:
+    from safetensors.torch import save_file
+
+    folder.mkdir(parents=True)
+    save_file(tensors, str(folder / "sae_weights.safetensors"))
+    (folder / "cfg.json").write_text(json.dumps(cfg or {"architecture": "standard", "d_in": 4, "d_sae": 8}))
+    return folder
+
+
+def _weights(**change) -> dict:
+    t = {
+        "W_enc": torch.randn(4, 8),
+        "W_dec": torch.randn(8, 4),
+        "b_enc": torch.zeros(8),
+        "b_dec": torch.zeros(4),
+    }
+    return {**t, **change}
+
+
+@pytest.mark.parametrize(
+    "change, needle",
+    [
+        ({"W_dec": torch.full((8, 4), float("nan"))}, "W_dec holds 32 non-finite values"),
+        ({"b_enc": torch.tensor([float("inf")] + [0.0] * 7)}, "b_enc holds 1 non-finite values"),
+        ({"W_enc": torch.ones(4, 8, dtype=torch.int8)}, "W_enc is int8; SAE weights must be"),
+        ({"W_enc": torch.ones(4, 8, dtype=torch.bool)}, "W_enc is bool"),
+        ({"W_dec": torch.ones(8, 4, dtype=torch.float8_e4m3fn)}, "W_dec is float8_e4m3fn"),
+    ],
+    ids=["nan", "inf", "int8", "bool", "float8"],
+)
+def test_weights_that_are_not_finite_floats_are_refused_in_one_line(tmp_path, capsys, change, needle):
+    sae = _sae_folder(tmp_path / "sae", _weights(**change))
+    _one_line_exit_2(capsys, ["convert", str(sae), "--to", "saelens", "--out", str(tmp_path / "out")], needle)
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_claimed_width_is_checked_before_it_is_allocated(tmp_path, capsys):
+    sae = _sae_folder(
+        tmp_path / "sae", _weights(), {"architecture": "standard", "d_in": 4, "d_sae": 400_000_000}
+    )
+    _one_line_exit_2(capsys, ["convert", str(sae), "--to", "saelens", "--out", str(tmp_path / "o")],
+                     "W_dec has shape [8, 4], but the config claims d_sae 400000000")  # fmt: skip
+
+
+def test_a_gemma_scope_file_of_strings_is_refused(tmp_path, capsys):
+    import numpy as np
+
+    arrays = {k: np.zeros(s, np.float32) for k, s in (("W_enc", (4, 8)), ("W_dec", (8, 4)), ("b_enc", 8),
+                                                       ("b_dec", 4), ("threshold", 8))}  # fmt: skip
+    arrays["W_enc"] = np.array([["x"] * 8] * 4)
+    np.savez(tmp_path / "params.npz", **arrays)
+    _one_line_exit_2(capsys, ["convert", str(tmp_path / "params.npz"), "--to", "saelens", "--out",
+                              str(tmp_path / "o")], "W_enc holds <U1 values, not numbers")  # fmt: skip
+
+
+@pytest.mark.parametrize("rows", [1, 0], ids=["one-latent", "all-zero-decoder"])
+def test_a_meta_sae_needs_directions(tmp_path, capsys, rows):
+    d_sae = 1 if rows == 1 else 8
+    t = {"W_enc": torch.randn(4, d_sae), "W_dec": torch.randn(d_sae, 4) if rows else torch.zeros(d_sae, 4),
+         "b_enc": torch.zeros(d_sae), "b_dec": torch.zeros(4)}  # fmt: skip
+    sae = _sae_folder(tmp_path / "sae", t, {"architecture": "standard", "d_in": 4, "d_sae": d_sae})
+    _one_line_exit_2(capsys, ["meta-sae", str(sae), "--out", str(tmp_path / "m"), "--width", "1", "--k", "1"],
+                     f"{rows} non-zero decoder rows of {d_sae}; a meta-SAE needs at least 2")  # fmt: skip

@@ -42,6 +42,12 @@ def run(opts: MetaOptions, out: Path) -> Result:
 
     base, where = load_single_sae(opts.sae, "SAE", opts.sae_name, first_of_experiment=True)
     n_base = base.cfg.d_sae
+    directions = int((base.W_dec[0].detach().norm(dim=-1) > 0).sum())
+    if directions < 2:  # one row has no variance to explain, zero rows no direction to normalise
+        raise SuperpositionError(
+            f"SAE {where}: {directions} non-zero decoder rows of {n_base}; a meta-SAE needs at least 2 "
+            "directions"
+        )
     width = opts.width or max(1, n_base // 4)
     k = opts.k
     if k > width:

@@ -49,6 +49,8 @@ def build_sae(
         cfg = SAEConfig.model_validate(values)
     except ValidationError as err:
         raise SuperpositionError(describe_validation_error(err, str(path), SAEConfig)) from None
+    check_weights(tensors, path)
+    _check_claims(cfg, tensors, path)  # before allocating what cfg.json claims
     sae = make_sae(cfg)
     tensors = {k: v.detach().to(torch.float32).cpu() for k, v in tensors.items()}
     need = sae.required_tensors()
@@ -69,6 +71,40 @@ def build_sae(
     )
     sae.metadata = {**(metadata or {}), "source": str(path)}
     return sae.eval()
+
+
+FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+def check_weights(tensors: dict[str, Tensor], path: Path) -> None:
+    """Weights are finite floating-point numbers: an integer, boolean, complex or float8 tensor
+    would be cast silently (losing its meaning or its imaginary part), and one NaN or infinity
+    makes every output NaN. Either is a one-line refusal naming the tensor."""
+    for name, t in tensors.items():
+        if t.dtype not in FLOATS:
+            raise SuperpositionError(
+                f"{path}: {name} is {str(t.dtype).removeprefix('torch.')}; SAE weights must be float16, "
+                "bfloat16, float32 or float64"
+            )
+        bad = int((~torch.isfinite(t)).sum())
+        if bad:
+            raise SuperpositionError(f"{path}: {name} holds {bad} non-finite values (NaN or infinity)")
+
+
+def _check_claims(cfg: SAEConfig, tensors: dict[str, Tensor], path: Path) -> None:
+    """The widths cfg.json claims against the decoder's shape, before anything that size is made."""
+    W = tensors.get("W_dec")
+    if W is None or W.ndim != 2:
+        return
+    if W.shape[0] != cfg.d_sae:
+        raise SuperpositionError(
+            f"{path}: W_dec has shape {list(W.shape)}, but the config claims d_sae {cfg.d_sae}"
+        )
+    enc = tensors.get("W_enc")
+    if enc is not None and enc.ndim == 2 and enc.shape[0] != cfg.d_in:
+        raise SuperpositionError(
+            f"{path}: W_enc has shape {list(enc.shape)}, but the config claims d_in {cfg.d_in}"
+        )
 
 
 def architecture_named(name: str | None) -> str | None:

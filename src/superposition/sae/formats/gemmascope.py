@@ -45,7 +45,10 @@ def read(path: Path) -> BatchedSAE:
         raise SuperpositionError(
             f"{file}: missing {', '.join(missing)} (Gemma Scope params hold {', '.join(NEEDED)})"
         )
-    t = {k: torch.from_numpy(np.asarray(arrays[k], dtype=np.float32)) for k in NEEDED}
+    for k in NEEDED:  # build_sae checks the kind of number; text or objects are no weights at all
+        if arrays[k].dtype.kind not in "fiucb":
+            raise SuperpositionError(f"{file}: {k} holds {arrays[k].dtype} values, not numbers")
+    t = {k: torch.from_numpy(np.ascontiguousarray(arrays[k])) for k in NEEDED}
     if t["W_enc"].ndim != 2:
         raise SuperpositionError(f"{file}: W_enc has shape {list(t['W_enc'].shape)}, expected [d_in, d_sae]")
     d_in, d_sae = t["W_enc"].shape
