@@ -173,6 +173,7 @@ def main(argv: list[str] | None = None, check_only: bool = False) -> int:
     from superposition.cpu import tune_allocator
 
     tune_allocator()
+    _sigterm_as_interrupt()
     cmd = None
     try:
         from superposition.commands import COMMANDS
@@ -255,9 +256,28 @@ def _run(cmd, args: argparse.Namespace, check_only: bool = False) -> int:
     return 0
 
 
+def _sigterm_as_interrupt() -> None:
+    """SIGTERM (timeout, docker stop, Slurm) stops a run as Ctrl-C does: whatever was staged is
+    removed and a train-sae run stays resumable. (A torchrun worker replaces this with its own
+    handler, dist.Comm.)"""
+    import signal
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    try:
+        signal.signal(signal.SIGTERM, interrupt)
+    except ValueError:  # not the main thread (an embedding application): leave its handlers alone
+        pass
+
+
 def _fail(message: str) -> int:
     """One line: whitespace folded, at most MAX_MESSAGE characters (a message quotes what it was
-    given, which may be huge), secrets redacted."""
+    given, which may be huge), secrets redacted. Under torchrun, an error every rank meets alike
+    is printed by rank 0 alone (64 ranks printed 65 copies); a rank's own ("rank R: ...") by it."""
+    rank = os.environ.get("RANK")
+    if rank not in (None, "0") and os.environ.get("WORLD_SIZE") and not message.startswith(f"rank {rank}:"):
+        return 2
     text = redact(" ".join(message.split()))
     if len(text) > MAX_MESSAGE:
         text = text[: MAX_MESSAGE - 30] + f" ... ({len(text) - MAX_MESSAGE + 30} more characters)"

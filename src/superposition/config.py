@@ -165,7 +165,9 @@ def describe_validation_error(err: ValidationError, source: str, cls: type[BaseM
     if first["type"] == "value_error" and not first["loc"]:
         return f"{source} {msg}"  # a check across keys names its key itself ("k: required for ...")
     given = first.get("input")
-    tail = "" if isinstance(given, dict) else f" (got {given!r})"
+    shown = repr(given)
+    shown = shown if len(shown) <= 80 else shown[:60] + f"... ({len(shown):,} characters)"
+    tail = "" if isinstance(given, dict) else f" (got {shown})"
     n_more = len(errors) - (len(same_key) if top is not None and len(same_key) > 1 else 1)
     more = f" [and {n_more} more]" if n_more > 0 else ""
     return f"{source} {loc}: {msg}{tail}{more}"

@@ -262,3 +262,140 @@ def test_a_meta_sae_needs_directions(tmp_path, capsys, rows):
     sae = _sae_folder(tmp_path / "sae", t, {"architecture": "standard", "d_in": 4, "d_sae": d_sae})
     _one_line_exit_2(capsys, ["meta-sae", str(sae), "--out", str(tmp_path / "m"), "--width", "1", "--k", "1"],
                      f"{rows} non-zero decoder rows of {d_sae}; a meta-SAE needs at least 2")  # fmt: skip
+
+
+# ---------------------------------------------------------------------- resume layouts
+def _hook_parallel_run(run: Path) -> None:
+    from superposition.lm.config import LMSAEConfig
+
+    cfg = LMSAEConfig.build({"hook_name": ["blocks.0.hook_resid_post", "blocks.1.hook_resid_post"],
+                             "parallel": "hooks"})  # fmt: skip
+    (run / "checkpoint" / "rank0-of-2").mkdir(parents=True)
+    (run / "checkpoint" / "rank1-of-2").mkdir()
+    (run / "config.json").write_text(json.dumps(cfg.model_dump()))
+    (run / "log.jsonl").write_text('{"step": 0, "mse": 1.0}\n')
+
+
+def test_a_hook_parallel_run_resumes_with_its_own_processes_or_refuses(tmp_path, capsys):
+    run = tmp_path / "run"
+    _hook_parallel_run(run)
+    before = (run / "log.jsonl").read_text()
+    _one_line_exit_2(capsys, ["train-sae", "--out", str(run), "--resume"],
+                     "was checkpointed by 2 hook-parallel processes; resume it with --nproc 2 (it was given 1)")  # fmt: skip
+    assert (run / "log.jsonl").read_text() == before  # not restarted from step 0
+
+
+@pytest.mark.parametrize("text", ['{"hook_name": "blocks.0.hook_resid_post", ', b"\xff\xfe\x00", "[1, 2]"],
+                         ids=["truncated", "not-utf8", "not-an-object"])  # fmt: skip
+def test_a_damaged_config_json_on_resume_is_one_line(tmp_path, capsys, text):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_bytes(text if isinstance(text, bytes) else text.encode())
+    _one_line_exit_2(capsys, ["train-sae", "--out", str(run), "--resume"], "config.json is not")
+
+
+def test_a_torn_or_damaged_log_is_read_without_its_bad_lines(tmp_path):
+    from superposition.commands.eval_sae import read_log
+
+    log = tmp_path / "log.jsonl"
+    log.write_text('{"step": 0, "mse": 1.5, "hook_name": "h"}\n{"step": 1, "mse": "abc", "l0": 3}\n'
+                   '[1]\n{"step": "2"}\n{"step": 3, "mse": 0.5')  # the last line cut by a kill  # fmt: skip
+    assert read_log(log) == [{"step": 0, "mse": 1.5, "hook_name": "h"}, {"step": 1, "l0": 3}]
+
+
+# ---------------------------------------------------------------------- inputs that expand
+def test_yaml_aliases_and_huge_config_files_are_refused(tmp_path, capsys):
+    bomb = tmp_path / "bomb.yaml"
+    bomb.write_text("a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
+        f"{c}: &{c} [*{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}]\n" for p, c in zip("abcdefgh", "bcdefghi")
+    ) + "hook_name: *i\n")  # fmt: skip
+    _one_line_exit_2(capsys, ["train-sae", "--config", str(bomb), "--out", str(tmp_path / "o")],
+                     "aliases (*name) are not allowed")  # fmt: skip
+    big = tmp_path / "big.yaml"
+    big.write_text("k: 32\n" + "#" * (2 << 20))
+    _one_line_exit_2(capsys, ["train-sae", "--config", str(big), "--out", str(tmp_path / "o")], "at most")
+
+
+def test_brace_alternatives_are_bounded_before_they_expand():
+    from superposition.errors import SuperpositionError
+    from superposition.lm.hooks import expand_hooks
+
+    with pytest.raises(SuperpositionError, match="expand to more than 4096 names"):
+        expand_hooks("blocks." + "{0,1}" * 24 + ".hook_resid_post", 30)
+
+
+def test_a_long_document_is_tokenised_in_pieces_and_packed_in_linear_time():
+    from superposition.lm import data
+
+    class Tok:
+        bos_token_id, eos_token_id = 0, 1
+        longest = 0
+
+        def __call__(self, text, add_special_tokens=False):
+            Tok.longest = max(Tok.longest, len(text))
+            return {"input_ids": [2 + (len(w) % 50) for w in text.split()]}
+
+    doc = "word " * (data.PIECE // 2)  # 2.5 pieces
+    seqs = list(data.packed_sequences(Tok(), iter([doc, "", "   "]), 128))
+    assert Tok.longest <= data.PIECE
+    assert sum(int((s > 1).sum()) for s in seqs) == len(seqs) * 127 <= data.PIECE // 2  # every word kept
+    assert (
+        list(data.packed_sequences(Tok(), iter(["", " \n"] * 1000), 16)) == []
+    )  # empty documents add nothing
+
+
+def test_more_processes_than_cores_is_one_line_before_any_starts(tmp_path, capsys):
+    _one_line_exit_2(capsys, ["train-sae", "--out", str(tmp_path / "o"), "--nproc", "64"],
+                     f"nproc: 64 processes, but this machine has {os.cpu_count()} CPU cores")  # fmt: skip
+    assert not (tmp_path / "o").exists()
+
+
+# ---------------------------------------------------------------------- waits and bounds
+def test_a_corpus_of_empty_documents_is_one_line_not_a_loop(tmp_path, capsys):
+    corpus = tmp_path / "empty.jsonl"
+    corpus.write_text('{"text": ""}\n' * 500 + '{"text": "   "}\n' * 500)
+    _one_line_exit_2(capsys, ["train-sae", "--out", str(tmp_path / "o"), *QUICK_TRAIN, "--set",
+                              f"dataset_path={corpus}"], "too little text")  # fmt: skip
+
+
+def test_a_prompt_longer_than_the_context_is_one_line(tiny_run, capsys):
+    _one_line_exit_2(capsys, ["analyze", str(tiny_run), "--prompt", "word " * 9000], "reads at most 8192")
+
+
+def test_an_unreachable_server_is_found_before_the_held_out_pass(
+    tiny_run, server, tmp_path, capsys, monkeypatch
+):
+    from superposition.commands import targets
+
+    def never(self):
+        raise AssertionError("the model was loaded before the server was checked")
+
+    monkeypatch.setattr(targets.LMRun, "load_model", never)
+    monkeypatch.setenv("FAKE_KEY", "sk-test")
+    _one_line_exit_2(capsys, ["autointerp", str(tiny_run), "--out", str(tmp_path / "o"), "--explainer", "openai",
+                              "--explainer-model", "nope", "--base-url", server, "--api-key-env", "FAKE_KEY"],
+                     "has no such model (404)")  # fmt: skip
+
+
+def test_sigterm_stops_a_run_like_ctrl_c_and_leaves_nothing(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "superposition", "run", "geometry", "--quick", "--out", str(out)],
+                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+    time.sleep(8)  # well inside training
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "interrupted" in err and "Traceback" not in err, err
+    assert os.listdir(tmp_path) == []  # neither the run nor its staging folder
+
+
+def test_an_hf_address_is_printed_as_typed(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    err = _one_line_exit_2(capsys, ["eval-sae", "hf://someone/saes/layer_3", "--model", "m", "--hook", "h",
+                                    "--out", str(tmp_path / "o")], "hf://someone/saes/layer_3")  # fmt: skip
+    assert "hf:/someone" not in err

@@ -60,6 +60,8 @@ def analyze_prompt(
         ids = torch.cat([torch.tensor([[lm.tokenizer.bos_token_id]]), ids], 1)
     if ids.shape[1] < 2:
         raise SuperpositionError("prompt: needs at least one token")
+    if ids.shape[1] > lm.n_ctx:
+        raise SuperpositionError(f"prompt: {ids.shape[1]} tokens; {cfg.model_name} reads at most {lm.n_ctx}")
     with torch.no_grad():
         logits, z = an.spliced_logits(hooked, sae, cfg.hook_name, ids)
     if token is None:

@@ -118,6 +118,8 @@ def run(
         client = make_client(
             o.explainer, o.explainer_model, o.base_url, o.cache, o.api_key_env, o.concurrency, o.timeout
         )
+        if hasattr(client.client, "check"):  # a server: reachable, key accepted, model known?
+            client.client.check()
     lm, hooked = run.load_model()
     seqs = ActivationStore.for_run(run.cfg, lm, hooked, holdout=True).first_sequences(sequences)
     print(

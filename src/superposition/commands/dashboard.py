@@ -104,8 +104,13 @@ def read_explanations(path: str | Path) -> dict[int, dict]:
 
 
 def _score(row: dict, scorer: str, metric: str = "balanced_accuracy"):
-    v = (row.get(scorer) or {}).get(metric)
-    return None if v is None or v != v else float(v)  # NaN (one class missing) shows as blank
+    """A score of an explanations row: a finite number, else blank (NaN when a class was missing,
+    or whatever an edited or foreign file holds: the dashboard shows it, it does not fail on it)."""
+    block = row.get(scorer)
+    v = block.get(metric) if isinstance(block, dict) else None
+    if isinstance(v, bool) or not isinstance(v, int | float) or v != v or v in (float("inf"), float("-inf")):
+        return None
+    return float(v)
 
 
 def _add_explanations(expl: dict[int, dict] | None, columns: list, rows: list, pages: list) -> None:

@@ -8,6 +8,7 @@ run's evaluation (`evaluate_multi`) is also here: train-sae calls it at the end 
 from __future__ import annotations
 
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -71,8 +72,22 @@ def run(opts: EvalOptions, out: Path | None) -> Result:
 
 
 def read_log(path: Path) -> list[dict]:
-    """The rows of a log.jsonl (none if there is no such file)."""
-    return [json.loads(x) for x in path.read_text().splitlines() if x.strip()] if path.is_file() else []
+    """The rows of a log.jsonl (none if there is no such file). A line that does not parse (the
+    torn last line a kill -9 or a full disk leaves) is dropped, and so is every value that is not a
+    number (but hook_name): a resumed run, its figures and its report survive a damaged log."""
+    if not path.is_file():
+        return []
+    rows = []
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue
+        if not isinstance(row, dict) or not isinstance(row.get("step"), int) or isinstance(row["step"], bool):
+            continue
+        rows.append({k: v for k, v in row.items() if (k == "hook_name" and isinstance(v, str)) or (
+            isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v))})  # fmt: skip
+    return rows
 
 
 def evaluate(

@@ -52,7 +52,7 @@ class SelfExplainOptions(LatentOptions, ModelOptions, SAEOptions):
         None,
         description="comma-separated multiples of the typical residual norm to sweep (default 0.5,1,2,4,8)",
     )
-    max_tokens: int = Field(16, gt=0, description="tokens to generate")
+    max_tokens: int = Field(16, gt=0, le=1024, description="tokens to generate (at most 1024)")
 
     @field_validator("scales")
     @classmethod

@@ -29,6 +29,16 @@ EXPERIMENT_RUN = "experiment run"
 TRAIN_RUN = "train-sae run"
 
 
+class Address(str):
+    """An hf:// address, kept as typed (a Path folds hf://owner to hf:/owner)."""
+
+    def __truediv__(self, other: str) -> Address:
+        return Address(f"{self.rstrip('/')}/{other}")
+
+    def is_dir(self) -> bool:
+        return False
+
+
 def local_path(path: str | Path) -> Path | None:
     """The path on disk (made absolute), or None for an hf:// address."""
     return None if str(path).startswith("hf://") else Path(path).expanduser().absolute()
@@ -158,7 +168,7 @@ def load_run(
     A one-line error says what is missing."""
     from superposition.sae.io import load_sae
 
-    where = local_path(path) or Path(str(path))
+    where = local_path(path) or Address(str(path))
     overrides = {k: v for k, v in (("model_name", model), ("hook_name", hook)) if v is not None}
     placement = {k: v for k, v in (("device", device), ("dtype", dtype)) if v is not None}
     if local_path(path) is not None and kind_of(where) == TRAIN_RUN:

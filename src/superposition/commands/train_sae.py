@@ -15,6 +15,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import shutil
 import sys
 import time
@@ -226,7 +227,12 @@ def run(opts: TrainOptions, out: Path | None) -> Result:
     if opts.nproc is not None and opts.nproc != 1:
         from superposition.dist import launch
 
-        code = launch(opts.nproc, opts.argv(resolve_out(out)))
+        where = resolve_out(out)  # checked here, before starting N processes that would each say so
+        _check_processes(opts.nproc, (cfg or _saved_config(where)).device)
+        if opts.resume:
+            _check_layout(where, _saved_config(where), opts.nproc)
+        _prepare_out(where, opts.resume)
+        code = launch(opts.nproc, opts.argv(where))
         if code != 0:
             raise Reported(code)
         folder = resolve_out(out)
@@ -238,6 +244,47 @@ def run(opts: TrainOptions, out: Path | None) -> Result:
     return Result(summary=summary, folder=folder, message=headline(summary))
 
 
+def _check_processes(nproc: int, device: str) -> None:
+    """No more processes than the machine has cores (CPU) or GPUs (CUDA)."""
+    if device.startswith("cuda"):
+        have, what = torch.cuda.device_count(), "GPUs"
+    else:
+        have, what = os.cpu_count() or 1, "CPU cores"
+    if nproc > have:
+        raise SuperpositionError(
+            f"nproc: {nproc} processes, but this machine has {have} {what}; give at most {have}"
+        )
+
+
+def _saved_config(out: Path) -> LMSAEConfig:
+    """The config.json of the run at `out`, for --resume: a damaged one is one line."""
+    path = out / "config.json"
+    if not path.is_file():
+        raise SuperpositionError(f"resume: {out} holds no train-sae run")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:  # truncated, not UTF-8, not JSON
+        raise SuperpositionError(f"resume: {path} is not readable JSON ({type(err).__name__})") from None
+    if not isinstance(data, dict):
+        raise SuperpositionError(f"resume: {path} is not a JSON object")
+    return LMSAEConfig.build(data, str(path))
+
+
+def _check_layout(out: Path, cfg: LMSAEConfig, world: int) -> None:
+    """A hook-parallel run resumes with the processes that checkpointed it: each rank's SAEs and
+    Adam state are in checkpoint/rankR-of-N. Resumed otherwise it would start again from step 0 and
+    overwrite its log."""
+    folder = out / "checkpoint"
+    layouts = sorted({p.name.split("-of-")[-1] for p in folder.glob("rank*-of-*")}) if folder.is_dir() else []
+    hook_parallel = cfg.parallel == "hooks" and world > 1 and cfg.multi_hook
+    if layouts and (not hook_parallel or layouts != [str(world)]):
+        n = layouts[-1]
+        raise SuperpositionError(
+            f"resume: {out} was checkpointed by {n} hook-parallel processes; resume it with `nproc` {n} "
+            f"(it was given {world})"
+        )
+
+
 def _prepare_out(out: Path, resume: bool) -> None:
     """A new run needs an absent or empty folder (a run is written in place, so it never replaces
     anything); --resume needs a train-sae run (one stopped before its first checkpoint restarts)."""
@@ -246,7 +293,9 @@ def _prepare_out(out: Path, resume: bool) -> None:
     if resume:
         if not (out / "config.json").is_file():
             raise SuperpositionError(f"resume: {out} holds no train-sae run")
-        if not checkpoint.exists(out / "checkpoint"):
+        if not checkpoint.exists(out / "checkpoint") and not any(
+            (out / "checkpoint").glob("rank*-of-*/LATEST")
+        ):
             print(f"resume: {out} has no checkpoint yet; starting it again from step 0", file=sys.stderr)
     elif out.is_dir() and any(out.iterdir()):
         raise SuperpositionError(f"out {out}: not empty; continue it with `resume` or choose another folder")
@@ -261,14 +310,14 @@ def train_lm_sae(cfg: LMSAEConfig | None, out: str | Path, resume: bool = False)
     if resume:
         if out.is_dir() or out.is_symlink():
             refuse_links(out)  # written in place: never through a link planted in the run
-        if not (out / "config.json").is_file():
-            raise SuperpositionError(f"resume: {out} holds no train-sae run")
-        cfg = LMSAEConfig.build(json.loads((out / "config.json").read_text()), f"{out / 'config.json'}")
+        cfg = _saved_config(out)
     comm = Comm.from_env(cfg.device, cfg.dist_timeout)
     try:
         with ExitStack() as stack:
             if comm.main:
                 stack.enter_context(target_lock(out))
+            if resume:
+                comm.first(lambda: _check_layout(out, cfg, comm.world))
             comm.first(lambda: _prepare_out(out, resume))
             return _train(cfg, out, resume, comm)
     finally:

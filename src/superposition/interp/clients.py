@@ -284,6 +284,11 @@ class OpenAIClient:
         self.concurrency = concurrency
         self.key = f"openai:{model}@{self.base_url}"
 
+    def check(self) -> None:
+        """One one-token request before any real work: an unreachable server, a rejected key or an
+        unknown model is a one-line error in a second, not after the held-out pass (minutes)."""
+        self._one(Request((("user", "Say yes."),), max_tokens=1))
+
     def complete(self, requests: Sequence[Request]) -> list[Answer]:
         if any(r.prefill for r in requests):
             raise SuperpositionError("OpenAI-compatible back-ends cannot read pre-filled answers (probes)")

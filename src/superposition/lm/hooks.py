@@ -26,6 +26,7 @@ forward pass after the last hooked block; replacements (splicing an SAE in) run 
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable
 from contextlib import contextmanager
@@ -341,6 +342,9 @@ def several_hooks(spec: str | list[str]) -> bool:
     return isinstance(spec, list | tuple) or is_pattern(spec)
 
 
+MAX_HOOKS = 4096  # more hook names than any model has: a pattern that expands past it is a mistake
+
+
 def _braces(name: str) -> list[str]:
     """`blocks.{2,6,10}.hook_mlp_out` -> one name per alternative (nested braces are not needed)."""
     m = re.search(r"\{([^{}]*)\}", name)
@@ -361,6 +365,11 @@ def expand_hooks(spec: str | list[str], n_layers: int) -> list[str]:
     points = [f"blocks.{L}.{kind}" for L in range(n_layers) for kind in KINDS]
     out: list[str] = []
     for item in hook_list(spec):
+        groups = re.findall(r"\{([^{}]*)\}", item)
+        if math.prod(len(g.split(",")) for g in groups) > MAX_HOOKS:
+            raise SuperpositionError(
+                f"hook_name {item[:80]!r}: its braces expand to more than {MAX_HOOKS} names; list fewer"
+            )
         for name in _braces(item):
             if any(c in name for c in "*?["):
                 found = [p for p in points if fnmatch.fnmatchcase(p, name)]
