@@ -121,3 +121,24 @@ def test_model_means_the_language_model_everywhere():
             if flag_name(key, info) == "--model":
                 assert key == "model" and "language model" in info.description, name
     assert "explainer_model" in COMMANDS["autointerp"].options.model_fields
+
+
+def test_convert_writes_a_loadable_sae_with_its_config(tmp_path, capsys):
+    """Every folder a command writes holds config.json with its options (here convert's, the one
+    command whose folder is an SAE), beside what it wrote."""
+    import json
+
+    import torch
+
+    from superposition.sae import SAEConfig, make_sae
+    from superposition.sae.formats import load
+    from superposition.sae.io import save_sae
+
+    sae = make_sae(SAEConfig(architecture="topk", d_in=8, d_sae=16, k=2), torch.Generator().manual_seed(0))
+    save_sae(sae, tmp_path / "src")
+    assert main(["convert", str(tmp_path / "src"), "--to", "sparsify", "--out", str(tmp_path / "dst")]) == 0
+    assert "wrote" in capsys.readouterr().out
+    cfg = json.loads((tmp_path / "dst" / "config.json").read_text())
+    assert cfg["command"] == "convert" and cfg["to"] == "sparsify" and cfg["src"] == str(tmp_path / "src")
+    x = torch.randn(5, 8)
+    assert torch.allclose(load(tmp_path / "dst").encode(x), sae.encode(x), atol=1e-6)

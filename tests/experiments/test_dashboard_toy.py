@@ -40,6 +40,8 @@ def test_every_true_feature_has_a_matching_latent(sae_toy, tmp_path):
             assert r["cos"] > 0.9 and r["max_response"] > 0
     page = (site / "latents" / "0.html").read_text()
     assert "best-matching feature" in page and "Decoder direction beside its feature" in page
+    cfg = json.loads((site / "config.json").read_text())
+    assert cfg["command"] == "dashboard" and cfg["sae_name"] == "topk" and cfg["sae"] == str(sae_toy)
 
 
 def test_unknown_sae_name_is_one_line(sae_toy, tmp_path, capsys):

@@ -98,6 +98,8 @@ def test_self_explain(tiny_run, tmp_path):
                  "--max-tokens", "6"]) == 0  # fmt: skip
     rows = [json.loads(line) for line in (out / "self_explanations.jsonl").read_text().splitlines()]
     assert [r["latent"] for r in rows] == [0, 3]
+    cfg = json.loads((out / "config.json").read_text())  # every command's folder says how it was made
+    assert cfg["command"] == "self-explain" and cfg["latent_ids"] == "0,3" and cfg["max_tokens"] == 6
     vocab = math.log(49152)
     for r in rows:
         assert {"latent", "layer", "scale", "explanation", "self_similarity", "entropy"} <= set(r)

@@ -85,6 +85,10 @@ def test_eval_an_sae_that_is_not_a_run(tiny_run, tmp_path, capsys):
     assert (
         json.loads((tmp_path / "ev2" / "summary.json").read_text())["hook_name"] == "blocks.2.hook_resid_post"
     )
+    cfg = json.loads((tmp_path / "ev2" / "config.json").read_text())
+    assert (
+        cfg["command"] == "eval-sae" and cfg["hook"] == "blocks.2.hook_resid_post" and cfg["sequences"] == 2
+    )
 
 
 def test_an_sae_that_names_no_hook_needs_one_and_its_width_must_match(tmp_path, capsys):

@@ -78,6 +78,8 @@ def test_cli_writes_the_run_and_refuses_bad_input(tmp_path, capsys):
     fams = json.loads((out / "families.json").read_text())
     assert sum(len(f["children"]) for f in fams) == 2 * N_NARROW + N_NOVEL
     assert (out / "families.png").is_file() and (out / "report.html").is_file()
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["command"] == "compare-saes" and cfg["threshold"] == 0.7 and cfg["b"] == str(tmp_path / "wide")
     capsys.readouterr()
 
     save_sae(_sae(torch.randn(4, 32), d_in=32), tmp_path / "other")

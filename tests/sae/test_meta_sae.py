@@ -56,6 +56,8 @@ def test_cli_writes_the_meta_sae_and_refuses_bad_flags(tmp_path, capsys):
     )
     s = json.loads((out / "summary.json").read_text())
     assert s["width"] == M and s["n_base_latents"] == N and 0.5 < s["fve"] <= 1.0
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["command"] == "meta-sae" and cfg["width"] == M and cfg["steps"] == 300
     rows = list(csv.DictReader(open(out / "meta_latents.csv")))
     assert len(rows) == N
     by_meta = json.loads((out / "base_latents_by_meta_latent.json").read_text())
