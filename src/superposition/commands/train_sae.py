@@ -228,9 +228,10 @@ def run(opts: TrainOptions, out: Path | None) -> Result:
         from superposition.dist import launch
 
         where = resolve_out(out)  # checked here, before starting N processes that would each say so
-        _check_processes(opts.nproc, (cfg or _saved_config(where)).device)
+        settings = cfg or _saved_config(where)
+        _check_processes(opts.nproc, settings.device)
         if opts.resume:
-            _check_layout(where, _saved_config(where), opts.nproc)
+            _check_layout(where, settings, opts.nproc)
         _prepare_out(where, opts.resume)
         code = launch(opts.nproc, opts.argv(where))
         if code != 0:
