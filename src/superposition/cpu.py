@@ -53,7 +53,7 @@ def fast_bf16_matmul(device) -> bool:
 
 
 @contextmanager
-def threads_for(entries: int, threshold: int = 1 << 20):
+def threads_for(entries: int, threshold: int = 1 << 17):
     """Run a block of small tensor work on one thread: below `threshold` elements per operation,
     handing work to a second thread costs more than it gains, and on a loaded machine the waiting
     makes it far worse (the `intro` experiment took 5 min with torch's 2 threads and 55 s with one,

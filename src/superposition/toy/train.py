@@ -34,6 +34,10 @@ STREAMS = (
 # more than the second core gains: measured on 2 cores, 10 × 1024 × 5 takes 1.6 ms/step in
 # parallel and 0.8 ms on one thread, 16 × 1024 × 100 takes 5.5 ms against 5.9 ms.
 PARALLEL_MIN_ENTRIES = 2**20
+# Below this many, a step runs on one thread: on 2 idle cores that costs `intro` (10 × 1024 × 5)
+# 5% (30.1 s against 28.6 s) and saves it 3.5x when the cores are busy (45.8 s against 158.3 s);
+# mid-sized steps (polytopes, double descent) still gain 20-35% from a second thread on idle cores.
+ONE_THREAD_BELOW = 2**17
 
 
 class _InstanceParallel:
@@ -139,9 +143,8 @@ def train_toy_model(
     )
     buffer = None
     bar = tqdm(range(steps), desc=desc, disable=(not progress) if progress is not None else None, leave=False)
-    small = parallel is None and entries < PARALLEL_MIN_ENTRIES
     # small steps run on one thread (cpu.threads_for); large ones split instances over two (above)
-    with threads_for(entries if small else PARALLEL_MIN_ENTRIES, PARALLEL_MIN_ENTRIES):
+    with threads_for(entries if parallel is None else ONE_THREAD_BELOW, ONE_THREAD_BELOW):
         try:
             for step in bar:
                 factor = lr_factor(step, steps, schedule, warmup_steps)
