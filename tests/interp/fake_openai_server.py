@@ -14,6 +14,7 @@ Binds a free port, writes it to PORT_FILE, and answers POST /v1/chat/completions
   badlogprob "Yes" whose top_logprobs hold the string "abc"
   numcontent a message whose content is the number 42
   badusage   usage counts that are strings
+  trickle    a 200 answer whose body comes a byte every 0.2 s (40 s in all)
 Any other model: 404. A key other than "sk-test": 401.
 """
 
@@ -80,6 +81,20 @@ class Handler(BaseHTTPRequestHandler):
             return self._send(200, json.dumps(completion("Yes", want_lp)).encode())
         if model == "nolog":
             return self._send(200, json.dumps(completion("No", False)).encode())
+        if model == "trickle":
+            body = json.dumps(completion("Yes", False)).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            try:
+                for b in body:
+                    self.wfile.write(bytes([b]))
+                    self.wfile.flush()
+                    time.sleep(0.2)
+            except OSError:  # the client gave up
+                pass
+            return None
         if model in ("badlogprob", "numcontent", "badusage"):
             body = completion("Yes", True)
             if model == "badlogprob":

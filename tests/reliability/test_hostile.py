@@ -399,3 +399,18 @@ def test_an_hf_address_is_printed_as_typed(tmp_path, capsys, monkeypatch):
     err = _one_line_exit_2(capsys, ["eval-sae", "hf://someone/saes/layer_3", "--model", "m", "--hook", "h",
                                     "--out", str(tmp_path / "o")], "hf://someone/saes/layer_3")  # fmt: skip
     assert "hf:/someone" not in err
+
+
+def test_a_server_that_trickles_its_answer_is_cut_off_at_the_timeout(server, monkeypatch):
+    """--timeout bounds each answer, not each read: a body trickled a byte every 0.2 s (40 s in all)
+    fails its request after about the timeout, as a silent server does."""
+    import time
+
+    from superposition.interp.clients import OpenAIClient, Request
+
+    monkeypatch.setenv("FAKE_KEY", "sk-test")
+    client = OpenAIClient("trickle", server, api_key_env="FAKE_KEY", timeout=1.0, max_retries=0)
+    started = time.monotonic()
+    a = client.complete([Request((("user", "q"),))])[0]
+    assert a.error is not None and "timed out" in a.error, a
+    assert time.monotonic() - started < 10

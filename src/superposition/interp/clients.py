@@ -280,7 +280,10 @@ class OpenAIClient:
         register(urlsplit(url).username if urlsplit(url).password else None)
         self.base_url = redact(url)  # what messages, summaries and cache keys say
         self.url = url
-        self.client = openai.OpenAI(base_url=url, api_key=key, timeout=timeout, max_retries=max_retries)
+        self.client = openai.OpenAI(
+            base_url=url, api_key=key, timeout=timeout, max_retries=max_retries,
+            http_client=_deadline_client(openai, timeout),
+        )  # fmt: skip
         self.concurrency = concurrency
         self.key = f"openai:{model}@{self.base_url}"
 
@@ -326,6 +329,37 @@ class OpenAIClient:
             return _answer(resp, r.choices)
         except (AttributeError, IndexError, TypeError, ValueError, OverflowError) as err:
             return Answer(error=redact(f"malformed response: {type(err).__name__}: {str(err)[:120]}"))
+
+
+def _deadline_client(openai, seconds: float):
+    """The openai package's HTTP client with a deadline on each answer's body: its `timeout` bounds
+    each read, so a server that trickles a byte at a time would keep a request waiting forever. The
+    package raises the same ReadTimeout it retries and reports for a silent server."""
+    import importlib
+
+    base = openai.DefaultHttpxClient
+    hx = importlib.import_module(base.__mro__[1].__module__.split(".")[0])  # httpx, or the fork it uses
+
+    class Deadline(hx.HTTPTransport):
+        def handle_request(self, request):
+            start = time.monotonic()
+            response = super().handle_request(request)
+            body = response.stream
+
+            class Bounded(hx.SyncByteStream):
+                def __iter__(self):
+                    for chunk in body:
+                        if time.monotonic() - start > seconds:
+                            raise hx.ReadTimeout(f"no whole answer within {seconds:g} s", request=request)
+                        yield chunk
+
+                def close(self):
+                    body.close()
+
+            response.stream = Bounded()
+            return response
+
+    return base(transport=Deadline())
 
 
 def _answer(resp, choices: Sequence[str] | None) -> Answer:
