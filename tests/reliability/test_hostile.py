@@ -226,8 +226,9 @@ def _weights(**change) -> dict:
         ({"W_enc": torch.ones(4, 8, dtype=torch.int8)}, "W_enc is int8; SAE weights must be"),
         ({"W_enc": torch.ones(4, 8, dtype=torch.bool)}, "W_enc is bool"),
         ({"W_dec": torch.ones(8, 4, dtype=torch.float8_e4m3fn)}, "W_dec is float8_e4m3fn"),
+        ({"W_enc": torch.ones(4, 8, dtype=torch.complex64)}, "W_enc is complex64"),
     ],
-    ids=["nan", "inf", "int8", "bool", "float8"],
+    ids=["nan", "inf", "int8", "bool", "float8", "complex"],
 )
 def test_weights_that_are_not_finite_floats_are_refused_in_one_line(tmp_path, capsys, change, needle):
     sae = _sae_folder(tmp_path / "sae", _weights(**change))

@@ -87,3 +87,24 @@ def test_a_damaged_cache_shard_is_rebuilt_not_read(smol, tmp_path, capsys):
     again = _store(smol, cache=tmp_path / "cache")  # and it was written again: read, not recomputed
     assert torch.equal(again.sample(400), x) and again.model_tokens == 0
     again.close()
+
+
+@pytest.mark.parametrize("damage", ["torn", "missing"])
+def test_a_torn_or_missing_cache_shard_is_rebuilt_not_refused(smol, tmp_path, capsys, damage):
+    from tests.lm.test_store_evals import _store
+
+    first = _store(smol, cache=tmp_path / "cache")
+    x = first.sample(400)
+    first.close()
+    shard = sorted((tmp_path / "cache").glob("data-*.arrow"))[0]
+    if damage == "torn":  # what a full disk or a copy cut short leaves: not an Arrow file any more
+        shard.write_bytes(shard.read_bytes()[: shard.stat().st_size // 2])
+    else:
+        shard.unlink()
+    again = _store(smol, cache=tmp_path / "cache")
+    assert torch.equal(again.sample(400), x)  # the same activations, recomputed
+    again.close()
+    assert "is damaged (unreadable); computing its activations again" in capsys.readouterr().err
+    again = _store(smol, cache=tmp_path / "cache")  # written again: read, not recomputed
+    assert torch.equal(again.sample(400), x) and again.model_tokens == 0
+    again.close()

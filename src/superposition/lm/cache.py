@@ -9,7 +9,8 @@ sequences per buffer); in a distributed run every rank writes its own share of e
 own Arrow file, in parallel, and rank 0 then appends the buffer's files to `state.json`, which is
 replaced atomically: a cache lists only whole files. `superposition_cache.json` records what made
 the cache (model, hooks, data, context size, BOS) and each file's SHA-256, so a cache made with
-other settings is refused and a damaged file is recomputed, never read.
+other settings is refused and a damaged file (wrong checksum, torn or missing) is recomputed,
+never read.
 
 A SAELens cache has no such record: its hook column's shape and its token_ids (BOS or not) are
 checked here, and the store compares the model's activations on its first row with the cached
@@ -72,6 +73,7 @@ class ActivationCache:
         self.context_size, self.comm = context_size, comm
         self.files: list[tuple[str, int]] = []  # (file name, rows), in row order
         self.sha: dict[str, str] = {}
+        self.file_rows: dict[str, int] = {}  # from the record: each file's rows, to rebuild a torn one
         self.verified: set[str] = set()
         self.foreign = False  # made by SAELens (or anything else that writes the same layout)
         self.columns = {h: h for h in hooks}  # hook -> its column (a SAELens cache may name it otherwise)
@@ -120,13 +122,24 @@ class ActivationCache:
         else:
             self.foreign, self.writable = True, False
         ds = _datasets()
+        readable = None
         for name in names:
             try:
                 rows = ds.Dataset.from_file(str(f / name)).num_rows
+                readable = readable or name
             except Exception as err:  # pyarrow raises several types for a missing or torn file
-                raise SuperpositionError(f"activation_cache {f}: cannot read {name} ({err})") from None
+                if self.foreign:
+                    raise SuperpositionError(f"activation_cache {f}: cannot read {name} ({err})") from None
+                rows = self.file_rows.get(name)
+                print(
+                    f"activation store: {f / name} is damaged (unreadable); computing its activations again",
+                    file=sys.stderr,
+                )
+                if rows is None:  # a record without each file's rows: keep the whole files before it
+                    break
+                self.sha[name] = "damaged"  # never read: rewritten when its rows are needed
             self.files.append((name, rows))
-        self._check_columns(names[0] if names else None)
+        self._check_columns(readable)
 
     def _check_record(self, record: dict) -> None:
         for key in IDENTITY_KEYS:
@@ -144,6 +157,9 @@ class ActivationCache:
             )
         self.writable = list(cached) == self.hooks  # rows appended must have every column
         self.sha = dict(record.get("sha256", {}))
+        rows = record.get("file_rows", {})
+        if isinstance(rows, dict):
+            self.file_rows = {k: v for k, v in rows.items() if isinstance(v, int) and v > 0}
 
     def _check_columns(self, first: str | None) -> None:
         if first is None:
@@ -208,6 +224,8 @@ class ActivationCache:
     def _verify(self, name: str) -> bool:
         if name in self.verified or name not in self.sha:
             return True
+        if self.sha[name] == "damaged":  # torn or missing when the cache was opened (said then)
+            return False
         try:
             ok = sha256_file(self.folder / name) == self.sha[name]
         except OSError:
@@ -275,7 +293,7 @@ class ActivationCache:
             self.sha[name] = sha256_file(self.folder / name)
             self.verified.add(name)
         record = {**self.identity, "hooks": self.hooks, "widths": self.widths, "rows": self.rows,
-                  "files": [n for n, _ in self.files], "sha256": self.sha}  # fmt: skip
+                  "files": [n for n, _ in self.files], "file_rows": dict(self.files), "sha256": self.sha}  # fmt: skip
         atomic_write_text(self.folder / RECORD, json.dumps(record, indent=1))
         if not (self.folder / INFO).is_file():
             info = _datasets().DatasetInfo(features=self.features())
