@@ -292,13 +292,13 @@ class ActivationCache:
         for name in names:
             self.sha[name] = sha256_file(self.folder / name)
             self.verified.add(name)
+        files = [n for n, _ in self.files]
         record = {**self.identity, "hooks": self.hooks, "widths": self.widths, "rows": self.rows,
-                  "files": [n for n, _ in self.files], "file_rows": dict(self.files), "sha256": self.sha}  # fmt: skip
+                  "files": files, "file_rows": dict(self.files), "sha256": self.sha}  # fmt: skip
         atomic_write_text(self.folder / RECORD, json.dumps(record, indent=1))
         if not (self.folder / INFO).is_file():
             info = _datasets().DatasetInfo(features=self.features())
             info.write_to_directory(str(self.folder))
-        files = [n for n, _ in self.files]
         state = {
             "_data_files": [{"filename": n} for n in files],
             "_fingerprint": hashlib.sha256("\n".join(files).encode()).hexdigest()[:16],
