@@ -1,0 +1,313 @@
+"""Attribution graphs over transcoders (Ameisen et al. 2025, "Circuit Tracing"; the definitions of
+decoderesearch/circuit-tracer, so graphs and scores mean what they mean there).
+
+Nodes, in adjacency order: the active latents (layer, position, latent), one error node per
+(layer, position), one embedding node per position, and the salient logits (the fewest top tokens
+whose probabilities reach 0.95, at most 10). A[target, source] is the source's direct effect on the
+target through the frozen replacement model (replacement.py): for a latent target its
+pre-activation, for a logit target its demeaned logit (the unembedding row minus the mean row).
+Sources contribute activation · (gradient · decoder row), error · gradient and embedding · gradient.
+With every bias zero, a target's incoming edges sum to its value exactly (the frozen model is
+linear and homogeneous).
+
+Influence: Â = |A| with rows normalised to sum 1; influence = wᵀ(Â + Â² + ...) with w the logit
+probabilities on the logit nodes. Pruning keeps the nodes carrying `node_threshold` of the total
+influence (embeddings and logits always), then the edges carrying `edge_threshold` of the edge
+influence, then drops latents and errors left without outgoing edges (and latents without incoming
+ones). Replacement score: the share of the embeddings' and errors' influence that is the
+embeddings'; completeness score: the influence-weighted share of each node's normalised input that
+does not come from error nodes.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+from superposition.errors import SuperpositionError
+from superposition.interp.replacement import ReplacementModel, Trace
+from superposition.progress import tqdm
+
+
+@dataclass
+class Graph:
+    """An attribution graph; rows of `adjacency` are targets, columns sources."""
+
+    prompt: str
+    tokens: list[int]
+    n_layers: int
+    features: Tensor  # (n_features, 3): layer, position, latent
+    activations: Tensor  # (n_features,)
+    logit_ids: Tensor  # (n_logits,)
+    logit_probs: Tensor  # (n_logits,)
+    adjacency: Tensor  # (N, N)
+    n_active: int  # active latents on the prompt, before `max_feature_nodes`
+    cost: dict = field(default_factory=dict)  # seconds, backward passes, batch size
+
+    @property
+    def n_pos(self) -> int:
+        return len(self.tokens)
+
+    @property
+    def n_features(self) -> int:
+        return int(self.features.shape[0])
+
+    def slices(self) -> dict[str, slice]:
+        f, e = self.n_features, self.n_features + self.n_layers * self.n_pos
+        t = e + self.n_pos
+        return {"features": slice(0, f), "errors": slice(f, e), "tokens": slice(e, t), "logits": slice(t, None)}
+
+    def logit_weights(self) -> Tensor:
+        w = torch.zeros(self.adjacency.shape[0], dtype=self.adjacency.dtype)
+        w[self.slices()["logits"]] = self.logit_probs.to(w.dtype)
+        return w
+
+
+# ---------------------------------------------------------------------- influence and pruning
+def normalise(A: Tensor) -> Tensor:
+    """|A| with each row summing to 1 (rows of zeros stay zero)."""
+    a = A.abs()
+    return a / a.sum(1, keepdim=True).clamp(min=1e-10)
+
+
+def influence(A: Tensor, weights: Tensor, max_iter: int = 1000) -> Tensor:
+    """wᵀ(A + A² + ...): A is a DAG's matrix, so the series ends."""
+    step = weights @ A
+    total = step.clone()
+    for _ in range(max_iter):
+        if not step.any():
+            return total
+        step = step @ A
+        total += step
+    raise SuperpositionError("attribute: influence did not converge (the graph has a cycle)")
+
+
+def _cut(scores: Tensor, threshold: float) -> Tensor:
+    """The score at which the highest scores first reach `threshold` of the total."""
+    s = scores.flatten().sort(descending=True).values
+    total = s.sum()
+    if total <= 0:
+        return s[0]
+    cum = s.cumsum(0) / total
+    return s[min(int(torch.searchsorted(cum, torch.tensor(threshold, dtype=cum.dtype))), len(s) - 1)]
+
+
+def prune(graph: Graph, node_threshold: float = 0.8, edge_threshold: float = 0.98) -> tuple[Tensor, Tensor]:
+    """(node mask, edge mask) of the pruned graph."""
+    A, w, sl = graph.adjacency, graph.logit_weights(), graph.slices()
+    keep_always = sl["tokens"].start
+    node_inf = influence(normalise(A), w)
+    nodes = node_inf >= _cut(node_inf, node_threshold)
+    nodes[keep_always:] = True
+    pruned = A.clone()
+    pruned[~nodes] = 0
+    pruned[:, ~nodes] = 0
+    norm = normalise(pruned)
+    edge_scores = norm * (influence(norm, w) + w)[:, None]
+    edges = edge_scores >= _cut(edge_scores, edge_threshold)
+    edges &= edge_scores > 0
+    while True:
+        before = nodes.clone()
+        edges[~nodes] = False
+        edges[:, ~nodes] = False
+        nodes[:keep_always] &= edges[:, :keep_always].any(0)  # latents and errors: an outgoing edge
+        nodes[sl["features"]] &= edges[sl["features"]].any(1)  # latents: an incoming edge
+        if torch.equal(nodes, before):
+            return nodes, edges
+
+
+def scores(graph: Graph, adjacency: Tensor | None = None) -> tuple[float, float]:
+    """(replacement score, completeness score) of the graph, or of `adjacency` in its node order
+    (a pruned copy)."""
+    A = graph.adjacency if adjacency is None else adjacency
+    w, sl = graph.logit_weights(), graph.slices()
+    norm = normalise(A)
+    inf = influence(norm, w)
+    tok, err = inf[sl["tokens"]].sum(), inf[sl["errors"]].sum()
+    replacement = tok / (tok + err) if tok + err > 0 else torch.tensor(0.0)
+    out = inf + w
+    non_error = 1 - norm[:, sl["errors"]].sum(1)
+    completeness = (non_error * out).sum() / out.sum()
+    return float(replacement), float(completeness)
+
+
+def pruned_adjacency(graph: Graph, nodes: Tensor, edges: Tensor) -> Tensor:
+    A = graph.adjacency * edges
+    A[~nodes] = 0
+    A[:, ~nodes] = 0
+    return A
+
+
+# ---------------------------------------------------------------------- building a graph
+def salient_logits(logits: Tensor, unembed: Tensor, max_n: int = 10, p: float = 0.95):
+    """(ids, probabilities, demeaned unembedding rows) of the fewest top tokens reaching `p`."""
+    probs = logits.float().softmax(-1)
+    top_p, top_i = probs.topk(min(max_n, probs.numel()))
+    n = int(torch.searchsorted(top_p.cumsum(0), torch.tensor(p))) + 1
+    top_p, top_i = top_p[:n], top_i[:n]
+    vecs = unembed[top_i].float() - unembed.float().mean(0, keepdim=True)
+    return top_i, top_p, vecs
+
+
+class _Rows:
+    """Rows of the full adjacency (against every active latent, error and embedding), computed a
+    batch of targets at a time with backward passes through one frozen forward pass."""
+
+    def __init__(self, rm: ReplacementModel, trace: Trace, batch_size: int) -> None:
+        self.rm, self.trace, self.B = rm, trace, batch_size
+        P = trace.n_pos
+        self.layers = list(rm.transcoders)
+        self.active = []  # per transcoder layer: (positions, latents, activations)
+        for L in self.layers:
+            pos, lat = trace.acts[L].nonzero(as_tuple=True)
+            self.active.append((L, pos, lat, trace.acts[L][pos, lat].float()))
+        self.feature_index = torch.cat(
+            [torch.stack([torch.full_like(p, L), p, f], 1) for L, p, f, _ in self.active]
+        ) if self.active else torch.zeros(0, 3, dtype=torch.long)  # fmt: skip
+        self.n_active = int(self.feature_index.shape[0])
+        self.n_cols = self.n_active + rm.n_layers * P + P
+        self.dec = [rm.weights[L]["W_dec"][f].float() for L, _, f, _ in self.active]
+        emb = trace.emb.float().unsqueeze(0).expand(batch_size, -1, -1).clone().requires_grad_(True)
+        writes = {
+            L: rm.writes(trace, L).float().unsqueeze(0).expand(batch_size, -1, -1).clone().requires_grad_(True)
+            for L in range(rm.n_layers)
+        }
+        with torch.enable_grad():
+            self.ln2, final = rm.frozen_forward(trace, emb, writes)
+            self.final = final[:, -1]
+        self.emb, self.writes = emb, writes
+        self.passes = 0
+
+    def compute(self, seeds: dict[int, Tensor], final_seed: Tensor | None) -> Tensor:
+        """Rows (B, n_cols) for targets given as gradients at transcoder inputs ({L: (B, P, d_in)})
+        and at the last position's final-norm output ((B, d))."""
+        outputs, grads = [], []
+        for L, s in seeds.items():
+            outputs.append(self.ln2[L])
+            grads.append(s)
+        if final_seed is not None:
+            outputs.append(self.final)
+            grads.append(final_seed)
+        inputs = [self.emb, *self.writes.values()]
+        with torch.enable_grad():
+            got = torch.autograd.grad(outputs, inputs, grads, retain_graph=True, allow_unused=True)
+        self.passes += 1
+        g_emb = got[0] if got[0] is not None else torch.zeros_like(self.emb)
+        g = {L: (x if x is not None else torch.zeros_like(self.writes[L])) for L, x in zip(self.writes, got[1:])}
+        cols = []
+        for (L, pos, _, act), dec in zip(self.active, self.dec, strict=True):
+            cols.append(torch.einsum("bjd,jd->bj", g[L][:, pos], dec) * act)
+        t = self.trace
+        cols += [(g[L] * t.error(L).float()).sum(-1) for L in range(self.rm.n_layers)]
+        cols.append((g_emb * t.emb.float()).sum(-1))
+        return torch.cat(cols, 1).detach()
+
+    def feature_rows(self, idx: Tensor) -> Tensor:
+        """Rows of the active latents `idx` (at most B): targets are their pre-activations."""
+        seeds: dict[int, Tensor] = {}
+        for b, j in enumerate(idx.tolist()):
+            L, p, f = self.feature_index[j].tolist()
+            if L not in seeds:
+                seeds[L] = torch.zeros_like(self.ln2[L])
+            seeds[L][b, p] = self.rm.weights[L]["W_enc"][:, f].float()
+        return self.compute(seeds, None)[: len(idx)]
+
+    def logit_rows(self, vecs: Tensor) -> Tensor:
+        seed = torch.zeros_like(self.final)
+        seed[: len(vecs)] = vecs
+        return self.compute({}, seed)[: len(vecs)]
+
+
+def _partial_influence(rows: Tensor, row_nodes: Tensor, start: Tensor, max_iter: int = 256) -> Tensor:
+    """Influence over columns from the rows computed so far (row r is node row_nodes[r])."""
+    norm = normalise(rows)
+    prod = start.clone()
+    total = torch.zeros_like(start)
+    for _ in range(max_iter):
+        prod = prod[row_nodes] @ norm
+        if not prod.any():
+            return total
+        total += prod
+    return total
+
+
+@torch.no_grad()
+def attribute(
+    rm: ReplacementModel,
+    ids: Tensor,
+    prompt: str = "",
+    max_feature_nodes: int | None = None,
+    batch_size: int = 32,
+    max_logits: int = 10,
+    logit_p: float = 0.95,
+    progress: bool = True,
+) -> Graph:
+    """The attribution graph of a prompt (token ids (P,)) through `rm`."""
+    start = time.perf_counter()
+    trace = rm.trace(ids)
+    logit_ids, logit_probs, vecs = salient_logits(trace.logits, rm.unembed, max_logits, logit_p)
+    frozen_params = [p for p in rm.model.parameters() if p.requires_grad]
+    for p in frozen_params:
+        p.requires_grad_(False)
+    try:
+        rows = _Rows(rm, trace, batch_size)
+        n_logits, n_active = len(logit_ids), rows.n_active
+        keep = n_active if max_feature_nodes is None else min(max_feature_nodes, n_active)
+        logit_rows = torch.cat([rows.logit_rows(vecs[i : i + batch_size]) for i in range(0, n_logits, batch_size)])
+        feat_rows = torch.zeros(keep, rows.n_cols)
+        order = torch.zeros(keep, dtype=torch.long)
+        visited = torch.zeros(n_active, dtype=torch.bool)
+        done = 0
+        bar = tqdm(total=keep, desc="attribution", unit="latent", disable=not progress, leave=False)
+        while done < keep:
+            if keep == n_active:
+                pending = torch.arange(n_active)
+            else:  # the latents most influential on the logits by the rows so far
+                node_rows = torch.cat([feat_rows[:done], logit_rows])
+                row_nodes = torch.cat([order[:done], torch.arange(rows.n_cols, rows.n_cols + n_logits)])
+                w = torch.zeros(rows.n_cols + n_logits)
+                w[rows.n_cols :] = logit_probs
+                padded = torch.cat([node_rows, torch.zeros(node_rows.shape[0], n_logits)], 1)
+                inf = _partial_influence(padded, row_nodes, w)[:n_active]
+                rank = inf.argsort(descending=True)
+                pending = rank[~visited[rank]][: min(4 * batch_size, keep - done)]
+            for i in range(0, len(pending), batch_size):
+                chunk = pending[i : i + batch_size]
+                feat_rows[done : done + len(chunk)] = rows.feature_rows(chunk)
+                order[done : done + len(chunk)] = chunk
+                visited[chunk] = True
+                done += len(chunk)
+                bar.update(len(chunk))
+        bar.close()
+        passes = rows.passes
+    finally:
+        for p in frozen_params:
+            p.requires_grad_(True)
+    # the graph: the chosen latents in (layer, position, latent) order, then errors, embeddings, logits
+    chosen = order.sort().values
+    where = torch.full((n_active,), -1, dtype=torch.long)
+    where[order] = torch.arange(keep)
+    n_other = rows.n_cols - n_active
+    N = keep + n_other + n_logits
+    cols = torch.cat([chosen, torch.arange(n_active, rows.n_cols)])
+    A = torch.zeros(N, N)
+    A[:keep, : keep + n_other] = feat_rows[where[chosen]][:, cols]
+    A[keep + n_other :, : keep + n_other] = logit_rows[:, cols]
+    feats = rows.feature_index[chosen]
+    acts = torch.stack([trace.acts[int(L)][int(p), int(f)] for L, p, f in feats]) if keep else torch.zeros(0)
+    graph = Graph(
+        prompt=prompt,
+        tokens=[int(t) for t in trace.ids],
+        n_layers=rm.n_layers,
+        features=feats,
+        activations=acts.float(),
+        logit_ids=logit_ids,
+        logit_probs=logit_probs,
+        adjacency=A,
+        n_active=n_active,
+    )
+    graph.cost = {"seconds": time.perf_counter() - start, "backward_passes": passes, "batch_size": batch_size}
+    return graph
