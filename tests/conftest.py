@@ -67,3 +67,45 @@ def server(tmp_path_factory):
     yield f"http://127.0.0.1:{port_file.read_text()}/v1"
     proc.terminate()
     proc.wait()
+
+
+def make_transcoder_run(out: Path, layers=(0, 1), d_sae: int = 64, k: int = 8) -> Path:
+    """A train-sae run of TopK transcoders at blocks.L.mlp of SmolLM2 with random weights, written
+    as train-sae writes one (config.json, marker, saes/blocks.L.mlp/), without training."""
+    import json
+
+    import torch
+
+    from superposition.atomic import write_marker
+    from superposition.commands.targets import TRAIN_RUN
+    from superposition.lm.config import make_lm_config
+    from superposition.lm.hooks import hook_meaning, read_names
+    from superposition.sae import SAEConfig, make_sae
+    from superposition.sae.io import save_sae
+
+    hooks = "[" + ",".join(f"blocks.{L}.mlp" for L in layers) + "]"
+    cfg = make_lm_config(None, ["architecture=transcoder", f"hook_name={hooks}", f"k={k}", f"d_sae={d_sae}"])
+    out.mkdir(parents=True)
+    (out / "config.json").write_text(json.dumps(cfg.model_dump(), indent=1))
+    write_marker(out, TRAIN_RUN)
+    g = torch.Generator().manual_seed(0)
+    for L in layers:
+        sae = make_sae(SAEConfig(architecture="transcoder", sparsity="topk", d_in=576, d_sae=d_sae, k=k))
+        sae.load_saved(
+            {
+                "W_enc": torch.randn(576, d_sae, generator=g) / 24,
+                "b_enc": torch.zeros(d_sae),
+                "W_dec": torch.randn(d_sae, 576, generator=g) / 24,
+                "b_dec": torch.zeros(576),
+            }
+        )
+        names = read_names(f"blocks.{L}.mlp")
+        meta = {"model_name": cfg.model_name, "context_size": cfg.context_size, "prepend_bos": True,
+                "hook_name": names[0], "hook_name_out": names[1], "hook_meaning": hook_meaning(f"blocks.{L}.mlp")}  # fmt: skip
+        save_sae(sae, out / "saes" / f"blocks.{L}.mlp", 0, meta)
+    return out
+
+
+@pytest.fixture(scope="session")
+def transcoder_run(tmp_path_factory):
+    return make_transcoder_run(tmp_path_factory.mktemp("tc") / "run")

@@ -6,7 +6,15 @@ MLP leaves no error."""
 import pytest
 import torch
 
-from superposition.interp.attribution import Graph, attribute, influence, normalise, prune, pruned_adjacency, scores
+from superposition.interp.attribution import (
+    Graph,
+    attribute,
+    influence,
+    normalise,
+    prune,
+    pruned_adjacency,
+    scores,
+)
 from superposition.interp.replacement import ReplacementModel
 from superposition.lm.hooks import HookedModel
 from superposition.sae import SAEConfig, make_sae
@@ -73,7 +81,9 @@ def test_each_adjacency_column_is_the_change_a_frozen_intervention_makes(small):
     _, rm, ids, graph = small
     trace = rm.trace(ids)
     sl = graph.slices()
-    rows = torch.cat([torch.arange(graph.n_features), torch.arange(sl["logits"].start, graph.adjacency.shape[0])])
+    rows = torch.cat(
+        [torch.arange(graph.n_features), torch.arange(sl["logits"].start, graph.adjacency.shape[0])]
+    )
     base_writes = {L: rm.writes(trace, L)[None] for L in range(2)}
     with torch.no_grad():
         base = _targets(rm, trace, graph, trace.emb[None], base_writes)
@@ -150,7 +160,9 @@ def test_max_feature_nodes_keeps_the_most_influential_latents(small):
     # rows of the latents kept are the full graph's rows, restricted to the columns kept
     keep = [full.features.tolist().index(list(r)) for r in part.features.tolist()]
     sl_full, sl_part = full.slices(), part.slices()
-    torch.testing.assert_close(part.adjacency[:20, sl_part["errors"]], full.adjacency[keep][:, sl_full["errors"]])
+    torch.testing.assert_close(
+        part.adjacency[:20, sl_part["errors"]], full.adjacency[keep][:, sl_full["errors"]]
+    )
 
 
 # ---------------------------------------------------------------------- hand-built graphs
@@ -223,7 +235,12 @@ def test_a_transcoder_holding_a_relu_mlps_weights_leaves_no_error_influence():
         mlp = model.transformer.h[L].mlp
         sae = make_sae(SAEConfig(architecture="transcoder", sparsity="standard", d_in=16, d_sae=64))
         sae.load_saved(
-            {"W_enc": mlp.c_fc.weight, "b_enc": mlp.c_fc.bias, "W_dec": mlp.c_proj.weight, "b_dec": mlp.c_proj.bias}
+            {
+                "W_enc": mlp.c_fc.weight,
+                "b_enc": mlp.c_fc.bias,
+                "W_dec": mlp.c_proj.weight,
+                "b_dec": mlp.c_proj.bias,
+            }
         )
         tcs[L] = sae.eval()
     rm = ReplacementModel(HookedModel(model), tcs)

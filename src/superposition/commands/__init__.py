@@ -9,6 +9,7 @@ A new command costs one module and one line below.
 # Importing a module registers its command(s).
 from superposition.commands import (
     analyze,
+    attribute,
     autointerp,
     compare_saes,
     convert,

@@ -20,6 +20,7 @@ from superposition.commands.targets import LMRun, load_run, local_path
 from superposition.errors import SuperpositionError
 from superposition.lm.config import LMSAEConfig
 from superposition.lm.evals import evaluate_sae, evaluate_saes
+from superposition.lm.hooks import read_names
 from superposition.lm.store import ActivationStore
 from superposition.report.output import FigureSpec, Result, write_output, write_result
 from superposition.sae.io import load_sae
@@ -164,10 +165,13 @@ def evaluate_multi(out: Path, cfg: LMSAEConfig, hooks: list[str], lm, hooked, tr
         hooked, lm.tokenizer, saes, seqs, batch_size=cfg.model_batch_size,
         dead_threshold=cfg.dead_feature_threshold, device=cfg.device, depth=True,
     )  # fmt: skip
-    records = {hook: {"hook_name": hook, "layer": hooked.parse(hook)[0], **metrics[hook]} for hook in hooks}
+    records = {
+        hook: {"hook_name": hook, "layer": hooked.parse(read_names(hook)[0])[0], **metrics[hook]}
+        for hook in hooks
+    }
     summary = {
         **training, "model_name": cfg.model_name, **lm.identity, "architecture": cfg.architecture,
-        "d_sae": cfg.sae_width(hooked.d_in(hooks[0])), "eval_sequences": seqs.shape[0], "hooks": records,
+        "d_sae": cfg.sae_width(hooked.widths(hooks[0])[0]), "eval_sequences": seqs.shape[0], "hooks": records,
     }  # fmt: skip
     rows = [r for path in [out / "log.jsonl", *sorted(out.glob("log.rank*.jsonl"))] for r in read_log(path)]
     figures = [

@@ -211,3 +211,81 @@ def _read_json(path: Path) -> dict:
     if not isinstance(data, dict):
         raise SuperpositionError(f"{path}: expected a JSON object")
     return data
+
+
+@dataclass
+class TranscoderRun:
+    """Transcoders at some MLPs of a language model, ready to replace them (interp/replacement.py)."""
+
+    path: Path
+    lm: LoadedModel
+    hooked: HookedModel
+    transcoders: dict[int, BatchedSAE]  # layer -> its transcoder
+    prepend_bos: bool
+
+    def encode(self, prompt: str, what: str = "prompt"):
+        """A prompt's token ids (1, P): BOS first when the run's SAEs were trained so; empty or
+        longer than the model's context is a one-line error."""
+        import torch
+
+        tok = self.lm.tokenizer
+        ids = tok(prompt, add_special_tokens=False, return_tensors="pt").input_ids
+        if self.prepend_bos and tok.bos_token_id is not None:
+            ids = torch.cat([torch.tensor([[tok.bos_token_id]]), ids], 1)
+        n_text = ids.shape[1] - int(self.prepend_bos and tok.bos_token_id is not None)
+        if n_text < 1:
+            raise SuperpositionError(f"{what}: empty; give some text")
+        if ids.shape[1] > self.lm.n_ctx:
+            raise SuperpositionError(
+                f"{what}: {ids.shape[1]} tokens; {self.lm.name} reads at most {self.lm.n_ctx}"
+            )
+        return ids
+
+
+def load_transcoders(
+    path: str | Path, model: str | None = None, device: str | None = None, dtype: str | None = None
+) -> TranscoderRun:
+    """The transcoders of a train-sae run: one per layer (`hook_name=blocks.*.mlp`, saes/blocks.L.mlp/)
+    or the one of a single-transcoder run, with the model they were trained on (or `model`), each
+    checked against the model's widths and layers."""
+    from superposition.lm.hooks import MLP_PAIR
+    from superposition.sae.io import load_sae
+
+    where = local_path(path)
+    if where is None or kind_of(where) != TRAIN_RUN:
+        raise SuperpositionError(
+            f"{path}: not a train-sae run; give a run of transcoders (train-sae --set "
+            "architecture=transcoder "
+            "--set 'hook_name=blocks.*.mlp')"
+        )
+    cfg = LMSAEConfig.build(_read_json(where / "config.json"), str(where / "config.json"))
+    if (where / "saes").is_dir():
+        folders = {p.name: p for p in sorted((where / "saes").iterdir()) if p.is_dir()}
+    else:
+        folders = {cfg.hook_name if isinstance(cfg.hook_name, str) else "": where / "sae"}
+    pairs = {name: p for name, p in folders.items() if MLP_PAIR.match(name)}
+    if not pairs:
+        raise SuperpositionError(
+            f"{where}: holds no transcoders (its SAEs read {', '.join(folders)[:120]}); attribution needs "
+            "transcoders at blocks.L.mlp"
+        )
+    lm = load_model(model or cfg.model_name, device or cfg.device, dtype or cfg.dtype)
+    hooked = HookedModel(lm.model)
+    transcoders = {}
+    for name, folder in pairs.items():
+        layer = int(MLP_PAIR.match(name).group(1))
+        if layer >= hooked.n_layers:
+            raise SuperpositionError(
+                f"{folder}: a transcoder for layer {layer}, but {lm.name} has layers 0..{hooked.n_layers - 1}"
+            )
+        sae = load_sae(folder)
+        if not sae.transcodes:
+            raise SuperpositionError(f"{folder}: a {sae.cfg.architecture}, not a transcoder")
+        want = hooked.widths(name)
+        if [sae.cfg.d_in, sae.d_out] != want:
+            raise SuperpositionError(
+                f"{folder}: reads {sae.cfg.d_in} and writes {sae.d_out}, but {name} of {lm.name} is "
+                f"{want[0]} -> {want[1]}"
+            )
+        transcoders[layer] = sae.to(lm.model.device).eval()
+    return TranscoderRun(where, lm, hooked, transcoders, cfg.prepend_bos)

@@ -43,9 +43,9 @@ from superposition.dist import Comm
 from superposition.errors import Reported, SuperpositionError
 from superposition.lm.config import LMSAEConfig, make_lm_config
 from superposition.lm.e2e import EndToEndObjective, SequenceSource
-from superposition.lm.hooks import HookedModel, hook_meaning
+from superposition.lm.hooks import HookedModel, hook_meaning, read_names
 from superposition.lm.model import load_model
-from superposition.lm.store import ActivationStore, RankView, store_hooks
+from superposition.lm.store import ActivationStore, RankView, store_units
 from superposition.memory import require_memory
 from superposition.report.output import Result, write_result
 from superposition.sae import checkpoint, make_sae
@@ -338,12 +338,12 @@ class Plan:
 
 
 def _plan(cfg: LMSAEConfig, hooked: HookedModel, comm: Comm, out: Path) -> Plan:
-    hooks = store_hooks(cfg.hook_name, hooked)
+    hooks = store_units(cfg.hook_name, hooked)
     multi = cfg.multi_hook
     if multi:
-        widths = {h: hooked.d_in(h) for h in hooks}
+        widths = {h: tuple(hooked.widths(h)) for h in hooks}
         if len(set(widths.values())) > 1:
-            shown = ", ".join(f"{h} {w}" for h, w in widths.items())
+            shown = ", ".join(f"{h} {'->'.join(map(str, w))}" for h, w in widths.items())
             raise SuperpositionError(
                 f"hook_name: the hooks of one run train side by side and must share a width ({shown}); "
                 "train hooks of other widths in another run"
@@ -392,7 +392,7 @@ def _train(cfg: LMSAEConfig, out: Path, resume: bool, comm: Comm) -> Path:
         cfg = cfg.model_copy(update={"device": comm.device})
     hooked = HookedModel(lm.model)
     plan = _plan(cfg, hooked, comm, out)
-    widths = [hooked.d_in(plan.hooks[0])] if plan.multi else hooked.widths(cfg.hook_name)
+    widths = hooked.widths(plan.hooks[0])  # [d_in], or a transcoder's [d_in, d_out]
     d_in = widths[0]
     store = ActivationStore.for_run(cfg, lm, hooked, comm=comm)
     store.first_sequences(1, quiet=True)  # unreadable or too little text: say so before writing anything
@@ -487,9 +487,11 @@ def _train_and_evaluate(
     elif comm.main or plan.hook_parallel:
         for j, i in enumerate(plan.mine):
             hook = plan.hooks[i]
-            save_sae(
-                sae, out / "saes" / hook, j, {**meta, "hook_name": hook, "hook_meaning": hook_meaning(hook)}
-            )
+            names = read_names(hook)
+            own = {"hook_name": names[0], "hook_meaning": hook_meaning(hook)}
+            if sae.transcodes:
+                own["hook_name_out"] = names[-1]
+            save_sae(sae, out / "saes" / hook, j, {**meta, **own})
     model_tokens = torch.tensor([float(store.model_tokens)])
     comm.sum_(model_tokens)  # also: every rank's SAEs are saved from here on
     if not comm.main:

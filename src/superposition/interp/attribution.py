@@ -29,6 +29,7 @@ from torch import Tensor
 
 from superposition.errors import SuperpositionError
 from superposition.interp.replacement import ReplacementModel, Trace
+from superposition.memory import require_memory
 from superposition.progress import tqdm
 
 
@@ -58,7 +59,12 @@ class Graph:
     def slices(self) -> dict[str, slice]:
         f, e = self.n_features, self.n_features + self.n_layers * self.n_pos
         t = e + self.n_pos
-        return {"features": slice(0, f), "errors": slice(f, e), "tokens": slice(e, t), "logits": slice(t, None)}
+        return {
+            "features": slice(0, f),
+            "errors": slice(f, e),
+            "tokens": slice(e, t),
+            "logits": slice(t, None),
+        }
 
     def logit_weights(self) -> Tensor:
         w = torch.zeros(self.adjacency.shape[0], dtype=self.adjacency.dtype)
@@ -159,9 +165,8 @@ class _Rows:
     def __init__(self, rm: ReplacementModel, trace: Trace, batch_size: int) -> None:
         self.rm, self.trace, self.B = rm, trace, batch_size
         P = trace.n_pos
-        self.layers = list(rm.transcoders)
         self.active = []  # per transcoder layer: (positions, latents, activations)
-        for L in self.layers:
+        for L in rm.transcoders:
             pos, lat = trace.acts[L].nonzero(as_tuple=True)
             self.active.append((L, pos, lat, trace.acts[L][pos, lat].float()))
         self.feature_index = torch.cat(
@@ -169,10 +174,29 @@ class _Rows:
         ) if self.active else torch.zeros(0, 3, dtype=torch.long)  # fmt: skip
         self.n_active = int(self.feature_index.shape[0])
         self.n_cols = self.n_active + rm.n_layers * P + P
-        self.dec = [rm.weights[L]["W_dec"][f].float() for L, _, f, _ in self.active]
+        # per layer, the decoder rows of its active latents scaled by their activations, in blocks by
+        # position (nonzero() lists them position by position): a source's edge is g[p] · (a d)
+        self.blocks = []
+        start = 0
+        for L, pos, f, act in self.active:
+            scaled = rm.weights[L]["W_dec"][f].float() * act[:, None]
+            counts = torch.bincount(pos, minlength=P).tolist()
+            parts, at_ = [], 0
+            for p_, n in enumerate(counts):
+                if n:
+                    parts.append((p_, start + at_, start + at_ + n, scaled[at_ : at_ + n].T.contiguous()))
+                at_ += n
+            self.blocks.append((L, parts))
+            start += len(f)
+        self.errors = [trace.error(L).float() for L in range(rm.n_layers)]
         emb = trace.emb.float().unsqueeze(0).expand(batch_size, -1, -1).clone().requires_grad_(True)
         writes = {
-            L: rm.writes(trace, L).float().unsqueeze(0).expand(batch_size, -1, -1).clone().requires_grad_(True)
+            L: rm.writes(trace, L)
+            .float()
+            .unsqueeze(0)
+            .expand(batch_size, -1, -1)
+            .clone()
+            .requires_grad_(True)
             for L in range(rm.n_layers)
         }
         with torch.enable_grad():
@@ -195,15 +219,21 @@ class _Rows:
         with torch.enable_grad():
             got = torch.autograd.grad(outputs, inputs, grads, retain_graph=True, allow_unused=True)
         self.passes += 1
-        g_emb = got[0] if got[0] is not None else torch.zeros_like(self.emb)
-        g = {L: (x if x is not None else torch.zeros_like(self.writes[L])) for L, x in zip(self.writes, got[1:])}
-        cols = []
-        for (L, pos, _, act), dec in zip(self.active, self.dec, strict=True):
-            cols.append(torch.einsum("bjd,jd->bj", g[L][:, pos], dec) * act)
-        t = self.trace
-        cols += [(g[L] * t.error(L).float()).sum(-1) for L in range(self.rm.n_layers)]
-        cols.append((g_emb * t.emb.float()).sum(-1))
-        return torch.cat(cols, 1).detach()
+        B, t = self.B, self.trace
+        rows = torch.zeros(B, self.n_cols)
+        g = dict(zip(self.writes, got[1:], strict=True))
+        for L, parts in self.blocks:
+            if g[L] is None:  # no target of this batch reads layer L's output
+                continue
+            for p_, a, b, dec in parts:
+                rows[:, a:b] = g[L][:, p_] @ dec
+        P, base = t.n_pos, self.n_active
+        for L in range(self.rm.n_layers):
+            if g[L] is not None:
+                rows[:, base + L * P : base + (L + 1) * P] = (g[L] * self.errors[L]).sum(-1)
+        if got[0] is not None:
+            rows[:, base + self.rm.n_layers * P :] = (got[0] * t.emb.float()).sum(-1)
+        return rows
 
     def feature_rows(self, idx: Tensor) -> Tensor:
         """Rows of the active latents `idx` (at most B): targets are their pre-activations."""
@@ -221,17 +251,34 @@ class _Rows:
         return self.compute({}, seed)[: len(vecs)]
 
 
-def _partial_influence(rows: Tensor, row_nodes: Tensor, start: Tensor, max_iter: int = 256) -> Tensor:
-    """Influence over columns from the rows computed so far (row r is node row_nodes[r])."""
-    norm = normalise(rows)
-    prod = start.clone()
-    total = torch.zeros_like(start)
-    for _ in range(max_iter):
-        prod = prod[row_nodes] @ norm
-        if not prod.any():
-            return total
-        total += prod
-    return total
+class _Ranking:
+    """Influence on the logits from the rows computed so far, to choose which latents get rows
+    next (when `max_feature_nodes` is below the active count). Rows are kept normalised as they
+    come; nodes are columns [active latents, errors, embeddings, logits]."""
+
+    def __init__(self, n_rows: int, n_cols: int, logit_probs: Tensor) -> None:
+        self.n_logits = len(logit_probs)
+        self.norm = torch.zeros(n_rows, n_cols + self.n_logits)
+        self.nodes = torch.zeros(n_rows, dtype=torch.long)
+        self.n = 0
+        self.start = torch.zeros(n_cols + self.n_logits)
+        self.start[n_cols:] = logit_probs
+
+    def add(self, rows: Tensor, nodes: Tensor) -> None:
+        k = len(rows)
+        self.norm[self.n : self.n + k, : rows.shape[1]] = normalise(rows)
+        self.nodes[self.n : self.n + k] = nodes
+        self.n += k
+
+    def influence(self, max_iter: int = 1000) -> Tensor:
+        M, nodes = self.norm[: self.n], self.nodes[: self.n]
+        prod, total = self.start, torch.zeros_like(self.start)
+        for _ in range(max_iter):
+            prod = prod[nodes] @ M
+            if not prod.any():
+                break
+            total += prod
+        return total
 
 
 @torch.no_grad()
@@ -256,28 +303,38 @@ def attribute(
         rows = _Rows(rm, trace, batch_size)
         n_logits, n_active = len(logit_ids), rows.n_active
         keep = n_active if max_feature_nodes is None else min(max_feature_nodes, n_active)
-        logit_rows = torch.cat([rows.logit_rows(vecs[i : i + batch_size]) for i in range(0, n_logits, batch_size)])
+        n_graph = keep + rows.n_cols - n_active + n_logits
+        # rows (and their normalised copy), then the graph and pruning's copies of it
+        require_memory(
+            4.0 * (2 * (keep + n_logits) * rows.n_cols + 6 * n_graph**2),
+            f"attribute ({n_active} active latents, {keep} given rows, {trace.n_pos} tokens)",
+            "lower max_feature_nodes or use a shorter prompt",
+        )
+        logit_rows = torch.cat(
+            [rows.logit_rows(vecs[i : i + batch_size]) for i in range(0, n_logits, batch_size)]
+        )
         feat_rows = torch.zeros(keep, rows.n_cols)
         order = torch.zeros(keep, dtype=torch.long)
         visited = torch.zeros(n_active, dtype=torch.bool)
+        ranking = None
+        if keep < n_active:
+            ranking = _Ranking(keep + n_logits, rows.n_cols, logit_probs)
+            ranking.add(logit_rows, torch.arange(rows.n_cols, rows.n_cols + n_logits))
         done = 0
         bar = tqdm(total=keep, desc="attribution", unit="latent", disable=not progress, leave=False)
         while done < keep:
-            if keep == n_active:
+            if ranking is None:
                 pending = torch.arange(n_active)
             else:  # the latents most influential on the logits by the rows so far
-                node_rows = torch.cat([feat_rows[:done], logit_rows])
-                row_nodes = torch.cat([order[:done], torch.arange(rows.n_cols, rows.n_cols + n_logits)])
-                w = torch.zeros(rows.n_cols + n_logits)
-                w[rows.n_cols :] = logit_probs
-                padded = torch.cat([node_rows, torch.zeros(node_rows.shape[0], n_logits)], 1)
-                inf = _partial_influence(padded, row_nodes, w)[:n_active]
-                rank = inf.argsort(descending=True)
+                rank = ranking.influence()[:n_active].argsort(descending=True)
                 pending = rank[~visited[rank]][: min(4 * batch_size, keep - done)]
             for i in range(0, len(pending), batch_size):
                 chunk = pending[i : i + batch_size]
-                feat_rows[done : done + len(chunk)] = rows.feature_rows(chunk)
+                got = rows.feature_rows(chunk)
+                feat_rows[done : done + len(chunk)] = got
                 order[done : done + len(chunk)] = chunk
+                if ranking is not None:
+                    ranking.add(got, chunk)
                 visited[chunk] = True
                 done += len(chunk)
                 bar.update(len(chunk))
@@ -311,3 +368,134 @@ def attribute(
     )
     graph.cost = {"seconds": time.perf_counter() - start, "backward_passes": passes, "batch_size": batch_size}
     return graph
+
+
+# ---------------------------------------------------------------------- files
+def _cantor(x: int, y: int) -> int:
+    return (x + y) * (x + y + 1) // 2 + y
+
+
+def frontend_json(
+    graph: Graph,
+    nodes: Tensor,
+    edges: Tensor,
+    token_text: list[str],
+    logit_text: list[str],
+    labels: dict[tuple[int, int], str] | None = None,
+    slug: str = "graph",
+    scan: str = "",
+    transcoders: list[str] | None = None,
+    node_threshold: float = 0.8,
+) -> dict:
+    """The pruned graph in the JSON circuit-tracer's frontend and Neuronpedia read: `metadata`,
+    `qParams`, `nodes` (node ids as circuit-tracer defines them: `{layer}_{latent}_{pos}` for a
+    latent, `0_{layer}_{pos}` for an error, `E_{token}_{pos}` for an embedding,
+    `{n_layers + 1}_{token}_{pos}` for a logit) and `links` (source, target, weight)."""
+    labels = labels or {}
+    sl = graph.slices()
+    A, P = graph.adjacency, graph.n_pos
+    inf = influence(normalise(A), graph.logit_weights())
+    order = inf.argsort(descending=True)
+    cum = torch.zeros_like(inf)
+    cum[order] = inf[order].cumsum(0) / inf.sum().clamp(min=1e-30)
+    out_nodes: dict[int, dict] = {}
+    for i in nodes.nonzero().flatten().tolist():
+        base = {"influence": float(cum[i]), "run_idx": 0, "reverse_ctx_idx": 0, "token_prob": 0.0,
+                "is_target_logit": False, "clerp": "", "activation": None}  # fmt: skip
+        if i < sl["errors"].start:
+            L, p, f = graph.features[i].tolist()
+            node = {"node_id": f"{L}_{f}_{p}", "feature": _cantor(L, f), "layer": str(L), "ctx_idx": p,
+                    "feature_type": "cross layer transcoder", "jsNodeId": f"{L}_{f}-0",
+                    "activation": float(graph.activations[i]), "clerp": labels.get((L, f), "")}  # fmt: skip
+        elif i < sl["tokens"].start:
+            L, p = divmod(i - sl["errors"].start, P)
+            node = {"node_id": f"0_{L}_{p}", "feature": -1, "layer": str(L), "ctx_idx": p,
+                    "feature_type": "mlp reconstruction error", "jsNodeId": f"{L}_{p}-0",
+                    "clerp": f"error of layer {L}'s transcoder"}  # fmt: skip
+        elif i < sl["logits"].start:
+            p = i - sl["tokens"].start
+            t = graph.tokens[p]
+            node = {"node_id": f"E_{t}_{p}", "feature": p, "layer": "E", "ctx_idx": p,
+                    "feature_type": "embedding", "jsNodeId": f"E_{t}-{p}",
+                    "clerp": token_text[p]}  # fmt: skip
+        else:
+            k = i - sl["logits"].start
+            t, prob = int(graph.logit_ids[k]), float(graph.logit_probs[k])
+            layer = str(graph.n_layers + 1)
+            node = {"node_id": f"{layer}_{t}_{P - 1}", "feature": t, "layer": layer, "ctx_idx": P - 1,
+                    "feature_type": "logit", "jsNodeId": f"L_{t}-{P - 1}", "token_prob": prob,
+                    "is_target_logit": k == 0,
+                    "clerp": f'Output "{logit_text[k]}" (p={prob:.3f})'}  # fmt: skip
+        out_nodes[i] = {**base, **node}
+    dst, src = edges.nonzero(as_tuple=True)
+    links = [
+        {"source": out_nodes[s]["node_id"], "target": out_nodes[d]["node_id"], "weight": float(A[d, s])}
+        for d, s in zip(dst.tolist(), src.tolist(), strict=True)
+        if s in out_nodes and d in out_nodes
+    ]
+    used = {x for link in links for x in (link["source"], link["target"])}
+    kept = [
+        n for n in out_nodes.values() if n["node_id"] in used or n["feature_type"] in ("embedding", "logit")
+    ]
+    metadata = {
+        "slug": slug,
+        "scan": scan,
+        "transcoder_list": transcoders or [],
+        "prompt_tokens": token_text,
+        "prompt": graph.prompt,
+        "node_threshold": node_threshold,
+        "schema_version": 1,
+    }
+    q = {"pinnedIds": [], "supernodes": [], "linkType": "both", "clickedId": "", "sg_pos": ""}
+    return {"metadata": metadata, "qParams": q, "nodes": kept, "links": links}
+
+
+GRAPH_TENSORS = ("adjacency", "features", "activations", "logit_ids", "logit_probs", "tokens")
+
+
+def save_graph(graph: Graph, path, extra: dict | None = None) -> None:
+    """The graph as safetensors (its tensors) with its prompt and sizes in the header's metadata."""
+    import json
+
+    from safetensors.torch import save
+
+    from superposition.atomic import atomic_write_bytes
+
+    tensors = {
+        "adjacency": graph.adjacency.float().contiguous(),
+        "features": graph.features.long().contiguous(),
+        "activations": graph.activations.float().contiguous(),
+        "logit_ids": graph.logit_ids.long().contiguous(),
+        "logit_probs": graph.logit_probs.float().contiguous(),
+        "tokens": torch.tensor(graph.tokens, dtype=torch.long),
+    }
+    meta = {"format": "superposition attribution graph 1", "prompt": graph.prompt,
+            "n_layers": str(graph.n_layers), "n_active": str(graph.n_active),
+            "extra": json.dumps(extra or {})}  # fmt: skip
+    atomic_write_bytes(path, save(tensors, metadata=meta))
+
+
+def load_graph(path) -> Graph:
+    """A graph written by `save_graph` (safetensors: no pickle)."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), "pt") as f:
+            meta = f.metadata() or {}
+            t = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
+    except Exception as err:  # a torn or foreign file
+        raise SuperpositionError(f"{path}: not a readable graph ({type(err).__name__})") from None
+    missing = [k for k in GRAPH_TENSORS if k not in t]
+    if missing or meta.get("format") != "superposition attribution graph 1":
+        raise SuperpositionError(f"{path}: not an attribution graph written by `attribute`")
+    return Graph(
+        prompt=meta.get("prompt", ""),
+        tokens=t["tokens"].tolist(),
+        n_layers=int(meta["n_layers"]),
+        features=t["features"],
+        activations=t["activations"],
+        logit_ids=t["logit_ids"],
+        logit_probs=t["logit_probs"],
+        adjacency=t["adjacency"],
+        n_active=int(meta.get("n_active", t["features"].shape[0])),
+    )

@@ -146,16 +146,21 @@ class ReplacementModel:
                 )
             if not 0 <= layer < hooked.n_layers:
                 raise SuperpositionError(
-                    f"attribute: a transcoder for layer {layer}, but the model has layers 0..{hooked.n_layers - 1}"
+                    f"attribute: a transcoder for layer {layer}, but the model has layers "
+                    f"0..{hooked.n_layers - 1}"
                 )
         self.hooked, self.model = hooked, hooked.model
         self.transcoders = dict(sorted(transcoders.items()))
-        self.weights = {L: {k: v.detach() for k, v in s.saved_tensors(0).items()} for L, s in transcoders.items()}
+        self.weights = {
+            L: {k: v.detach() for k, v in s.saved_tensors(0).items()} for L, s in transcoders.items()
+        }
         self.n_layers = hooked.n_layers
         self.unembed = self.model.get_output_embeddings().weight.detach()  # (V, d)
         # every norm (ln1, ln2, the final norm; Gemma's post-norms; q/k norms, which the frozen pattern
         # makes moot): frozen, or the map would not be linear
-        self.norms = [m for m in self.model.modules() if isinstance(m, nn.LayerNorm) or "RMSNorm" in type(m).__name__]
+        self.norms = [
+            m for m in self.model.modules() if isinstance(m, nn.LayerNorm) or "RMSNorm" in type(m).__name__
+        ]
         _register_attention()
 
     # ------------------------------------------------------------------ freezing
@@ -190,7 +195,7 @@ class ReplacementModel:
     def trace(self, ids: Tensor) -> Trace:
         """The real model on one prompt (P,), recording what the graph and the freezing need."""
         ids = ids.reshape(1, -1).to(self.unembed.device)
-        names = [f"blocks.0.hook_resid_pre"]
+        names = ["blocks.0.hook_resid_pre"]
         for L in range(self.n_layers):
             names += [f"blocks.{L}.ln2.hook_normalized", f"blocks.{L}.hook_mlp_out"]
         cache: dict[str, Tensor] = {}

@@ -130,8 +130,18 @@ class LMSettings(Config):
         names = hook_list(self.hook_name)
         if not names:
             raise ValueError("hook_name: an empty list; give at least one hook point")
-        if any(MLP_PAIR.match(n) for n in names) or (arch is not None and ARCHITECTURES[arch].transcodes):
-            raise ValueError("hook_name: transcoders (blocks.L.mlp) train one hook pair per run, not a list")
+        pairs = [n.endswith(".mlp") for n in names]
+        transcoder = arch is not None and ARCHITECTURES[arch].transcodes
+        if transcoder and not all(pairs):
+            raise ValueError(
+                f"hook_name: a {arch} reads an MLP's input and predicts its output: give blocks.L.mlp names "
+                "(a list, or a pattern such as blocks.*.mlp)"
+            )
+        if any(pairs) and not transcoder:
+            raise ValueError(
+                "hook_name: blocks.L.mlp is the MLP input/output pair of a transcoder "
+                "(architecture=transcoder or skip_transcoder); an SAE reads one hook"
+            )
         if self.loss != "local":
             raise ValueError(f"loss: {self.loss} trains one SAE per run; several hooks train with loss=local")
 
@@ -165,8 +175,10 @@ class LMSettings(Config):
         if self.multi_hook:  # each SAE's own hook is written when it is saved
             values["hook_name"] = None
         if d_out is not None:
-            names = read_names(self.hook_name)
-            values.update(d_out=d_out, hook_name=names[0], hook_name_out=names[-1])
+            values["d_out"] = d_out
+            if not self.multi_hook:  # several: each transcoder's hooks are written when it is saved
+                names = read_names(self.hook_name)
+                values.update(hook_name=names[0], hook_name_out=names[-1])
         return SAEConfig.build(values, "config")
 
     def train_config(self) -> SAETrainConfig:

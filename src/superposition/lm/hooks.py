@@ -71,7 +71,10 @@ def hook_meaning(name: str) -> str | None:
 
 
 def hook_position(name: str) -> int | None:
-    """A hook point's place in the forward pass (larger is later), or None for a name that is not one."""
+    """A hook point's place in the forward pass (larger is later), or None for a name that is not one;
+    a transcoder's pair `blocks.L.mlp` is placed at what it reads."""
+    if (pair := MLP_PAIR.match(name)) is not None:
+        name = f"blocks.{pair.group(1)}.{MLP_READ}"
     m = _NAME.match(name)
     return int(m.group(1)) * len(_ORDER) + _ORDER.index(m.group(2)) if m else None
 
@@ -363,6 +366,7 @@ def expand_hooks(spec: str | list[str], n_layers: int) -> list[str]:
     import fnmatch
 
     points = [f"blocks.{L}.{kind}" for L in range(n_layers) for kind in KINDS]
+    pairs = [f"blocks.{L}.mlp" for L in range(n_layers)]  # transcoders' pairs: `blocks.*.mlp`
     out: list[str] = []
     for item in hook_list(spec):
         groups = re.findall(r"\{([^{}]*)\}", item)
@@ -372,7 +376,9 @@ def expand_hooks(spec: str | list[str], n_layers: int) -> list[str]:
             )
         for name in _braces(item):
             if any(c in name for c in "*?["):
-                found = [p for p in points if fnmatch.fnmatchcase(p, name)]
+                found = [
+                    p for p in (pairs if name.endswith(".mlp") else points) if fnmatch.fnmatchcase(p, name)
+                ]
                 if not found:
                     raise SuperpositionError(
                         f"hook_name {item!r}: matches no hook point of this model (blocks.0..{n_layers - 1}, "

@@ -36,16 +36,14 @@ from superposition.lm.hooks import HookedModel, expand_hooks, hook_list, read_na
 from superposition.seeding import derive_seed
 
 
-def store_hooks(hook_name: str | list[str], hooked: HookedModel) -> list[str]:
-    """The hook points a `hook_name` setting reads, in forward order: a list or pattern expanded
-    against the model; one name as read_names gives it (a transcoder's pair is two)."""
-    if several_hooks(hook_name):
-        names = expand_hooks(hook_list(hook_name), hooked.n_layers)
-    else:
-        names = read_names(hook_name)
-    for name in names:
-        hooked.parse(name)
-    return names
+def store_units(hook_name: str | list[str], hooked: HookedModel) -> list[str]:
+    """What a `hook_name` setting trains one SAE (or transcoder) at each, in forward order: a list or
+    pattern expanded against the model, or the one name."""
+    units = expand_hooks(hook_list(hook_name), hooked.n_layers) if several_hooks(hook_name) else [hook_name]
+    for unit in units:
+        for name in read_names(unit):
+            hooked.parse(name)
+    return units
 
 
 class ActivationStore:
@@ -73,7 +71,8 @@ class ActivationStore:
             )
         self.comm = comm or Comm.single()
         # one hook, a transcoder's pair, or several hooks: rows [h1 | h2 | ...]
-        self.names = store_hooks(hook_name, hooked)
+        self.units = store_units(hook_name, hooked)
+        self.names = [n for unit in self.units for n in read_names(unit)]
         self.widths = [hooked.d_in(n) for n in self.names]
         if self.comm.world > buffer_sequences:
             raise SuperpositionError(
@@ -320,18 +319,18 @@ class RankView:
 
     def __init__(self, store: ActivationStore, comm: Comm | None = None, hooks: list[int] | None = None):
         self.store, self.comm = store, comm or Comm.single()
-        widths = store.widths
-        self.hooks = list(range(len(widths))) if hooks is None else hooks
-        self.stacked = len(widths) > 1 and not _is_pair(store)
-        if self.stacked:
-            d = widths[0]
+        units = store.units
+        self.hooks = list(range(len(units))) if hooks is None else hooks
+        self.stacked = len(units) > 1
+        if self.stacked:  # every unit has the same width: a hook's, or a transcoder's input + output
+            d = sum(store.widths) // len(units)
             self.cols = torch.cat([torch.arange(h * d, (h + 1) * d) for h in self.hooks])
             self.shape = (len(self.hooks), d)
 
     def _view(self, x: Tensor) -> Tensor:
         if not self.stacked:
             return x
-        if len(self.hooks) != len(self.store.widths):
+        if len(self.hooks) != len(self.store.units):
             x = x[:, self.cols.to(x.device)]
         return x.view(x.shape[0], *self.shape)
 
@@ -346,11 +345,6 @@ class RankView:
 
     def load_state_dict(self, state: dict) -> None:
         self.store.load_state_dict(state)
-
-
-def _is_pair(store: ActivationStore) -> bool:
-    """A transcoder's (input, output) pair: one row [x | y] for one SAE, not two instances."""
-    return not several_hooks(store.hook_name) and len(store.names) == 2
 
 
 def buffer_sequences_for(batch_size_tokens: int, n_batches_in_buffer: int, context_size: int) -> int:

@@ -1,0 +1,225 @@
+"""`superposition attribute RUN_DIR --prompt "..." --out DIR`: the attribution graph of a prompt
+through a run's transcoders (interp/attribution.py: nodes, edges, influence, pruning and scores as
+circuit-tracer defines them).
+
+Writes, besides the usual config.json, summary.json and report.html:
+
+    graph.safetensors     the whole graph: adjacency (rows targets, columns sources), the latents
+                          (layer, position, latent), activations, logit ids and probabilities,
+                          prompt tokens; prompt and sizes in the header (`interp.attribution.load_graph`)
+    graph.json            the pruned graph in the JSON circuit-tracer's frontend and Neuronpedia read
+    graph-metadata.json   the index circuit-tracer's local server reads ({"graphs": [metadata]})
+    graph.html            an offline viewer: nodes by layer and position, click one for its edges
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from markupsafe import Markup
+from pydantic import Field
+
+from superposition.atomic import atomic_write_text, write_json
+from superposition.commands.base import command, flag, positional
+from superposition.commands.targets import TranscoderRun, load_transcoders
+from superposition.config import Config
+from superposition.interp import attribution as at
+from superposition.report.output import FigureSpec, Result
+
+RUN_HELP = (
+    "a train-sae run of transcoders: one per layer (--set architecture=transcoder --set "
+    "'hook_name=blocks.*.mlp'), or a single transcoder's run; MLPs without one are error nodes"
+)
+
+
+class TranscoderOptions(Config):
+    """A run of transcoders and where the model they replace the MLPs of runs."""
+
+    run: str = positional(RUN_HELP, "RUN_DIR")
+    model: str | None = flag(None, "the language model (default: the one the run was trained on)")
+    device: str | None = flag(None, "where the model runs: cpu, cuda, ... (default: the run's)")
+    dtype: str | None = flag(
+        None, "the model's dtype: float32 (default: the run's)", pattern="^(float32|bfloat16|float16)$"
+    )
+
+    def load(self) -> TranscoderRun:
+        return load_transcoders(self.run, self.model, self.device, self.dtype)
+
+
+class AttributeOptions(TranscoderOptions):
+    """Options of `attribute`."""
+
+    prompt: str = Field(description="the text whose next token is attributed (BOS is added as in training)")
+    max_feature_nodes: int = Field(
+        4096, gt=0, description="latents given rows, the most influential on the logits first"
+    )
+    batch_size: int = Field(32, gt=0, description="targets per backward pass")
+    node_threshold: float = Field(
+        0.8, gt=0, le=1, description="pruning: nodes kept for this share of influence"
+    )
+    edge_threshold: float = Field(
+        0.98, gt=0, le=1, description="pruning: edges kept for this share of influence"
+    )
+    max_logits: int = Field(10, gt=0, le=100, description="at most this many logit nodes")
+    logit_p: float = Field(
+        0.95, gt=0, le=1, description="logit nodes: the fewest top tokens with this probability"
+    )
+
+
+def latent_labels(tr: TranscoderRun, graph: at.Graph, top: int = 3) -> dict[tuple[int, int], str]:
+    """A label per latent in the graph: the tokens its decoder row promotes most through the
+    unembedding (what it writes, logit-lens style)."""
+    tok = tr.lm.tokenizer
+    unembed = tr.lm.model.get_output_embeddings().weight.detach().float()
+    out = {}
+    for L, f in {(int(L), int(f)) for L, _, f in graph.features.tolist()}:
+        d = tr.transcoders[L].saved_tensors(0)["W_dec"][f].detach().float()
+        ids = (unembed @ d).topk(top).indices.tolist()
+        out[(L, f)] = "→ " + " ".join(json.dumps(tok.decode([i])) for i in ids)
+    return out
+
+
+def _figure(graph: at.Graph, nodes, edges):
+    """The pruned graph as a picture: nodes at (position, layer), edges coloured by sign."""
+    import matplotlib.pyplot as plt
+
+    sl = graph.slices()
+    P, n_rows = graph.n_pos, graph.n_layers + 2
+    coords = {}
+    for i in nodes.nonzero().flatten().tolist():
+        if i < sl["errors"].start:
+            L, p, _ = graph.features[i].tolist()
+            row = L + 1
+        elif i < sl["tokens"].start:
+            L, p = divmod(i - sl["errors"].start, P)
+            row = L + 1
+        elif i < sl["logits"].start:
+            p, row = i - sl["tokens"].start, 0
+        else:
+            p, row = P - 1 + 0.3 * (i - sl["logits"].start), n_rows - 1
+        coords[i] = (p, row)
+    fig, ax = plt.subplots(figsize=(min(14, 2 + 0.7 * P), 1 + 0.25 * n_rows))
+    A = graph.adjacency
+    wmax = float(A[edges].abs().max()) if edges.any() else 1.0
+    for d, s in edges.nonzero().tolist():
+        if s in coords and d in coords:
+            w = float(A[d, s])
+            ax.plot(*zip(coords[s], coords[d], strict=True), color="#1f5fbf" if w > 0 else "#c0392b",
+                    lw=0.3 + 2 * abs(w) / wmax, alpha=0.4)  # fmt: skip
+    kinds = [
+        ("features", "o", "#f5b041"),
+        ("errors", "s", "#aaaaaa"),
+        ("tokens", "^", "#58d68d"),
+        ("logits", "D", "#af7ac5"),
+    ]
+    for name, marker, colour in kinds:
+        pts = [coords[i] for i in coords if sl[name].start <= i < (sl[name].stop or A.shape[0])]
+        if pts:
+            ax.scatter(*zip(*pts, strict=True), marker=marker, color=colour, s=18, zorder=3, label=name)
+    ax.set_xlabel("position")
+    ax.set_ylabel("layer (0: embeddings, top: logits)")
+    ax.legend(loc="upper left", fontsize=7, ncols=4)
+    return fig
+
+
+@command(
+    "attribute",
+    "the attribution graph of a prompt through a run's transcoders (circuit-tracer's format)",
+    AttributeOptions,
+    kind="attribute",
+)
+def run(opts: AttributeOptions, out: Path) -> Result:
+    tr = opts.load()
+    ids = tr.encode(opts.prompt)[0]
+    from superposition.interp.replacement import ReplacementModel
+
+    rm = ReplacementModel(tr.hooked, tr.transcoders)
+    graph = at.attribute(
+        rm, ids, opts.prompt, opts.max_feature_nodes, opts.batch_size, opts.max_logits, opts.logit_p
+    )
+    nodes, edges = at.prune(graph, opts.node_threshold, opts.edge_threshold)
+    pruned = at.pruned_adjacency(graph, nodes, edges)
+    replacement, completeness = at.scores(graph)
+    p_replacement, p_completeness = at.scores(graph, pruned)
+    tok = tr.lm.tokenizer
+    token_text = [tok.decode([t]) for t in graph.tokens]
+    logit_text = [tok.decode([int(t)]) for t in graph.logit_ids]
+    hooks = [f"blocks.{L}.mlp" for L in tr.transcoders]
+    data = at.frontend_json(
+        graph, nodes, edges, token_text, logit_text, latent_labels(tr, graph), "graph",
+        f"superposition:{tr.path.name}", hooks, opts.node_threshold,
+    )  # fmt: skip
+    summary = {
+        "model_name": tr.lm.name,
+        **tr.lm.identity,
+        "prompt": opts.prompt,
+        "n_tokens": graph.n_pos,
+        "transcoder_layers": list(tr.transcoders),
+        "layers_without_transcoder": [L for L in range(rm.n_layers) if L not in tr.transcoders],
+        "n_active_features": graph.n_active,
+        "n_features": graph.n_features,
+        "logits": [
+            {"token": t, "probability": float(p)} for t, p in zip(logit_text, graph.logit_probs, strict=True)
+        ],
+        "replacement_score": replacement,
+        "completeness_score": completeness,
+        "n_nodes": int(graph.adjacency.shape[0]),
+        "n_edges": int((graph.adjacency != 0).sum()),
+        "pruned": {
+            "replacement_score": p_replacement,
+            "completeness_score": p_completeness,
+            "n_nodes": int(nodes.sum()),
+            "n_edges": int(edges.sum()),
+            "node_threshold": opts.node_threshold,
+            "edge_threshold": opts.edge_threshold,
+        },
+        **{f"cost_{k}": v for k, v in graph.cost.items()},
+    }
+    at.save_graph(graph, out / "graph.safetensors", {"model_name": tr.lm.name, "transcoders": hooks})
+    write_json(out / "graph.json", data)
+    write_json(out / "graph-metadata.json", {"graphs": [data["metadata"]]})
+    from superposition.report import TEMPLATES
+    from superposition.report.dashboard import json_for_script
+
+    view = {
+        **data,
+        "scores": {
+            "replacement_score": round(p_replacement, 4),
+            "completeness_score": round(p_completeness, 4),
+        },
+    }
+    page = TEMPLATES.get_template("graph.html").render(data=Markup(json_for_script(view)))
+    atomic_write_text(out / "graph.html", page)
+    cost = graph.cost
+    return Result(
+        title=f"Attribution graph on {tr.lm.name}",
+        explanation=(
+            "Nodes: active transcoder latents, per-layer error nodes, token embeddings and the salient "
+            "logits; "
+            "edges: direct effects through the model with attention patterns and norms frozen. Pruned to the "
+            f"nodes carrying {opts.node_threshold:.0%} of the influence on the logits and the edges carrying "
+            f"{opts.edge_threshold:.0%}. Open graph.html to explore it."
+        ),
+        summary=summary,
+        figures=[
+            FigureSpec(
+                "graph",
+                "The pruned graph: position against layer; blue excites, red inhibits.",
+                _figure(graph, nodes, edges),
+            )
+        ],
+        highlights={
+            "replacement score (pruned)": p_replacement,
+            "completeness score (pruned)": p_completeness,
+            "nodes (pruned)": int(nodes.sum()),
+            "edges (pruned)": int(edges.sum()),
+        },
+        message=(
+            f"{graph.n_pos} tokens, {graph.n_active} active latents ({graph.n_features} given rows), "
+            f"{cost['backward_passes']} backward passes in {cost['seconds']:.1f} s; replacement score "
+            f"{replacement:.3f} ({p_replacement:.3f} pruned), completeness {completeness:.3f} "
+            f"({p_completeness:.3f} "
+            f"pruned); pruned graph {int(nodes.sum())} nodes, {int(edges.sum())} edges"
+        ),
+    )
