@@ -84,8 +84,12 @@ def test_bad_prompts_and_flags_are_one_line(transcoder_run, tmp_path, capsys, ar
 
 def test_a_run_without_transcoders_or_with_wrong_layers_is_one_line(tiny_run, tmp_path, capsys):
     out = tmp_path / "o"
-    _one_line_exit_2(capsys, ["attribute", str(tiny_run), "--prompt", "x", "--out", str(out)], "holds no transcoders")
+    _one_line_exit_2(
+        capsys, ["attribute", str(tiny_run), "--prompt", "x", "--out", str(out)], "holds no transcoders"
+    )
     bad = make_transcoder_run(tmp_path / "bad", layers=(0, 31))
     _one_line_exit_2(capsys, ["attribute", str(bad), "--prompt", "x", "--out", str(out)], "has layers 0..29")
-    _one_line_exit_2(capsys, ["attribute", str(tmp_path), "--prompt", "x", "--out", str(out)], "not a train-sae run")
+    _one_line_exit_2(
+        capsys, ["attribute", str(tmp_path), "--prompt", "x", "--out", str(out)], "not a train-sae run"
+    )
     assert not out.exists()
