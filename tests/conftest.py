@@ -100,8 +100,14 @@ def make_transcoder_run(out: Path, layers=(0, 1), d_sae: int = 64, k: int = 8) -
             }
         )
         names = read_names(f"blocks.{L}.mlp")
-        meta = {"model_name": cfg.model_name, "context_size": cfg.context_size, "prepend_bos": True,
-                "hook_name": names[0], "hook_name_out": names[1], "hook_meaning": hook_meaning(f"blocks.{L}.mlp")}  # fmt: skip
+        meta = {
+            "model_name": cfg.model_name,
+            "context_size": cfg.context_size,
+            "prepend_bos": True,
+            "hook_name": names[0],
+            "hook_name_out": names[1],
+            "hook_meaning": hook_meaning(f"blocks.{L}.mlp"),
+        }
         save_sae(sae, out / "saes" / f"blocks.{L}.mlp", 0, meta)
     return out
 

@@ -10,8 +10,8 @@ import torch
 from superposition.cli import main
 from superposition.interp.attribution import load_graph
 from tests.conftest import make_transcoder_run
-from tests.report.test_dashboard import _open, browser  # noqa: F401
 from tests.reliability.test_hostile import _one_line_exit_2
+from tests.report.test_dashboard import _open, browser  # noqa: F401
 
 HOSTILE = 'x = "</script><img src=x onerror=window.pwned=1>" & <b>'
 
