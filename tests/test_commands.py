@@ -30,7 +30,10 @@ def _base_argv(cmd, tmp: Path) -> list[str]:
             argv.append("intro" if key == "experiment" else str(tmp / f"no-such-{key}"))
         elif info.is_required():
             typ, _ = _scalar(info.annotation)
-            value = typing.get_args(typ)[0] if typing.get_origin(typ) is typing.Literal else "x"
+            if typing.get_origin(typ) is typing.Literal:
+                value = typing.get_args(typ)[0]
+            else:
+                value = "1" if typ in (int, float) else "x"
             argv += [flag_name(key, info), str(value)]
     return argv
 

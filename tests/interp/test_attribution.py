@@ -31,15 +31,15 @@ def _llama(d=8, layers=2):
     return LlamaForCausalLM(cfg).eval()
 
 
-def _transcoder(d, d_sae, seed, bias=False, skip=False):
+def _transcoder(d, d_sae, seed, bias=False, skip=False, scale=0.3):
     g = torch.Generator().manual_seed(seed)
     arch = "skip_transcoder" if skip else "transcoder"
     sae = make_sae(SAEConfig(architecture=arch, sparsity="standard", d_in=d, d_sae=d_sae))
     t = {
         "W_enc": torch.randn(d, d_sae, generator=g),
         "b_enc": torch.randn(d_sae, generator=g) * bias,
-        "W_dec": torch.randn(d_sae, d, generator=g) * 0.3,
-        "b_dec": torch.randn(d, generator=g) * bias,
+        "W_dec": torch.randn(d_sae, d, generator=g) * scale,
+        "b_dec": torch.randn(d, generator=g) * bias * scale,
     }
     if skip:
         t["W_skip"] = torch.randn(d, d, generator=g) * 0.2

@@ -15,6 +15,7 @@ from superposition.commands import (
     convert,
     dashboard,
     eval_sae,
+    intervene,
     meta_sae,
     run,
     self_explain,
