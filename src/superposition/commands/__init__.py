@@ -11,6 +11,7 @@ from superposition.commands import (
     analyze,
     attribute,
     autointerp,
+    circuit,
     compare_saes,
     convert,
     dashboard,

@@ -242,50 +242,72 @@ class TranscoderRun:
         return ids
 
 
-def load_transcoders(
-    path: str | Path, model: str | None = None, device: str | None = None, dtype: str | None = None
-) -> TranscoderRun:
-    """The transcoders of a train-sae run: one per layer (`hook_name=blocks.*.mlp`, saes/blocks.L.mlp/)
-    or the one of a single-transcoder run, with the model they were trained on (or `model`), each
-    checked against the model's widths and layers."""
+def load_hook_saes(
+    path: str | Path,
+    model: str | None = None,
+    device: str | None = None,
+    dtype: str | None = None,
+    transcoders_only: bool = False,
+) -> tuple[LMSAEConfig, LoadedModel, HookedModel, dict[str, BatchedSAE]]:
+    """The SAEs of a train-sae run by hook (several: saes/<hook>/; one: sae/), with the model they
+    were trained on (or `model`), each checked against the model's hooks and widths."""
     from superposition.lm.hooks import MLP_PAIR
     from superposition.sae.io import load_sae
 
     where = local_path(path)
     if where is None or kind_of(where) != TRAIN_RUN:
         raise SuperpositionError(
-            f"{path}: not a train-sae run; give a run of transcoders (train-sae --set "
-            "architecture=transcoder "
-            "--set 'hook_name=blocks.*.mlp')"
+            f"{path}: not a train-sae run; give a run of SAEs or transcoders at the hooks to study"
+            + (
+                " (train-sae --set architecture=transcoder --set 'hook_name=blocks.*.mlp')"
+                if transcoders_only
+                else ""
+            )
         )
     cfg = LMSAEConfig.build(_read_json(where / "config.json"), str(where / "config.json"))
     if (where / "saes").is_dir():
         folders = {p.name: p for p in sorted((where / "saes").iterdir()) if p.is_dir()}
     else:
         folders = {cfg.hook_name if isinstance(cfg.hook_name, str) else "": where / "sae"}
-    pairs = {name: p for name, p in folders.items() if MLP_PAIR.match(name)}
-    if not pairs:
-        raise SuperpositionError(
-            f"{where}: holds no transcoders (its SAEs read {', '.join(folders)[:120]}); attribution needs "
-            "transcoders at blocks.L.mlp"
-        )
+    if transcoders_only:
+        chosen = {name: p for name, p in folders.items() if MLP_PAIR.match(name)}
+        if not chosen:
+            raise SuperpositionError(
+                f"{where}: holds no transcoders (its SAEs read {', '.join(folders)[:120]}); attribution "
+                "needs "
+                "transcoders at blocks.L.mlp"
+            )
+        folders = chosen
     lm = load_model(model or cfg.model_name, device or cfg.device, dtype or cfg.dtype)
     hooked = HookedModel(lm.model)
-    transcoders = {}
-    for name, folder in pairs.items():
-        layer = int(MLP_PAIR.match(name).group(1))
-        if layer >= hooked.n_layers:
+    saes = {}
+    for name, folder in folders.items():
+        m = MLP_PAIR.match(name)
+        if m and int(m.group(1)) >= hooked.n_layers:
             raise SuperpositionError(
-                f"{folder}: a transcoder for layer {layer}, but {lm.name} has layers 0..{hooked.n_layers - 1}"
+                f"{folder}: a transcoder for layer {m.group(1)}, but {lm.name} has layers "
+                f"0..{hooked.n_layers - 1}"
             )
-        sae = load_sae(folder)
-        if not sae.transcodes:
-            raise SuperpositionError(f"{folder}: a {sae.cfg.architecture}, not a transcoder")
         want = hooked.widths(name)
-        if [sae.cfg.d_in, sae.d_out] != want:
+        sae = load_sae(folder)
+        if sae.transcodes != (len(want) == 2):
+            raise SuperpositionError(f"{folder}: a {sae.cfg.architecture} cannot read {name}")
+        if [sae.cfg.d_in, sae.d_out][: len(want)] != want:
             raise SuperpositionError(
                 f"{folder}: reads {sae.cfg.d_in} and writes {sae.d_out}, but {name} of {lm.name} is "
-                f"{want[0]} -> {want[1]}"
+                f"{' -> '.join(map(str, want))}"
             )
-        transcoders[layer] = sae.to(lm.model.device).eval()
-    return TranscoderRun(where, lm, hooked, transcoders, cfg.prepend_bos)
+        saes[name] = sae.to(lm.model.device).eval()
+    return cfg, lm, hooked, saes
+
+
+def load_transcoders(
+    path: str | Path, model: str | None = None, device: str | None = None, dtype: str | None = None
+) -> TranscoderRun:
+    """The transcoders of a train-sae run: one per layer (`hook_name=blocks.*.mlp`, saes/blocks.L.mlp/)
+    or the one of a single-transcoder run, with the model they were trained on (or `model`)."""
+    from superposition.lm.hooks import MLP_PAIR
+
+    cfg, lm, hooked, saes = load_hook_saes(path, model, device, dtype, transcoders_only=True)
+    transcoders = {int(MLP_PAIR.match(h).group(1)): sae for h, sae in saes.items()}
+    return TranscoderRun(Path(path), lm, hooked, transcoders, cfg.prepend_bos)
