@@ -20,7 +20,7 @@ from superposition.commands.targets import LMRun, load_run, local_path
 from superposition.errors import SuperpositionError
 from superposition.lm.config import LMSAEConfig
 from superposition.lm.evals import evaluate_sae, evaluate_saes
-from superposition.lm.hooks import read_names
+from superposition.lm.hooks import MLP_PAIR, read_names
 from superposition.lm.store import ActivationStore
 from superposition.report.output import FigureSpec, Result, write_output, write_result
 from superposition.sae.io import load_sae
@@ -173,6 +173,13 @@ def evaluate_multi(out: Path, cfg: LMSAEConfig, hooks: list[str], lm, hooked, tr
         **training, "model_name": cfg.model_name, **lm.identity, "architecture": cfg.architecture,
         "d_sae": cfg.sae_width(hooked.widths(hooks[0])[0]), "eval_sequences": seqs.shape[0], "hooks": records,
     }  # fmt: skip
+    if len(hooks) > 1 and all(MLP_PAIR.match(h) for h in hooks):  # transcoders: every MLP replaced at once
+        from superposition.lm.evals import PerLayer, evaluate_substitution
+
+        layers = {int(MLP_PAIR.match(h).group(1)): saes[h] for h in hooks}
+        joint = evaluate_substitution(hooked, lm.tokenizer, PerLayer(layers), sorted(layers), seqs,
+                                      cfg.model_batch_size, cfg.device)  # fmt: skip
+        summary["all_mlps_replaced"] = {k: v for k, v in joint.items() if k != "fvu_per_layer"}
     rows = [r for path in [out / "log.jsonl", *sorted(out.glob("log.rank*.jsonl"))] for r in read_log(path)]
     figures = [
         FigureSpec(
@@ -212,6 +219,9 @@ def evaluate_multi(out: Path, cfg: LMSAEConfig, hooks: list[str], lm, hooked, tr
 
 def headline(summary: dict) -> str:
     """The numbers to print: the headline metrics, or for a multi-hook run a row per hook."""
+    if summary.get("architecture") == "clt":
+        keys = ("ce_loss_recovered", "kl_div", "mean_fvu")
+        return "\n".join(f"{k:>22}  {summary[k]:.4g}" for k in keys)
     if "hooks" not in summary:
         return "\n".join(f"{k:>22}  {summary[k]:.4g}" for k in HEADLINE_KEYS)
     width = max(len(h) for h in summary["hooks"])

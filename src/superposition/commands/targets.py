@@ -179,6 +179,12 @@ def load_run(
                 f"({', '.join(hooks[:3])}{', ...' if len(hooks) > 3 else ''})"
             )
         cfg = LMSAEConfig.build(_read_json(where / "config.json"), str(where / "config.json"))
+        if cfg.architecture == "clt":
+            raise SuperpositionError(
+                f"{where}: a cross-layer transcoder run, evaluated with every MLP replaced when it was "
+                "trained "
+                "(summary.json); its weights are in clt/ (sae.clt.CrossLayerTranscoder.load)"
+            )
         cfg = LMSAEConfig.build({**cfg.model_dump(), **overrides, **placement}, "model/hook")
         return LMRun(where, cfg, load_sae(where / "sae").to(cfg.device), is_run=not overrides)
     try:
@@ -265,6 +271,11 @@ def load_hook_saes(
             )
         )
     cfg = LMSAEConfig.build(_read_json(where / "config.json"), str(where / "config.json"))
+    if cfg.architecture == "clt":
+        raise SuperpositionError(
+            f"{where}: a cross-layer transcoder run; this command reads per-layer SAEs or transcoders "
+            "(train-sae --set architecture=transcoder --set 'hook_name=blocks.*.mlp')"
+        )
     if (where / "saes").is_dir():
         folders = {p.name: p for p in sorted((where / "saes").iterdir()) if p.is_dir()}
     else:

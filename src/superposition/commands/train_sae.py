@@ -312,6 +312,12 @@ def train_lm_sae(cfg: LMSAEConfig | None, out: str | Path, resume: bool = False)
         if out.is_dir() or out.is_symlink():
             refuse_links(out)  # written in place: never through a link planted in the run
         cfg = _saved_config(out)
+    if cfg.architecture == "clt":
+        from superposition.commands.train_clt import train_clt
+
+        with target_lock(out):
+            _prepare_out(out, False) if not resume else None
+            return train_clt(cfg, out, resume, RUN_KIND)
     comm = Comm.from_env(cfg.device, cfg.dist_timeout)
     try:
         with ExitStack() as stack:

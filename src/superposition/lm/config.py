@@ -13,22 +13,33 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, model_validator
+from pydantic import AfterValidator, Field, model_validator
 
 from superposition.config import Config, compose
 from superposition.errors import SuperpositionError
 from superposition.lm.data import DEFAULT_DATASET
 from superposition.lm.hooks import MLP_PAIR, hook_list, hook_position, read_names, several_hooks
 from superposition.lm.model import DEFAULT_MODEL
-from superposition.sae.config import SAEConfig
+from superposition.sae.config import SAEConfig, known_architecture
 from superposition.sae.registry import ARCHITECTURES
 from superposition.sae.train import SAETrainConfig
 
 
+def _lm_architecture(name: str) -> str:
+    return known_architecture(name, ("clt",))
+
+
 class LMSettings(Config):
     """The keys of a language-model run that are not SAE or trainer keys."""
+
+    architecture: Annotated[str, AfterValidator(_lm_architecture)] = Field(
+        "topk",
+        description="an SAE architecture (topk, batchtopk, jumprelu, standard, gated, matryoshka), "
+        "transcoder or skip_transcoder (hook_name blocks.L.mlp), or clt: one cross-layer transcoder over "
+        "every layer (hook_name blocks.*.mlp; TopK with k per layer and token)",
+    )
 
     # model and data
     model_name: str = Field(DEFAULT_MODEL, description="alias, hub name, local folder or .gguf file")
@@ -102,7 +113,9 @@ class LMSettings(Config):
         if self.training_tokens < self.batch_size_tokens:
             raise ValueError(f"training_tokens: at least one batch ({self.batch_size_tokens}) is needed")
         arch = getattr(self, "architecture", None)  # composed with SAEConfig in LMSAEConfig
-        if self.multi_hook:
+        if arch == "clt":
+            self._check_clt()
+        elif self.multi_hook:
             self._check_multi(arch)
         elif arch is not None:
             transcoder = ARCHITECTURES[arch].transcodes
@@ -120,6 +133,17 @@ class LMSettings(Config):
                 raise ValueError(f"loss: {self.loss} trains SAEs; a {arch} trains with loss=local")
         self._check_downstream()
         return self
+
+    def _check_clt(self) -> None:
+        if self.hook_name != "blocks.*.mlp":
+            raise ValueError(
+                f"hook_name: a clt reads every layer's resid_mid and writes every MLP output: blocks.*.mlp, "
+                f"got {self.hook_name!r}"
+            )
+        if getattr(self, "k", None) is None:
+            raise ValueError("k: required for architecture clt (latents per layer and token)")
+        if self.loss != "local":
+            raise ValueError(f"loss: a clt trains with loss=local, got {self.loss}")
 
     @property
     def multi_hook(self) -> bool:

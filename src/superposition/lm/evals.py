@@ -164,3 +164,120 @@ def evaluate_sae(
     return evaluate_saes(hooked, tokenizer, {hook_name: sae}, seqs, batch_size, dead_threshold, device)[
         hook_name
     ]
+
+
+@torch.no_grad()
+def evaluate_substitution(
+    hooked: HookedModel,
+    tokenizer,
+    replacement,
+    layers: list[int],
+    seqs: Tensor,
+    batch_size: int = 8,
+    device: str = "cpu",
+) -> dict:
+    """Every MLP of `layers` replaced at once (at the non-special positions) by `replacement`: an
+    object with `begin()` (a new pass), `read(L, x)` (layer L's input, recorded: the residual
+    stream between attention and MLP, and the MLP's normalised input) and `write(L)` (layer L's
+    predicted MLP output, from what was read at layers up to L). A cross-layer transcoder is one;
+    per-layer transcoders are another (`PerLayer`).
+
+    Returns ce_loss_clean / _with_replacement / _zero_ablation (every MLP of `layers` zeroed),
+    ce_loss_recovered, kl_div, and per layer the FVU of the MLP output on the clean pass (each
+    layer's prediction from the clean inputs)."""
+    sse = torch.zeros(len(layers))
+    sum_y = {L: 0.0 for L in layers}
+    sum_y2 = torch.zeros(len(layers))
+    n_tok, n_pred = 0, 0
+    ce_clean = ce_rep = ce_zero = kl = 0.0
+    for ids in seqs.split(batch_size):
+        ids = ids.to(device)
+        keep = ~special_mask(tokenizer, ids.cpu()).to(device)
+        seen: dict[str, Tensor] = {}
+        kinds = ("hook_resid_mid", "ln2.hook_normalized", "hook_mlp_out")
+        names = {L: tuple(f"blocks.{L}.{k}" for k in kinds)
+                 for L in layers}  # fmt: skip
+        clean = hooked.logits(ids, {n: capture_into(seen, n) for L in layers for n in names[L]})
+        logp_clean = F.log_softmax(clean[:, :-1].float(), -1)
+        ce_clean += _ce_and_kl(clean, ids, None)[0]
+        del clean
+        replacement.begin()
+        for j, L in enumerate(layers):  # the clean pass's inputs: each layer's FVU
+            replacement.read(L, seen[names[L][0]][keep].float(), seen[names[L][1]][keep].float())
+            y = seen[names[L][2]][keep].float()
+            sse[j] += (replacement.write(L) - y).square().sum()
+            sum_y[L] = sum_y[L] + y.sum(0)
+            sum_y2[j] += y.square().sum()
+        n_tok += int(keep.sum())
+        replacement.begin()
+        ce, k = _ce_and_kl(_spliced(hooked, ids, layers, replacement, keep), ids, logp_clean)
+        ce_rep += ce
+        kl += k
+        zero = hooked.logits(ids, {names[L][2]: splice_at(keep, torch.zeros(int(keep.sum()), hooked.d_model))
+                                   for L in layers})  # fmt: skip
+        ce_zero += _ce_and_kl(zero, ids, None)[0]
+        n_pred += ids[:, 1:].numel()
+    var = torch.stack([sum_y2[j] - (sum_y[L].square().sum() / n_tok) for j, L in enumerate(layers)])
+    fvu = (sse / var.clamp(min=1e-12)).tolist()
+    c, r, z = ce_clean / n_pred, ce_rep / n_pred, ce_zero / n_pred
+    return {
+        "ce_loss_clean": c,
+        "ce_loss_with_replacement": r,
+        "ce_loss_zero_ablation": z,
+        "ce_loss_recovered": ce_loss_recovered(c, r, z),
+        "kl_div": kl / n_pred,
+        "fvu_per_layer": dict(zip(layers, fvu, strict=True)),
+        "eval_tokens": n_tok,
+    }
+
+
+def _write_at(x: Tensor, keep: Tensor, values: Tensor) -> Tensor:
+    out = x.clone()
+    out[keep] = values.to(out.dtype)
+    return out
+
+
+def _spliced(hooked: HookedModel, ids: Tensor, layers: list[int], replacement, keep: Tensor) -> Tensor:
+    """Logits with every MLP of `layers` replaced, each layer's prediction made from what reaches it."""
+    mids: dict[int, Tensor] = {}
+    fns = {}
+    for L in layers:
+        fns[f"blocks.{L}.hook_resid_mid"] = lambda x, L=L: mids.__setitem__(L, x[keep].float())
+        fns[f"blocks.{L}.ln2.hook_normalized"] = lambda x, L=L: replacement.read(L, mids[L], x[keep].float())
+        fns[f"blocks.{L}.hook_mlp_out"] = lambda x, L=L: _write_at(x, keep, replacement.write(L))
+    return hooked.logits(ids, fns)
+
+
+class PerLayer:
+    """Per-layer transcoders ({layer: transcoder}, reading ln2.hook_normalized) as a replacement for
+    `evaluate_substitution`."""
+
+    def __init__(self, transcoders: dict) -> None:
+        self.transcoders, self.inputs = transcoders, {}
+
+    def begin(self) -> None:
+        self.inputs = {}
+
+    def read(self, layer: int, resid_mid: Tensor, normed: Tensor) -> None:
+        self.inputs[layer] = normed
+
+    def write(self, layer: int) -> Tensor:
+        sae, x = self.transcoders[layer], self.inputs[layer]
+        return sae.decode(sae.encode(x), x)
+
+
+class CLTReplacement:
+    """A cross-layer transcoder as a replacement: layer L's latents from its resid_mid, its
+    prediction from the latents of layers 0..L of the same pass."""
+
+    def __init__(self, clt) -> None:
+        self.clt, self.z = clt, {}
+
+    def begin(self) -> None:
+        self.z = {}
+
+    def read(self, layer: int, resid_mid: Tensor, normed: Tensor) -> None:
+        self.z[layer] = self.clt.encode(resid_mid, layer)
+
+    def write(self, layer: int) -> Tensor:
+        return self.clt.decode_layer([self.z[i] for i in range(layer + 1)], layer)

@@ -1,0 +1,173 @@
+"""Cross-layer transcoders: the decoder writes each layer's latents to that layer and every later
+one; files in circuit-tracer's layout round-trip; training recovers a planted cross-layer map;
+substituting every MLP at once scores exact transcoders 1 and a silent CLT 0."""
+
+import pytest
+import torch
+
+from superposition.errors import SuperpositionError
+from superposition.lm.evals import CLTReplacement, PerLayer, evaluate_substitution
+from superposition.sae.clt import CrossLayerTranscoder
+
+TOKENIZER = type("T", (), {"all_special_ids": [0]})()
+
+
+def _random_clt(n=3, d=6, m=10, k=3, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    clt = CrossLayerTranscoder(n, d, m, k, g)
+    with torch.no_grad():
+        for W in clt.W_dec:
+            W.copy_(torch.randn(W.shape, generator=g))
+        clt.b_dec.copy_(torch.randn(n, d, generator=g))
+        clt.b_enc.copy_(torch.randn(n, m, generator=g) * 0.1)
+    return clt
+
+
+def test_each_layers_output_sums_the_latents_of_it_and_every_earlier_layer():
+    clt = _random_clt()
+    x = torch.randn(5, 3, 6)
+    z = clt.encode(x)
+    assert ((z > 0).sum(-1) <= 3).all()
+    y = clt.decode(z)
+    for L in range(3):
+        want = clt.b_dec[L] + sum(z[:, i] @ clt.W_dec[i][:, L - i] for i in range(L + 1))
+        torch.testing.assert_close(y[:, L], want)
+        torch.testing.assert_close(clt.decode_layer([clt.encode(x[:, i], i) for i in range(3)], L), want)
+
+
+def test_files_are_circuit_tracers_layout_and_round_trip(tmp_path):
+    from safetensors.torch import load_file
+
+    clt = _random_clt()
+    clt.save(tmp_path / "c", {"model_name": "m"})
+    enc, dec = (
+        load_file(str(tmp_path / "c" / "W_enc_1.safetensors")),
+        load_file(str(tmp_path / "c" / "W_dec_1.safetensors")),
+    )
+    assert {k: tuple(v.shape) for k, v in enc.items()} == {
+        "W_enc_1": (10, 6),
+        "b_enc_1": (10,),
+        "b_dec_1": (6,),
+    }
+    assert {k: tuple(v.shape) for k, v in dec.items()} == {"W_dec_1": (10, 2, 6)}
+    back = CrossLayerTranscoder.load(tmp_path / "c")
+    x = torch.randn(4, 3, 6)
+    assert torch.equal(back(x), clt(x)) and back.metadata["model_name"] == "m"
+    # a circuit-tracer JumpReLU file (thresholds, no cfg.json) is read as one
+    (tmp_path / "c" / "cfg.json").unlink()
+    with pytest.raises(SuperpositionError, match="no thresholds and no k"):
+        CrossLayerTranscoder.load(tmp_path / "c")
+    from safetensors.torch import save_file
+
+    for i in range(3):
+        e = load_file(str(tmp_path / "c" / f"W_enc_{i}.safetensors"))
+        save_file(
+            {**e, f"threshold_{i}": torch.full((10,), 0.5)}, str(tmp_path / "c" / f"W_enc_{i}.safetensors")
+        )
+    jump = CrossLayerTranscoder.load(tmp_path / "c")
+    pre = jump.pre_acts(x)
+    torch.testing.assert_close(jump.encode(x), pre * (pre > 0.5))
+
+
+def test_training_recovers_a_planted_cross_layer_map():
+    """Sparse features z_i of layer i are read from x_i and written to layer i and later layers."""
+    g = torch.Generator().manual_seed(1)
+    n, d, m, k = 3, 16, 12, 2
+    E = torch.randn(n, m, d, generator=g)
+    D = [torch.randn(m, n - i, d, generator=g) * 0.5 for i in range(n)]
+
+    def batch(b=512):
+        z = torch.zeros(b, n, m)
+        idx = torch.rand(b, n, m, generator=g).argsort(-1)[..., :k]
+        z.scatter_(-1, idx, torch.rand(b, n, k, generator=g) + 0.5)
+        x = torch.einsum("blm,lmd->bld", z, E)
+        y = torch.zeros(b, n, d)
+        for i in range(n):
+            y[:, i:] += torch.einsum("bm,mld->bld", z[:, i], D[i])
+        return x, y
+
+    torch.manual_seed(0)
+    clt = CrossLayerTranscoder(n, d, 4 * m, k, torch.Generator().manual_seed(0))
+    opt = torch.optim.Adam(clt.parameters(), lr=3e-3)
+    for _ in range(1500):
+        x, y = batch()
+        loss, terms = clt.loss(x, y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    x, y = batch(2048)
+    _, terms = clt.loss(x, y)
+    assert float(terms["fvu"].detach().max()) < 0.1
+
+
+@pytest.fixture(scope="module")
+def relu_gpt2():
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from superposition.lm.hooks import HookedModel
+
+    torch.manual_seed(0)
+    model = GPT2LMHeadModel(
+        GPT2Config(n_layer=2, n_embd=32, n_head=4, n_positions=32, vocab_size=50, activation_function="relu")
+    ).eval()
+    return model, HookedModel(model)
+
+
+def test_substituting_every_mlp_with_exact_transcoders_recovers_everything(relu_gpt2):
+    from tests.lm.test_transcoder_lm import _mlp_copy, _seqs
+
+    model, hooked = relu_gpt2
+    m = evaluate_substitution(
+        hooked, TOKENIZER, PerLayer({L: _mlp_copy(model, L) for L in range(2)}), [0, 1], _seqs()
+    )
+    assert m["ce_loss_recovered"] == pytest.approx(1.0, abs=1e-5) and m["kl_div"] == pytest.approx(
+        0.0, abs=1e-7
+    )
+    assert max(m["fvu_per_layer"].values()) < 1e-8
+
+
+def test_a_silent_clt_is_zero_ablation(relu_gpt2):
+    from tests.lm.test_transcoder_lm import _seqs
+
+    _, hooked = relu_gpt2
+    clt = CrossLayerTranscoder(2, 32, 16, 4)  # decoders and b_dec start at zero
+    m = evaluate_substitution(hooked, TOKENIZER, CLTReplacement(clt), [0, 1], _seqs())
+    assert m["ce_loss_recovered"] == pytest.approx(0.0, abs=1e-6)
+    assert m["ce_loss_with_replacement"] == pytest.approx(m["ce_loss_zero_ablation"], rel=1e-6)
+    # predicting 0 misses all the variance and the mean besides: Σy² / Σ(y − ȳ)² ≥ 1
+    assert all(v >= 1 - 1e-6 for v in m["fvu_per_layer"].values())
+
+
+def test_train_sae_clt_end_to_end(tmp_path, capsys):
+    import json
+
+    from superposition.cli import main
+
+    out = tmp_path / "clt"
+    sets = [
+        "architecture=clt",
+        "hook_name=blocks.*.mlp",
+        "d_sae=32",
+        "k=4",
+        "context_size=16",
+        "batch_size_tokens=64",
+        "training_tokens=128",
+        "n_batches_in_buffer=2",
+        "model_batch_size=4",
+        "eval_sequences=2",
+        "tensorboard=false",
+    ]
+    assert main(["train-sae", "--out", str(out), *[a for s in sets for a in ("--set", s)]]) == 0
+    s = json.loads((out / "summary.json").read_text())
+    assert (
+        s["architecture"] == "clt"
+        and len(s["fvu_per_layer"]) == 30
+        and s["ce_loss_zero_ablation"] > s["ce_loss_clean"]
+    )
+    clt = CrossLayerTranscoder.load(out / "clt")
+    assert (clt.n_layers, clt.d_model, clt.d_sae, clt.k) == (30, 576, 32, 4)
+    capsys.readouterr()
+    assert main(["train-sae", "--out", str(out), "--resume"]) == 2
+    assert "cannot be resumed yet" in capsys.readouterr().err
+    assert main(["attribute", str(out), "--prompt", "x", "--out", str(tmp_path / "a")]) == 2
+    assert "a cross-layer transcoder run" in capsys.readouterr().err
