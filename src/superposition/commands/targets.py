@@ -178,13 +178,7 @@ def load_run(
                 f"{where}: a run of SAEs at {len(hooks)} hooks; give one of them, {where / 'saes'}/<hook> "
                 f"({', '.join(hooks[:3])}{', ...' if len(hooks) > 3 else ''})"
             )
-        cfg = LMSAEConfig.build(_read_json(where / "config.json"), str(where / "config.json"))
-        if cfg.architecture == "clt":
-            raise SuperpositionError(
-                f"{where}: a cross-layer transcoder run, evaluated with every MLP replaced when it was "
-                "trained "
-                "(summary.json); its weights are in clt/ (sae.clt.CrossLayerTranscoder.load)"
-            )
+        cfg = _run_config(where)
         cfg = LMSAEConfig.build({**cfg.model_dump(), **overrides, **placement}, "model/hook")
         return LMRun(where, cfg, load_sae(where / "sae").to(cfg.device), is_run=not overrides)
     try:
@@ -207,6 +201,19 @@ def load_run(
         {**values, **placement, "architecture": sae.cfg.architecture, "d_sae": sae.cfg.d_sae}, str(where)
     )
     return LMRun(where, cfg, sae.to(cfg.device), is_run=False)
+
+
+def _run_config(where: Path) -> LMSAEConfig:
+    """A train-sae run's config; a cross-layer transcoder run is refused (no command but train-sae
+    reads one yet: its evaluation is in its summary.json, its weights in clt/)."""
+    cfg = LMSAEConfig.build(_read_json(where / "config.json"), str(where / "config.json"))
+    if cfg.architecture == "clt":
+        raise SuperpositionError(
+            f"{where}: a cross-layer transcoder run; this command reads per-layer SAEs or transcoders "
+            "(a CLT's evaluation is in its summary.json, its weights in clt/: "
+            "sae.clt.CrossLayerTranscoder.load)"
+        )
+    return cfg
 
 
 def _read_json(path: Path) -> dict:
@@ -270,12 +277,7 @@ def load_hook_saes(
                 else ""
             )
         )
-    cfg = LMSAEConfig.build(_read_json(where / "config.json"), str(where / "config.json"))
-    if cfg.architecture == "clt":
-        raise SuperpositionError(
-            f"{where}: a cross-layer transcoder run; this command reads per-layer SAEs or transcoders "
-            "(train-sae --set architecture=transcoder --set 'hook_name=blocks.*.mlp')"
-        )
+    cfg = _run_config(where)
     if (where / "saes").is_dir():
         folders = {p.name: p for p in sorted((where / "saes").iterdir()) if p.is_dir()}
     else:
