@@ -17,8 +17,9 @@ of consecutive hooks, e(u → d) = Σ ∂m/∂a_d · ∂a_d/∂x_u · Δx_u, a v
 downstream node.
 
 Faithfulness of a circuit C under mean ablation: (m(C) − m(∅)) / (m(M) − m(∅)), where m(C) runs the
-model with every node outside C replaced by its mean over the clean prompts (downstream latents
-recomputed from what reaches them), M is the model (every node) and ∅ ablates them all;
+model with every node outside C replaced by its mean at that position over the clean and patch
+prompts together (downstream latents recomputed from what reaches them), M is the model (every
+node) and ∅ ablates them all;
 completeness is the faithfulness of M \\ C (low when C holds what matters).
 """
 
@@ -226,16 +227,19 @@ class Circuits:
     # ------------------------------------------------------------------ ablation
     @torch.no_grad()
     def means(self, pairs: Pairs, batch_size: int = 8) -> dict[str, dict[str, Tensor]]:
-        """Each latent's and each error's mean over the clean prompts' tokens (positions and pairs)."""
+        """Each latent's and each error's mean per position over the clean and the patch prompts
+        together (pairs share one length, so position p is the same slot of the template in every
+        prompt; clean and patch together, the means carry no answer either way)."""
         sums: dict[str, dict[str, Tensor]] = {}
         n = 0
-        for clean, _, _, _ in pairs.batches(batch_size):
-            c = self.capture(clean)
-            for h in self.hooks:
-                s = sums.setdefault(h, {"a": 0.0, "e": 0.0})
-                s["a"] = s["a"] + c[h]["a"].sum((0, 1))
-                s["e"] = s["e"] + c[h]["e"].sum((0, 1))
-            n += clean.shape[0] * clean.shape[1]
+        for clean, patch, _, _ in pairs.batches(batch_size):
+            for ids in (clean, patch):
+                c = self.capture(ids)
+                for h in self.hooks:
+                    s = sums.setdefault(h, {"a": 0.0, "e": 0.0})
+                    s["a"] = s["a"] + c[h]["a"].sum(0)
+                    s["e"] = s["e"] + c[h]["e"].sum(0)
+                n += ids.shape[0]
         return {h: {"a": s["a"] / n, "e": s["e"] / n} for h, s in sums.items()}
 
     def ablated_logits(self, ids: Tensor, keep: dict[str, tuple[Tensor, bool]], means: dict) -> Tensor:
