@@ -34,13 +34,6 @@ def _lm_architecture(name: str) -> str:
 class LMSettings(Config):
     """The keys of a language-model run that are not SAE or trainer keys."""
 
-    architecture: Annotated[str, AfterValidator(_lm_architecture)] = Field(
-        "topk",
-        description="an SAE architecture (topk, batchtopk, jumprelu, standard, gated, matryoshka), "
-        "transcoder or skip_transcoder (hook_name blocks.L.mlp), or clt: one cross-layer transcoder over "
-        "every layer (hook_name blocks.*.mlp; TopK with k per layer and token)",
-    )
-
     # model and data
     model_name: str = Field(DEFAULT_MODEL, description="alias, hub name, local folder or .gguf file")
     hook_name: str | list[str] = Field(
@@ -52,6 +45,12 @@ class LMSettings(Config):
         "transcoder (from ln2.hook_normalized to hook_mlp_out). Several: a "
         "list, a glob (blocks.*.hook_resid_post) or braces (blocks.{2,6,10}.hook_mlp_out): one forward "
         "pass feeds one SAE per hook",
+    )
+    architecture: Annotated[str, AfterValidator(_lm_architecture)] = Field(
+        "topk",
+        description="an SAE architecture (topk, batchtopk, jumprelu, standard, gated, matryoshka), "
+        "transcoder or skip_transcoder (hook_name blocks.L.mlp), or clt: one cross-layer transcoder over "
+        "every layer (hook_name blocks.*.mlp; TopK with k per layer and token)",
     )
     dataset_path: str = Field(
         DEFAULT_DATASET, description="python-docs, a .txt/.jsonl/.parquet file, or a hub dataset"

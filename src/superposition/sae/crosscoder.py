@@ -1,0 +1,129 @@
+"""Crosscoders (Lindsey et al. 2024, "Sparse Crosscoders for Cross-Layer Features and Model
+Diffing"): one dictionary over several activation sources at once (two models at one hook, or
+several layers of one model). Latents read every source; each source has its own decoder:
+
+    z = σ(Σ_s x_s W_enc[s] + b_enc),      x̂_s = z W_dec[:, s] + b_dec[s]
+
+Sparsity, `sparsity`:
+    l1          σ = ReLU, loss Σ_s ‖x_s − x̂_s‖² + λ Σ_j z_j Σ_s ‖W_dec[j, s]‖ (the L1 penalty weighted by
+                the sum of the decoder norms, as the paper's; decoders left free)
+    batchtopk   the k·batch largest pre-activations of the batch (k per token on average), loss
+                Σ_s ‖x_s − x̂_s‖²; at inference a threshold (the running mean of the smallest kept
+                value) replaces the batch choice
+
+Shapes: x (batch, n_sources, d); z (batch, d_sae); W_enc (n_sources, d, d_sae); W_dec (d_sae,
+n_sources, d). `source_sae(s)` gives source s's decoder as a one-source SAE's tensors (W_enc here
+is the crosscoder's encoder block for that source), so tools that read one SAE can read each.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from superposition.errors import SuperpositionError
+
+SPARSITIES = ("l1", "batchtopk")
+
+
+class Crosscoder(nn.Module):
+    def __init__(
+        self,
+        n_sources: int,
+        d: int,
+        d_sae: int,
+        sparsity: str = "l1",
+        l1_coefficient: float = 1.0,
+        k: int | None = None,
+        generator: torch.Generator | None = None,
+    ) -> None:
+        super().__init__()
+        if sparsity not in SPARSITIES:
+            raise SuperpositionError(f"sparsity: one of {', '.join(SPARSITIES)}, got {sparsity!r}")
+        if sparsity == "batchtopk" and not (k and 0 < k <= d_sae):
+            raise SuperpositionError(f"k: batchtopk needs k between 1 and d_sae ({d_sae})")
+        self.n_sources, self.d, self.d_sae = n_sources, d, d_sae
+        self.sparsity, self.l1_coefficient, self.k = sparsity, l1_coefficient, k
+        W = torch.randn(d_sae, n_sources, d, generator=generator)
+        W = W / W.norm(dim=-1, keepdim=True) * 0.1  # small decoder rows, as the paper initialises
+        self.W_dec = nn.Parameter(W)
+        self.W_enc = nn.Parameter(W.permute(1, 2, 0).clone())
+        self.b_enc = nn.Parameter(torch.zeros(d_sae))
+        self.b_dec = nn.Parameter(torch.zeros(n_sources, d))
+        self.register_buffer("threshold", torch.tensor(0.0))
+
+    def extra_repr(self) -> str:
+        extra = f"k={self.k}" if self.sparsity == "batchtopk" else f"l1_coefficient={self.l1_coefficient}"
+        sizes = f"n_sources={self.n_sources}, d={self.d}, d_sae={self.d_sae}"
+        return f"crosscoder, {sizes}, {self.sparsity}, {extra}"
+
+    def pre_acts(self, x: Tensor) -> Tensor:
+        return torch.einsum("bsd,sdf->bf", x, self.W_enc) + self.b_enc
+
+    def encode(self, x: Tensor) -> Tensor:
+        pre = self.pre_acts(x)
+        if self.sparsity == "l1":
+            return torch.relu(pre)
+        if self.training:
+            return self._batch_topk(pre)
+        return pre * (pre > self.threshold) * (pre > 0)
+
+    def _batch_topk(self, pre: Tensor) -> Tensor:
+        pre = torch.relu(pre)
+        n = min(self.k * pre.shape[0], pre.numel())
+        vals, idx = pre.flatten().topk(n, sorted=False)
+        z = torch.zeros_like(pre).flatten().scatter_(0, idx, vals).view_as(pre)
+        with torch.no_grad():
+            kept = vals[vals > 0]
+            if kept.numel():
+                self.threshold.mul_(0.99).add_(0.01 * kept.min())
+        return z
+
+    def decode(self, z: Tensor) -> Tensor:
+        return torch.einsum("bf,fsd->bsd", z, self.W_dec) + self.b_dec
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.decode(self.encode(x))
+
+    def decoder_norms(self) -> Tensor:
+        """‖W_dec[j, s]‖: (d_sae, n_sources)."""
+        return self.W_dec.norm(dim=-1)
+
+    def loss(self, x: Tensor) -> tuple[Tensor, dict]:
+        z = self.encode(x)
+        x_hat = self.decode(z)
+        mse = (x_hat - x).square().sum(-1).sum(-1).mean()
+        terms = {"mse": mse.detach(), "l0": (z > 0).float().sum(-1).mean().detach()}
+        if self.sparsity == "l1":
+            penalty = (z * self.decoder_norms().sum(-1)).sum(-1).mean()
+            terms["l1"] = penalty.detach()
+            return mse + self.l1_coefficient * penalty, terms
+        return mse, terms
+
+    def source_sae(self, s: int) -> dict[str, Tensor]:
+        """Source s's view under the SAELens names: W_enc [d, d_sae] (this source's encoder block),
+        W_dec [d_sae, d], b_enc, b_dec [d]."""
+        return {
+            "W_enc": self.W_enc[s].detach().contiguous(),
+            "W_dec": self.W_dec[:, s].detach().contiguous(),
+            "b_enc": self.b_enc.detach().contiguous(),
+            "b_dec": self.b_dec[s].detach().contiguous(),
+        }
+
+
+def train_crosscoder(cc: Crosscoder, sample, steps: int, lr: float = 1e-3, batch: int = 1024) -> list[dict]:
+    """Adam on batches `sample(batch)` -> (batch, n_sources, d); returns a log every 10% of steps."""
+    opt = torch.optim.Adam(cc.parameters(), lr=lr)
+    cc.train()
+    log = []
+    for step in range(steps):
+        loss, terms = cc.loss(sample(batch))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if step % max(1, steps // 10) == 0 or step == steps - 1:
+            log.append(
+                {"step": step, "loss": float(loss.detach()), **{k: float(v) for k, v in terms.items()}}
+            )
+    cc.eval()
+    return log
