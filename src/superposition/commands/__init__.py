@@ -16,6 +16,7 @@ from superposition.commands import (
     convert,
     dashboard,
     eval_sae,
+    finetune,
     intervene,
     meta_sae,
     run,
