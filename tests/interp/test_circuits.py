@@ -152,7 +152,9 @@ def test_the_circuit_command(transcoder_run, tmp_path, capsys):
                  "--nodes", "5", "--out", str(out)]) == 0  # fmt: skip
     s = json.loads((out / "summary.json").read_text())
     assert s["m_full"] == s["m_clean"] and s["hooks"] == ["blocks.0.mlp", "blocks.1.mlp"]
-    assert s["curve"][0] == {"n_nodes": 0, "faithfulness": 0.0, "completeness": 1.0}
+    assert s["curve"][0] == {"n_nodes": 0, "threshold": None, "faithfulness": 0.0, "completeness": 1.0}
+    thresholds = [r["threshold"] for r in s["curve"][1:]]
+    assert thresholds == sorted(thresholds, reverse=True)  # larger circuits: lower |effect| thresholds
     assert s["curve"][-1]["faithfulness"] == pytest.approx(1.0) and len(s["circuit"]["nodes"]) == 5
     assert len((out / "pairs.jsonl").read_text().splitlines()) == 4
     bad = tmp_path / "bad.jsonl"

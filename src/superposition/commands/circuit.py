@@ -103,12 +103,18 @@ def run(opts: CircuitOptions, out: Path) -> Result:
     m_empty = engine.metric_with(pairs, nothing, means, opts.batch_size)
     span = m_full - m_empty
     total = sum(s["latents"].numel() + 1 for s in effects.values())
+    # |effect| of every node, largest first: the node threshold each circuit size corresponds to
+    ranked = torch.cat(
+        [torch.cat([e["latents"].abs(), torch.tensor([abs(e["error"])])]) for e in effects.values()]
+    )
+    ranked = ranked.sort(descending=True).values
     curve = []
     for n in [s for s in SIZES if s < total] + [total]:
         keep = engine.keep_top(effects, n)
         m_c = engine.metric_with(pairs, keep, means, opts.batch_size)
         m_rest = engine.metric_with(pairs, engine.complement(keep), means, opts.batch_size)
-        curve.append({"n_nodes": n, "faithfulness": (m_c - m_empty) / span if span else float("nan"),
+        curve.append({"n_nodes": n, "threshold": float(ranked[n - 1]) if n else None,
+                      "faithfulness": (m_c - m_empty) / span if span else float("nan"),
                       "completeness": (m_rest - m_empty) / span if span else float("nan")})  # fmt: skip
     keep = engine.keep_top(effects, opts.nodes)
     nodes = []
