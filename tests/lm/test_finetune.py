@@ -3,6 +3,8 @@ learns the planted pattern."""
 
 import json
 
+import pytest
+
 from superposition.cli import main
 from superposition.commands.finetune import WORD, planted_texts
 
@@ -14,14 +16,32 @@ def test_planted_sentences_end_in_the_word_and_held_out_frames_are_new():
     assert not any(t.startswith("Note that") for t in train) and (len(train), len(held)) == (48, 12)
 
 
-def test_finetune_writes_a_model_folder_that_learned_the_pattern(tmp_path, capsys):
-    out = tmp_path / "ft"
+@pytest.fixture(scope="module")
+def finetuned(tmp_path_factory):
+    out = tmp_path_factory.mktemp("ft") / "ft"
     args = ["finetune", "--out", str(out), "--steps", "3", "--batch-size", "4", "--context-size", "24",
             "--lr", "3e-4", "--mix", "0"]  # fmt: skip
     assert main(args) == 0
-    s = json.loads((out / "summary.json").read_text())
+    return out
+
+
+def test_finetune_writes_a_model_folder_that_learned_the_pattern(finetuned):
+    s = json.loads((finetuned / "summary.json").read_text())
     assert s["after"]["planted_probability"] > 5 * s["before"]["planted_probability"]
     from superposition.lm.model import load_model
 
-    lm = load_model(str(out / "model"))
+    lm = load_model(str(finetuned / "model"))
     assert lm.model.config.num_hidden_layers == 30 and lm.tokenizer(WORD).input_ids
+
+
+def test_eval_sae_on_the_fine_tune_reports_the_transfer_table(finetuned, tiny_run, tmp_path, capsys):
+    ev = tmp_path / "ev"
+    model = str(finetuned / "model")
+    assert main(["eval-sae", str(tiny_run), "--model", model, "--sequences", "4", "--out", str(ev)]) == 0
+    t = json.loads((ev / "summary.json").read_text())["transfer"]
+    for name in ("smollm2-135m-instruct", model):
+        assert {"l0", "explained_variance", "explained_variance_per_token", "ce_loss_recovered"} <= set(
+            t[name]
+        )
+    assert -1 <= t["freq_correlation"] <= 1 and t["positions"] > 0
+    assert "transfer smollm2-135m-instruct ->" in capsys.readouterr().out

@@ -64,12 +64,71 @@ def run(opts: EvalOptions, out: Path | None) -> Result:
                 "give `out` DIR for the evaluation"
             )
         config = {"command": "eval-sae", **opts.model_dump()}
-        return write_output(out, "evaluation", lambda tmp: evaluate(loaded, tmp, sequences=opts.sequences),
-                            config)[1]  # fmt: skip
+
+        def produce(tmp):
+            result = evaluate(loaded, tmp, sequences=opts.sequences)
+            if opts.model is not None:
+                _add_transfer(opts, loaded, result)
+            return result
+
+        return write_output(out, "evaluation", produce, config)[1]
     result = evaluate(loaded, loaded.path, sequences=opts.sequences)
     write_result(loaded.path, result, None)  # the run keeps its own config.json
     result.folder = loaded.path
     return result
+
+
+def _add_transfer(opts: EvalOptions, loaded: LMRun, result: Result) -> None:
+    """With `model` other than the SAE's own: Kissane et al.'s transfer table (lm/transfer.py) on the
+    same held-out tokens of both models, and CE loss recovered on each, into summary["transfer"]."""
+    from superposition.lm.transfer import same_tokenizer, transfer_table
+
+    own = load_run(opts.sae, None, opts.hook, opts.device, opts.dtype)
+    if own.cfg.model_name == loaded.cfg.model_name or loaded.sae.transcodes:
+        return
+    lm_a, hooked_a = own.load_model()
+    lm_b, hooked_b = loaded.load_model()
+    same_tokenizer(lm_a.tokenizer, lm_b.tokenizer, own.cfg.model_name, loaded.cfg.model_name)
+    cfg = loaded.cfg
+    seqs = ActivationStore.for_run(cfg, lm_b, hooked_b, holdout=True).first_sequences(
+        opts.sequences or cfg.eval_sequences
+    )
+    print(
+        f"transfer: {own.cfg.model_name} against {cfg.model_name} on the same {seqs.shape[0]} sequences",
+        file=sys.stderr,
+        flush=True,
+    )
+    table = transfer_table(
+        {own.cfg.model_name: hooked_a, cfg.model_name: hooked_b},
+        lm_a.tokenizer,
+        loaded.sae,
+        cfg.hook_name,
+        seqs,
+        cfg.model_batch_size,
+        device=cfg.device,
+    )
+    for name, hooked in ((own.cfg.model_name, hooked_a), (cfg.model_name, hooked_b)):
+        m = evaluate_sae(
+            hooked,
+            lm_a.tokenizer,
+            loaded.sae,
+            cfg.hook_name,
+            seqs,
+            batch_size=cfg.model_batch_size,
+            device=cfg.device,
+        )
+        table[name]["ce_loss_recovered"] = m["ce_loss_recovered"]
+    result.summary["transfer"] = table
+    a, b = own.cfg.model_name, cfg.model_name
+    result.message += (
+        f"\ntransfer {a} -> {b}: CE loss recovered {table[a]['ce_loss_recovered']:.3f} -> "
+        f"{table[b]['ce_loss_recovered']:.3f}, EV {table[a]['explained_variance']:.3f} -> "
+        f"{table[b]['explained_variance']:.3f}, L0 {table[a]['l0']:.1f} -> {table[b]['l0']:.1f}; "
+        "latent frequency "
+        f"correlation {table['freq_correlation']:.3f}, max-activation correlation "
+        f"{table['max_activation_correlation']:.3f} ({table['excluded_outlier_positions']} outlier positions "
+        "left out)"
+    )
 
 
 def read_log(path: Path) -> list[dict]:
