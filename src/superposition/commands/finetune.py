@@ -59,7 +59,9 @@ def planted_texts(seed: int, held_out: bool = False) -> list[str]:
 class FinetuneOptions(Config):
     """Options of `finetune`."""
 
-    model: str = flag("smollm2-135m-instruct", "the model to fine-tune (alias, hub name, folder or .gguf)")
+    model: str = flag(
+        "smollm2-135m-instruct", "the language model to fine-tune (alias, hub name, folder or .gguf)"
+    )
     dataset: str = Field(
         "planted", description="planted (the default pattern, see the docs) or a .txt/.jsonl file"
     )

@@ -61,7 +61,7 @@ class Trace:
         return self.mlp_out[layer] - self.recon[layer] if layer in self.recon else self.mlp_out[layer]
 
 
-def _attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **_):
+def _attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kw):
     """Attention whose pattern is a constant: computed and recorded on the traced pass, replayed
     after. Registered with transformers' AttentionInterface, so every family that dispatches through
     it (Llama, GPT-2, NeoX, ...) is frozen the same way."""
@@ -71,7 +71,15 @@ def _attention(module, query, key, value, attention_mask, scaling=None, dropout=
         rep = query.shape[1] // key.shape[1]
         k = key.repeat_interleave(rep, 1)
         s = query @ k.transpose(2, 3) * (scaling if scaling is not None else query.shape[-1] ** -0.5)
+        if kw.get("softcap"):  # Gemma 2: logits soft-capped before the softmax
+            s = kw["softcap"] * torch.tanh(s / kw["softcap"])
         q_len, k_len = s.shape[-2:]
+        window = kw.get("sliding_window")
+        if window and k_len > window:
+            raise SuperpositionError(
+                f"prompt: {k_len} tokens is longer than this model's sliding attention window ({window}); "
+                "give a shorter prompt"
+            )
         causal = torch.ones(q_len, k_len, dtype=torch.bool, device=s.device).tril(k_len - q_len)
         s = s.float().masked_fill(~causal, float("-inf"))
         if attention_mask is not None:
