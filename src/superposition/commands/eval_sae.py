@@ -66,9 +66,10 @@ def run(opts: EvalOptions, out: Path | None) -> Result:
         config = {"command": "eval-sae", **opts.model_dump()}
 
         def produce(tmp):
-            result = evaluate(loaded, tmp, sequences=opts.sequences)
+            lm, hooked = loaded.load_model()  # once: the evaluation and the transfer table share it
+            result = evaluate(loaded, tmp, lm, hooked, sequences=opts.sequences)
             if opts.model is not None:
-                _add_transfer(opts, loaded, result)
+                _add_transfer(opts, loaded, lm, hooked, result)
             return result
 
         return write_output(out, "evaluation", produce, config)[1]
@@ -78,16 +79,16 @@ def run(opts: EvalOptions, out: Path | None) -> Result:
     return result
 
 
-def _add_transfer(opts: EvalOptions, loaded: LMRun, result: Result) -> None:
+def _add_transfer(opts: EvalOptions, loaded: LMRun, lm_b, hooked_b, result: Result) -> None:
     """With `model` other than the SAE's own: Kissane et al.'s transfer table (lm/transfer.py) on the
-    same held-out tokens of both models, and CE loss recovered on each, into summary["transfer"]."""
+    same held-out tokens of both models, and CE loss recovered on each, into summary["transfer"]
+    (model b's is the evaluation's own, on the same sequences)."""
     from superposition.lm.transfer import same_tokenizer, transfer_table
 
     own = load_run(opts.sae, None, opts.hook, opts.device, opts.dtype)
     if own.cfg.model_name == loaded.cfg.model_name or loaded.sae.transcodes:
         return
     lm_a, hooked_a = own.load_model()
-    lm_b, hooked_b = loaded.load_model()
     same_tokenizer(lm_a.tokenizer, lm_b.tokenizer, own.cfg.model_name, loaded.cfg.model_name)
     cfg = loaded.cfg
     seqs = ActivationStore.for_run(cfg, lm_b, hooked_b, holdout=True).first_sequences(
@@ -107,17 +108,17 @@ def _add_transfer(opts: EvalOptions, loaded: LMRun, result: Result) -> None:
         cfg.model_batch_size,
         device=cfg.device,
     )
-    for name, hooked in ((own.cfg.model_name, hooked_a), (cfg.model_name, hooked_b)):
-        m = evaluate_sae(
-            hooked,
-            lm_a.tokenizer,
-            loaded.sae,
-            cfg.hook_name,
-            seqs,
-            batch_size=cfg.model_batch_size,
-            device=cfg.device,
-        )
-        table[name]["ce_loss_recovered"] = m["ce_loss_recovered"]
+    own_eval = evaluate_sae(
+        hooked_a,
+        lm_a.tokenizer,
+        loaded.sae,
+        cfg.hook_name,
+        seqs,
+        batch_size=cfg.model_batch_size,
+        device=cfg.device,
+    )
+    table[own.cfg.model_name]["ce_loss_recovered"] = own_eval["ce_loss_recovered"]
+    table[cfg.model_name]["ce_loss_recovered"] = result.summary["ce_loss_recovered"]
     result.summary["transfer"] = table
     a, b = own.cfg.model_name, cfg.model_name
     result.message += (

@@ -254,7 +254,6 @@ class ReplacementModel:
         """The frozen model on (B, P, d) inputs: `emb` enters block 0, `writes[L]` (see `writes`) is
         layer L's MLP output, plus the skip path of a skip transcoder. Returns each layer's
         transcoder input (B, P, d_in) and the final norm's output (B, P, d)."""
-        B = emb.shape[0]
         ln2: dict[int, Tensor] = {}
 
         def capture(L):
@@ -275,7 +274,7 @@ class ReplacementModel:
         for L in range(self.n_layers):
             fns[f"blocks.{L}.ln2.hook_normalized"] = capture(L)
             fns[f"blocks.{L}.hook_mlp_out"] = replace(L)
-        ids = trace.ids.reshape(1, -1).expand(B, -1)
+        ids = trace.ids.reshape(1, -1).expand(emb.shape[0], -1)
         with self.frozen(trace.frozen), self.hooked.hooks(fns):
             final = self.model.base_model(input_ids=ids, use_cache=False).last_hidden_state
         return ln2, final

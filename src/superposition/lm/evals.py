@@ -190,13 +190,12 @@ def evaluate_substitution(
     sum_y2 = torch.zeros(len(layers))
     n_tok, n_pred = 0, 0
     ce_clean = ce_rep = ce_zero = kl = 0.0
+    kinds = ("hook_resid_mid", "ln2.hook_normalized", "hook_mlp_out")
+    names = {L: tuple(f"blocks.{L}.{k}" for k in kinds) for L in layers}
     for ids in seqs.split(batch_size):
         ids = ids.to(device)
         keep = ~special_mask(tokenizer, ids.cpu()).to(device)
         seen: dict[str, Tensor] = {}
-        kinds = ("hook_resid_mid", "ln2.hook_normalized", "hook_mlp_out")
-        names = {L: tuple(f"blocks.{L}.{k}" for k in kinds)
-                 for L in layers}  # fmt: skip
         clean = hooked.logits(ids, {n: capture_into(seen, n) for L in layers for n in names[L]})
         logp_clean = F.log_softmax(clean[:, :-1].float(), -1)
         ce_clean += _ce_and_kl(clean, ids, None)[0]
@@ -231,12 +230,6 @@ def evaluate_substitution(
     }
 
 
-def _write_at(x: Tensor, keep: Tensor, values: Tensor) -> Tensor:
-    out = x.clone()
-    out[keep] = values.to(out.dtype)
-    return out
-
-
 def _spliced(hooked: HookedModel, ids: Tensor, layers: list[int], replacement, keep: Tensor) -> Tensor:
     """Logits with every MLP of `layers` replaced, each layer's prediction made from what reaches it."""
     mids: dict[int, Tensor] = {}
@@ -244,7 +237,8 @@ def _spliced(hooked: HookedModel, ids: Tensor, layers: list[int], replacement, k
     for L in layers:
         fns[f"blocks.{L}.hook_resid_mid"] = lambda x, L=L: mids.__setitem__(L, x[keep].float())
         fns[f"blocks.{L}.ln2.hook_normalized"] = lambda x, L=L: replacement.read(L, mids[L], x[keep].float())
-        fns[f"blocks.{L}.hook_mlp_out"] = lambda x, L=L: _write_at(x, keep, replacement.write(L))
+        # the prediction is made when the hook fires: it needs this pass's reads up to layer L
+        fns[f"blocks.{L}.hook_mlp_out"] = lambda x, L=L: splice_at(keep, replacement.write(L))(x)
     return hooked.logits(ids, fns)
 
 

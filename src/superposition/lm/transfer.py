@@ -42,14 +42,12 @@ def transfer_table(
     """{model name: its record} for each of the two models, and the correlations between them."""
     names = list(models)
     xs: dict[str, list[Tensor]] = {n: [] for n in names}
-    keep_all = []
     for ids in seqs.split(batch_size):
         ids = ids.to(device)
         keep = ~special_mask(tokenizer, ids.cpu()).to(device)
         acts = {n: sae_inputs(models[n].run_with_cache(ids, [hook])[hook]).float() for n in names}
         for n in names:
             xs[n].append(acts[n][keep])
-        keep_all.append(int(keep.sum()))
     x = {n: torch.cat(v) for n, v in xs.items()}
     norms = {n: x[n].norm(dim=-1) for n in names}
     ok = torch.ones(len(norms[names[0]]), dtype=torch.bool)
