@@ -21,9 +21,8 @@ from markupsafe import Markup
 from pydantic import Field
 
 from superposition.atomic import atomic_write_text, write_json
-from superposition.commands.base import command, flag, positional
+from superposition.commands.base import RunModelOptions, command, positional
 from superposition.commands.targets import TranscoderRun, load_transcoders
-from superposition.config import Config
 from superposition.interp import attribution as at
 from superposition.report.output import FigureSpec, Result
 
@@ -33,15 +32,10 @@ RUN_HELP = (
 )
 
 
-class TranscoderOptions(Config):
+class TranscoderOptions(RunModelOptions):
     """A run of transcoders and where the model they replace the MLPs of runs."""
 
     run: str = positional(RUN_HELP, "RUN_DIR")
-    model: str | None = flag(None, "the language model (default: the one the run was trained on)")
-    device: str | None = flag(None, "where the model runs: cpu, cuda, ... (default: the run's)")
-    dtype: str | None = flag(
-        None, "the model's dtype: float32 (default: the run's)", pattern="^(float32|bfloat16|float16)$"
-    )
 
     def load(self) -> TranscoderRun:
         return load_transcoders(self.run, self.model, self.device, self.dtype)

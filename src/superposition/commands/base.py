@@ -74,6 +74,17 @@ class ModelOptions(Config):
     )
 
 
+class RunModelOptions(Config):
+    """Where the model of a train-sae run runs, for the commands that read a whole run (attribute,
+    intervene, circuit): the run names its model, and `model` replaces it."""
+
+    model: str | None = flag(None, "the language model (default: the one the run was trained on)")
+    device: str | None = flag(None, "where the model runs: cpu, cuda, ... (default: the run's)")
+    dtype: Literal["float32", "bfloat16", "float16"] | None = flag(
+        None, "the model's dtype (default: the run's)"
+    )
+
+
 class PickSAE(Config):
     """Which SAE of an experiment run (its saes/ folder holds several)."""
 

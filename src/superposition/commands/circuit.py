@@ -17,9 +17,8 @@ import torch
 from pydantic import Field
 
 from superposition.atomic import atomic_write_bytes, write_jsonl
-from superposition.commands.base import command, flag, positional
+from superposition.commands.base import RunModelOptions, command, positional
 from superposition.commands.targets import load_hook_saes
-from superposition.config import Config
 from superposition.errors import SuperpositionError
 from superposition.interp import circuits as sc
 from superposition.report.output import FigureSpec, Result
@@ -27,7 +26,7 @@ from superposition.report.output import FigureSpec, Result
 SIZES = (0, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000)
 
 
-class CircuitOptions(Config):
+class CircuitOptions(RunModelOptions):
     """Options of `circuit`."""
 
     run: str = positional(
@@ -45,11 +44,6 @@ class CircuitOptions(Config):
     )
     nodes: int = Field(20, gt=0, description="size of the circuit reported with its edges")
     batch_size: int = Field(8, gt=0, description="pairs per forward pass")
-    model: str | None = flag(None, "the language model (default: the one the run was trained on)")
-    device: str | None = flag(None, "where the model runs (default: the run's)")
-    dtype: str | None = flag(
-        None, "the model's dtype (default: the run's)", pattern="^(float32|bfloat16|float16)$"
-    )
 
 
 def _records(opts: CircuitOptions, tokenizer) -> list[dict]:
