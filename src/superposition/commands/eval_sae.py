@@ -282,6 +282,19 @@ def headline(summary: dict) -> str:
     if summary.get("architecture") == "clt":
         keys = ("ce_loss_recovered", "kl_div", "mean_fvu")
         return "\n".join(f"{k:>22}  {summary[k]:.4g}" for k in keys)
+    if summary.get("architecture") == "crosscoder":
+        lines = [
+            f"{'source':<24}  {'explained_variance':>18}  {'ce_loss_recovered':>18}  L0 {summary['l0']:.4g}"
+        ]
+        for name, r in summary["sources"].items():
+            lines.append(f"{name:<24}  {r['explained_variance']:>18.4g}  {r['ce_loss_recovered']:>18.4g}")
+        if "bands" in summary:
+            b = summary["bands"]
+            lines.append(
+                f"bands: a-only {b['a_only']}, b-only {b['b_only']}, shared {b['shared']}, "
+                f"other {b['other']}; flagged by latent scaling {summary['latent_scaling']['flagged']}"
+            )
+        return "\n".join(lines)
     if "hooks" not in summary:
         return "\n".join(f"{k:>22}  {summary[k]:.4g}" for k in HEADLINE_KEYS)
     width = max(len(h) for h in summary["hooks"])

@@ -213,6 +213,11 @@ def _run_config(where: Path) -> LMSAEConfig:
             "(a CLT's evaluation is in its summary.json, its weights in clt/: "
             "sae.clt.CrossLayerTranscoder.load)"
         )
+    if cfg.architecture == "crosscoder":
+        raise SuperpositionError(
+            f"{where}: a crosscoder run; give one source's folder ({where}/saes/<source>, a one-source SAE "
+            "with that source's decoder), or read its summary.json and latents.csv"
+        )
     return cfg
 
 

@@ -318,6 +318,12 @@ def train_lm_sae(cfg: LMSAEConfig | None, out: str | Path, resume: bool = False)
         with target_lock(out):
             _prepare_out(out, False) if not resume else None
             return train_clt(cfg, out, resume, RUN_KIND)
+    if cfg.architecture == "crosscoder":
+        from superposition.commands.train_crosscoder import train_crosscoder_run
+
+        with target_lock(out):
+            _prepare_out(out, False) if not resume else None
+            return train_crosscoder_run(cfg, out, resume, RUN_KIND)
     comm = Comm.from_env(cfg.device, cfg.dist_timeout)
     try:
         with ExitStack() as stack:

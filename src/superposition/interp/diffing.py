@@ -57,6 +57,21 @@ def latent_scaling(direction: Tensor, f: Tensor, y: Tensor) -> Tensor:
     return num / den.clamp(min=1e-30)
 
 
+class ScalingSums:
+    """What `flag_mislabelled` needs from many tokens, summed batch by batch: per model m,
+    E_m = Σ_i f_i (x_m − x̂_m)_iᵀ (d_sae, d), and F = Σ_i f_i² (d_sae)."""
+
+    def __init__(self) -> None:
+        self.fe: Tensor | None = None
+        self.f2: Tensor | None = None
+
+    def add(self, f: Tensor, x: Tensor, x_hat: Tensor) -> None:
+        fe = torch.einsum("nj,nsd->sjd", f, x - x_hat)
+        f2 = f.square().sum(0)
+        self.fe = fe if self.fe is None else self.fe + fe
+        self.f2 = f2 if self.f2 is None else self.f2 + f2
+
+
 def flag_mislabelled(
     W_dec: Tensor, f: Tensor, x: Tensor, x_hat: Tensor, nu: float = 0.05
 ) -> dict[str, Tensor]:
@@ -66,15 +81,21 @@ def flag_mislabelled(
     target is what the other latents leave, y = x_m − x̂_m + f_j W_dec[j, m] (Minder et al.'s
     error-based scaling: other latents' interference removed), and β_m = dᵀΣ f_j y / (‖d‖² Σ f_j²).
     ν = β_other / β_own; flagged where it exceeds `nu`."""
+    sums = ScalingSums()
+    sums.add(f, x, x_hat)
+    return flag_from_sums(W_dec, sums, nu)
+
+
+def flag_from_sums(W_dec: Tensor, sums: ScalingSums, nu: float = 0.05) -> dict[str, Tensor]:
+    """`flag_mislabelled` from sums over any number of batches (ScalingSums)."""
     norms = W_dec.norm(dim=-1)
     rel = relative_norm(norms)
     m = bands(rel)
     own = torch.where(m["b_only"].unsqueeze(-1), W_dec[:, 1], W_dec[:, 0])  # (d_sae, d)
-    f2 = f.square().sum(0)
+    f2 = sums.f2
     beta = []
     for s in (0, 1):
-        err = x[:, s] - x_hat[:, s]
-        num = torch.einsum("nj,nd,jd->j", f, err, own) + f2 * (W_dec[:, s] * own).sum(-1)
+        num = (sums.fe[s] * own).sum(-1) + f2 * (W_dec[:, s] * own).sum(-1)
         beta.append(num / (own.square().sum(-1) * f2).clamp(min=1e-30))
     beta_a, beta_b = beta
     nu_val = torch.where(m["b_only"], beta_a / beta_b, beta_b / beta_a)

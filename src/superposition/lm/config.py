@@ -28,7 +28,7 @@ from superposition.sae.train import SAETrainConfig
 
 
 def _lm_architecture(name: str) -> str:
-    return known_architecture(name, ("clt",))
+    return known_architecture(name, ("clt", "crosscoder"))
 
 
 class LMSettings(Config):
@@ -50,7 +50,18 @@ class LMSettings(Config):
         "topk",
         description="an SAE architecture (topk, batchtopk, jumprelu, standard, gated, matryoshka), "
         "transcoder or skip_transcoder (hook_name blocks.L.mlp), or clt: one cross-layer transcoder over "
-        "every layer (hook_name blocks.*.mlp; TopK with k per layer and token)",
+        "every layer (hook_name blocks.*.mlp; TopK with k per layer and token), or crosscoder: one "
+        "dictionary over two models at one hook (model_name_b) or over several hooks of one model",
+    )
+    model_name_b: str | None = Field(
+        None,
+        description="crosscoder: the second model (b), read at the same hook as model_name (a) on the "
+        "same tokens; it must share model_name's tokenizer and width",
+    )
+    crosscoder_sparsity: Literal["batchtopk", "l1"] = Field(
+        "batchtopk",
+        description="crosscoder: batchtopk (k latents per token on average) or l1 (ReLU, penalty "
+        "l1_coefficient × Σ_j z_j Σ_s ‖W_dec[j, s]‖)",
     )
     dataset_path: str = Field(
         DEFAULT_DATASET, description="python-docs, a .txt/.jsonl/.parquet file, or a hub dataset"
@@ -114,6 +125,8 @@ class LMSettings(Config):
         arch = getattr(self, "architecture", None)  # composed with SAEConfig in LMSAEConfig
         if arch == "clt":
             self._check_clt()
+        elif arch == "crosscoder":
+            self._check_crosscoder()
         elif self.multi_hook:
             self._check_multi(arch)
         elif arch is not None:
@@ -144,6 +157,23 @@ class LMSettings(Config):
         if self.loss != "local":
             raise ValueError(f"loss: a clt trains with loss=local, got {self.loss}")
 
+    def _check_crosscoder(self) -> None:
+        if self.model_name_b is not None and self.multi_hook:
+            raise ValueError(
+                "hook_name: a crosscoder over two models (model_name_b) reads one hook in each; "
+                f"got {self.hook_name!r}"
+            )
+        if self.model_name_b is None and not self.multi_hook:
+            raise ValueError(
+                "model_name_b: a crosscoder needs two sources: set model_name_b (two models at one hook) "
+                "or give several hooks (e.g. blocks.{4,6,8}.hook_resid_post)"
+            )
+        names = [self.hook_name] if isinstance(self.hook_name, str) else self.hook_name
+        if any(n.endswith(".mlp") for n in names):
+            raise ValueError("hook_name: a crosscoder reads hooks, not blocks.L.mlp transcoder pairs")
+        if self.loss != "local":
+            raise ValueError(f"loss: a crosscoder trains with loss=local, got {self.loss}")
+
     @property
     def multi_hook(self) -> bool:
         """SAEs at several hooks (hooks.several_hooks)."""
@@ -169,6 +199,8 @@ class LMSettings(Config):
             raise ValueError(f"loss: {self.loss} trains one SAE per run; several hooks train with loss=local")
 
     def _check_downstream(self) -> None:
+        if self.model_name_b is not None and getattr(self, "architecture", None) != "crosscoder":
+            raise ValueError("model_name_b: used by architecture=crosscoder only")
         if self.loss == "e2e_ds" and not self.downstream_hooks:
             raise ValueError(
                 "downstream_hooks: loss=e2e_ds needs at least one, e.g. [blocks.8.hook_resid_post]"

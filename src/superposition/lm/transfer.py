@@ -21,11 +21,11 @@ from superposition.lm.data import special_mask
 from superposition.lm.hooks import HookedModel, sae_inputs
 
 
-def same_tokenizer(a, b, name_a: str, name_b: str) -> None:
+def same_tokenizer(
+    a, b, name_a: str, name_b: str, field: str = "model", why: str = "a transfer compares the same tokens"
+) -> None:
     if a.get_vocab() != b.get_vocab():
-        raise SuperpositionError(
-            f"model: {name_b} has another tokenizer than {name_a}; a transfer compares the same tokens"
-        )
+        raise SuperpositionError(f"{field}: {name_b} has another tokenizer than {name_a}; {why}")
 
 
 def _pearson(a: Tensor, b: Tensor) -> float:

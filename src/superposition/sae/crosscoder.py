@@ -14,14 +14,24 @@ Sparsity, `sparsity`:
 Shapes: x (batch, n_sources, d); z (batch, d_sae); W_enc (n_sources, d, d_sae); W_dec (d_sae,
 n_sources, d). `source_sae(s)` gives source s's decoder as a one-source SAE's tensors (W_enc here
 is the crosscoder's encoder block for that source), so tools that read one SAE can read each.
+
+Files (`save` / `load`): a folder with cfg.json and crosscoder.safetensors holding exactly the
+tensors above under those names and shapes (dictionary_learning's CrossCoder uses the same
+shapes), plus `threshold` (a scalar) for batchtopk.
 """
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import torch
 from torch import Tensor, nn
 
+from superposition.atomic import atomic_write_bytes, atomic_write_text
 from superposition.errors import SuperpositionError
+
+WEIGHTS = "crosscoder.safetensors"
 
 SPARSITIES = ("l1", "batchtopk")
 
@@ -75,8 +85,10 @@ class Crosscoder(nn.Module):
         z = torch.zeros_like(pre).flatten().scatter_(0, idx, vals).view_as(pre)
         with torch.no_grad():
             kept = vals[vals > 0]
-            if kept.numel():
+            if kept.numel() and self.threshold > 0:
                 self.threshold.mul_(0.99).add_(0.01 * kept.min())
+            elif kept.numel():  # the first batch sets it: a mean from 0 would be biased low for ~100 steps
+                self.threshold.copy_(kept.min())
         return z
 
     def decode(self, z: Tensor) -> Tensor:
@@ -99,6 +111,57 @@ class Crosscoder(nn.Module):
             terms["l1"] = penalty.detach()
             return mse + self.l1_coefficient * penalty, terms
         return mse, terms
+
+    @torch.no_grad()
+    def fold_scales(self, scales: Tensor) -> None:
+        """Rewrite weights trained on activations x_s·scales[s] to read and write raw x_s."""
+        self.W_enc.mul_(scales.view(-1, 1, 1))
+        self.W_dec.div_(scales.view(1, -1, 1))
+        self.b_dec.div_(scales.view(-1, 1))
+
+    def save(self, folder: Path, cfg: dict | None = None) -> None:
+        from safetensors.torch import save
+
+        folder.mkdir(parents=True, exist_ok=True)
+        names = ("W_enc", "W_dec", "b_enc", "b_dec", "threshold")
+        tensors = {n: getattr(self, n).detach().contiguous().cpu() for n in names}
+        atomic_write_bytes(folder / WEIGHTS, save(tensors))
+        meta = {"architecture": "crosscoder", "n_sources": self.n_sources, "d_in": self.d,
+                "d_sae": self.d_sae, "sparsity": self.sparsity, "k": self.k,
+                "l1_coefficient": self.l1_coefficient, **(cfg or {})}  # fmt: skip
+        atomic_write_text(folder / "cfg.json", json.dumps(meta, indent=1))
+
+    @classmethod
+    def load(cls, folder: str | Path) -> Crosscoder:
+        """A folder `save` wrote (cfg.json, crosscoder.safetensors); shapes checked against cfg.json."""
+        from superposition.sae.formats.common import check_weights, read_json_object, read_safetensors
+
+        folder = Path(folder)
+        cfg = read_json_object(folder / "cfg.json")
+        try:
+            n, d, d_sae = int(cfg["n_sources"]), int(cfg["d_in"]), int(cfg["d_sae"])
+            sparsity, k, l1 = cfg["sparsity"], cfg.get("k"), float(cfg.get("l1_coefficient") or 0.0)
+        except (KeyError, TypeError, ValueError) as err:
+            raise SuperpositionError(f"{folder / 'cfg.json'}: not a crosscoder's config ({err})") from None
+        t = read_safetensors(folder / WEIGHTS)
+        want = {
+            "W_enc": (n, d, d_sae),
+            "W_dec": (d_sae, n, d),
+            "b_enc": (d_sae,),
+            "b_dec": (n, d),
+            "threshold": (),
+        }
+        for name, shape in want.items():
+            if name not in t or tuple(t[name].shape) != shape:
+                got = list(t[name].shape) if name in t else "missing"
+                raise SuperpositionError(f"{folder / WEIGHTS}: {name} is {got}, expected {list(shape)}")
+        check_weights(t, folder / WEIGHTS)
+        cc = cls(n, d, d_sae, sparsity, l1, k)
+        with torch.no_grad():
+            for name in want:
+                getattr(cc, name).copy_(t[name].float())
+        cc.metadata = cfg
+        return cc.eval()
 
     def source_sae(self, s: int) -> dict[str, Tensor]:
         """Source s's view under the SAELens names: W_enc [d, d_sae] (this source's encoder block),
