@@ -4,6 +4,10 @@ static site (report/dashboard.py).
 - A `train-sae` run (language model): latent activations on held-out text, the top examples and
   examples from activation intervals with per-token activations, an activation histogram, the
   density, and the logit lens (top and bottom tokens) of each decoder direction.
+- A crosscoder run (`train-sae --set architecture=crosscoder`): the same, with the latent's
+  activation read from every source together, and on the same contexts each source's share of its
+  pre-activation (x_s · W_enc[s]): what each model contributes; decoder norms per source, both
+  relative norms, the band and latent scaling; the logit lens of each model's decoder row.
 - An SAE experiment run with ground truth (`sae-toy`, `sae-synthetic`, ...): each latent beside
   its best-matching true feature (|cos|), its cosines with the closest features, and its response
   to each true feature presented alone.
@@ -75,6 +79,8 @@ def run(opts: DashboardOptions, out: Path) -> Result:
             raise SuperpositionError(f"SAE {run_path}: no such directory or file")
         if has_ground_truth(run_path):
             return _toy_dashboard(run_path, out, opts, meta_info)
+        if (run_path / "crosscoder" / "cfg.json").is_file():
+            return _crosscoder_dashboard(run_path, out, opts)
         if expl is None and (run_path / "autointerp" / "explanations.jsonl").is_file():
             expl = read_explanations(run_path / "autointerp")
     lm_run = load_run(opts.sae, opts.model, opts.hook, opts.device, opts.dtype)
@@ -282,6 +288,152 @@ def _lm_dashboard(
     )
     render_site(out, f"SAE latents: {cfg.hook_name}", subtitle, columns, rows, pages)
     return Result(title=subtitle, summary=_summary(rows, cfg.model_name, cfg.hook_name), report=False)
+
+
+def _crosscoder_dashboard(run: Path, out: Path, opts: DashboardOptions) -> Result:
+    import numpy as np
+
+    from superposition.commands.targets import _read_json
+    from superposition.commands.train_crosscoder import open_sources, source_activations
+    from superposition.lm.config import LMSAEConfig
+    from superposition.lm.data import special_mask
+    from superposition.progress import tqdm
+    from superposition.sae.crosscoder import Crosscoder
+
+    cfg = LMSAEConfig.build(_read_json(run / "config.json"), str(run / "config.json"))
+    cfg = cfg.model_copy(update={k: v for k, v in (("device", opts.device), ("dtype", opts.dtype)) if v})
+    cc = Crosscoder.load(run / "crosscoder").to(cfg.device)
+    latents = opts.chosen(cc.d_sae, default=None)
+    table = _read_latents_csv(run / "latents.csv", cc.d_sae)
+    sources = open_sources(cfg)
+    labels = [s.label for s in sources]
+    seqs = ActivationStore.for_run(cfg, sources[0].lm, sources[0].hooked, holdout=True).first_sequences(
+        opts.sequences
+    )
+    print(f"dashboard: crosscoder latents on {seqs.shape[0]} held-out sequences", file=sys.stderr, flush=True)
+    toks, lats, vals, shares, n_tokens, offset = [], [], [], [[] for _ in sources], 0, 0
+    with torch.no_grad():
+        for ids in tqdm(seqs.split(cfg.model_batch_size), desc="latent activations", leave=False):
+            acts, _ = source_activations(sources, ids, cfg.device, logits=False)
+            x = acts.flatten(0, 1)  # (tokens, n_sources, d)
+            contrib = torch.einsum("nsd,sdf->nsf", x, cc.W_enc)  # each source's share of the pre-activation
+            z = cc.encode(x).cpu()
+            keep = ~special_mask(sources[0].lm.tokenizer, ids).reshape(-1)
+            z[~keep] = 0
+            t, j = z.nonzero(as_tuple=True)
+            toks.append((t + offset).numpy()), lats.append(j.numpy()), vals.append(z[t, j].numpy())
+            for s in range(len(sources)):
+                shares[s].append(contrib[t, s, j].cpu().numpy())
+            n_tokens += int(keep.sum())
+            offset += ids.numel()
+    cat = np.concatenate
+    toks, lats = cat(toks).astype(np.int64), cat(lats).astype(np.int64)
+    la = an.LatentActivations(seqs, toks, lats, cat(vals).astype(np.float32), cc.d_sae, n_tokens)
+    la_s = [
+        an.LatentActivations(seqs, toks, lats, cat(v).astype(np.float32), cc.d_sae, n_tokens) for v in shares
+    ]
+    density, vmax = la.density(), la.max_activation()
+    lens = []
+    for src in sources:  # each model's decoder row read through that model's unembedding
+        sae = load_sae(run / "saes" / src.label)
+        lens.append(an.logit_lens(src.hooked, sae, src.hook, latents, k=TOP_K))
+    vocab: dict[int, str] = {}
+
+    def tok(i: int) -> str:
+        if i not in vocab:
+            vocab[i] = sources[0].lm.tokenizer.decode([i]).replace("\n", "↵")
+        return vocab[i]
+
+    def spans(e, vm: float) -> list[TokenSpan]:
+        return [TokenSpan(tok(t), a, max(0.0, min(1.0, a / vm)) if vm > 0 else 0.0, i == e.focus)
+                for i, (t, a) in enumerate(zip(e.token_ids, e.acts))]  # fmt: skip
+
+    two = "relative_norm" in table
+    rows, pages = [], []
+    for n, j in enumerate(latents):
+        t = table["rows"][j]
+        row = {"id": j, "density": float(density[j]), "max_act": float(vmax[j])}
+        stats = {"density": f"{density[j]:.3g}", "max activation": f"{vmax[j]:.3g}",
+                 "tokens analysed": f"{la.n_tokens:,}"}  # fmt: skip
+        if two:
+            row.update(relative_norm=t["relative_norm"], band=t["band"], flagged=t["flagged"])
+            stats.update({"relative norm (Minder Δ)": f"{t['relative_norm']:.3f}",
+                          "relative norm (Lindsey)": f"{t['relative_norm_lindsey']:.3f}", "band": t["band"],
+                          "latent scaling β_a, β_b, ν":
+                              f"{t['beta_a']:.3g}, {t['beta_b']:.3g}, {t['nu']:.3g}",
+                          "flagged (ν > 0.05)": "yes" if t["flagged"] else "no"})  # fmt: skip
+        rows.append(row)
+        counts, edges = an.activation_histogram(la, j)
+        page = LatentPage(j, stats, histogram=(counts.tolist(), edges.tolist()) if density[j] > 0 else None)
+        top = an.top_examples(la, j, n=TOP_K)
+        page.top = [spans(e, float(vmax[j])) for e in top]
+        ctx = seqs.shape[1]
+        page.quantiles_title = "The same contexts: each source's share of the pre-activation"
+        page.quantiles = [
+            (
+                f"{label}'s share of the pre-activation (x_{label} · W_enc[{label}]) on the same contexts",
+                [
+                    spans(an.example_at(la_s[s], j, e.seq * ctx + e.pos, e.value, 12, 4), float(vmax[j]))
+                    for e in top
+                ],
+            )  # fmt: skip
+            for s, label in enumerate(labels)
+        ]
+        page.bars = [
+            ("Decoder norm per source (raw activations)", labels, [t["norms"][s] for s in range(len(labels))])
+        ]
+        for s, label in enumerate(labels):
+            top_ids, top_vals, _, _ = lens[s]
+            page.tables.append(
+                (f"Logit lens of {label}'s decoder row ({sources[s].model_name})", ["token", "logit"],
+                 [[tok(int(i)), float(v)] for i, v in zip(top_ids[n], top_vals[n])])
+            )  # fmt: skip
+        pages.append(page)
+    columns = [
+        {"key": "id", "label": "latent", "type": "num"},
+        {"key": "density", "label": "density", "type": "num"},
+        {"key": "max_act", "label": "max activation", "type": "num"},
+    ]
+    if two:
+        columns += [
+            {"key": "relative_norm", "label": "relative norm (Δ)", "type": "num"},
+            {"key": "band", "label": "band", "type": "text"},
+            {"key": "flagged", "label": "flagged by latent scaling", "type": "num"},
+        ]
+    over = ", ".join(f"{s.label} ({s.model_name} {s.hook})" for s in sources)
+    subtitle = (
+        f"crosscoder, {cc.d_sae} latents, over {over}; "
+        f"{la.n_tokens:,} held-out tokens from {cfg.dataset_path}"
+    )
+    render_site(out, "Crosscoder latents", subtitle, columns, rows, pages)
+    return Result(title=subtitle, summary=_summary(rows, cfg.model_name, cfg.hook_name), report=False)
+
+
+def _read_latents_csv(path: Path, d_sae: int) -> dict:
+    """A crosscoder run's latents.csv: per latent its norms, and for two models relative norms,
+    band and latent scaling."""
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            raw = list(csv.DictReader(f))
+        rows = []
+        for r in raw:
+            row = {"norms": [float(v) for k, v in r.items() if k.startswith("decoder_norm_")]}
+            for k in ("relative_norm", "relative_norm_lindsey", "beta_a", "beta_b", "nu"):
+                if k in r:
+                    row[k] = float(r[k])
+            if "band" in r:
+                row["band"], row["flagged"] = r["band"], int(r["flagged"])
+            rows.append(row)
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise SuperpositionError(
+            f"{path}: not a readable crosscoder latents table ({type(err).__name__})"
+        ) from None
+    if len(rows) != d_sae:
+        raise SuperpositionError(f"{path}: {len(rows)} rows for a crosscoder of {d_sae} latents")
+    out = {"rows": rows}
+    if rows and "relative_norm" in rows[0]:
+        out["relative_norm"] = True
+    return out
 
 
 def _toy_dashboard(run: Path, out: Path, opts: DashboardOptions, meta: dict | None) -> Result:

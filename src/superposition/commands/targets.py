@@ -172,13 +172,13 @@ def load_run(
     overrides = {k: v for k, v in (("model_name", model), ("hook_name", hook)) if v is not None}
     placement = {k: v for k, v in (("device", device), ("dtype", dtype)) if v is not None}
     if local_path(path) is not None and kind_of(where) == TRAIN_RUN:
+        cfg = _run_config(where)  # a CLT or crosscoder run: refused with what to give instead
         if (where / "saes").is_dir() and not (where / "sae").is_dir():
             hooks = sorted(p.name for p in (where / "saes").iterdir())
             raise SuperpositionError(
                 f"{where}: a run of SAEs at {len(hooks)} hooks; give one of them, {where / 'saes'}/<hook> "
                 f"({', '.join(hooks[:3])}{', ...' if len(hooks) > 3 else ''})"
             )
-        cfg = _run_config(where)
         cfg = LMSAEConfig.build({**cfg.model_dump(), **overrides, **placement}, "model/hook")
         return LMRun(where, cfg, load_sae(where / "sae").to(cfg.device), is_run=not overrides)
     try:

@@ -264,20 +264,25 @@ def _save_source(cc: Crosscoder, s: int, src: Source, folder: Path, cfg) -> None
 
 
 # ---------------------------------------------------------------------- evaluation
-def source_activations(sources: list[Source], ids: Tensor, device: str) -> tuple[Tensor, dict[str, Tensor]]:
+def source_activations(
+    sources: list[Source], ids: Tensor, device: str, logits: bool = True
+) -> tuple[Tensor, dict[str, Tensor]]:
     """Every source's activations on sequences ids (b, ctx): (b, ctx, n_sources, d), one forward pass
-    per model; and the clean logits per model name."""
+    per model; and (with `logits`) the clean logits per model name."""
     per_model: dict[int, list[Source]] = {}
     for s in sources:
         per_model.setdefault(id(s.hooked), []).append(s)
-    acts, logits = {}, {}
+    acts, out = {}, {}
     for group in per_model.values():
         seen: dict[str, Tensor] = {}
-        hooks = {s.hook: capture_into(seen, s.hook) for s in group}
-        logits[group[0].model_name] = group[0].hooked.logits(ids.to(device), hooks)
+        if logits:
+            hooks = {s.hook: capture_into(seen, s.hook) for s in group}
+            out[group[0].model_name] = group[0].hooked.logits(ids.to(device), hooks)
+        else:
+            seen = group[0].hooked.run_with_cache(ids.to(device), [s.hook for s in group])
         for s in group:
             acts[s.label] = sae_inputs(seen[s.hook]).float()
-    return torch.stack([acts[s.label] for s in sources], 2), logits
+    return torch.stack([acts[s.label] for s in sources], 2), out
 
 
 @torch.no_grad()

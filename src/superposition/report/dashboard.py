@@ -37,6 +37,7 @@ class LatentPage:
     quantiles: list[tuple[str, list[list[TokenSpan]]]] = field(default_factory=list)
     tables: list[tuple[str, list[str], list[list[Any]]]] = field(default_factory=list)  # title, header, rows
     bars: list[tuple[str, list[str], list[float]]] = field(default_factory=list)  # title, labels, values
+    quantiles_title: str = "Examples from activation intervals"
 
 
 def json_for_script(data: Any) -> str:
