@@ -103,6 +103,24 @@ OUR_CASES = {
 }
 
 
+def crosscoder_sources() -> dict:
+    """Each source of a two-source crosscoder (L1 and BatchTopK) as the one-source SAE that
+    `train-sae --set architecture=crosscoder` saves under saes/<source>/."""
+    from superposition.sae.crosscoder import Crosscoder
+
+    out = {}
+    for n, (sparsity, extra) in enumerate((("l1", {}), ("batchtopk", {"k": K}))):
+        cc = Crosscoder(2, D, M, sparsity, generator=torch.Generator().manual_seed(500 + n), **extra)
+        g = torch.Generator().manual_seed(510 + n)
+        with torch.no_grad():
+            for p in cc.parameters():
+                p.add_(torch.randn(p.shape, generator=g) * 0.3)
+            cc.threshold.fill_(0.35)
+        for s in range(2):
+            out[f"crosscoder_{sparsity}_source_{s}"] = cc.source_as_sae(s)
+    return out
+
+
 def they_wrote(peer: str, library: str, root: Path, x: torch.Tensor) -> None:
     """The peer's worker writes SAEs (one folder each, with its own outputs on x); we read each
     and compare outputs."""
@@ -134,6 +152,7 @@ def we_wrote(peer: str, library: str, root: Path, x: torch.Tensor, saes: dict, t
 def saelens(root: Path, x: torch.Tensor) -> None:
     they_wrote("saelens", "SAELens 6.54.12", root, x)
     saes = {case: _random_sae(arch, 400 + n, **kw) for n, (case, (arch, kw)) in enumerate(OUR_CASES.items())}
+    saes.update(crosscoder_sources())
     we_wrote("saelens", "SAELens 6.54.12", root, x, saes, to="saelens")
 
 

@@ -44,7 +44,12 @@ def self_pair(tmp_path_factory):
 def test_paired_stores_serve_the_same_rows_of_both_models(smol):
     cfg = make_lm_config(
         None,
-        [*SMALL, "model_name_b=smollm2-135m-instruct", "hook_name=blocks.1.hook_resid_post", "training_tokens=512"],
+        [
+            *SMALL,
+            "model_name_b=smollm2-135m-instruct",
+            "hook_name=blocks.1.hook_resid_post",
+            "training_tokens=512",
+        ],
     )
     sources = open_sources(cfg)
     paired = Paired(cfg, sources)
@@ -106,7 +111,9 @@ def test_dashboard_shows_both_models_shares_on_the_same_contexts(self_pair):
     assert shown, "no latent fired on the held-out text"
     for p in shown:
         assert "model_a&#39;s share of the pre-activation" in p and "model_b&#39;s share" in p
-        assert p.count('class="ctx example"') >= 3  # the top examples, then each source's on the same contexts
+        assert (
+            p.count('class="ctx example"') >= 3
+        )  # the top examples, then each source's on the same contexts
 
 
 def test_a_crosscoder_over_layers_of_one_model(tmp_path):
@@ -117,7 +124,9 @@ def test_a_crosscoder_over_layers_of_one_model(tmp_path):
     s = json.loads((out / "summary.json").read_text())
     assert list(s["sources"]) == ["blocks.0.hook_resid_post", "blocks.1.hook_resid_post"]
     assert s["crosscoder_sparsity"] == "l1"  # two sources: a is the first hook, b the second
-    assert sum(s["bands"][k] for k in ("a_only", "b_only", "shared", "other")) == sum(s["relative_norm"]["minder"])
+    assert sum(s["bands"][k] for k in ("a_only", "b_only", "shared", "other")) == sum(
+        s["relative_norm"]["minder"]
+    )
     assert load_sae(out / "saes" / "blocks.1.hook_resid_post").cfg.architecture == "standard"
 
 
@@ -131,8 +140,9 @@ def tiny_models(tmp_path_factory, smol):
     lm, _ = smol
     root = tmp_path_factory.mktemp("tiny")
     torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=len(lm.tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=256)  # fmt: skip
+    cfg = LlamaConfig(vocab_size=len(lm.tokenizer), hidden_size=64, intermediate_size=128,
+                      num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=4,
+                      max_position_embeddings=256)  # fmt: skip
     LlamaForCausalLM(cfg).save_pretrained(root / "same_tok")
     lm.tokenizer.save_pretrained(root / "same_tok")
     words = {w: i for i, w in enumerate(["[UNK]", "<s>", "the", "a", "of", "and"])}
@@ -150,8 +160,16 @@ def tiny_models(tmp_path_factory, smol):
     "model,hook,says",
     [
         ("other_tok", "blocks.1.hook_resid_post", "model_name_b: {b} has another tokenizer than"),
-        ("same_tok", "blocks.5.hook_resid_post", "hook_name: blocks.5.hook_resid_post is not a hook point of {b}"),
-        ("same_tok", "blocks.1.hook_resid_post", "sources share one width; these differ (model_a 576, model_b 64)"),
+        (
+            "same_tok",
+            "blocks.5.hook_resid_post",
+            "hook_name: blocks.5.hook_resid_post is not a hook point of {b}",
+        ),
+        (
+            "same_tok",
+            "blocks.1.hook_resid_post",
+            "sources share one width; these differ (model_a 576, model_b 64)",
+        ),
     ],
 )
 def test_bad_pairs_are_one_line_and_write_nothing(tiny_models, tmp_path, capsys, model, hook, says):

@@ -241,17 +241,9 @@ def _train(cfg, out: Path, sources: list[Source], paired: Paired, d: int, d_sae:
 
 def _save_source(cc: Crosscoder, s: int, src: Source, folder: Path, cfg) -> None:
     """Source s as a one-source SAE folder SAELens loads (formats/saelens.py)."""
-    from superposition.sae.formats.common import build_sae
     from superposition.sae.io import save_sae
 
-    t = cc.source_sae(s)
-    values = {"d_in": cc.d, "d_sae": cc.d_sae, "apply_b_dec_to_input": False}
-    if cc.sparsity == "l1":
-        values["architecture"] = "standard"
-    else:
-        values["architecture"] = "jumprelu"
-        t["threshold"] = torch.full((cc.d_sae,), float(cc.threshold))
-    sae = build_sae(values, t, folder)
+    sae = cc.source_as_sae(s)
     extra = {
         "model_name": src.model_name,
         "hook_name": src.hook,

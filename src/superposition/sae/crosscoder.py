@@ -84,12 +84,15 @@ class Crosscoder(nn.Module):
         vals, idx = pre.flatten().topk(n, sorted=False)
         z = torch.zeros_like(pre).flatten().scatter_(0, idx, vals).view_as(pre)
         with torch.no_grad():
-            kept = vals[vals > 0]
-            if kept.numel() and self.threshold > 0:
-                self.threshold.mul_(0.99).add_(0.01 * kept.min())
-            elif kept.numel():  # the first batch sets it: a mean from 0 would be biased low for ~100 steps
-                self.threshold.copy_(kept.min())
+            self._update_threshold(vals[vals > 0])
         return z
+
+    def _update_threshold(self, kept: Tensor) -> None:
+        """The inference threshold: a running mean of the smallest value the batch kept."""
+        if kept.numel() and self.threshold > 0:
+            self.threshold.mul_(0.99).add_(0.01 * kept.min())
+        elif kept.numel():  # the first batch sets it: a mean from 0 would be biased low for ~100 steps
+            self.threshold.copy_(kept.min())
 
     def decode(self, z: Tensor) -> Tensor:
         return torch.einsum("bf,fsd->bsd", z, self.W_dec) + self.b_dec
@@ -102,6 +105,32 @@ class Crosscoder(nn.Module):
         return self.W_dec.norm(dim=-1)
 
     def loss(self, x: Tensor) -> tuple[Tensor, dict]:
+        if self.sparsity == "batchtopk" and self.training:
+            return self._loss_active(x)
+        return self.loss_dense(x)
+
+    def _loss_active(self, x: Tensor) -> tuple[Tensor, dict]:
+        """The batchtopk loss with every product after the encoder's on the active pairs only
+        (sae/sparse.py): the crosscoder is an SAE on the sources side by side, (batch, 1, S·d).
+        Equal to `loss_dense` (tests/sae/test_crosscoder.py)."""
+        from superposition.sae.sparse import Active, Encoded, decode_active, encode_active
+
+        B, S, d = x.shape
+        D = self.d_sae
+        W_encT = self.W_enc.permute(2, 0, 1).reshape(1, D, S * d)
+        enc = Encoded(x.reshape(B, 1, S * d), None, W_encT, self.b_enc.view(1, D))
+        with torch.no_grad():
+            flat = enc.pre.reshape(-1)
+            vals, idx = flat.topk(min(self.k * B, flat.numel()), sorted=False)
+            idx = idx[vals > 0].sort().values
+            self._update_threshold(flat[idx])
+        active = Active.from_dense_index(idx, (B, 1, D))
+        z = encode_active(enc, active)
+        x_hat = decode_active(z, self.W_dec.view(1, D, S * d), active).view(B, S, d) + self.b_dec
+        mse = (x_hat - x).square().sum(-1).sum(-1).mean()
+        return mse, {"mse": mse.detach(), "l0": torch.tensor(idx.numel() / B)}
+
+    def loss_dense(self, x: Tensor) -> tuple[Tensor, dict]:
         z = self.encode(x)
         x_hat = self.decode(z)
         mse = (x_hat - x).square().sum(-1).sum(-1).mean()
@@ -162,6 +191,23 @@ class Crosscoder(nn.Module):
                 getattr(cc, name).copy_(t[name].float())
         cc.metadata = cfg
         return cc.eval()
+
+    def source_as_sae(self, s: int):
+        """Source s as a one-source SAE (BatchedSAE: standard for l1, jumprelu with the inference
+        threshold for batchtopk) that any SAE tool reads: its decoder is source s's, its encoder
+        the source's block of the shared encoder, so alone it sees only that source's share of
+        each latent's pre-activation (with the other sources at zero its latents are the
+        crosscoder's)."""
+        from superposition.sae.formats.common import build_sae
+
+        t = self.source_sae(s)
+        values = {"d_in": self.d, "d_sae": self.d_sae, "apply_b_dec_to_input": False}
+        if self.sparsity == "l1":
+            values["architecture"] = "standard"
+        else:
+            values["architecture"] = "jumprelu"
+            t["threshold"] = torch.full((self.d_sae,), float(self.threshold))
+        return build_sae(values, t, Path(f"crosscoder source {s}"))
 
     def source_sae(self, s: int) -> dict[str, Tensor]:
         """Source s's view under the SAELens names: W_enc [d, d_sae] (this source's encoder block),
