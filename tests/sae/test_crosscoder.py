@@ -56,3 +56,40 @@ def test_folding_the_scales_keeps_the_latents_and_reconstructions_of_raw_activat
     cc.fold_scales(scales)
     torch.testing.assert_close(cc.encode(raw), z)
     torch.testing.assert_close(cc(raw), x_hat / scales.view(1, -1, 1))
+
+
+def test_auxk_gives_dead_latents_gradient_and_equals_its_dense_form():
+    g = torch.Generator().manual_seed(3)
+    cc = Crosscoder(2, 12, 48, "batchtopk", k=3, generator=g, dead_tokens=50, aux_k=6).train()
+    with torch.no_grad():
+        cc.b_enc.normal_(0, 0.2, generator=g)
+    x = torch.randn(20, 2, 12, generator=g)
+    cc.since_fired[:24] = 100  # latents 0..23 have not fired for 100 tokens
+    loss, terms = cc.loss(x)
+    loss.backward()
+    got = {n: p.grad.clone() for n, p in cc.named_parameters()}
+    cc.zero_grad()
+    # the same loss written densely
+    pre = cc.pre_acts(x)
+    z = cc._batch_topk(pre)
+    x_hat = cc.decode(z)
+    mse = (x_hat - x).square().sum((1, 2)).mean()
+    fired = (z > 0).any(0)
+    dead = torch.zeros(48, dtype=torch.bool)
+    dead[:24] = True
+    dead &= ~fired
+    sub = torch.relu(pre.detach())[:, dead]
+    vals, idx = sub.topk(6, dim=-1)
+    keep = torch.zeros_like(sub).scatter_(1, idx, 1.0) * (sub > 0)
+    z_aux = torch.zeros_like(pre)
+    z_aux[:, dead] = torch.relu(pre[:, dead]) * keep
+    e = (x - x_hat).detach()
+    e_hat = torch.einsum("bf,fsd->bsd", z_aux, cc.W_dec)
+    aux = min(1.0, int(dead.sum()) / 6) * (e_hat - e).square().sum() / 20
+    ref = mse + aux / 32
+    ref.backward()
+    assert int(terms["dead"]) == int(dead.sum()) > 6 and float(terms["auxk"]) > 0
+    torch.testing.assert_close(loss, ref, rtol=1e-5, atol=1e-5)
+    for n, p in cc.named_parameters():
+        torch.testing.assert_close(got[n], p.grad, rtol=1e-4, atol=1e-5, msg=n)
+    assert got["W_enc"][:, :, dead].abs().sum() > 0  # the dead latents' encoder columns move

@@ -169,7 +169,11 @@ def train_crosscoder_run(cfg, out: Path, resume: bool, kind: str) -> Path:
 def _train(cfg, out: Path, sources: list[Source], paired: Paired, d: int, d_sae: int) -> Path:
     n = len(sources)
     gen = torch.Generator().manual_seed(derive_seed(cfg.seed, "sae-init"))
-    cc = Crosscoder(n, d, d_sae, cfg.crosscoder_sparsity, cfg.l1_coefficient, cfg.k, gen).to(cfg.device)
+    cc = Crosscoder(
+        n, d, d_sae, cfg.crosscoder_sparsity, cfg.l1_coefficient, cfg.k, gen,
+        dead_tokens=cfg.dead_feature_window * cfg.batch_size_tokens, aux_k=cfg.aux_k,
+        aux_coefficient=cfg.aux_coefficient,
+    ).to(cfg.device)  # fmt: skip
     first = paired.sample(cfg.batch_size_tokens).to(cfg.device)  # (batch, n, d)
     scales = (d / first.square().sum(-1).mean(0).clamp(min=1e-12)).sqrt()  # (n,)
     with torch.no_grad():
@@ -207,6 +211,7 @@ def _train(cfg, out: Path, sources: list[Source], paired: Paired, d: int, d_sae:
                     "loss": float(loss.detach()),
                     "fvu": float(terms["mse"] / var),
                     "l0": float(terms["l0"]),
+                    **({"dead": int(terms["dead"])} if "dead" in terms else {}),
                     "tokens": (step + 1) * cfg.batch_size_tokens,
                 }
                 log.write(json.dumps(row) + "\n")

@@ -46,6 +46,9 @@ class Crosscoder(nn.Module):
         l1_coefficient: float = 1.0,
         k: int | None = None,
         generator: torch.Generator | None = None,
+        dead_tokens: int = 0,
+        aux_k: int | None = None,
+        aux_coefficient: float = 1 / 32,
     ) -> None:
         super().__init__()
         if sparsity not in SPARSITIES:
@@ -61,6 +64,10 @@ class Crosscoder(nn.Module):
         self.b_enc = nn.Parameter(torch.zeros(d_sae))
         self.b_dec = nn.Parameter(torch.zeros(n_sources, d))
         self.register_buffer("threshold", torch.tensor(0.0))
+        # AuxK (batchtopk training): latents that fired on none of the last `dead_tokens` tokens
+        self.dead_tokens, self.aux_coefficient = dead_tokens, aux_coefficient
+        self.aux_k = min(aux_k or max(1, n_sources * d // 2), d_sae)
+        self.register_buffer("since_fired", torch.zeros(d_sae), persistent=False)
 
     def extra_repr(self) -> str:
         extra = f"k={self.k}" if self.sparsity == "batchtopk" else f"l1_coefficient={self.l1_coefficient}"
@@ -126,9 +133,38 @@ class Crosscoder(nn.Module):
             self._update_threshold(flat[idx])
         active = Active.from_dense_index(idx, (B, 1, D))
         z = encode_active(enc, active)
-        x_hat = decode_active(z, self.W_dec.view(1, D, S * d), active).view(B, S, d) + self.b_dec
+        W_dec = self.W_dec.view(1, D, S * d)
+        x_hat = decode_active(z, W_dec, active).view(B, S, d) + self.b_dec
         mse = (x_hat - x).square().sum(-1).sum(-1).mean()
-        return mse, {"mse": mse.detach(), "l0": torch.tensor(idx.numel() / B)}
+        terms = {"mse": mse.detach(), "l0": torch.tensor(idx.numel() / B)}
+        loss = mse
+        if self.dead_tokens:
+            with torch.no_grad():
+                self.since_fired += B
+                self.since_fired[idx % D] = 0
+            dead = (self.since_fired >= self.dead_tokens).nonzero().squeeze(1)
+            terms["dead"] = torch.tensor(float(dead.numel()))
+            if dead.numel():
+                aux = self._auxk(enc, (x - x_hat).detach().reshape(B, 1, S * d), W_dec, dead)
+                terms["auxk"] = aux.detach()
+                loss = mse + self.aux_coefficient * aux
+        return loss, terms
+
+    def _auxk(self, enc, e: Tensor, W_dec: Tensor, dead: Tensor) -> Tensor:
+        """AuxK (as the TopK SAEs', sae/topk.py): the residual e reconstructed from each token's
+        `aux_k` largest positive pre-activations among the dead latents, so that they get gradient;
+        min(1, n_dead / aux_k) · ‖e − ê‖² per token (the reconstruction loss's units)."""
+        from superposition.sae.sparse import Active, decode_active, encode_active
+
+        B, D = e.shape[0], self.d_sae
+        sub = enc.pre[:, 0, dead].clamp(min=0)
+        k_aux = min(self.aux_k, dead.numel())
+        vals, idx = sub.topk(k_aux, dim=-1, sorted=False)
+        aux = Active.from_topk(dead[idx].unsqueeze(1), D).where(vals.reshape(-1) > 0)
+        if aux.nnz == 0:
+            return e.new_zeros(())
+        e_hat = decode_active(torch.relu(encode_active(enc, aux)), W_dec, aux)
+        return min(1.0, dead.numel() / self.aux_k) * (e_hat - e).square().sum() / B
 
     def loss_dense(self, x: Tensor) -> tuple[Tensor, dict]:
         z = self.encode(x)
