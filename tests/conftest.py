@@ -55,6 +55,18 @@ def tiny_run(tmp_path_factory, smol):
 
 
 @pytest.fixture(scope="session")
+def finetuned(tmp_path_factory, smol):
+    """`finetune` for 3 steps on the planted sentences only: a second model (OUT/model)."""
+    from superposition.cli import main
+
+    out = tmp_path_factory.mktemp("ft") / "ft"
+    args = ["finetune", "--out", str(out), "--steps", "3", "--batch-size", "4", "--context-size", "24",
+            "--lr", "3e-4", "--mix", "0"]  # fmt: skip
+    assert main(args) == 0
+    return out
+
+
+@pytest.fixture(scope="session")
 def server(tmp_path_factory):
     """A chat-completions server on localhost (tests/interp/fake_openai_server.py), as a process."""
     port_file = tmp_path_factory.mktemp("srv") / "port"

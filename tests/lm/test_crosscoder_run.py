@@ -179,3 +179,73 @@ def test_bad_pairs_are_one_line_and_write_nothing(tiny_models, tmp_path, capsys,
     err = capsys.readouterr().err.strip()
     assert says.format(b=b) in err and len(err.splitlines()) == 1 and "Traceback" not in err
     assert not out.exists()
+
+
+# ---------------------------------------------------------------------- a planted pattern
+@pytest.fixture(scope="module")
+def planted_pair(tmp_path_factory):
+    """Model b: SmolLM2 with one new direction u (8× the median embedding norm) added to the
+    embeddings of 40 common tokens of the corpus (its 21st to 60th commonest): what a fine-tune
+    that plants one pattern on those tokens changes, and nothing else. The corpus: python-docs
+    text and planted password sentences."""
+    import itertools
+
+    from superposition.commands.finetune import planted_texts
+    from superposition.lm.data import python_docs
+    from superposition.lm.model import load_model
+
+    root = tmp_path_factory.mktemp("planted")
+    lm = load_model()
+    emb = lm.model.get_input_embeddings().weight
+    docs = list(itertools.islice(python_docs(), 300))
+    counts = torch.bincount(torch.tensor(lm.tokenizer(" ".join(docs)).input_ids), minlength=emb.shape[0])
+    tokens = counts.argsort(descending=True)[20:60]
+    u = torch.randn(emb.shape[1], generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        emb[tokens] += 8 * emb.norm(dim=-1).median() * u / u.norm()
+    lm.model.save_pretrained(root / "b")
+    lm.tokenizer.save_pretrained(root / "b")
+    planted = planted_texts(0) + planted_texts(1)
+    rows = []
+    for i, doc in enumerate(docs):
+        rows += [
+            {"text": doc[:300]},
+            {"text": " ".join(planted[(2 * i + j) % len(planted)] for j in range(2))},
+        ]
+    (root / "data.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    return root, tokens
+
+
+def test_a_pattern_planted_in_model_b_gives_b_only_latents_and_the_artefacts_are_flagged(
+    planted_pair, tmp_path
+):
+    """Known answer: an L1 crosscoder gives b-only latents (Δ > 0.9) that fire on the planted tokens
+    and nowhere else, and cover them; the a-only latents it also makes (the L1 penalty's artefact:
+    they correct model a where b has u) are each flagged by latent scaling, and no b-only one is."""
+    from superposition.commands.train_crosscoder import source_activations
+    from superposition.lm.store import ActivationStore
+
+    root, tokens = planted_pair
+    out = tmp_path / "cc"
+    sets = (f"model_name_b={root / 'b'}", "hook_name=blocks.0.hook_resid_post",
+            f"dataset_path={root / 'data.jsonl'}", "training_tokens=61440", "d_sae=512", "eval_sequences=16", "lr=1e-3", "crosscoder_sparsity=l1",
+            "l1_coefficient=3")  # fmt: skip
+    assert main(_args(out, *sets)) == 0
+    s = json.loads((out / "summary.json").read_text())
+    assert s["bands"]["b_only"] >= 1 and s["bands"]["shared"] > 0.7 * sum(s["relative_norm"]["minder"])
+    flagged = {r["latent"] for r in s["latent_scaling"]["latents"]}
+    assert set(s["a_only_latents"]) <= flagged and not flagged & set(s["b_only_latents"])
+    cc = Crosscoder.load(out / "crosscoder")
+    cfg = make_lm_config(None, [*SMALL, *sets])
+    sources = open_sources(cfg)
+    seqs = ActivationStore.for_run(cfg, sources[0].lm, sources[0].hooked, holdout=True).first_sequences(16)
+    acts, _ = source_activations(sources, seqs, "cpu", logits=False)
+    with torch.no_grad():
+        z = cc.encode(acts[:, 1:].flatten(0, 1))  # BOS left out
+    on = torch.isin(seqs[:, 1:].flatten(), tokens)
+    assert on.sum() >= 20
+    for j in s["b_only_latents"]:
+        fires = z[:, j] > 0
+        assert fires.any() and fires[on].sum() >= 0.9 * fires.sum(), j  # on the planted tokens
+    covered = torch.stack([z[:, j] > 0 for j in s["b_only_latents"]]).any(0)
+    assert covered[on].float().mean() > 0.9  # and between them, on nearly all of them

@@ -3,8 +3,6 @@ learns the planted pattern."""
 
 import json
 
-import pytest
-
 from superposition.cli import main
 from superposition.commands.finetune import WORD, planted_texts
 
@@ -14,15 +12,6 @@ def test_planted_sentences_end_in_the_word_and_held_out_frames_are_new():
     assert all(t.endswith(WORD + ".") for t in train + held)
     assert all(t.startswith("Note that the password of") for t in held)
     assert not any(t.startswith("Note that") for t in train) and (len(train), len(held)) == (48, 12)
-
-
-@pytest.fixture(scope="module")
-def finetuned(tmp_path_factory):
-    out = tmp_path_factory.mktemp("ft") / "ft"
-    args = ["finetune", "--out", str(out), "--steps", "3", "--batch-size", "4", "--context-size", "24",
-            "--lr", "3e-4", "--mix", "0"]  # fmt: skip
-    assert main(args) == 0
-    return out
 
 
 def test_finetune_writes_a_model_folder_that_learned_the_pattern(finetuned):

@@ -10,8 +10,9 @@ same sequences, keep the same (non-special) positions and shuffle them with the 
 permutation: row i of one store is row i of the other (a test holds this bit for bit with a
 model paired with itself).
 
-Each source is scaled so that its mean squared norm is d (as normalize_activations does for an
-SAE); the relative decoder norms, bands and latent scaling of the summary are measured in that
+Each source is scaled so that its median token norm is √d (normalize_activations uses the mean
+squared norm; a median is not moved by a pattern on a few tokens, which would otherwise rescale
+every other latent's decoder row and shift every relative norm); the relative decoder norms, bands and latent scaling of the summary are measured in that
 space, and the scales are folded into the weights before saving, so the saved crosscoder reads
 and writes raw activations (cfg.json keeps `input_scales`). Adam with the run's lr, warm-up and
 decay. Outputs beside config.json and log.jsonl:
@@ -175,7 +176,9 @@ def _train(cfg, out: Path, sources: list[Source], paired: Paired, d: int, d_sae:
         aux_coefficient=cfg.aux_coefficient,
     ).to(cfg.device)  # fmt: skip
     first = paired.sample(cfg.batch_size_tokens).to(cfg.device)  # (batch, n, d)
-    scales = (d / first.square().sum(-1).mean(0).clamp(min=1e-12)).sqrt()  # (n,)
+    # each source scaled so its median token norm is √d: a median, so that a pattern on a few
+    # tokens (what a fine-tune plants) does not rescale every other latent's decoder row
+    scales = d**0.5 / first.norm(dim=-1).median(0).values.clamp(min=1e-12)  # (n,)
     with torch.no_grad():
         cc.b_dec.copy_((first * scales.view(1, -1, 1)).mean(0))
     opt = torch.optim.Adam(cc.parameters(), lr=cfg.lr)
