@@ -228,8 +228,8 @@ def test_a_pattern_planted_in_model_b_gives_b_only_latents_and_the_artefacts_are
     root, tokens = planted_pair
     out = tmp_path / "cc"
     sets = (f"model_name_b={root / 'b'}", "hook_name=blocks.0.hook_resid_post",
-            f"dataset_path={root / 'data.jsonl'}", "training_tokens=61440", "d_sae=512", "eval_sequences=16", "lr=1e-3", "crosscoder_sparsity=l1",
-            "l1_coefficient=3")  # fmt: skip
+            f"dataset_path={root / 'data.jsonl'}", "training_tokens=61440", "d_sae=512",
+            "eval_sequences=16", "lr=1e-3", "crosscoder_sparsity=l1", "l1_coefficient=3")  # fmt: skip
     assert main(_args(out, *sets)) == 0
     s = json.loads((out / "summary.json").read_text())
     assert s["bands"]["b_only"] >= 1 and s["bands"]["shared"] > 0.7 * sum(s["relative_norm"]["minder"])
