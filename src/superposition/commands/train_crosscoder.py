@@ -12,10 +12,11 @@ model paired with itself).
 
 Each source is scaled so that its median token norm is √d (normalize_activations uses the mean
 squared norm; a median is not moved by a pattern on a few tokens, which would otherwise rescale
-every other latent's decoder row and shift every relative norm); the relative decoder norms,
-bands and latent scaling of the summary are measured in that space, and the scales are folded into the weights before saving, so the saved crosscoder reads
-and writes raw activations (cfg.json keeps `input_scales`). Adam with the run's lr, warm-up and
-decay. Outputs beside config.json and log.jsonl:
+every other latent's decoder row and shift every relative norm); the relative decoder norms, bands
+and latent scaling of the summary are measured in that space, and the scales are folded into the
+weights before saving, so the saved crosscoder reads and writes raw activations (cfg.json keeps
+`input_scales`). Adam with the run's lr, warm-up and decay. Outputs beside config.json and
+log.jsonl:
 
 - crosscoder/ (cfg.json, crosscoder.safetensors): the whole crosscoder;
 - saes/<source>/: each source as a one-source SAE folder in SAELens's layout (model_a and model_b,
