@@ -29,3 +29,19 @@ def lr_factor(
     if schedule == "cosine":
         return factor * 0.5 * (1.0 + math.cos(math.pi * (step - start) / n))
     raise ValueError(f"unknown schedule {schedule!r}")
+
+
+def adam_for_run(params, cfg):
+    """Adam at a train-sae run's `lr` with its schedule (warm-up `lr_warm_up_steps`, linear decay over
+    `lr_decay_steps` when set): (optimiser, scheduler, steps), steps = training_tokens //
+    batch_size_tokens. For the trainers outside the SAE trainer (cross-layer transcoders,
+    crosscoders)."""
+    import torch
+
+    opt = torch.optim.Adam(params, lr=cfg.lr)
+    steps = cfg.training_tokens // cfg.batch_size_tokens
+    schedule = "linear" if cfg.lr_decay_steps else "constant"
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda step: lr_factor(step, steps, schedule, cfg.lr_warm_up_steps, cfg.lr_decay_steps)
+    )
+    return opt, sched, steps

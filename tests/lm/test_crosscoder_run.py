@@ -13,18 +13,12 @@ from superposition.commands.train_crosscoder import Paired, open_sources
 from superposition.lm.config import make_lm_config
 from superposition.sae.crosscoder import Crosscoder
 from superposition.sae.io import load_sae
+from tests.conftest import TINY
 
-SMALL = [
+SMALL = [  # the tiny train-sae run's settings, at 256 tokens a batch
     "architecture=crosscoder",
-    "context_size=32",
+    *[s for s in TINY if not s.startswith(("hook_name", "training_tokens", "batch_size_tokens"))],
     "batch_size_tokens=256",
-    "n_batches_in_buffer=3",
-    "model_batch_size=8",
-    "expansion_factor=2",
-    "k=8",
-    "eval_sequences=4",
-    "lr_warm_up_steps=2",
-    "log_every=1",
 ]
 
 

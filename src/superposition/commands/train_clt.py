@@ -29,7 +29,7 @@ from superposition.memory import require_memory
 from superposition.progress import tqdm
 from superposition.report.output import FigureSpec, Result, write_result
 from superposition.sae.clt import CrossLayerTranscoder
-from superposition.schedules import lr_factor
+from superposition.schedules import adam_for_run
 from superposition.seeding import derive_seed
 
 
@@ -79,12 +79,7 @@ def _train(cfg, out: Path, lm, hooked, store, n: int, d: int, d_sae: int) -> Pat
     s_out = (d / first[:, 1::2].square().sum(-1).mean(0).clamp(min=1e-12)).sqrt()
     with torch.no_grad():  # the first batch's mean target per layer
         clt.b_dec.copy_((first[:, 1::2] * s_out.view(1, -1, 1)).mean(0))
-    opt = torch.optim.Adam(clt.parameters(), lr=cfg.lr)
-    steps = cfg.training_tokens // cfg.batch_size_tokens
-    schedule = "linear" if cfg.lr_decay_steps else "constant"
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda step: lr_factor(step, steps, schedule, cfg.lr_warm_up_steps, cfg.lr_decay_steps)
-    )
+    opt, sched, steps = adam_for_run(clt.parameters(), cfg)
     log_every = cfg.log_every or max(1, steps // 100)
     print(
         f"training a clt ({n} layers, {d} -> {d_sae} per layer, k {cfg.k}) on {cfg.model_name}: "

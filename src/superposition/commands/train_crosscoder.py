@@ -60,7 +60,7 @@ from superposition.memory import require_memory
 from superposition.progress import tqdm
 from superposition.report.output import FigureSpec, Result, write_result
 from superposition.sae.crosscoder import Crosscoder
-from superposition.schedules import lr_factor
+from superposition.schedules import adam_for_run
 from superposition.seeding import derive_seed
 
 HIST_BINS = 40
@@ -182,12 +182,7 @@ def _train(cfg, out: Path, sources: list[Source], paired: Paired, d: int, d_sae:
     scales = d**0.5 / first.norm(dim=-1).median(0).values.clamp(min=1e-12)  # (n,)
     with torch.no_grad():
         cc.b_dec.copy_((first * scales.view(1, -1, 1)).mean(0))
-    opt = torch.optim.Adam(cc.parameters(), lr=cfg.lr)
-    steps = cfg.training_tokens // cfg.batch_size_tokens
-    schedule = "linear" if cfg.lr_decay_steps else "constant"
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda step: lr_factor(step, steps, schedule, cfg.lr_warm_up_steps, cfg.lr_decay_steps)
-    )
+    opt, sched, steps = adam_for_run(cc.parameters(), cfg)
     log_every = cfg.log_every or max(1, steps // 100)
     names = " and ".join(f"{s.label} ({s.model_name} {s.hook})" for s in sources) if n == 2 else cfg.hook_name
     print(
