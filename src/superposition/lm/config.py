@@ -60,8 +60,8 @@ class LMSettings(Config):
     )
     crosscoder_sparsity: Literal["batchtopk", "l1"] = Field(
         "batchtopk",
-        description="crosscoder: batchtopk (k latents per token on average) or l1 (ReLU, penalty "
-        "l1_coefficient × Σ_j z_j Σ_s ‖W_dec[j, s]‖)",
+        description="crosscoder: batchtopk (k latents per token on average) or l1 (ReLU; the L1 "
+        "penalty weighted by the sum of each latent's decoder norms, Σ_j z_j Σ_s ‖W_dec[j, s]‖)",
     )
     dataset_path: str = Field(
         DEFAULT_DATASET, description="python-docs, a .txt/.jsonl/.parquet file, or a hub dataset"
