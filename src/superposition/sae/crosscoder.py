@@ -9,7 +9,9 @@ Sparsity, `sparsity`:
                 the sum of the decoder norms, as the paper's; decoders left free)
     batchtopk   the k·batch largest pre-activations of the batch (k per token on average), loss
                 Σ_s ‖x_s − x̂_s‖²; at inference a threshold (the running mean of the smallest kept
-                value) replaces the batch choice
+                value) replaces the batch choice. Training runs every product after the encoder's on
+                the active pairs (sae/sparse.py), and with `dead_tokens` adds AuxK on the latents
+                that fired on none of the last `dead_tokens` tokens, as the TopK SAEs do
 
 Shapes: x (batch, n_sources, d); z (batch, d_sae); W_enc (n_sources, d, d_sae); W_dec (d_sae,
 n_sources, d). `source_sae(s)` gives source s's decoder as a one-source SAE's tensors (W_enc here
