@@ -51,7 +51,7 @@ from superposition.atomic import atomic_write_text, write_marker
 from superposition.errors import SuperpositionError
 from superposition.interp import diffing
 from superposition.lm.data import special_mask
-from superposition.lm.evals import _ce_and_kl, capture_into, ce_loss_recovered, splice_at
+from superposition.lm.evals import _ce_and_kl, capture_into, ce_loss_recovered, spliced_ce
 from superposition.lm.hooks import HookedModel, sae_inputs
 from superposition.lm.model import load_model
 from superposition.lm.store import ActivationStore, RankView, store_units
@@ -317,14 +317,10 @@ def evaluate_crosscoder(
         del logits
         raw_hat = x_hat / scales.view(1, -1, 1)
         for s, src in enumerate(sources):
-            spliced = src.hooked.logits(ids, {src.hook: splice_at(keep, raw_hat[:, s])})
-            c, k = _ce_and_kl(spliced, ids, logp[src.model_name])
+            c, k, c0 = spliced_ce(src.hooked, ids, src.hook, keep, raw_hat[:, s], logp[src.model_name])
             ce[src.label]["sae"] += c
             ce[src.label]["kl"] += k
-            del spliced
-            zero = src.hooked.logits(ids, {src.hook: splice_at(keep, torch.zeros_like(raw_hat[:, s]))})
-            ce[src.label]["zero"] += _ce_and_kl(zero, ids, None)[0]
-            del zero
+            ce[src.label]["zero"] += c0
         n_pred += ids[:, 1:].numel()
     var = sum_x2 - sum_x.square().sum(-1) / max(tokens, 1)
     per_source = {}

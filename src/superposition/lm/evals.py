@@ -72,6 +72,16 @@ def _ce_and_kl(logits: Tensor, ids: Tensor, logp_clean: Tensor | None, rows: int
     return ce, kl
 
 
+def spliced_ce(
+    hooked: HookedModel, ids: Tensor, hook: str, keep: Tensor, values: Tensor, logp_clean: Tensor
+) -> tuple[float, float, float]:
+    """With `values` (n, d) written at `hook` on the positions `keep`: the summed next-token CE and
+    KL(clean ‖ spliced); and the summed CE with zeros written there instead (zero ablation)."""
+    ce, kl = _ce_and_kl(hooked.logits(ids, {hook: splice_at(keep, values)}), ids, logp_clean)
+    zero = _ce_and_kl(hooked.logits(ids, {hook: splice_at(keep, torch.zeros_like(values))}), ids, None)[0]
+    return ce, kl, zero
+
+
 @torch.no_grad()
 def evaluate_saes(
     hooked: HookedModel,
@@ -114,12 +124,10 @@ def evaluate_saes(
             acc[hook].add(y.unsqueeze(1), y_hat.unsqueeze(1), z)
             if depth:
                 stats[hook].add(ids, keep, z[:, 0])
-            ce_sae, kl_sae = _ce_and_kl(hooked.logits(ids, {write: splice_at(keep, y_hat)}), ids, logp_clean)
+            ce_sae, kl_sae, ce_zero = spliced_ce(hooked, ids, write, keep, y_hat, logp_clean)
             ce[hook]["sae"] += ce_sae
             kl[hook] += kl_sae
-            zero = hooked.logits(ids, {write: splice_at(keep, torch.zeros_like(y_hat))})
-            ce[hook]["zero"] += _ce_and_kl(zero, ids, None)[0]
-            del zero
+            ce[hook]["zero"] += ce_zero
         n_pred += ids[:, 1:].numel()
     out = {}
     for hook in saes:
