@@ -202,10 +202,27 @@ def _add_meta(meta: dict | None, columns: list, rows: list, pages: list) -> None
 
 
 def _spans(tokens: list[str], acts: list[float], focus: int, vmax: float) -> list[TokenSpan]:
+    """Colour strength a / vmax in [0, 1] (a negative value, a crosscoder source's share, is uncoloured)."""
     return [
-        TokenSpan(t, a, min(1.0, a / vmax) if vmax > 0 else 0.0, i == focus)
+        TokenSpan(t, a, max(0.0, min(1.0, a / vmax)) if vmax > 0 else 0.0, i == focus)
         for i, (t, a) in enumerate(zip(tokens, acts))
     ]
+
+
+def _token_text(tokenizer):
+    """Token id -> its text as a dashboard shows it (newlines as ↵), decoded once per id."""
+    from functools import cache
+
+    @cache
+    def tok(i: int) -> str:
+        return tokenizer.decode([i]).replace("\n", "↵")
+
+    return tok
+
+
+def _example_spans(e, tok, vmax: float) -> list[TokenSpan]:
+    """An example's window (lm/analysis.Example) as coloured token spans."""
+    return _spans([tok(t) for t in e.token_ids], e.acts, e.focus, vmax)
 
 
 def _lm_dashboard(
@@ -227,13 +244,7 @@ def _lm_dashboard(
     )
     density, vmax = la.density(), la.max_activation()
     top_ids, top_vals, bot_ids, bot_vals = an.logit_lens(hooked, sae, cfg.hook_name, latents, k=top_k)
-    vocab: dict[int, str] = {}
-
-    def tok(i: int) -> str:
-        if i not in vocab:
-            vocab[i] = lm.tokenizer.decode([i]).replace("\n", "↵")
-        return vocab[i]
-
+    tok = _token_text(lm.tokenizer)
     rows, pages = [], []
     for n, j in enumerate(latents):
         tops = [tok(int(t)) for t in top_ids[n]]
@@ -257,7 +268,7 @@ def _lm_dashboard(
         )
 
         def ex(e, j=j):
-            return _spans([tok(t) for t in e.token_ids], e.acts, e.focus, float(vmax[j]))
+            return _example_spans(e, tok, float(vmax[j]))
 
         page.top = [ex(e) for e in an.top_examples(la, j, n=top_k)]
         page.quantiles = [(label, [ex(e) for e in exs]) for label, exs in an.quantile_examples(la, j)]
@@ -337,16 +348,7 @@ def _crosscoder_dashboard(run: Path, out: Path, opts: DashboardOptions) -> Resul
     for src in sources:  # each model's decoder row read through that model's unembedding
         sae = load_sae(run / "saes" / src.label)
         lens.append(an.logit_lens(src.hooked, sae, src.hook, latents, k=TOP_K))
-    vocab: dict[int, str] = {}
-
-    def tok(i: int) -> str:
-        if i not in vocab:
-            vocab[i] = sources[0].lm.tokenizer.decode([i]).replace("\n", "↵")
-        return vocab[i]
-
-    def spans(e, vm: float) -> list[TokenSpan]:
-        return [TokenSpan(tok(t), a, max(0.0, min(1.0, a / vm)) if vm > 0 else 0.0, i == e.focus)
-                for i, (t, a) in enumerate(zip(e.token_ids, e.acts))]  # fmt: skip
+    tok = _token_text(sources[0].lm.tokenizer)
 
     two = "relative_norm" in table
     rows, pages = [], []
@@ -366,14 +368,16 @@ def _crosscoder_dashboard(run: Path, out: Path, opts: DashboardOptions) -> Resul
         counts, edges = an.activation_histogram(la, j)
         page = LatentPage(j, stats, histogram=(counts.tolist(), edges.tolist()) if density[j] > 0 else None)
         top = an.top_examples(la, j, n=TOP_K)
-        page.top = [spans(e, float(vmax[j])) for e in top]
+        page.top = [_example_spans(e, tok, float(vmax[j])) for e in top]
         ctx = seqs.shape[1]
         page.quantiles_title = "The same contexts: each source's share of the pre-activation"
         page.quantiles = [
             (
                 f"{label}'s share of the pre-activation (x_{label} · W_enc[{label}]) on the same contexts",
                 [
-                    spans(an.example_at(la_s[s], j, e.seq * ctx + e.pos, e.value, 12, 4), float(vmax[j]))
+                    _example_spans(
+                        an.example_at(la_s[s], j, e.seq * ctx + e.pos, e.value, 12, 4), tok, float(vmax[j])
+                    )
                     for e in top
                 ],
             )  # fmt: skip
