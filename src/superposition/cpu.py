@@ -52,19 +52,31 @@ def fast_bf16_matmul(device) -> bool:
     return _BF16_CPU
 
 
+_DEFAULT_THREADS: list[int] = []  # torch's thread count when the policy was first asked (one per core)
+
+
 @contextmanager
 def threads_for(entries: int, threshold: int = 1 << 17):
     """Run a block of small tensor work on one thread: below `threshold` elements per operation,
     handing work to a second thread costs more than it gains, and on a loaded machine the waiting
     makes it far worse (the `intro` experiment took 5 min with torch's 2 threads and 55 s with one,
-    on 2 busy cores). `--threads N` (SUPERPOSITION_THREADS) overrides the choice."""
+    on 2 busy cores). `--threads N` (SUPERPOSITION_THREADS) overrides the choice. Every trainer and
+    evaluator goes through this one policy."""
     import torch
 
     saved = torch.get_num_threads()
+    if not _DEFAULT_THREADS:
+        _DEFAULT_THREADS.append(saved)
     chosen = os.environ.get("SUPERPOSITION_THREADS")
-    want = int(chosen) if chosen else (1 if entries < threshold else saved)
+    # large work gets every thread even inside a small block (a model's forward pass in an SAE step)
+    want = int(chosen) if chosen else (1 if entries < threshold else _DEFAULT_THREADS[0])
     torch.set_num_threads(want)
     try:
         yield want
     finally:
         torch.set_num_threads(saved)
+
+
+def large_work():
+    """threads_for a block of large tensor work (a language model's forward passes): every thread."""
+    return threads_for(1 << 62)

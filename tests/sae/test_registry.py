@@ -56,7 +56,7 @@ def check_round_trip(name: str, tmp_path) -> None:
     x = torch.randn(32, 2, 6)
     for i, folder in enumerate(save_instances(sae, tmp_path / name.replace(":", "-"), ["a", "b"])):
         loaded = load_sae(folder)
-        assert type(loaded) is type(sae) and loaded.cfg.architecture == name.partition(":")[0]
+        assert type(loaded.batched) is type(sae) and loaded.cfg.architecture == name.partition(":")[0]
         with torch.no_grad():
             assert torch.allclose(loaded.encode(x[:, i : i + 1]), sae.encode(x)[:, i : i + 1], atol=1e-5)
             assert torch.allclose(loaded(x[:, i : i + 1]), sae(x)[:, i : i + 1], atol=1e-5)

@@ -48,7 +48,7 @@ def analyze_prompt(
 ) -> str:  # fmt: skip
     """The table `analyze` prints. One prompt: the CPU in float32 unless `device`/`dtype` say otherwise."""
     run = load_run(run_dir, model, hook, device or "cpu", dtype or "float32")
-    cfg, sae = run.cfg, run.sae
+    cfg, sae = run.cfg, run.sae.batched
     if sae.transcodes:
         raise SuperpositionError(
             f"{run_dir}: analyze explains SAEs spliced at one hook; a transcoder reads the MLP's input and "

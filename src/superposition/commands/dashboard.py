@@ -31,8 +31,8 @@ from superposition.lm import analysis as an
 from superposition.lm.store import ActivationStore
 from superposition.report.dashboard import LatentPage, TokenSpan, render_site
 from superposition.report.output import Result
+from superposition.sae.formats import load as load_sae
 from superposition.sae.ground_truth import best_matches, cosine_matrix
-from superposition.sae.io import load_sae
 
 TOP_K = 10  # top examples and logit-lens tokens per latent
 
@@ -228,7 +228,7 @@ def _example_spans(e, tok, vmax: float) -> list[TokenSpan]:
 def _lm_dashboard(
     run: LMRun, out: Path, opts: DashboardOptions, meta: dict | None, expl: dict[int, dict] | None
 ) -> Result:
-    cfg, sae = run.cfg, run.sae
+    cfg, sae = run.cfg, run.sae.batched
     _check_meta(meta, sae.cfg.d_sae)
     latents = opts.chosen(sae.cfg.d_sae, default=None)
     top_k = TOP_K

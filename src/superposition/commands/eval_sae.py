@@ -23,7 +23,7 @@ from superposition.lm.evals import evaluate_sae, evaluate_saes
 from superposition.lm.hooks import MLP_PAIR, read_names
 from superposition.lm.store import ActivationStore
 from superposition.report.output import FigureSpec, Result, write_output, write_result
-from superposition.sae.io import load_sae
+from superposition.sae.formats import load as load_sae
 from superposition.viz.sae import density_histogram, depth_profile, training_curves
 
 # The numbers a person looks at first: printed by the CLI and highlighted in the report.
@@ -161,7 +161,7 @@ def evaluate(
 ) -> Result:
     """Evaluate one SAE (or transcoder) on held-out sequences; the summary keeps what `folder`'s
     summary.json already held (a run's training record) and adds `training`."""
-    cfg, sae = loaded.cfg, loaded.sae
+    cfg, sae = loaded.cfg, loaded.sae.batched
     if lm is None:
         lm, hooked = loaded.load_model()
     seqs = ActivationStore.for_run(cfg, lm, hooked, holdout=True).first_sequences(

@@ -28,6 +28,7 @@ from torch import Tensor
 from superposition.errors import SuperpositionError
 from superposition.interp.replacement import ReplacementModel, Trace
 from superposition.lm.hooks import read_names, sae_inputs
+from superposition.sae.single import as_batched
 
 MODES = ("ablate", "clamp", "add")
 
@@ -144,6 +145,7 @@ def steer_hook(sae, hook: str, latent: int, value: float, mode: str) -> dict[str
     """Hooks (for HookedModel.hooks) that steer latent `latent`: `add` adds value · its decoder
     direction to what the SAE writes; `clamp` moves it so the latent reads `value`. For a transcoder
     (blocks.L.mlp) the direction is added to the MLP's output and the latent read from its input."""
+    sae = as_batched(sae)
     if mode not in ("add", "clamp"):
         raise SuperpositionError(f"mode {mode!r}: add or clamp")
     t = sae.saved_tensors(0)

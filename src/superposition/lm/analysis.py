@@ -20,6 +20,7 @@ from torch import Tensor
 from superposition.lm.data import special_mask
 from superposition.lm.hooks import HookedModel, read_names, sae_inputs
 from superposition.sae.base import BatchedSAE
+from superposition.sae.single import as_batched
 
 
 # ---------------------------------------------------------------------- activations
@@ -66,6 +67,7 @@ def latent_activations(
     device: str = "cpu",
     progress: bool = False,
 ) -> LatentActivations:
+    sae = as_batched(sae)
     from superposition.progress import tqdm
 
     toks, lats, vals = [], [], []
@@ -89,6 +91,19 @@ def latent_activations(
     return LatentActivations(
         seqs, cat(toks, np.int64), cat(lats, np.int64), cat(vals, np.float32), sae.cfg.d_sae, n_tokens
     )
+
+
+def activation_scale(la: LatentActivations, latents: list[int]) -> list[dict]:
+    """For each latent: how often it fires and how large it is when it does (max, 99th percentile and
+    median of its nonzero activations), the numbers to choose a steering value by."""
+    out = []
+    for j in latents:
+        _, v = la.of(j)
+        row = {"tokens": int(la.n_tokens), "fires": int(v.size), "frequency": v.size / max(la.n_tokens, 1)}
+        if v.size:
+            row.update(max=float(v.max()), p99=float(np.quantile(v, 0.99)), median=float(np.median(v)))
+        out.append(row)
+    return out
 
 
 @dataclass
@@ -183,6 +198,7 @@ def output_projection(hooked: HookedModel, layer: int) -> Tensor:
 def decoder_in_residual(hooked: HookedModel, sae: BatchedSAE, hook_name: str) -> Tensor:
     """Each latent's write into the residual stream (d_sae, d_model): W_dec, or W_dec W_O for hook_z
     (a transcoder writes where the MLP's output goes)."""
+    sae = as_batched(sae)
     layer, kind = hooked.parse(read_names(hook_name)[-1])
     W_dec = sae.W_dec[0].detach()
     return W_dec @ output_projection(hooked, layer).detach() if kind == "attn.hook_z" else W_dec
@@ -235,6 +251,7 @@ def direct_attribution_per_head(
     """For an attention SAE (hook_z): latent j's direct logit contribution split over heads,
     z_j (W_dec[j, h] W_O[h] ⊙ g) · W_U[token]; (…, d_sae, n_heads). Sums over heads to
     `direct_logit_attribution`."""
+    sae = as_batched(sae)
     layer, kind = hooked.parse(hook_name)
     if kind != "attn.hook_z":
         raise ValueError("direct_attribution_per_head needs an attn.hook_z SAE")
@@ -254,6 +271,7 @@ def spliced_logits(
 ):
     """Logits with the hook activation replaced by SAE(x) (+ the SAE's error, so that only the
     edit changes anything); edit(z) -> z' modifies latents. Returns (logits, z)."""
+    sae = as_batched(sae)
     seen = {}
 
     def fn(a: Tensor) -> Tensor:
@@ -296,6 +314,7 @@ def attribution_patching(hooked: HookedModel, sae: BatchedSAE, hook_name: str, i
     """Gradient × activation, z_j · ∂metric/∂z_j, per position and latent (b, pos, d_sae): the
     linear estimate of how much metric(logits) would change if each latent were ablated (with a
     minus sign). `metric` maps logits (b, pos, vocab) to a scalar."""
+    sae = as_batched(sae)
     with torch.enable_grad():
         logits, z = spliced_logits(hooked, sae, hook_name, ids)
         metric(logits).backward()
@@ -314,6 +333,8 @@ def latent_gradients(
     """∂z_down[j]/∂z_up summed over positions, for each chosen downstream latent j:
     (len(down_latents), d_sae_up). The upstream SAE is spliced in with its error term (so the
     model computes exactly what it did), the downstream one reads the activation at down_hook."""
+    down = as_batched(down)
+    up = as_batched(up)
     if down_hook == up_hook:
         raise ValueError("latent_gradients: use two different hook points")
     seen: dict[str, Tensor] = {}
@@ -350,6 +371,7 @@ def source_token_contributions(
     pre-activation at query position `pos`. With z[h, q] = Σ_k A[h, q, k] v[h, k], the encoder
     pre-activation is linear in z, so contribution[h, k] = A[h, q, k] v[h, k] · W_enc[h-block, j].
     Returns (contributions (n_heads, pos + 1), the remaining constant b_enc[j] − b_dec · W_enc[:, j])."""
+    sae = as_batched(sae)
     layer, kind = hooked.parse(hook_name)
     if kind != "attn.hook_z":
         raise ValueError("source_token_contributions needs an attn.hook_z SAE")
@@ -405,6 +427,7 @@ class DepthStats:
     CHUNK = 1 << 15  # active pairs per gather: (pairs, d_model) temporaries stay near 75 MB
 
     def __init__(self, hooked: HookedModel, sae: BatchedSAE, hook_name: str) -> None:
+        sae = as_batched(sae)
         dirs = decoder_in_residual(hooked, sae, hook_name).float()
         g = final_norm_gain(hooked)
         self.dirs = dirs * g.detach().float() if g is not None else dirs

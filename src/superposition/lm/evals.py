@@ -27,6 +27,7 @@ from superposition.lm.data import special_mask
 from superposition.lm.hooks import HookedModel, read_names, sae_inputs
 from superposition.sae.base import BatchedSAE
 from superposition.sae.metrics import Accumulator
+from superposition.sae.single import as_batched
 
 
 def ce_loss(logits: Tensor, ids: Tensor) -> Tensor:
@@ -100,6 +101,7 @@ def evaluate_saes(
     token_likeness and mean_abs_dla (lm/analysis.DepthStats), from the same latents."""
     from superposition.lm.analysis import DepthStats
 
+    saes = {hook: as_batched(sae) for hook, sae in saes.items()}
     names = {hook: read_names(hook) for hook in saes}  # (read, write): the same hook for an SAE
     wanted = list(dict.fromkeys(n for pair in names.values() for n in pair))
     acc = {hook: Accumulator() for hook in saes}

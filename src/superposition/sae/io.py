@@ -1,23 +1,36 @@
 """Save and load SAEs: one folder per SAE with `cfg.json` and `sae_weights.safetensors`, the
 layout SAELens 6 reads (see formats/saelens.py); `load_sae` also reads sparsify, Gemma Scope and
-dictionary_learning files (formats/). Never pickle: safetensors, JSON and numpy without pickle.
+dictionary_learning files (formats/), hf:// addresses and released SAEs by (release, sae_id)
+(releases.py). Never pickle: safetensors, JSON and numpy without pickle.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from superposition.sae import BatchedSAE
-from superposition.sae.formats import load as load_sae
+import torch
+
+from superposition.sae import SAE, BatchedSAE, as_batched
 from superposition.sae.formats import saelens
 
 WEIGHTS = saelens.WEIGHTS
 CONFIG = saelens.CONFIG
 
 
-def save_sae(sae: BatchedSAE, folder: str | Path, instance: int = 0, extra_cfg: dict | None = None) -> Path:
+def load_sae(
+    path: str | Path, sae_id: str | None = None, device: str = "cpu", dtype: str | torch.dtype | None = None
+) -> SAE:
+    """The SAE at `path` (a folder or file of any readable format, or an hf:// address), or with
+    `sae_id` the released SAE `sae_id` of release `path` (SAELens's `from_pretrained(release,
+    sae_id)`): an `SAE` with SAELens's tensor interface, in eval mode, without gradients."""
+    return SAE.from_pretrained(str(path), sae_id, device, dtype)
+
+
+def save_sae(
+    sae: SAE | BatchedSAE, folder: str | Path, instance: int = 0, extra_cfg: dict | None = None
+) -> Path:
     """Instance `instance` of `sae` as a folder that this package and SAELens 6 both load."""
-    return saelens.write(sae, Path(folder), instance, extra_cfg)
+    return saelens.write(as_batched(sae), Path(folder), instance, extra_cfg)
 
 
 def save_instances(

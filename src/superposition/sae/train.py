@@ -22,13 +22,19 @@ from pydantic import Field
 from torch import Tensor
 
 from superposition.config import Config
+from superposition.cpu import threads_for
 from superposition.dist import Comm
 from superposition.errors import SuperpositionError, TrainingDiverged
 from superposition.progress import tqdm
 from superposition.sae import checkpoint
 from superposition.sae.base import BatchedSAE, LossOut, StepState
+from superposition.sae.single import SAE, as_batched
 from superposition.schedules import lr_factor
 from superposition.seeding import derive_seed
+
+# Steps whose (batch × instances × d_sae) latents are fewer than this run on one thread
+# (benchmarks/bench_threads.py measures where a second thread starts to pay on 2 cores).
+SAE_ONE_THREAD_BELOW = 1 << 19
 
 
 class SAETrainConfig(Config):
@@ -110,7 +116,7 @@ def _batch(source, n: int, gen: torch.Generator, n_instances: int) -> Tensor:
 class SAETrainer:
     def __init__(
         self,
-        sae: BatchedSAE,
+        sae: BatchedSAE | SAE,
         source,
         cfg: SAETrainConfig,
         checkpoint_dir: str | Path | None = None,
@@ -128,6 +134,7 @@ class SAETrainer:
         cfg.batch_size rows; gradients are summed over ranks weighted by share (so a step equals
         one process's step on the whole batch), initialisation statistics come from every rank's
         rows, fired latents are MAX-reduced, and only rank 0 writes checkpoints."""
+        sae = as_batched(sae)  # an SAE trains as its one-instance batched form (the same parameters)
         if sae.cfg.input_normalization != "none":
             raise SuperpositionError(
                 f"input_normalization {sae.cfg.input_normalization!r}: SAEs that normalise each input can be "
@@ -231,11 +238,16 @@ class SAETrainer:
 
         in_main = threading.current_thread() is threading.main_thread()
         previous = signal.signal(signal.SIGINT, on_sigint) if in_main else None
+        # the toy trainer's thread policy (cpu.threads_for): a step whose largest tensor is small
+        # runs on one thread, where a second costs more in hand-off than it gains
+        # (an objective through a language model, lm/e2e.py, is large work whatever the SAE's size)
+        size = cfg.batch_size * sae.n_instances * sae.cfg.d_sae if self.objective is None else 1 << 62
         try:
-            for step in bar:
-                self._step(step, bar, log_every)
-                if self.comm.any(bool(asked)):  # every rank stops after the same step
-                    raise KeyboardInterrupt
+            with threads_for(size, SAE_ONE_THREAD_BELOW):
+                for step in bar:
+                    self._step(step, bar, log_every)
+                    if self.comm.any(bool(asked)):  # every rank stops after the same step
+                        raise KeyboardInterrupt
         except KeyboardInterrupt:
             if self.checkpoint_dir is not None:
                 if self._in_step:  # roll back the unfinished step, so the checkpoint resumes at its start
