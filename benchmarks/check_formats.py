@@ -7,7 +7,7 @@
 2. We write SAEs of every architecture; SAELens's `SAE.load_from_disk` loads each and its outputs
    are compared with ours.
 3. sparsify 1.3.3, both ways (TopK SAEs; a decoder sparsify did not normalise; ours with an
-   uncentred input, folded on writing).
+   uncentred input, folded on writing; TopK transcoders and skip transcoders).
 4. dictionary_learning 0.1.0 writes every dict_class (its own classes, in its own environment);
    we load each.
    Transcoders too (ReLU, JumpReLU and BatchTopK, with and without a skip W_skip), both ways.
@@ -158,8 +158,10 @@ def saelens(root: Path, x: torch.Tensor) -> None:
 
 def sparsify(root: Path, x: torch.Tensor) -> None:
     they_wrote("sparsify", "sparsify 1.3.3", root, x)
-    cases = {"topk": {}, "topk_no_b_dec_on_input": {"apply_b_dec_to_input": False}}
-    saes = {case: _random_sae("topk", 500 + n, **kw) for n, (case, kw) in enumerate(cases.items())}
+    cases = {"topk": ("topk", {}), "topk_no_b_dec_on_input": ("topk", {"apply_b_dec_to_input": False}),
+             "transcoder": ("transcoder", {"sparsity": "topk"}),
+             "skip_transcoder": ("skip_transcoder", {"sparsity": "topk"})}  # fmt: skip
+    saes = {case: _random_sae(arch, 500 + n, **kw) for n, (case, (arch, kw)) in enumerate(cases.items())}
     we_wrote("sparsify", "sparsify 1.3.3", root, x, saes, to="sparsify")
 
 

@@ -6,7 +6,8 @@
                                                   writes its outputs beside each
 
 Outputs: z, the dense latents from sae.encode(x) (top_acts scattered to top_indices), and
-x_hat = sae.decode(top_acts, top_indices).
+x_hat = sae.decode(top_acts, top_indices) (+ x W_skipᵀ for a skip transcoder, as its forward adds).
+Transcoders too (transcode=True, with and without skip_connection).
 """
 
 import sys
@@ -24,13 +25,21 @@ def outputs(sae, x: torch.Tensor) -> dict:
         enc = sae.encode(x)
         z = torch.zeros(x.shape[0], sae.num_latents).scatter(-1, enc.top_indices, enc.top_acts)
         x_hat = sae.decode(enc.top_acts, enc.top_indices)
+        if sae.W_skip is not None:
+            x_hat = x_hat + x.to(sae.dtype) @ sae.W_skip.mT
     return {"z": z.contiguous(), "x_hat": x_hat.contiguous()}
 
 
 def write(root: Path) -> None:
     x = load_file(str(root / "x.safetensors"))["x"]
-    for n, (name, normalize) in enumerate((("topk", True), ("topk_free_decoder", False))):
-        sae = SparseCoder(D, SparseCoderConfig(k=K, num_latents=M, normalize_decoder=normalize))
+    cases = (
+        ("topk", {"normalize_decoder": True}),
+        ("topk_free_decoder", {"normalize_decoder": False}),
+        ("transcoder", {"transcode": True}),
+        ("skip_transcoder", {"transcode": True, "skip_connection": True}),
+    )
+    for n, (name, kw) in enumerate(cases):
+        sae = SparseCoder(D, SparseCoderConfig(k=K, num_latents=M, **kw))
         g = torch.Generator().manual_seed(200 + n)
         with torch.no_grad():
             for pname, p in sae.named_parameters():

@@ -251,7 +251,8 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     tmp.unlink(missing_ok=True)  # a leftover of a killed writer (or a planted link: unlink removes the link)
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+        # 0o666 less the user's umask, as any file the user's programs write (0o644 under umask 022)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o666)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -260,6 +261,14 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def atomic_save_tensors(path: Path, tensors: dict, metadata: dict[str, str] | None = None) -> None:
+    """A safetensors file written whole (atomic_write_bytes), with the permissions the user's umask
+    gives (safetensors' own save_file makes every file 0600), and `format: pt` in its metadata."""
+    from safetensors.torch import save
+
+    atomic_write_bytes(Path(path), save(tensors, metadata={"format": "pt", **(metadata or {})}))
 
 
 def atomic_write_text(path: Path, text: str) -> None:

@@ -19,6 +19,7 @@ _PATTERNS = (
     (re.compile(r"(?i)(?P<keep>\b(?:api[_-]?key|authorization|x-api-key)[\"']?\s*[:=]\s*[\"']?)[^\s\"'<>,;]+"),
      r"\g<keep>***"),
     (re.compile(r"\bsk-[A-Za-z0-9_\-]{8,}"), "***"),
+    (re.compile(r"\bhf_[A-Za-z0-9]{16,}"), "***"),  # Hugging Face tokens
 )  # fmt: skip
 
 

@@ -93,3 +93,26 @@ def test_a_run_without_transcoders_or_with_wrong_layers_is_one_line(tiny_run, tm
         capsys, ["attribute", str(tmp_path), "--prompt", "x", "--out", str(out)], "not a train-sae run"
     )
     assert not out.exists()
+
+
+def test_sparsify_transcoders_by_hook_are_a_run_attribute_reads(transcoder_run, tmp_path):
+    """EleutherAI's releases are folders of sparsify transcoders (layers.L.mlp/): read with the model
+    named, they are the same transcoders at the same layers as the run they were written from."""
+    from superposition.commands.targets import load_transcoders
+    from superposition.sae.formats import load
+    from superposition.sae.formats.sparsify import write
+
+    folder = tmp_path / "eleuther-style"
+    for L in (0, 1):
+        write(load(transcoder_run / "saes" / f"blocks.{L}.mlp"), folder / f"layers.{L}.mlp")
+        cfg = json.loads((folder / f"layers.{L}.mlp" / "cfg.json").read_text())
+        del cfg["superposition"]  # sparsify's own files name no model and no hook: the folder says which MLP
+        (folder / f"layers.{L}.mlp" / "cfg.json").write_text(json.dumps(cfg))
+    theirs = load_transcoders(folder, model="smollm2-135m-instruct")
+    ours = load_transcoders(transcoder_run)
+    assert sorted(theirs.transcoders) == sorted(ours.transcoders) == [0, 1]
+    for L, sae in ours.transcoders.items():
+        for k, v in sae.saved_tensors(0).items():
+            torch.testing.assert_close(theirs.transcoders[L].saved_tensors(0)[k], v)
+    with pytest.raises(Exception, match="does not name the model its SAEs read; give `model`"):
+        load_transcoders(folder)

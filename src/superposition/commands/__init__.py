@@ -19,6 +19,7 @@ from superposition.commands import (
     finetune,
     intervene,
     meta_sae,
+    push,
     run,
     self_explain,
     train_sae,

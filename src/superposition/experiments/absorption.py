@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import torch
 from pydantic import Field
-from safetensors.torch import save_file
 
+from superposition.atomic import atomic_save_tensors
 from superposition.config import Config
 from superposition.experiments.base import Result, register
 from superposition.experiments.sae_common import (
@@ -92,7 +92,7 @@ def run(cfg: AbsorptionConfig, out: Path) -> Result:
         r.metrics.update(absorption_rates(r.sae.W_dec.detach()[r.instance], source.features, z, c, children))
         save_sae(r.sae, out / "saes" / arch, r.instance)
         results.append(r)
-    save_file({"features": source.features.contiguous()}, str(out / "ground_truth.safetensors"))
+    atomic_save_tensors(out / "ground_truth.safetensors", {"features": source.features.contiguous()})
     table = metrics_table(results, COLUMNS)
     print(table)
     highlights = {

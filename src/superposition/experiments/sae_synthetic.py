@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import Annotated
 
 from pydantic import AfterValidator, Field, model_validator
-from safetensors.torch import save_file
 
+from superposition.atomic import atomic_save_tensors
 from superposition.config import Config
 from superposition.experiments.base import Result, register
 from superposition.experiments.sae_common import (
@@ -73,7 +73,7 @@ def run(cfg: SAESyntheticConfig, out: Path) -> Result:
     results = [train_matched(a, source, cfg.d, cfg.d_sae, cfg.k, train, source.features) for a in archs]
     for r in results:
         save_sae(r.sae, out / "saes" / r.architecture, r.instance)
-    save_file({"features": source.features.contiguous()}, str(out / "ground_truth.safetensors"))
+    atomic_save_tensors(out / "ground_truth.safetensors", {"features": source.features.contiguous()})
     table = metrics_table(results, COLUMNS)
     print(table)
     highlights = {

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import torch
 from pydantic import Field
-from safetensors.torch import save_file
 
+from superposition.atomic import atomic_save_tensors
 from superposition.config import Config
 from superposition.experiments.base import Result, register
 from superposition.experiments.sae_common import (
@@ -79,7 +79,7 @@ def run(cfg: SAEToyConfig, out: Path) -> Result:
     results = [train_matched(a, source, cfg.d_hidden, cfg.d_sae, cfg.k, train, F) for a in ALL_ARCHITECTURES]
     for r in results:
         save_sae(r.sae, out / "saes" / r.architecture, r.instance)
-    save_file({"features": F.contiguous()}, str(out / "ground_truth.safetensors"))
+    atomic_save_tensors(out / "ground_truth.safetensors", {"features": F.contiguous()})
     dead = {mode: _dead_latents(cfg, source, train, mode) for mode in ("none", "anthropic")}
     matryoshka = _matryoshka_check(cfg, source, train, F, results)
     table = metrics_table(results, COLUMNS)

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import torch
 from pydantic import Field, field_validator
-from safetensors.torch import save_file
 
+from superposition.atomic import atomic_save_tensors
 from superposition.experiments.absorption import HierarchyConfig, absorption_rates, hierarchy_source
 from superposition.experiments.base import Result, register
 from superposition.experiments.sae_common import (
@@ -104,7 +104,7 @@ def run(cfg: SplittingConfig, out: Path) -> Result:
         save_sae(r.sae, out / "saes" / f"topk-{width}", r.instance)
         previous = W
         rows.append(row)
-    save_file({"features": F.contiguous()}, str(out / "ground_truth.safetensors"))
+    atomic_save_tensors(out / "ground_truth.safetensors", {"features": F.contiguous()})
     w = {k: max(len(k), 8) for k in COLUMNS}
     table = "\n".join(
         [" ".join(f"{k:>{w[k]}}" for k in COLUMNS)]

@@ -23,10 +23,16 @@ import sys
 from pathlib import Path
 
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import Tensor
 
-from superposition.atomic import atomic_write_text, fsync_dir, pause_for_tests, sha256_file
+from superposition.atomic import (
+    atomic_save_tensors,
+    atomic_write_text,
+    fsync_dir,
+    pause_for_tests,
+    sha256_file,
+)
 from superposition.errors import SuperpositionError
 
 LATEST = "LATEST"
@@ -60,7 +66,7 @@ def save(folder: Path, step: int, tensors: dict[str, Tensor], meta: dict) -> Pat
     tmp = folder / f".partial-{name}-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
-    save_file(tensors, str(tmp / STATE))
+    atomic_save_tensors(tmp / STATE, tensors)
     _fsync(tmp / STATE)
     pause_for_tests()
     atomic_write_text(tmp / META, json.dumps({**meta, "step": step, "sha256": sha256_file(tmp / STATE)}))

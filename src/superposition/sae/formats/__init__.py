@@ -4,9 +4,11 @@
     cfg.json + sae_weights.safetensors                    superposition, SAELens        saelens.py
     cfg.json + sae.safetensors (or one folder per hook)   EleutherAI sparsify           sparsify.py
     params.npz                                            Gemma Scope                   gemmascope.py
+    hyperparams.json + checkpoints/final.safetensors      Llama Scope                   llamascope.py
     ae.pt + config.json                                   dictionary_learning           dictionary_learning.py
 
-`load` takes a folder, a file inside one, or an hf://owner/repo/path (hub.py). `save` writes the
+`load` takes a folder, a file inside one, an hf://owner/repo/path (hub.py), or a released SAE's
+release://RELEASE/SAE_ID (sae/releases.py). `save` writes the
 SAELens layout (which SAELens 6 loads) or sparsify's.
 """
 
@@ -16,17 +18,22 @@ from pathlib import Path
 
 from superposition.errors import SuperpositionError
 from superposition.sae import BatchedSAE
-from superposition.sae.formats import dictionary_learning, gemmascope, hub, saelens, sparsify
+from superposition.sae.formats import dictionary_learning, gemmascope, hub, llamascope, saelens, sparsify
 
 WRITERS = {"saelens": saelens.write, "sparsify": sparsify.write}
 KNOWN = (
     "cfg.json + sae_weights.safetensors (superposition, SAELens), cfg.json + sae.safetensors (sparsify), "
-    "params.npz (Gemma Scope) or ae.pt + config.json (dictionary_learning)"
+    "params.npz (Gemma Scope), hyperparams.json + checkpoints/ (Llama Scope) or ae.pt + config.json "
+    "(dictionary_learning)"
 )
 
 
 def load(path: str | Path) -> BatchedSAE:
     """The SAE at `path`, in whichever known format it is; a one-line error otherwise."""
+    from superposition.sae import releases
+
+    if str(path).startswith(releases.PREFIX):
+        return releases.load(str(path))
     p = hub.resolve(path)
     if not p.exists():
         raise SuperpositionError(f"{p}: no such file or folder")
@@ -42,6 +49,8 @@ def load(path: str | Path) -> BatchedSAE:
         return gemmascope.read(p)
     if dictionary_learning.is_folder(p):
         return dictionary_learning.read(p)
+    if llamascope.is_folder(p):
+        return llamascope.read(p)
     hooks = sparsify.hook_folders(p) or sorted(q for q in p.iterdir() if q.is_dir() and saelens.is_folder(q))
     if hooks:
         names = ", ".join(q.name for q in hooks[:6]) + (" ..." if len(hooks) > 6 else "")

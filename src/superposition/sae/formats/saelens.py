@@ -23,9 +23,9 @@ import json
 import re
 from pathlib import Path
 
-from safetensors.torch import save_file
 from torch import Tensor
 
+from superposition.atomic import atomic_save_tensors, atomic_write_text
 from superposition.errors import SuperpositionError
 from superposition.sae import ARCHITECTURES, BatchedSAE, SAEConfig
 from superposition.sae.formats.common import (
@@ -111,8 +111,8 @@ def write(sae: BatchedSAE, folder: Path, instance: int = 0, extra: dict | None =
         **extra,
     }
     tensors = {k: v.detach().contiguous().clone().float() for k, v in sae.saved_tensors(instance).items()}
-    save_file(tensors, str(folder / WEIGHTS))
-    (folder / CONFIG).write_text(json.dumps(cfg, indent=1))
+    atomic_save_tensors(folder / WEIGHTS, tensors)
+    atomic_write_text(folder / CONFIG, json.dumps(cfg, indent=1))
     return folder
 
 
