@@ -127,3 +127,28 @@ def make_transcoder_run(out: Path, layers=(0, 1), d_sae: int = 64, k: int = 8) -
 @pytest.fixture(scope="session")
 def transcoder_run(tmp_path_factory):
     return make_transcoder_run(tmp_path_factory.mktemp("tc") / "run")
+
+
+def make_tiny_llama(folder: Path, layers: int = 2, width: int = 64, seed: int = 0) -> Path:
+    """A Llama with random weights and SmolLM2's tokenizer, saved as a model folder (no download
+    beyond SmolLM2's tokenizer, which the cache already holds): the shapes and code paths of the
+    Llama family at a tiny fraction of SmolLM2's cost."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    from superposition.lm.model import DEFAULT_MODEL, resolve
+
+    tok = AutoTokenizer.from_pretrained(resolve(DEFAULT_MODEL))
+    torch.manual_seed(seed)
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=width, intermediate_size=2 * width,
+                      num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=4,
+                      max_position_embeddings=256, bos_token_id=tok.bos_token_id,
+                      eos_token_id=tok.eos_token_id)  # fmt: skip
+    LlamaForCausalLM(cfg).save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_llama(tmp_path_factory):
+    return make_tiny_llama(tmp_path_factory.mktemp("tiny") / "llama")

@@ -23,7 +23,7 @@ LAYERS = [
     {"viz", "report"},  # figures and HTML, and the one writer of output folders
     {"experiments"},  # the named experiments (superposition run)
     {"commands"},  # every command: options, run, the resolver of what it was pointed at
-    {"cli", "__main__"},  # the command line
+    {"cli", "__main__", "api"},  # the command line, and the names `import superposition` forwards (api.py)
 ]
 
 

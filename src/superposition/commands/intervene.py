@@ -5,8 +5,10 @@ intervene RUN_DIR --prompt "..." --nodes 3_120_5,7_88_* [--mode ablate|clamp|add
     the last position: KL from the model's distribution, and the logits that moved most, with
     attention frozen (the model the attribution graph describes: its edges predict these
     changes) and unfrozen (the real model).
-steer SAE --prompt "..." --latent F --value V [--mode add|clamp] [--max-new-tokens N]
-    generates text greedily with and without latent F steered at the SAE's hook.
+steer SAE --prompt "..." --latent F[,G,...] --value V [--mode add|clamp|ablate] [--max-new-tokens N]
+      [--temperature T --top-p P --seed S]
+    generates text with and without the latents steered at the SAE's hook (greedy, or sampled with
+    the same seed), and prints each latent's activation scale on held-out text to choose V by.
 """
 
 from __future__ import annotations
@@ -14,11 +16,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-import torch
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from superposition.commands.attribute import TranscoderOptions
-from superposition.commands.base import ModelOptions, SAEOptions, command
+from superposition.commands.base import ModelOptions, SAEOptions, command, parse_latent_ids
 from superposition.commands.targets import load_run
 from superposition.errors import SuperpositionError
 from superposition.interp import interventions as iv
@@ -94,51 +95,105 @@ class SteerOptions(ModelOptions, SAEOptions):
     """Options of `steer`."""
 
     prompt: str = Field(description="the text to continue")
-    latent: int = Field(ge=0, description="the latent to steer")
+    latent: str = Field(description="the latent to steer, or several comma-separated (3 or 3,17)")
     value: float = Field(
-        description="add: how much of its decoder direction to add; clamp: the latent's value"
+        0.0,
+        ge=-1e6,
+        le=1e6,
+        description="add: how much of each decoder direction to add; clamp: each latent's value; "
+        "ablate: unused",
     )
-    mode: Literal["add", "clamp"] = Field("add", description="add the direction, or clamp the latent")
+    mode: Literal["add", "clamp", "ablate"] = Field(
+        "add", description="add the directions, clamp the latents to --value, or ablate them (clamp to 0)"
+    )
     max_new_tokens: int = Field(32, gt=0, le=1024, description="tokens to generate")
+    temperature: float = Field(
+        0.0, ge=0.0, le=100.0, description="0: greedy; above 0: sampling at this temperature"
+    )
+    top_p: float = Field(1.0, gt=0.0, le=1.0, description="sampling: nucleus probability mass")
+    seed: int | None = Field(None, description="sampling: the seed (both continuations use it)")
+    scale_sequences: int = Field(
+        16,
+        ge=0,
+        le=4096,
+        description="held-out sequences over which each latent's activation scale is measured (0: skip)",
+    )
+
+    @field_validator("latent", mode="before")
+    @classmethod
+    def _latent(cls, v):
+        if isinstance(v, int) and not isinstance(v, bool):
+            v = str(v)
+        if isinstance(v, list | tuple):
+            v = ",".join(str(x) for x in v)
+        if isinstance(v, str):
+            parse_latent_ids(v)
+        return v
 
 
-def steer(opts: SteerOptions) -> tuple[str, str]:
-    """(continuation without steering, continuation with it), greedy."""
+def steer(opts: SteerOptions) -> dict:
+    """Both continuations (without and with the steering) and each latent's activation scale."""
+    from superposition.lm.analysis import activation_scale, latent_activations
+    from superposition.lm.hooked_sae import HookedSAEModel, Intervention
+    from superposition.lm.store import ActivationStore
+
     run = load_run(opts.sae, opts.model, opts.hook, opts.device or "cpu", opts.dtype or "float32")
-    if opts.latent >= run.sae.cfg.d_sae:
-        raise SuperpositionError(
-            f"latent: {opts.latent} is out of range; the SAE has latents 0..{run.sae.cfg.d_sae - 1}"
-        )
+    latents = parse_latent_ids(opts.latent)
+    d_sae = run.sae.cfg.d_sae
+    if any(j >= d_sae for j in latents):
+        raise SuperpositionError(f"latent: {opts.latent} is out of range; the SAE has latents 0..{d_sae - 1}")
     lm, hooked = run.load_model()
-    tok = lm.tokenizer
-    ids = tok(opts.prompt, return_tensors="pt").input_ids
-    if ids.shape[1] < 1:
-        raise SuperpositionError("prompt: empty; give some text")
-    if ids.shape[1] + opts.max_new_tokens > lm.n_ctx:
+    model = HookedSAEModel(lm)
+    bos = run.cfg.prepend_bos
+    n_prompt = model.to_tokens(opts.prompt, bos).shape[1]  # empty or too long: one line, before any work
+    if n_prompt + opts.max_new_tokens > lm.n_ctx:
         raise SuperpositionError(
-            f"prompt: {ids.shape[1]} tokens plus max_new_tokens exceed {lm.name}'s {lm.n_ctx}"
+            f"prompt: {n_prompt} tokens plus max_new_tokens exceed {lm.name}'s {lm.n_ctx}"
         )
-    ids = ids.to(lm.model.device)
-    hooks = iv.steer_hook(run.sae, run.cfg.hook_name, opts.latent, opts.value, opts.mode)
-    texts = []
-    for fns in ({}, hooks):
-        with torch.no_grad(), hooked.hooks(fns):
-            got = lm.model.generate(
-                ids, attention_mask=torch.ones_like(ids), max_new_tokens=opts.max_new_tokens,
-                do_sample=False, pad_token_id=tok.eos_token_id,
-            )  # fmt: skip
-        texts.append(tok.decode(got[0, ids.shape[1] :], skip_special_tokens=True))
-    return texts[0], texts[1]
+    scale = {}
+    if opts.scale_sequences:
+        seqs = ActivationStore.for_run(run.cfg, lm, hooked, holdout=True).first_sequences(
+            opts.scale_sequences
+        )
+        la = latent_activations(
+            hooked, lm.tokenizer, run.sae, run.cfg.hook_name, seqs, run.cfg.model_batch_size, run.cfg.device
+        )
+        scale = {str(j): v for j, v in zip(latents, activation_scale(la, latents))}
+    iv = Intervention(run.sae, latents, opts.mode, opts.value)
+    kw = dict(max_new_tokens=opts.max_new_tokens, temperature=opts.temperature, top_p=opts.top_p,
+              seed=opts.seed, prepend_bos=bos, return_type="continuation")  # fmt: skip
+    plain = model.generate(opts.prompt, **kw)
+    steered = model.generate(opts.prompt, interventions=[iv], **kw)
+    return {"prompt": opts.prompt, "latents": latents, "mode": opts.mode, "value": opts.value,
+            "temperature": opts.temperature, "seed": opts.seed, "plain": plain, "steered": steered,
+            "scale": scale}  # fmt: skip
 
 
 @command(
-    "steer", "generate text with and without one latent steered at its SAE's hook", SteerOptions, kind=None
+    "steer", "generate text with and without latents steered at their SAE's hook", SteerOptions, kind=None
 )
 def run_steer(opts: SteerOptions, out: Path | None = None) -> Result:
-    plain, steered = steer(opts)
-    how = f"+{opts.value:g} x its direction" if opts.mode == "add" else f"clamped to {opts.value:g}"
-    return Result(
-        message=f"prompt: {opts.prompt!r}\n  as is: {plain!r}\n  latent {opts.latent} {how}: {steered!r}",
-        report=False,
-        summary={"prompt": opts.prompt, "plain": plain, "steered": steered},
-    )
+    r = steer(opts)
+    names = ",".join(map(str, r["latents"]))
+    plural = "s" if len(r["latents"]) > 1 else ""
+    how = {
+        "add": f"+{opts.value:g} x {'their directions' if plural else 'its direction'}",
+        "clamp": f"clamped to {opts.value:g}",
+        "ablate": "ablated",
+    }[opts.mode]
+    lines = [
+        f"prompt: {opts.prompt!r}",
+        f"  as is: {r['plain']!r}",
+        f"  latent{plural} {names} {how}: {r['steered']!r}",
+    ]
+    for j, s in r["scale"].items():
+        if s["fires"] == 0:
+            lines.append(f"  latent {j}: never fires on {s['tokens']:,} held-out tokens")
+        else:
+            lines.append(
+                f"  latent {j} scale: max {s['max']:.3g}, 99th percentile {s['p99']:.3g}, "
+                f"median {s['median']:.3g} when firing; fires on {s['frequency']:.2%} of {s['tokens']:,} "
+                "held-out tokens"
+            )
+    return Result(message="\n".join(lines), report=False, summary=r, title="steer",
+                  highlights={"plain": r["plain"], "steered": r["steered"]})  # fmt: skip

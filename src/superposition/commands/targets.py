@@ -23,14 +23,14 @@ from superposition.errors import SuperpositionError
 from superposition.lm.config import LMSAEConfig
 from superposition.lm.hooks import HookedModel, pair_name
 from superposition.lm.model import LoadedModel, load_model
-from superposition.sae import BatchedSAE
+from superposition.sae import SAE, BatchedSAE
 
 EXPERIMENT_RUN = "experiment run"
 TRAIN_RUN = "train-sae run"
 
 
 class Address(str):
-    """An hf:// address, kept as typed (a Path folds hf://owner to hf:/owner)."""
+    """An hf:// or release:// address, kept as typed (a Path folds hf://owner to hf:/owner)."""
 
     def __truediv__(self, other: str) -> Address:
         return Address(f"{self.rstrip('/')}/{other}")
@@ -40,8 +40,8 @@ class Address(str):
 
 
 def local_path(path: str | Path) -> Path | None:
-    """The path on disk (made absolute), or None for an hf:// address."""
-    return None if str(path).startswith("hf://") else Path(path).expanduser().absolute()
+    """The path on disk (made absolute), or None for an hf:// or release:// address."""
+    return None if str(path).startswith(("hf://", "release://")) else Path(path).expanduser().absolute()
 
 
 def kind_of(path: Path) -> str | None:
@@ -124,8 +124,26 @@ class LMRun:
 
     path: Path
     cfg: LMSAEConfig
-    sae: BatchedSAE
+    sae: SAE | None  # SAELens's interface (`sae.batched`: the form the library computes with); None: several
     is_run: bool = True
+
+    @property
+    def saes(self) -> dict[str, SAE]:
+        """Every SAE of the run by hook (a one-hook run: its SAE under its hook name; a run of
+        SAEs at several hooks: saes/<hook>/, loaded on each call)."""
+        if self.sae is not None:
+            return {str(self.cfg.hook_name): self.sae}
+        from superposition.sae.formats import load
+
+        folder = self.path / "saes"
+        hooks = sorted(p for p in folder.iterdir() if (p / "cfg.json").is_file()) if folder.is_dir() else []
+        return {p.name: SAE.frozen(load(p), self.cfg.device) for p in hooks}
+
+    @property
+    def summary(self) -> dict:
+        """The run's summary.json (its evaluation), or {} before it is written."""
+        path = self.path / "summary.json"
+        return _read_json(path) if path.is_file() else {}
 
     def load_model(self) -> tuple[LoadedModel, HookedModel]:
         """The run's language model, checked against the SAE: the hook's width must be its d_in."""
@@ -166,7 +184,7 @@ def load_run(
     replace the ones the run or the SAE names (so an SAE can be evaluated on another model of the
     same width); an SAE that names none needs them. `device` and `dtype` say where the model runs.
     A one-line error says what is missing."""
-    from superposition.sae.io import load_sae
+    from superposition.sae.formats import load as load_sae
 
     where = local_path(path) or Address(str(path))
     overrides = {k: v for k, v in (("model_name", model), ("hook_name", hook)) if v is not None}
@@ -180,7 +198,7 @@ def load_run(
                 f"({', '.join(hooks[:3])}{', ...' if len(hooks) > 3 else ''})"
             )
         cfg = LMSAEConfig.build({**cfg.model_dump(), **overrides, **placement}, "model/hook")
-        return LMRun(where, cfg, load_sae(where / "sae").to(cfg.device), is_run=not overrides)
+        return LMRun(where, cfg, SAE.frozen(load_sae(where / "sae"), cfg.device), is_run=not overrides)
     try:
         sae = load_sae(path)
     except SuperpositionError as err:
@@ -200,7 +218,7 @@ def load_run(
     cfg = LMSAEConfig.build(
         {**values, **placement, "architecture": sae.cfg.architecture, "d_sae": sae.cfg.d_sae}, str(where)
     )
-    return LMRun(where, cfg, sae.to(cfg.device), is_run=False)
+    return LMRun(where, cfg, SAE.frozen(sae, cfg.device), is_run=False)
 
 
 def _run_config(where: Path) -> LMSAEConfig:
@@ -270,23 +288,28 @@ def load_hook_saes(
     """The SAEs of a train-sae run by hook (several: saes/<hook>/; one: sae/), with the model they
     were trained on (or `model`), each checked against the model's hooks and widths."""
     from superposition.lm.hooks import MLP_PAIR
-    from superposition.sae.io import load_sae
+    from superposition.sae.formats import load as load_sae
 
     where = local_path(path)
-    if where is None or kind_of(where) != TRAIN_RUN:
+    loaded: dict[str, BatchedSAE] = {}
+    if where is not None and kind_of(where) != TRAIN_RUN and where.is_dir():
+        cfg, folders, loaded = _foreign_hook_saes(where, model)
+    elif where is None or kind_of(where) != TRAIN_RUN:
         raise SuperpositionError(
             f"{path}: not a train-sae run; give a run of SAEs or transcoders at the hooks to study"
             + (
-                " (train-sae --set architecture=transcoder --set 'hook_name=blocks.*.mlp')"
+                " (train-sae --set architecture=transcoder --set 'hook_name=blocks.*.mlp'), or a folder of "
+                "them by hook (a sparsify checkpoint with layers.L.mlp/)"
                 if transcoders_only
                 else ""
             )
         )
-    cfg = _run_config(where)
-    if (where / "saes").is_dir():
-        folders = {p.name: p for p in sorted((where / "saes").iterdir()) if p.is_dir()}
     else:
-        folders = {cfg.hook_name if isinstance(cfg.hook_name, str) else "": where / "sae"}
+        cfg = _run_config(where)
+        if (where / "saes").is_dir():
+            folders = {p.name: p for p in sorted((where / "saes").iterdir()) if p.is_dir()}
+        else:
+            folders = {cfg.hook_name if isinstance(cfg.hook_name, str) else "": where / "sae"}
     if transcoders_only:
         chosen = {name: p for name, p in folders.items() if MLP_PAIR.match(name)}
         if not chosen:
@@ -307,7 +330,7 @@ def load_hook_saes(
                 f"0..{hooked.n_layers - 1}"
             )
         want = hooked.widths(name)
-        sae = load_sae(folder)
+        sae = loaded.get(name) or load_sae(folder)
         if sae.transcodes != (len(want) == 2):
             raise SuperpositionError(f"{folder}: a {sae.cfg.architecture} cannot read {name}")
         if [sae.cfg.d_in, sae.d_out][: len(want)] != want:
@@ -317,6 +340,39 @@ def load_hook_saes(
             )
         saes[name] = sae.to(lm.model.device).eval()
     return cfg, lm, hooked, saes
+
+
+def _foreign_hook_saes(where: Path, model: str | None) -> tuple[LMSAEConfig, dict[str, Path], dict]:
+    """A folder of SAEs or transcoders by hook that another library wrote (a sparsify checkpoint:
+    layers.L/, layers.L.mlp/; or SAE folders side by side): its {hook: folder}, the SAEs read, and
+    a config naming the model (`model`, else the one the SAEs name)."""
+    from superposition.lm.hooks import pair_name
+    from superposition.sae.formats import load as load_sae
+    from superposition.sae.formats.saelens import is_folder
+    from superposition.sae.formats.sparsify import hook_folders
+
+    found = hook_folders(where) or sorted(q for q in where.iterdir() if q.is_dir() and is_folder(q))
+    if not found:
+        raise SuperpositionError(
+            f"{where}: not a train-sae run, nor a folder of SAEs by hook (a sparsify checkpoint with "
+            "layers.L/ or layers.L.mlp/ folders)"
+        )
+    folders, loaded = {}, {}
+    for q in found:
+        sae = load_sae(q)
+        name = pair_name(sae.cfg.hook_name) if sae.transcodes else sae.cfg.hook_name
+        if not name:
+            raise SuperpositionError(f"{q}: names no hook point")
+        folders[name], loaded[name] = q, sae
+    named = {s.cfg.model_name for s in loaded.values() if s.cfg.model_name}
+    model_name = model or (named.pop() if len(named) == 1 else None)
+    if model_name is None:
+        raise SuperpositionError(f"model: {where} does not name the model its SAEs read; give `model`")
+    first = next(iter(loaded.values()))
+    arch = "transcoder" if first.transcodes else "topk"
+    values = {"model_name": model_name, "hook_name": next(iter(folders)), "architecture": arch}
+    cfg = LMSAEConfig.build(values, str(where))
+    return cfg, folders, loaded
 
 
 def load_transcoders(
