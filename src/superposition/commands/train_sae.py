@@ -48,9 +48,10 @@ from superposition.lm.model import load_model
 from superposition.lm.store import ActivationStore, RankView, store_units
 from superposition.memory import require_memory
 from superposition.report.output import Result, write_result
-from superposition.sae import checkpoint, make_sae
+from superposition.sae import SAE, checkpoint, make_sae
 from superposition.sae.base import training_bytes
-from superposition.sae.io import load_sae, save_sae
+from superposition.sae.formats import load as load_sae
+from superposition.sae.io import save_sae
 from superposition.sae.metrics import explained_variance
 from superposition.sae.train import SAETrainer
 from superposition.seeding import derive_seed
@@ -113,17 +114,19 @@ class RunLogger:
             self.wandb = wandb.init(
                 project=cfg.wandb_project, config=cfg.model_dump(), dir=str(out), resume="allow"
             )
-        self.t0, self.tokens0 = time.time(), None
-        self.opt = None  # the trainer's optimiser, for the learning rate
+        # the rate counts from here (the step the run starts or resumes at), so the first row has one
+        self.t0, self.tokens0 = time.time(), (resume_step or 0) * cfg.batch_size_tokens
+        self.trainer = None  # the SAE trainer: its learning rate, and the normalisation the mse is undone by
 
     def __call__(self, step: int, x, out) -> dict:
         cfg = self.cfg
         tokens = (step + 1) * cfg.batch_size_tokens
-        if self.tokens0 is None:
-            self.t0, self.tokens0 = time.time(), tokens
         rate = (tokens - self.tokens0) / max(time.time() - self.t0, 1e-9)
         evs = explained_variance(x.float(), out.x_hat.float())
-        lr = self.opt.param_groups[0]["lr"] if self.opt is not None else float("nan")
+        tr = self.trainer
+        lr = tr.opt.param_groups[0]["lr"] if tr is not None else float("nan")
+        # the trainer's mse is of normalised activations: in the model's units, as summary.json's
+        unscale = (1 / tr.out_scale.squeeze(-1).square()) if tr is not None else torch.ones(len(evs))
         for i, hook in enumerate(self.hooks or [None]):
             l0 = out.l0[i].item() if out.l0 is not None else (out.z[:, i] != 0).sum(-1).float().mean().item()
             row = {
@@ -131,7 +134,7 @@ class RunLogger:
                 **({"hook_name": hook} if hook else {}),
                 "tokens": tokens,
                 "lr": lr,
-                "mse": out.terms["mse"][i].item(),
+                "mse": (out.terms["mse"][i] * unscale[i]).item(),
                 "l0": l0,
                 "explained_variance": evs[i].item(),
                 "tokens_per_s": rate,
@@ -461,7 +464,7 @@ def _train_and_evaluate(
     if comm.main or plan.hook_parallel:
         names = [plan.hooks[i] for i in plan.mine] if plan.multi else None
         trainer.on_log = logger = RunLogger(out, cfg, trainer.step if resumed else None, names, comm.rank)
-        logger.opt = trainer.opt
+        logger.trainer = trainer
     if comm.main:
         print(
             f"training {len(plan.hooks) if plan.multi else 'a'} {cfg.architecture}"
@@ -518,7 +521,9 @@ def _train_and_evaluate(
     if plan.multi:
         result = evaluate_multi(out, cfg, plan.hooks, lm, hooked, training)
     else:
-        result = evaluate(LMRun(out, cfg, load_sae(out / "sae").to(cfg.device)), out, lm, hooked, training)
+        result = evaluate(
+            LMRun(out, cfg, SAE.frozen(load_sae(out / "sae"), cfg.device)), out, lm, hooked, training
+        )
     write_result(out, result, None)  # config.json was written when the run started
     write_marker(out, RUN_KIND)
     return out

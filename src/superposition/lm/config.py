@@ -250,7 +250,7 @@ LM_DEFAULTS = {
     "normalize_activations": True,
     "lr_warm_up_steps": 20,
     "dead_feature_window": 200,
-    "log_every": 10,
+    "log_every": 0,  # about 100 rows a run, every step of a short one: the report's curves are curves
 }
 
 LMSAEConfig = compose(

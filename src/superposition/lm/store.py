@@ -195,12 +195,22 @@ class ActivationStore:
     def forward(self, ids: Tensor) -> Tensor:
         """Hook activations of sequences (n, ctx) at every position: (n, ctx, d_in), float32;
         several hooks side by side."""
+        from superposition.cpu import large_work
+        from superposition.progress import tqdm
+
         parts = []
-        for chunk in ids.split(self.model_batch_size):
-            chunk = chunk.to(self.device)
-            cache = self.hooked.run_with_cache(chunk, self.names)
-            parts.append(torch.cat([sae_inputs(cache[n]) for n in self.names], -1).float().cpu())
-            self.model_tokens += chunk.numel()
+        chunks = ids.split(self.model_batch_size)
+        # a buffer's forward passes can take minutes on a CPU: a bar once they take more than 3 s
+        what = f"activations of {ids.shape[0]} sequences"
+        bar = tqdm(
+            chunks, desc=what, unit="batch", delay=3, leave=False, disable=None if len(chunks) > 1 else True
+        )
+        with large_work():  # inside an SAE step that runs on one thread, the model still gets every thread
+            for chunk in bar:
+                chunk = chunk.to(self.device)
+                cache = self.hooked.run_with_cache(chunk, self.names)
+                parts.append(torch.cat([sae_inputs(cache[n]) for n in self.names], -1).float().cpu())
+                self.model_tokens += chunk.numel()
         return torch.cat(parts)
 
     def activations(self, ids: Tensor) -> Tensor:

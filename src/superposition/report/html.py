@@ -1,5 +1,7 @@
-"""Render a run's `report.html`: self-contained (figures inlined, plotly.js embedded once), so it
-opens from disk with no network."""
+"""Render a run's `report.html`: it opens from disk with no network. Static figures are inlined;
+interactive ones read the one `plotly.min.js` written beside them in the run's folder (4.8 MB once,
+not again inside the page), so the report opens from its folder. Numbers are shown to 4
+significant digits."""
 
 from __future__ import annotations
 
@@ -85,17 +87,16 @@ def render_report(
                 default_height=f"{spec.figure.layout.height or 500}px",
             )
             items.append({"kind": "plotly", "caption": spec.caption, "name": spec.name, "html": html})
-    plotlyjs = plotly.offline.get_plotlyjs() if any(i["kind"] == "plotly" for i in items) else ""
-    slot = "/*plotly.js: the library itself, put in after the page is redacted*/" if plotlyjs else ""
+    if any(i["kind"] == "plotly" for i in items) and not (out / "plotly.min.js").is_file():
+        atomic_write_bytes(out / "plotly.min.js", plotly.offline.get_plotlyjs().encode())
     page = TEMPLATES.get_template("report.html").render(
         title=title,
         explanation=Markup(explanation),
         figures=items,
         highlights=highlights,
         config=config,
-        plotlyjs=Markup(slot),
+        plotly=any(i["kind"] == "plotly" for i in items),
     )
     path = out / "report.html"
-    page = redact(page)
-    atomic_write_bytes(path, (page.replace(slot, plotlyjs, 1) if slot else page).encode("utf-8"))
+    atomic_write_bytes(path, redact(page).encode("utf-8"))
     return path

@@ -45,13 +45,38 @@ class Result:
     message: str = ""
     folder: Path | None = None  # where it was written (set by the writer)
 
+    def headline(self) -> dict[str, Any]:
+        """The numbers a person looks at first: the highlights, else the summary's top-level
+        numbers and words (its first 12)."""
+        if self.highlights:
+            return dict(self.highlights)
+        flat = {
+            k: v
+            for k, v in (self.summary or {}).items()
+            if isinstance(v, int | float | str | bool) and v is not None and k != "version"
+        }
+        return dict(list(flat.items())[:12])
+
     def _repr_html_(self) -> str:  # a notebook shows the headline numbers
-        rows = "".join(f"<tr><th>{k}</th><td>{_fmt(v)}</td></tr>" for k, v in self.highlights.items())
-        return f"<b>{self.title}</b><table>{rows}</table>"
+        import html
+
+        rows = "".join(
+            f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(_fmt(v))}</td></tr>"
+            for k, v in self.headline().items()
+        )
+        parts = [f"<b>{html.escape(self.title)}</b>" if self.title else ""]
+        if self.message:
+            parts.append(f"<pre>{html.escape(self.message)}</pre>")
+        if rows:
+            parts.append(f"<table>{rows}</table>")
+        if self.folder is not None:
+            parts.append(f"<p>written to <code>{html.escape(str(self.folder))}</code></p>")
+        return "".join(parts) or "<i>(no results)</i>"
 
     def __repr__(self) -> str:
-        keys = ", ".join(f"{k}={_fmt(v)}" for k, v in list(self.highlights.items())[:6])
-        return f"Result({self.title!r}{', ' if keys else ''}{keys})"
+        keys = ", ".join(f"{k}={_fmt(v)}" for k, v in list(self.headline().items())[:6])
+        where = f", folder={str(self.folder)!r}" if self.folder is not None else ""
+        return f"Result({self.title!r}{', ' if keys else ''}{keys}{where})"
 
 
 def _fmt(v: Any) -> str:

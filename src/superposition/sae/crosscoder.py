@@ -44,9 +44,9 @@ class Crosscoder(nn.Module):
         n_sources: int,
         d: int,
         d_sae: int,
-        sparsity: str = "l1",
+        sparsity: str = "batchtopk",  # as train-sae's crosscoder_sparsity
         l1_coefficient: float = 1.0,
-        k: int | None = None,
+        k: int | None = 32,
         generator: torch.Generator | None = None,
         dead_tokens: int = 0,
         aux_k: int | None = None,
@@ -58,7 +58,8 @@ class Crosscoder(nn.Module):
         if sparsity == "batchtopk" and not (k and 0 < k <= d_sae):
             raise SuperpositionError(f"k: batchtopk needs k between 1 and d_sae ({d_sae})")
         self.n_sources, self.d, self.d_sae = n_sources, d, d_sae
-        self.sparsity, self.l1_coefficient, self.k = sparsity, l1_coefficient, k
+        self.sparsity, self.l1_coefficient = sparsity, l1_coefficient
+        self.k = k if sparsity == "batchtopk" else None
         W = torch.randn(d_sae, n_sources, d, generator=generator)
         W = W / W.norm(dim=-1, keepdim=True) * 0.1  # small decoder rows, as the paper initialises
         self.W_dec = nn.Parameter(W)
