@@ -45,12 +45,14 @@ docs: setup
 bench: setup
 	$(BIN)/python benchmarks/bench_toy_trainer.py
 	$(BIN)/python benchmarks/bench_sae_topk.py
+	$(BIN)/python benchmarks/bench_threads.py
 
 bench-grid: setup
 	$(BIN)/python benchmarks/bench_sae_grid.py --repeats 3 --budget 1e10 --json bench-grid.json
 
 check-interop: setup
 	$(BIN)/python benchmarks/check_formats.py
+	$(BIN)/python benchmarks/check_saelens_snippets.py
 	$(BIN)/python benchmarks/check_lm_metrics.py
 
 clean:

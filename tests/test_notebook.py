@@ -24,3 +24,5 @@ def test_the_tour_notebook_runs(tmp_path, smol):
     # progress bars without ipywidgets: a plain bar, not tqdm.auto's "IProgress not found" warning
     text = "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
     assert "IProgress" not in text and "TqdmWarning" not in text
+    # a loaded or trained SAE hands back tensors without gradients to numbers and prints
+    assert "requires_grad" not in text

@@ -7,6 +7,7 @@ import ctypes
 import ctypes.util
 import os
 import sys
+import time
 from contextlib import contextmanager
 
 
@@ -55,21 +56,67 @@ def fast_bf16_matmul(device) -> bool:
 _DEFAULT_THREADS: list[int] = []  # torch's thread count when the policy was first asked (one per core)
 
 
+class LoadWatch:
+    """How many cores other processes leave free, from /proc/stat (Linux): the CPU time every
+    process used since the last look, less this process's own, over the wall time between. Where
+    /proc/stat cannot be read it reports every core free."""
+
+    def __init__(self) -> None:
+        self.cores = os.cpu_count() or 1
+        self.last = self._sample()
+
+    @staticmethod
+    def _sample() -> tuple[float, float, float] | None:
+        try:
+            with open("/proc/stat") as f:
+                fields = [int(v) for v in f.readline().split()[1:]]
+        except (OSError, ValueError):
+            return None
+        busy = sum(fields) - fields[3] - (fields[4] if len(fields) > 4 else 0)  # less idle and iowait
+        t = os.times()
+        return time.monotonic(), busy / os.sysconf("SC_CLK_TCK"), t.user + t.system
+
+    def free_cores(self) -> float:
+        """Cores not used by other processes since the last call (or since this watch began)."""
+        now = self._sample()
+        before, self.last = self.last, now
+        if now is None or before is None or now[0] - before[0] < 0.02:
+            return float(self.cores)
+        others = max(0.0, (now[1] - before[1]) - (now[2] - before[2])) / (now[0] - before[0])
+        return max(0.0, self.cores - others)
+
+
+def threads_to_use(free: float, default: int) -> int:
+    """Threads for large work: torch's default, less the cores other processes keep busy (with two
+    threads on two cores and one core busy elsewhere, each step waits for the descheduled thread:
+    a TopK SAE step at d_sae 2048 took 72 ms with two threads and 34 ms with one)."""
+    return max(1, min(default, int(free + 0.5)))
+
+
 @contextmanager
-def threads_for(entries: int, threshold: int = 1 << 17):
-    """Run a block of small tensor work on one thread: below `threshold` elements per operation,
-    handing work to a second thread costs more than it gains, and on a loaded machine the waiting
-    makes it far worse (the `intro` experiment took 5 min with torch's 2 threads and 55 s with one,
-    on 2 busy cores). `--threads N` (SUPERPOSITION_THREADS) overrides the choice. Every trainer and
-    evaluator goes through this one policy."""
+def threads_for(entries: int, threshold: int = 1 << 17, watch: LoadWatch | None = None):
+    """Run a block of tensor work on the threads that pay: below `threshold` elements per
+    operation one thread (handing work to a second costs more than it gains, and on a loaded
+    machine the waiting makes it far worse: the `intro` experiment took 5 min with torch's 2
+    threads and 55 s with one, on 2 busy cores); above it, one per core that other processes leave
+    free (measured over 50 ms here, or by `watch` since its last look). `--threads N`
+    (SUPERPOSITION_THREADS) overrides the choice. Every trainer and evaluator goes through this
+    one policy; a long loop may call `retune` as it goes."""
     import torch
 
     saved = torch.get_num_threads()
     if not _DEFAULT_THREADS:
         _DEFAULT_THREADS.append(saved)
     chosen = os.environ.get("SUPERPOSITION_THREADS")
-    # large work gets every thread even inside a small block (a model's forward pass in an SAE step)
-    want = int(chosen) if chosen else (1 if entries < threshold else _DEFAULT_THREADS[0])
+    if chosen:
+        want = int(chosen)
+    elif entries < threshold:
+        want = 1
+    else:  # large work gets the free cores even inside a small block (a model's forward pass in an SAE step)
+        if watch is None:
+            watch = LoadWatch()
+            time.sleep(0.05)
+        want = threads_to_use(watch.free_cores(), _DEFAULT_THREADS[0])
     torch.set_num_threads(want)
     try:
         yield want
@@ -77,6 +124,18 @@ def threads_for(entries: int, threshold: int = 1 << 17):
         torch.set_num_threads(saved)
 
 
+def retune(entries: int, threshold: int, watch: LoadWatch) -> int:
+    """Inside threads_for: choose again from the load `watch` saw since its last look."""
+    import torch
+
+    if os.environ.get("SUPERPOSITION_THREADS") or entries < threshold or not _DEFAULT_THREADS:
+        return torch.get_num_threads()
+    want = threads_to_use(watch.free_cores(), _DEFAULT_THREADS[0])
+    if want != torch.get_num_threads():
+        torch.set_num_threads(want)
+    return want
+
+
 def large_work():
-    """threads_for a block of large tensor work (a language model's forward passes): every thread."""
+    """threads_for a block of large tensor work (a language model's forward passes)."""
     return threads_for(1 << 62)

@@ -14,8 +14,10 @@ the first after 30 s (so quick work prints nothing) and one at the end of work t
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
+import threading
 import time
 import warnings
 from typing import Any
@@ -102,7 +104,24 @@ def tqdm(*args: Any, **kwargs: Any):
     return _bar_class()(*args, **kwargs)
 
 
-def phase(text: str, quiet: bool = False) -> None:
-    """One line on stderr saying what a long step is about to do ("loading smollm2 ...")."""
-    if not quiet:
-        print(text, file=sys.stderr, flush=True)
+@contextlib.contextmanager
+def phase(text: str, after: float = 3.0):
+    """Say on stderr what a step without a bar is doing ("loading smollm2-135m-instruct ...") once it
+    has taken `after` seconds, and how long it took when it ends; a quick step (or one that fails
+    quickly, whose error is then the only line) prints nothing."""
+    started = time.monotonic()
+    said = threading.Event()
+
+    def say() -> None:
+        said.set()
+        print(f"{text} ...", file=sys.stderr, flush=True)
+
+    timer = threading.Timer(after, say)
+    timer.daemon = True
+    timer.start()
+    try:
+        yield
+    finally:
+        timer.cancel()
+        if said.is_set():
+            print(f"{text}: done in {time.monotonic() - started:.0f} s", file=sys.stderr, flush=True)

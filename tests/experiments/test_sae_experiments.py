@@ -16,7 +16,7 @@ def _check_saved(out, n_features, d):
     assert features.shape == (n_features, d)
     for arch in ALL_ARCHITECTURES:
         sae = load_sae(out / "saes" / arch)
-        assert sae.cfg.architecture == arch and sae.W_dec.shape == (1, sae.cfg.d_sae, d)
+        assert sae.cfg.architecture == arch and sae.W_dec.shape == (sae.cfg.d_sae, d)
     return features
 
 
@@ -29,7 +29,7 @@ def test_sae_toy_recovers_the_pentagon_and_resampling_revives_dead_latents(run_q
         assert m["mcc"] >= 0.9, arch
         # the saved SAE scores the same against the saved ground truth
         sae = load_sae(out / "saes" / arch)
-        assert gt.mcc(sae.W_dec[0].detach(), features) == pytest.approx(m["mcc"], abs=1e-4)
+        assert gt.mcc(sae.W_dec.detach(), features) == pytest.approx(m["mcc"], abs=1e-4)
     r = s["resampling"]
     assert r["none"]["frac_dead"] > 0.05 and r["anthropic"]["frac_dead"] < r["none"]["frac_dead"]
     assert sum(r["anthropic"]["resampled_per_round"]) > 0

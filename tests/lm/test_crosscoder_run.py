@@ -76,7 +76,7 @@ def test_crosscoder_files_read_back_and_each_source_is_an_sae_with_its_decoder(s
         sae = load_sae(self_pair / "saes" / name)
         cfg = json.loads((self_pair / "saes" / name / "cfg.json").read_text())
         assert cfg["hook_name"] == "blocks.2.hook_resid_post" and cfg["architecture"] == "jumprelu"
-        assert torch.equal(sae.W_dec[0], cc.W_dec[:, s]) and torch.equal(sae.b_dec[0], cc.b_dec[s])
+        assert torch.equal(sae.W_dec, cc.W_dec[:, s]) and torch.equal(sae.b_dec, cc.b_dec[s])
         # its encoder is the source's share of the pre-activation: with the other source at zero,
         # the one-source SAE's latents are the crosscoder's
         alone = torch.zeros_like(x)

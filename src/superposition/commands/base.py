@@ -127,14 +127,14 @@ class LatentOptions(Config):
         return list(range(d_sae if n is None else min(n, d_sae)))
 
 
-def parse_latent_ids(text: str) -> list[int]:
-    """'3,17' -> [3, 17] (repeats dropped)."""
+def parse_latent_ids(text: str, key: str = "latent_ids") -> list[int]:
+    """'3,17' -> [3, 17] (repeats dropped); errors name option `key`."""
     try:
         ids = [int(t) for t in text.split(",") if t.strip()]
     except ValueError:
-        raise SuperpositionError(f"latent_ids {text!r}: comma-separated latent numbers, e.g. 3,17") from None
+        raise SuperpositionError(f"{key} {text!r}: comma-separated latent numbers, e.g. 3,17") from None
     if not ids or any(i < 0 for i in ids):
-        raise SuperpositionError(f"latent_ids {text!r}: comma-separated non-negative latent numbers")
+        raise SuperpositionError(f"{key} {text!r}: comma-separated non-negative latent numbers")
     return list(dict.fromkeys(ids))
 
 

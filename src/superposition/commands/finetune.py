@@ -121,17 +121,20 @@ def _base_ce(model, seqs) -> float:
 def run(opts: FinetuneOptions, out: Path) -> Result:
     from superposition.lm.data import packed_sequences, texts
     from superposition.lm.model import load_model
-    from superposition.progress import tqdm
+    from superposition.progress import phase, tqdm
 
     lm = load_model(opts.model, opts.device, "float32")
     model, tok = lm.model, lm.tokenizer
     torch.manual_seed(opts.seed)
     held = planted_texts(opts.seed, held_out=True)
     probe = torch.stack(list(itertools.islice(packed_sequences(tok, texts("python-docs"), 128), 8)))
-    before = {
-        "planted_probability": _planted_probability(model, tok, held),
-        "base_ce": _base_ce(model, probe),
-    }
+    with phase(
+        f"measuring {lm.name} before fine-tuning ({len(held)} held-out sentences, {len(probe)} sequences)"
+    ):
+        before = {
+            "planted_probability": _planted_probability(model, tok, held),
+            "base_ce": _base_ce(model, probe),
+        }
     model.requires_grad_(True)  # loaded for inference
     opt = torch.optim.AdamW(model.parameters(), lr=opts.lr, weight_decay=0.0)
     model.train()
@@ -145,9 +148,14 @@ def run(opts: FinetuneOptions, out: Path) -> Result:
         opt.step()
         losses.append(float(loss.detach()))
     model.eval()
-    after = {"planted_probability": _planted_probability(model, tok, held), "base_ce": _base_ce(model, probe)}
-    model.save_pretrained(out / "model", safe_serialization=True)
-    tok.save_pretrained(out / "model")
+    with phase("measuring the fine-tuned model"):
+        after = {
+            "planted_probability": _planted_probability(model, tok, held),
+            "base_ce": _base_ce(model, probe),
+        }
+    with phase(f"writing the model folder {out / 'model'}"):
+        model.save_pretrained(out / "model", safe_serialization=True)
+        tok.save_pretrained(out / "model")
     summary = {
         "base_model": lm.name,
         **lm.identity,

@@ -121,13 +121,11 @@ class SteerOptions(ModelOptions, SAEOptions):
 
     @field_validator("latent", mode="before")
     @classmethod
-    def _latent(cls, v):
+    def _latent(cls, v):  # from Python, latent=3 or latent=[3, 17] too; checked when the SAE is read
         if isinstance(v, int) and not isinstance(v, bool):
-            v = str(v)
+            return str(v)
         if isinstance(v, list | tuple):
-            v = ",".join(str(x) for x in v)
-        if isinstance(v, str):
-            parse_latent_ids(v)
+            return ",".join(str(x) for x in v)
         return v
 
 
@@ -138,7 +136,7 @@ def steer(opts: SteerOptions) -> dict:
     from superposition.lm.store import ActivationStore
 
     run = load_run(opts.sae, opts.model, opts.hook, opts.device or "cpu", opts.dtype or "float32")
-    latents = parse_latent_ids(opts.latent)
+    latents = parse_latent_ids(opts.latent, "latent")
     d_sae = run.sae.cfg.d_sae
     if any(j >= d_sae for j in latents):
         raise SuperpositionError(f"latent: {opts.latent} is out of range; the SAE has latents 0..{d_sae - 1}")

@@ -245,7 +245,9 @@ def run(opts: TrainOptions, out: Path | None) -> Result:
         if folder is None:  # a torchrun rank other than 0: rank 0 reports
             return Result(report=False)
     summary = json.loads((folder / "summary.json").read_text())
-    return Result(summary=summary, folder=folder, message=headline(summary))
+    return Result(
+        title=f"train-sae: {folder.name}", summary=summary, folder=folder, message=headline(summary)
+    )
 
 
 def _check_processes(nproc: int, device: str) -> None:

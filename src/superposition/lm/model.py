@@ -193,11 +193,14 @@ def load_model(name: str = DEFAULT_MODEL, device: str = "cpu", dtype: str = "flo
 
     if dtype not in DTYPES:
         raise SuperpositionError(f"dtype: {dtype!r} is not one of {', '.join(DTYPES)}")
+    from superposition.progress import phase
+
     transformers = lm_imports()
     where = resolve(name)
     try:
-        tok = transformers.AutoTokenizer.from_pretrained(where)
-        model = transformers.AutoModelForCausalLM.from_pretrained(where, dtype=getattr(torch, dtype))
+        with phase(f"loading {name}"):
+            tok = transformers.AutoTokenizer.from_pretrained(where)
+            model = transformers.AutoModelForCausalLM.from_pretrained(where, dtype=getattr(torch, dtype))
     except (OSError, ValueError, KeyError) as err:
         known = ", ".join(ALIASES)
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import signal
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +23,7 @@ from pydantic import Field
 from torch import Tensor
 
 from superposition.config import Config
-from superposition.cpu import threads_for
+from superposition.cpu import LoadWatch, retune, threads_for
 from superposition.dist import Comm
 from superposition.errors import SuperpositionError, TrainingDiverged
 from superposition.progress import tqdm
@@ -242,9 +243,13 @@ class SAETrainer:
         # runs on one thread, where a second costs more in hand-off than it gains
         # (an objective through a language model, lm/e2e.py, is large work whatever the SAE's size)
         size = cfg.batch_size * sae.n_instances * sae.cfg.d_sae if self.objective is None else 1 << 62
+        watch, looked = LoadWatch(), time.monotonic()
         try:
             with threads_for(size, SAE_ONE_THREAD_BELOW):
                 for step in bar:
+                    if time.monotonic() - looked > 20:  # the machine's load changes: choose again
+                        retune(size, SAE_ONE_THREAD_BELOW, watch)
+                        looked = time.monotonic()
                     self._step(step, bar, log_every)
                     if self.comm.any(bool(asked)):  # every rank stops after the same step
                         raise KeyboardInterrupt
