@@ -73,7 +73,8 @@ def test_the_activation_store_on_the_gpu(tiny):
     for name, lm in tiny.items():
         store = ActivationStore(
             lm, HookedModel(lm.model), "blocks.1.hook_resid_post", dataset_path="python-docs",
-            context_size=32, prepend_bos=True, buffer_sequences=8, model_batch_size=4, device=str(lm.model.device),
+            context_size=32, prepend_bos=True, buffer_sequences=8, model_batch_size=4,
+            device=str(lm.model.device),
         )  # fmt: skip
         acts[name] = store.sample(256).cpu()
     torch.testing.assert_close(acts["gpu"], acts["cpu"], atol=1e-4, rtol=1e-4)
