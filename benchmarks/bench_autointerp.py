@@ -24,7 +24,7 @@ from superposition.interp.explain import detection_requests, fuzzing_requests
 
 
 def default_run(folder: Path) -> Path:
-    from superposition.commands.train_sae import train_lm_sae
+    from superposition.runs.train import train_lm_sae
     from superposition.lm.config import make_lm_config
 
     out = folder / "run"

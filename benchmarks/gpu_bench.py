@@ -99,7 +99,7 @@ def _model_folder(root: Path, small: bool) -> Path:
 
 
 def lm_sae(device: str, small: bool, root: Path) -> dict:
-    from superposition.commands.train_sae import train_lm_sae
+    from superposition.runs.train import train_lm_sae
     from superposition.lm.config import make_lm_config
 
     folder = _model_folder(root, small)

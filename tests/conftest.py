@@ -46,8 +46,8 @@ TINY = [
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory, smol):
     """A train-sae run on a tiny budget (10 steps of 128 tokens at blocks.0)."""
-    from superposition.commands.train_sae import train_lm_sae
     from superposition.lm.config import make_lm_config
+    from superposition.runs.train import train_lm_sae
 
     out = tmp_path_factory.mktemp("lm") / "full"
     train_lm_sae(make_lm_config(None, TINY), out)
@@ -89,9 +89,9 @@ def make_transcoder_run(out: Path, layers=(0, 1), d_sae: int = 64, k: int = 8) -
     import torch
 
     from superposition.atomic import write_marker
-    from superposition.commands.targets import TRAIN_RUN
     from superposition.lm.config import make_lm_config
     from superposition.lm.hooks import hook_meaning, read_names
+    from superposition.runs.targets import TRAIN_RUN
     from superposition.sae import SAEConfig, make_sae
     from superposition.sae.io import save_sae
 

@@ -21,7 +21,7 @@ LAYERS = [
     {"lm"},  # language models, hook points, text, activation stores, LM evaluations and analysis
     {"interp"},  # explaining latents with language models
     {"viz", "report"},  # figures and HTML, and the one writer of output folders
-    {"experiments"},  # the named experiments (superposition run)
+    {"experiments", "runs"},  # the named experiments (superposition run); whole train-sae runs (runs/)
     {"commands"},  # every command: options, run, the resolver of what it was pointed at
     {"cli", "__main__", "api"},  # the command line, and the names `import superposition` forwards (api.py)
 ]
@@ -80,3 +80,16 @@ def test_models_data_and_training_import_without_plotting_or_templates():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
     assert len(lower) > 20  # the check covers the whole lower half of the package
+
+
+def test_a_command_imports_no_other_commands_internals():
+    """Commands are glue over the library: what two commands share lives below them (or in
+    commands/base.py, the options every command composes)."""
+    wrong = []
+    for module, path in _modules():
+        if not module.startswith("superposition.commands."):
+            continue
+        for imported in _imports(path):
+            if imported.startswith("superposition.commands.") and imported != "superposition.commands.base":
+                wrong.append(f"{module} imports {imported}")
+    assert not wrong, "\n".join(wrong)

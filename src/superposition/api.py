@@ -27,8 +27,8 @@ from superposition.lm.model import DEFAULT_MODEL
 from superposition.sae.single import SAE
 
 if TYPE_CHECKING:  # the commands (and their plotting) load on first use, not with `import superposition`
-    from superposition.commands.targets import LMRun
     from superposition.report.output import Result
+    from superposition.runs.targets import LMRun
 
 
 def load_sae(
@@ -37,7 +37,7 @@ def load_sae(
     """An SAE: a folder or file of any format (ours, SAELens, sparsify, Gemma Scope, Llama Scope,
     dictionary_learning), an hf://owner/repo/path or release://RELEASE/SAE_ID address, a train-sae
     run (its sae/), or with `sae_id` SAELens's (release, sae_id). In eval mode, without gradients."""
-    from superposition.commands.targets import TRAIN_RUN, kind_of, local_path
+    from superposition.runs.targets import TRAIN_RUN, kind_of, local_path
 
     p = local_path(path) if sae_id is None else None
     if p is not None and kind_of(p) == TRAIN_RUN and (p / "sae").is_dir():
@@ -62,17 +62,19 @@ def load_run(
 ) -> LMRun:
     """A train-sae run (or any SAE naming its model and hook): `.sae` (an SAE), `.cfg` (every
     setting), `.load_model()` (the language model and its hook points)."""
-    from superposition.commands.targets import load_run as _load_run
+    from superposition.runs.targets import load_run as _load_run
 
     return _load_run(path, model, hook, device, dtype)
 
 
 def train_sae(cfg: Any = None, out: str | Path | None = None, resume: bool = False, **keys: Any) -> LMRun:
-    """`superposition train-sae` from Python: `cfg` an LMSAEConfig, a dict or a YAML/JSON file of
-    its keys, `keys` more of them (`k=32, hook_name="blocks.6.hook_resid_post"`); `out` the run
-    folder. Returns the trained run, as `load_run(out)` does."""
-    from superposition.commands.train_sae import train_lm_sae
+    """`superposition train-sae` from Python, for every dictionary (SAEs, transcoders, SAEs at several
+    hooks, `architecture="clt"`, `architecture="crosscoder"`): `cfg` an LMSAEConfig, a dict or a
+    YAML/JSON file of its keys, `keys` more of them (`k=32, hook_name="blocks.6.hook_resid_post"`);
+    `out` the run folder. Returns the trained run: `.sae` for one SAE (as `load_run(out)` gives it),
+    `.saes` for several, `.dictionary` for a CLT or a crosscoder, `.summary` its evaluation."""
     from superposition.lm.config import LMSAEConfig, make_lm_config
+    from superposition.runs.train import train_lm_sae
 
     if out is None:
         raise SuperpositionError("out: required; give the run folder")
@@ -93,7 +95,7 @@ def train_sae(cfg: Any = None, out: str | Path | None = None, resume: bool = Fal
 
 
 def _trained(folder: Path, settings) -> LMRun:
-    from superposition.commands.targets import LMRun
+    from superposition.runs.targets import LMRun
 
     if settings.architecture in ("clt", "crosscoder") or settings.multi_hook:
         return LMRun(Path(folder), settings, None)  # several dictionaries: run.saes, run.summary

@@ -98,7 +98,7 @@ def test_a_run_without_transcoders_or_with_wrong_layers_is_one_line(tiny_run, tm
 def test_sparsify_transcoders_by_hook_are_a_run_attribute_reads(transcoder_run, tmp_path):
     """EleutherAI's releases are folders of sparsify transcoders (layers.L.mlp/): read with the model
     named, they are the same transcoders at the same layers as the run they were written from."""
-    from superposition.commands.targets import load_transcoders
+    from superposition.runs.targets import load_transcoders
     from superposition.sae.formats import load
     from superposition.sae.formats.sparsify import write
 

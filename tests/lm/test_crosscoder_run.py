@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from superposition.cli import main
-from superposition.commands.train_crosscoder import Paired, open_sources
 from superposition.lm.config import make_lm_config
+from superposition.lm.sources import Paired, open_sources
 from superposition.sae.crosscoder import Crosscoder
 from superposition.sae.io import load_sae
 from tests.conftest import TINY
@@ -214,9 +214,13 @@ def test_a_pattern_planted_in_model_b_gives_b_only_latents_and_the_artefacts_are
     planted_pair, tmp_path
 ):
     """Known answer: an L1 crosscoder gives b-only latents (Δ > 0.9) that fire on the planted tokens
-    and nowhere else, and cover them; the a-only latents it also makes (the L1 penalty's artefact:
-    they correct model a where b has u) are each flagged by latent scaling, and no b-only one is."""
-    from superposition.commands.train_crosscoder import source_activations
+    and nowhere else, and cover them; latent scaling flags none of them (model a does not carry u:
+    ν < 0), and the a-only latents it also makes (mostly the L1 penalty's artefact: they correct model
+    a where b has u, so b carries part of them) all have a larger ν than every b-only latent, and some
+    are flagged. (Over seeds 0 and 1, before and after the trainer was shared: b-only ν −0.10 to −0.04;
+    a-only ν −0.01 to 0.16, 8 of 12 above the 0.05 threshold: whether every one is flagged depends on
+    the run, so that is not asserted.)"""
+    from superposition.lm.sources import source_activations
     from superposition.lm.store import ActivationStore
 
     root, tokens = planted_pair
@@ -228,7 +232,10 @@ def test_a_pattern_planted_in_model_b_gives_b_only_latents_and_the_artefacts_are
     s = json.loads((out / "summary.json").read_text())
     assert s["bands"]["b_only"] >= 1 and s["bands"]["shared"] > 0.7 * sum(s["relative_norm"]["minder"])
     flagged = {r["latent"] for r in s["latent_scaling"]["latents"]}
-    assert set(s["a_only_latents"]) <= flagged and not flagged & set(s["b_only_latents"])
+    assert not flagged & set(s["b_only_latents"]) and flagged & set(s["a_only_latents"])
+    with open(out / "latents.csv", newline="") as f:
+        nu = {int(r["latent"]): float(r["nu"]) for r in csv.DictReader(f)}
+    assert min(nu[j] for j in s["a_only_latents"]) > max(nu[j] for j in s["b_only_latents"])
     cc = Crosscoder.load(out / "crosscoder")
     cfg = make_lm_config(None, [*SMALL, *sets])
     sources = open_sources(cfg)
@@ -238,8 +245,10 @@ def test_a_pattern_planted_in_model_b_gives_b_only_latents_and_the_artefacts_are
         z = cc.encode(acts[:, 1:].flatten(0, 1))  # BOS left out
     on = torch.isin(seqs[:, 1:].flatten(), tokens)
     assert on.sum() >= 20
-    for j in s["b_only_latents"]:
-        fires = z[:, j] > 0
-        assert fires.any() and fires[on].sum() >= 0.9 * fires.sum(), j  # on the planted tokens
-    covered = torch.stack([z[:, j] > 0 for j in s["b_only_latents"]]).any(0)
-    assert covered[on].float().mean() > 0.9  # and between them, on nearly all of them
+    fires = torch.stack([z[:, j] > 0 for j in s["b_only_latents"]])  # (b-only latents, tokens)
+    # each fires on nearly every planted position, and between them rarely anywhere else (measured
+    # over seeds 0 and 1, before and after the trainer was shared: 27 to 33 of 33 planted positions
+    # each; 89% to 100% of one latent's firings on them, 94% to 100% pooled)
+    assert (fires[:, on].float().mean(1) > 0.8).all()
+    assert (fires[:, on].sum(1) >= 0.85 * fires.sum(1)).all() and fires[:, on].sum() >= 0.9 * fires.sum()
+    assert fires.any(0)[on].float().mean() > 0.9  # and between them, on nearly all of them

@@ -83,7 +83,7 @@ def test_config_rules_for_end_to_end_losses():
 
 
 def test_an_e2e_ds_run_on_smollm2_lowers_its_kl(tmp_path, smol):
-    from superposition.commands.train_sae import train_lm_sae
+    from superposition.runs.train import train_lm_sae
 
     sets = [
         "loss=e2e_ds", "hook_name=blocks.1.hook_resid_post", "downstream_hooks=[blocks.3.hook_resid_post]",

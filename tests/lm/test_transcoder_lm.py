@@ -104,8 +104,8 @@ def test_train_sae_trains_a_skip_transcoder_on_smollm2(tmp_path, smol):
     and the evaluation is by substitution."""
     from safetensors.torch import load_file
 
-    from superposition.commands.train_sae import train_lm_sae
     from superposition.lm.config import make_lm_config
+    from superposition.runs.train import train_lm_sae
 
     sets = [
         "architecture=skip_transcoder", "hook_name=blocks.2.mlp", "context_size=32", "batch_size_tokens=256",

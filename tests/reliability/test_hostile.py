@@ -296,7 +296,7 @@ def test_a_damaged_config_json_on_resume_is_one_line(tmp_path, capsys, text):
 
 
 def test_a_torn_or_damaged_log_is_read_without_its_bad_lines(tmp_path):
-    from superposition.commands.eval_sae import read_log
+    from superposition.runs.evaluate import read_log
 
     log = tmp_path / "log.jsonl"
     log.write_text('{"step": 0, "mse": 1.5, "hook_name": "h"}\n{"step": 1, "mse": "abc", "l0": 3}\n'
@@ -366,7 +366,7 @@ def test_a_prompt_longer_than_the_context_is_one_line(tiny_run, capsys):
 def test_an_unreachable_server_is_found_before_the_held_out_pass(
     tiny_run, server, tmp_path, capsys, monkeypatch
 ):
-    from superposition.commands import targets
+    from superposition.runs import targets
 
     def never(self):
         raise AssertionError("the model was loaded before the server was checked")

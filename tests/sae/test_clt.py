@@ -167,7 +167,8 @@ def test_train_sae_clt_end_to_end(tmp_path, capsys):
     clt = CrossLayerTranscoder.load(out / "clt")
     assert (clt.n_layers, clt.d_model, clt.d_sae, clt.k) == (30, 576, 32, 4)
     capsys.readouterr()
-    assert main(["train-sae", "--out", str(out), "--resume"]) == 2
-    assert "cannot be resumed yet" in capsys.readouterr().err
+    before = {p.name: p.read_bytes() for p in (out / "clt").glob("*.safetensors")}
+    assert main(["train-sae", "--out", str(out), "--resume"]) == 0  # finished: resuming re-evaluates it
+    assert {p.name: p.read_bytes() for p in (out / "clt").glob("*.safetensors")} == before
     assert main(["attribute", str(out), "--prompt", "x", "--out", str(tmp_path / "a")]) == 2
     assert "a cross-layer transcoder run" in capsys.readouterr().err

@@ -12,10 +12,10 @@ import torch
 from pydantic import Field
 
 from superposition.commands.base import ModelOptions, SAEOptions, command
-from superposition.commands.targets import load_run
 from superposition.errors import SuperpositionError
 from superposition.lm import analysis as an
 from superposition.report.output import Result
+from superposition.runs.targets import load_run
 
 
 class AnalyzeOptions(ModelOptions, SAEOptions):

@@ -21,24 +21,10 @@ from markupsafe import Markup
 from pydantic import Field
 
 from superposition.atomic import atomic_write_text, write_json
-from superposition.commands.base import RunModelOptions, command, positional
-from superposition.commands.targets import TranscoderRun, load_transcoders
+from superposition.commands.base import TranscoderOptions, command
 from superposition.interp import attribution as at
 from superposition.report.output import FigureSpec, Result
-
-RUN_HELP = (
-    "a train-sae run of transcoders: one per layer (--set architecture=transcoder --set "
-    "'hook_name=blocks.*.mlp'), or a single transcoder's run; MLPs without one are error nodes"
-)
-
-
-class TranscoderOptions(RunModelOptions):
-    """A run of transcoders and where the model they replace the MLPs of runs."""
-
-    run: str = positional(RUN_HELP, "RUN_DIR")
-
-    def load(self) -> TranscoderRun:
-        return load_transcoders(self.run, self.model, self.device, self.dtype)
+from superposition.runs.targets import TranscoderRun
 
 
 class AttributeOptions(TranscoderOptions):

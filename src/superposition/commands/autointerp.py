@@ -20,11 +20,11 @@ from pydantic import Field, field_validator, model_validator
 
 from superposition.atomic import write_jsonl
 from superposition.commands.base import LatentOptions, ModelOptions, SAEOptions, command
-from superposition.commands.targets import load_run
 from superposition.interp import explain as ex
 from superposition.interp.clients import CachedClient, make_client
 from superposition.interp.examples import LatentExamples, NoExamples, select_examples
 from superposition.report.output import FigureSpec, Result
+from superposition.runs.targets import load_run
 
 KIND = "autointerp"
 VARIANTS = ("explanation", "shuffled", "top_tokens")

@@ -85,6 +85,24 @@ class RunModelOptions(Config):
     )
 
 
+TRANSCODERS_HELP = (
+    "a train-sae run of transcoders: one per layer (--set architecture=transcoder --set "
+    "'hook_name=blocks.*.mlp'), or a single transcoder's run, or a folder of sparsify transcoders "
+    "(layers.L.mlp/, with --model); MLPs without one are error nodes"
+)
+
+
+class TranscoderOptions(RunModelOptions):
+    """A run of transcoders and where the model they replace the MLPs of runs (attribute, intervene)."""
+
+    run: str = positional(TRANSCODERS_HELP, "RUN_DIR")
+
+    def load(self):
+        from superposition.runs.targets import load_transcoders
+
+        return load_transcoders(self.run, self.model, self.device, self.dtype)
+
+
 class PickSAE(Config):
     """Which SAE of an experiment run (its saes/ folder holds several)."""
 

@@ -18,10 +18,10 @@ from pydantic import Field
 
 from superposition.atomic import atomic_write_bytes, write_jsonl
 from superposition.commands.base import RunModelOptions, command, positional
-from superposition.commands.targets import load_hook_saes
 from superposition.errors import SuperpositionError
 from superposition.interp import circuits as sc
 from superposition.report.output import FigureSpec, Result
+from superposition.runs.targets import load_hook_saes
 
 SIZES = (0, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000)
 

@@ -17,9 +17,9 @@ from pydantic import Field, field_validator
 
 from superposition.atomic import write_json
 from superposition.commands.base import SAE_HELP, command, positional
-from superposition.commands.targets import load_single_sae
 from superposition.config import Config
 from superposition.report.output import FigureSpec, Result
+from superposition.runs.targets import load_single_sae
 from superposition.sae.splitting import compare
 
 

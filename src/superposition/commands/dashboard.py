@@ -25,12 +25,12 @@ from pydantic import Field
 from safetensors.torch import load_file
 
 from superposition.commands.base import LatentOptions, ModelOptions, PickSAE, SAEOptions, command
-from superposition.commands.targets import LMRun, experiment_sae, has_ground_truth, load_run, local_path
 from superposition.errors import SuperpositionError
 from superposition.lm import analysis as an
 from superposition.lm.store import ActivationStore
 from superposition.report.dashboard import LatentPage, TokenSpan, render_site
 from superposition.report.output import Result
+from superposition.runs.targets import LMRun, experiment_sae, has_ground_truth, load_run, local_path
 from superposition.sae.formats import load as load_sae
 from superposition.sae.ground_truth import best_matches, cosine_matrix
 
@@ -304,14 +304,14 @@ def _lm_dashboard(
 def _crosscoder_dashboard(run: Path, out: Path, opts: DashboardOptions) -> Result:
     import numpy as np
 
-    from superposition.commands.targets import _read_json
-    from superposition.commands.train_crosscoder import open_sources, source_activations
     from superposition.lm.config import LMSAEConfig
     from superposition.lm.data import special_mask
+    from superposition.lm.sources import open_sources, source_activations
     from superposition.progress import tqdm
+    from superposition.runs.targets import read_json
     from superposition.sae.crosscoder import Crosscoder
 
-    cfg = LMSAEConfig.build(_read_json(run / "config.json"), str(run / "config.json"))
+    cfg = LMSAEConfig.build(read_json(run / "config.json"), str(run / "config.json"))
     cfg = cfg.model_copy(update={k: v for k, v in (("device", opts.device), ("dtype", opts.dtype)) if v})
     cc = Crosscoder.load(run / "crosscoder").to(cfg.device)
     latents = opts.chosen(cc.d_sae, default=None)

@@ -18,12 +18,11 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from superposition.commands.attribute import TranscoderOptions
-from superposition.commands.base import ModelOptions, SAEOptions, command, parse_latent_ids
-from superposition.commands.targets import load_run
+from superposition.commands.base import ModelOptions, SAEOptions, TranscoderOptions, command, parse_latent_ids
 from superposition.errors import SuperpositionError
 from superposition.interp import interventions as iv
 from superposition.report.output import Result
+from superposition.runs.targets import load_run
 
 
 class InterveneOptions(TranscoderOptions):

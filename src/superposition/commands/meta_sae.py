@@ -12,9 +12,9 @@ from pydantic import Field, model_validator
 
 from superposition.atomic import write_json
 from superposition.commands.base import PickSAE, SAEOptions, command
-from superposition.commands.targets import load_single_sae
 from superposition.errors import SuperpositionError
 from superposition.report.output import FigureSpec, Result
+from superposition.runs.targets import load_single_sae
 
 
 class MetaOptions(PickSAE, SAEOptions):

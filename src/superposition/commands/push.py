@@ -37,7 +37,7 @@ class PushOptions(Config):
 
 def _saes(what: str) -> list[tuple[str, Path | str, dict]]:
     """(folder name in the upload, where the SAE is, its evaluation) for every SAE to upload."""
-    from superposition.commands.targets import TRAIN_RUN, kind_of, local_path
+    from superposition.runs.targets import TRAIN_RUN, kind_of, local_path
 
     p = local_path(what)
     if p is not None and not p.exists():

@@ -23,9 +23,9 @@ from pydantic import Field, field_validator
 
 from superposition.atomic import write_jsonl
 from superposition.commands.base import LatentOptions, ModelOptions, SAEOptions, command
-from superposition.commands.targets import load_run
 from superposition.errors import SuperpositionError
 from superposition.report.output import Result
+from superposition.runs.targets import load_run
 
 KIND = "self-explain"
 DEFAULT_SCALES = (0.5, 1.0, 2.0, 4.0, 8.0)

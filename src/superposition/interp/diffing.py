@@ -101,3 +101,98 @@ def flag_from_sums(W_dec: Tensor, sums: ScalingSums, nu: float = 0.05) -> dict[s
     nu_val = torch.where(m["b_only"], beta_a / beta_b, beta_b / beta_a)
     flagged = (m["a_only"] | m["b_only"]) & (nu_val > nu)
     return {"relative_norm": rel, "beta_a": beta_a, "beta_b": beta_b, "nu": nu_val, "flagged": flagged, **m}
+
+
+# ---------------------------------------------------------------------- a crosscoder's latents
+HIST_BINS = 40
+
+
+def latent_table(W_dec: Tensor, density: Tensor, sums: ScalingSums | None) -> dict[str, Tensor]:
+    """Per latent of a crosscoder (W_dec (d_sae, n_sources, d), in the space its relative norms are
+    read in): decoder norms per source, density, and for two sources both relative norms, the band
+    and latent scaling (from `sums` over held-out tokens)."""
+    norms = W_dec.norm(dim=-1).cpu()
+    table = {"norms": norms, "density": density}
+    if sums is not None:
+        table.update(flag_from_sums(W_dec.cpu(), sums))
+        table["lindsey"] = relative_norm(norms, "lindsey")
+    return table
+
+
+def band_of(table: dict, j: int) -> str:
+    """The band latent j falls in: a_only, b_only, shared, or other."""
+    for name in ("a_only", "b_only", "shared"):
+        if bool(table[name][j]):
+            return name
+    return "other"
+
+
+def latents_csv(table: dict) -> str:
+    """latents.csv: a row per latent (density, decoder norms; for two sources both relative norms, the
+    band, β_a, β_b, ν and whether latent scaling flags it)."""
+    import csv
+    import io
+
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    n_sources = table["norms"].shape[1]
+    two = "relative_norm" in table
+    head = ["latent", "density", *[f"decoder_norm_{s}" for s in range(n_sources)]]
+    if two:
+        head += ["relative_norm", "relative_norm_lindsey", "band", "beta_a", "beta_b", "nu", "flagged"]
+    w.writerow(head)
+    for j in range(table["norms"].shape[0]):
+        row = [j, f"{float(table['density'][j]):.6g}", *[f"{float(v):.6g}" for v in table["norms"][j]]]
+        if two:
+            row += [f"{float(table['relative_norm'][j]):.6g}", f"{float(table['lindsey'][j]):.6g}",
+                    band_of(table, j), f"{float(table['beta_a'][j]):.6g}", f"{float(table['beta_b'][j]):.6g}",
+                    f"{float(table['nu'][j]):.6g}", int(table["flagged"][j])]  # fmt: skip
+        w.writerow(row)
+    return buf.getvalue()
+
+
+def diffing_summary(table: dict) -> dict:
+    """For two sources, over the latents that fire on the held-out text: the relative-norm histogram
+    in both definitions, the band counts, the latents latent scaling flags, and the most frequent
+    a-only and b-only latents."""
+    live = table["density"] > 0
+    edges = torch.linspace(0, 1, HIST_BINS + 1)
+    hist = {
+        name: torch.histogram(table[key][live].float(), bins=edges).hist.int().tolist()
+        for name, key in (("minder", "relative_norm"), ("lindsey", "lindsey"))
+    }
+    counts = {b: int((table[b] & live).sum()) for b in ("a_only", "b_only", "shared")}
+    counts["other"] = int(live.sum()) - sum(counts.values())
+    flagged = torch.nonzero(table["flagged"] & live).flatten().tolist()
+    s = {
+        "relative_norm": {
+            "definitions": {
+                "minder": "½((‖d_b‖ − ‖d_a‖) / max(‖d_a‖, ‖d_b‖) + 1) (Minder et al. 2025); the bands use it",
+                "lindsey": "‖d_b‖ / (‖d_a‖ + ‖d_b‖) (Lindsey et al. 2024)",
+            },
+            "over": "latents that fire on the held-out text, decoder norms in the scaled space",
+            "edges": edges.tolist(),
+            **hist,
+        },
+        "bands": {"thresholds": {"a_only": "< 0.1", "b_only": "> 0.9", "shared": "0.4 to 0.6"}, **counts},
+        "latent_scaling": {
+            "nu_threshold": 0.05,
+            "flagged": len(flagged),
+            "latents": [
+                {
+                    "latent": j,
+                    "band": band_of(table, j),
+                    "relative_norm": float(table["relative_norm"][j]),
+                    "beta_a": float(table["beta_a"][j]),
+                    "beta_b": float(table["beta_b"][j]),
+                    "nu": float(table["nu"][j]),
+                }
+                for j in flagged[:200]
+            ],  # fmt: skip
+        },
+    }
+    for band in ("a_only", "b_only"):
+        idx = torch.nonzero(table[band] & live).flatten()
+        order = table["density"][idx].argsort(descending=True)
+        s[f"{band}_latents"] = idx[order][:50].tolist()
+    return s

@@ -285,3 +285,74 @@ class CLTReplacement:
 
     def write(self, layer: int) -> Tensor:
         return self.clt.decode_layer([self.z[i] for i in range(layer + 1)], layer)
+
+
+@torch.no_grad()
+def evaluate_crosscoder(
+    cc, sources: list, seqs: Tensor, batch_size: int, device: str, scales: Tensor | None = None, on_batch=None
+) -> dict:
+    """A crosscoder (sae/crosscoder.py) over `sources` (lm/sources.py) on held-out sequences, per
+    source: explained variance and MSE (in the units of `scales`, the per-source scales it was trained
+    in; default raw), CE loss with that source's hook replaced by its reconstruction (and
+    zero-ablated) and KL; L0 and each latent's density. `on_batch(z, x, x_hat)` sees every batch
+    (model diffing sums its latent-scaling statistics there: interp/diffing.ScalingSums)."""
+    from superposition.lm.sources import source_activations
+    from superposition.progress import tqdm
+
+    n = len(sources)
+    scales = torch.ones(n, device=device) if scales is None else scales.to(device)
+    tok = sources[0].lm.tokenizer
+    sq_err, sum_x, sum_x2 = torch.zeros(n), torch.zeros(n, cc.d), torch.zeros(n)
+    fires = torch.zeros(cc.d_sae)
+    ce = {s.label: {"sae": 0.0, "zero": 0.0, "kl": 0.0} for s in sources}
+    clean = {s.model_name: 0.0 for s in sources}
+    tokens, n_pred, l0 = 0, 0, 0.0
+    for ids in tqdm(seqs.split(batch_size), desc="evaluating", leave=False, disable=None):
+        ids = ids.to(device)
+        keep = ~special_mask(tok, ids.cpu()).to(device)
+        acts, logits = source_activations(sources, ids, device)
+        x = acts[keep] * scales.view(1, -1, 1)  # (tokens, n, d)
+        z = cc.encode(x)
+        x_hat = cc.decode(z)
+        sq_err += (x - x_hat).square().sum(-1).sum(0).cpu()
+        sum_x += x.sum(0).cpu()
+        sum_x2 += x.square().sum(-1).sum(0).cpu()
+        fires += (z > 0).sum(0).cpu()
+        l0 += float((z > 0).sum())
+        tokens += x.shape[0]
+        if on_batch is not None:
+            on_batch(z.cpu(), x.cpu(), x_hat.cpu())
+        logp = {}
+        for name, lg in logits.items():
+            clean[name] += _ce_and_kl(lg, ids, None)[0]
+            logp[name] = torch.log_softmax(lg[:, :-1].float(), -1)
+        del logits
+        raw_hat = x_hat / scales.view(1, -1, 1)
+        for s, src in enumerate(sources):
+            c, k, c0 = spliced_ce(src.hooked, ids, src.hook, keep, raw_hat[:, s], logp[src.model_name])
+            ce[src.label]["sae"] += c
+            ce[src.label]["kl"] += k
+            ce[src.label]["zero"] += c0
+        n_pred += ids[:, 1:].numel()
+    var = sum_x2 - sum_x.square().sum(-1) / max(tokens, 1)
+    per_source = {}
+    for s, src in enumerate(sources):
+        c0 = clean[src.model_name] / n_pred
+        cs, cz = ce[src.label]["sae"] / n_pred, ce[src.label]["zero"] / n_pred
+        per_source[src.label] = {
+            "model_name": src.model_name,
+            "hook_name": src.hook,
+            "explained_variance": float(1 - sq_err[s] / var[s].clamp(min=1e-12)),
+            "mse": float(sq_err[s] / max(tokens, 1)),
+            "ce_loss_clean": c0,
+            "ce_loss_with_sae": cs,
+            "ce_loss_zero_ablation": cz,
+            "ce_loss_recovered": ce_loss_recovered(c0, cs, cz),
+            "kl_div": ce[src.label]["kl"] / n_pred,
+        }
+    return {
+        "sources": per_source,
+        "l0": l0 / max(tokens, 1),
+        "density": fires / max(tokens, 1),
+        "eval_tokens": tokens,
+    }

@@ -158,6 +158,16 @@ class BatchedSAE(nn.Module):
     def n_instances(self) -> int:
         return self.W_dec.shape[0]
 
+    @property
+    def n_latents(self) -> int:
+        """Latents per instance (what the trainer's dead-latent counts track)."""
+        return self.cfg.d_sae
+
+    def train_loss(self, x: Tensor, state: StepState) -> LossOut:
+        """The trainer's call: this architecture's `loss` (sae/dictionary.py says the same of the
+        dictionaries of several sources)."""
+        return self.loss(x, state)
+
     @staticmethod
     def d_out_of(cfg: SAEConfig) -> int:
         """Width of what the decoder writes: d_in for an SAE, the target's width for a transcoder."""

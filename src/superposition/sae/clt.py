@@ -25,12 +25,21 @@ from torch import Tensor, nn
 
 from superposition.atomic import atomic_write_bytes, atomic_write_text
 from superposition.errors import SuperpositionError
+from superposition.sae.base import LossOut, StepState
+from superposition.sae.dictionary import SourceDictionary
 
 INPUT_HOOK, OUTPUT_HOOK = "hook_resid_mid", "hook_mlp_out"
 
 
-class CrossLayerTranscoder(nn.Module):
-    """Shapes: inputs and outputs (batch, n_layers, d_model); latents (batch, n_layers, d_sae)."""
+class CrossLayerTranscoder(SourceDictionary):
+    """Shapes: inputs and outputs (batch, n_layers, d_model); latents (batch, n_layers, d_sae).
+
+    Trained by the one trainer (sae/train.py) on rows (batch, 2·n_layers, d_model): every layer's
+    (resid_mid, mlp_out), interleaved as the activation store reads them. Inputs and targets are
+    scaled per layer so that their mean squared norm is d_model (buffers `scale_in`, `scale_out`,
+    checkpointed with the weights) and folded in by `finish`."""
+
+    label = "CLT"
 
     def __init__(self, n_layers: int, d_model: int, d_sae: int, k: int | None = 32,
                  generator: torch.Generator | None = None) -> None:  # fmt: skip
@@ -47,6 +56,8 @@ class CrossLayerTranscoder(nn.Module):
         )
         self.b_dec = nn.Parameter(torch.zeros(n_layers, d_model))
         self.register_buffer("threshold", None)
+        self.register_buffer("scale_in", torch.ones(n_layers))
+        self.register_buffer("scale_out", torch.ones(n_layers))
         self.metadata: dict = {}
 
     def extra_repr(self) -> str:
@@ -96,6 +107,54 @@ class CrossLayerTranscoder(nn.Module):
         var = (y - y.mean(0)).square().sum(-1).mean(0).clamp(min=1e-12)
         per_layer = err.mean(0)
         return per_layer.sum(), {"fvu": per_layer / var, "l0": (z > 0).float().sum(-1).mean(0)}
+
+    # ------------------------------------------------------------------ the trainer's protocol
+    @property
+    def n_latents(self) -> int:
+        return self.n_layers * self.d_sae
+
+    @torch.no_grad()
+    def prepare(self, batch: Tensor) -> None:
+        """Per layer, scales making the mean squared norm of inputs and targets d_model; b_dec the
+        first batch's mean scaled target."""
+        x, y = batch[:, 0::2], batch[:, 1::2]
+        self.scale_in.copy_((self.d_model / x.square().sum(-1).mean(0).clamp(min=1e-12)).sqrt())
+        self.scale_out.copy_((self.d_model / y.square().sum(-1).mean(0).clamp(min=1e-12)).sqrt())
+        self.b_dec.copy_((y * self.scale_out.view(1, -1, 1)).mean(0))
+
+    def scaled(self, batch: Tensor) -> Tensor:
+        scales = torch.stack([self.scale_in, self.scale_out], 1).reshape(1, -1, 1)  # in_0, out_0, in_1, ...
+        return batch * scales
+
+    def target(self, batch: Tensor) -> Tensor:
+        return batch[:, 1::2]
+
+    def target_scale(self) -> Tensor:
+        return self.scale_out
+
+    def train_loss(self, batch: Tensor, state: StepState) -> LossOut:
+        """`loss` on a scaled batch of interleaved (resid_mid, mlp_out) rows, as the trainer reads it."""
+        x, y = batch[:, 0::2], batch[:, 1::2]
+        z = self.encode(x)
+        y_hat = self.decode(z)
+        err = (y_hat - y).square().sum(-1)  # (batch, n_layers)
+        var = (y - y.mean(0)).square().sum(-1).mean(0).clamp(min=1e-12)
+        per_layer = err.mean(0)
+        total = per_layer.sum()
+        active = z > 0
+        terms = {"mse": total.detach().reshape(1), "fvu": (per_layer / var).mean().detach().reshape(1)}
+        l0 = active.float().sum(-1).mean().reshape(1)  # per layer and token
+        return LossOut(total, terms, x_hat=y_hat.detach(), fired=active.any(0).reshape(1, -1), l0=l0)
+
+    @torch.no_grad()
+    def finish(self) -> None:
+        self.fold_scales(self.scale_in, self.scale_out)
+        self.scale_in.fill_(1.0)
+        self.scale_out.fill_(1.0)
+
+    def record(self) -> dict:
+        sizes = {"n_layers": self.n_layers, "d_model": self.d_model, "d_sae": self.d_sae}
+        return {"architecture": "clt", **sizes, "k": self.k}
 
     @torch.no_grad()
     def fold_scales(self, s_in: Tensor, s_out: Tensor) -> None:

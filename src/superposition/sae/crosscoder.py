@@ -32,13 +32,17 @@ from torch import Tensor, nn
 
 from superposition.atomic import atomic_write_bytes, atomic_write_text
 from superposition.errors import SuperpositionError
+from superposition.sae.base import LossOut, StepState
+from superposition.sae.dictionary import SourceDictionary
 
 WEIGHTS = "crosscoder.safetensors"
 
 SPARSITIES = ("l1", "batchtopk")
 
 
-class Crosscoder(nn.Module):
+class Crosscoder(SourceDictionary):
+    label = "crosscoder"
+
     def __init__(
         self,
         n_sources: int,
@@ -71,6 +75,8 @@ class Crosscoder(nn.Module):
         self.dead_tokens, self.aux_coefficient = dead_tokens, aux_coefficient
         self.aux_k = min(aux_k or max(1, n_sources * d // 2), d_sae)
         self.register_buffer("since_fired", torch.zeros(d_sae), persistent=False)
+        # each source's scale while training (sae/dictionary.py): checkpointed, folded in by `finish`
+        self.register_buffer("input_scale", torch.ones(n_sources))
 
     def extra_repr(self) -> str:
         extra = f"k={self.k}" if self.sparsity == "batchtopk" else f"l1_coefficient={self.l1_coefficient}"
@@ -114,12 +120,56 @@ class Crosscoder(nn.Module):
         """‖W_dec[j, s]‖: (d_sae, n_sources)."""
         return self.W_dec.norm(dim=-1)
 
-    def loss(self, x: Tensor) -> tuple[Tensor, dict]:
-        if self.sparsity == "batchtopk" and self.training:
-            return self._loss_active(x)
-        return self.loss_dense(x)
+    def loss(self, x: Tensor, dead: Tensor | None = None) -> tuple[Tensor, dict]:
+        """(loss, terms) on x (batch, n_sources, d). `dead` (d_sae,) bool: the latents AuxK revives
+        (the trainer's dead-latent mask); without it, those that fired on none of the last
+        `dead_tokens` tokens this crosscoder counted itself."""
+        loss, terms = self._loss(x, dead)
+        return loss, _public(terms)
 
-    def _loss_active(self, x: Tensor) -> tuple[Tensor, dict]:
+    def _loss(self, x: Tensor, dead: Tensor | None = None) -> tuple[Tensor, dict]:
+        """(loss, terms) with the latents that fired and x̂ among the terms, for the trainer."""
+        if self.sparsity == "batchtopk" and self.training:
+            return self._loss_active(x, dead)
+        return self._loss_dense(x)
+
+    # ------------------------------------------------------------------ the trainer's protocol
+    @property
+    def n_latents(self) -> int:
+        return self.d_sae
+
+    @torch.no_grad()
+    def prepare(self, batch: Tensor) -> None:
+        """Each source scaled so that its median token norm is √d: a median, so that a pattern on a
+        few tokens (what a fine-tune plants) does not rescale every other latent's decoder row; b_dec
+        the first batch's scaled mean."""
+        self.input_scale.copy_(self.d**0.5 / batch.norm(dim=-1).median(0).values.clamp(min=1e-12))
+        self.b_dec.copy_(self.scaled(batch).mean(0))
+
+    def scaled(self, batch: Tensor) -> Tensor:
+        return batch * self.input_scale.view(1, -1, 1)
+
+    def target_scale(self) -> Tensor:
+        return self.input_scale
+
+    def train_loss(self, batch: Tensor, state: StepState) -> LossOut:
+        dead = state.dead[0] if state.dead is not None and self.dead_tokens else None  # AuxK asked for
+        loss, terms = self._loss(batch, dead)
+        fired = terms.pop("fired")
+        x_hat = terms.pop("x_hat", None)
+        out = {k: v.detach().reshape(1).float() for k, v in terms.items()}
+        return LossOut(loss, out, x_hat=x_hat, fired=fired.reshape(1, -1), l0=out["l0"])
+
+    @torch.no_grad()
+    def finish(self) -> None:
+        self.fold_scales(self.input_scale.clone())
+        self.input_scale.fill_(1.0)
+
+    def record(self) -> dict:
+        return {"architecture": "crosscoder", "n_sources": self.n_sources, "d": self.d, "d_sae": self.d_sae,
+                "sparsity": self.sparsity, "k": self.k, "l1_coefficient": self.l1_coefficient}  # fmt: skip
+
+    def _loss_active(self, x: Tensor, dead_mask: Tensor | None = None) -> tuple[Tensor, dict]:
         """The batchtopk loss with every product after the encoder's on the active pairs only
         (sae/sparse.py): the crosscoder is an SAE on the sources side by side, (batch, 1, S·d).
         Equal to `loss_dense` (tests/sae/test_crosscoder.py)."""
@@ -141,13 +191,22 @@ class Crosscoder(nn.Module):
         W_dec = self.W_dec.view(1, D, S * d)
         x_hat = decode_active(z, W_dec, active).view(B, S, d) + self.b_dec
         mse = (x_hat - x).square().sum(-1).sum(-1).mean()
-        terms = {"mse": mse.detach(), "l0": torch.tensor(idx.numel() / B)}
+        fired = torch.zeros(D, dtype=torch.bool, device=x.device)
+        fired[idx % D] = True
+        terms = {
+            "mse": mse.detach(),
+            "l0": torch.tensor(idx.numel() / B),
+            "fired": fired,
+            "x_hat": x_hat.detach(),
+        }
         loss = mse
-        if self.dead_tokens:
+        if dead_mask is None and self.dead_tokens:
             with torch.no_grad():
                 self.since_fired += B
                 self.since_fired[idx % D] = 0
-            dead = (self.since_fired >= self.dead_tokens).nonzero().squeeze(1)
+            dead_mask = self.since_fired >= self.dead_tokens
+        if dead_mask is not None:
+            dead = dead_mask.nonzero().squeeze(1)
             terms["dead"] = torch.tensor(float(dead.numel()))
             if dead.numel():
                 aux = self._auxk(enc, (x - x_hat).detach().reshape(B, 1, S * d), W_dec, dead)
@@ -172,10 +231,16 @@ class Crosscoder(nn.Module):
         return min(1.0, dead.numel() / self.aux_k) * (e_hat - e).square().sum() / B
 
     def loss_dense(self, x: Tensor) -> tuple[Tensor, dict]:
+        """The loss with dense products (the reference the active-pair path is tested against)."""
+        loss, terms = self._loss_dense(x)
+        return loss, _public(terms)
+
+    def _loss_dense(self, x: Tensor) -> tuple[Tensor, dict]:
         z = self.encode(x)
         x_hat = self.decode(z)
         mse = (x_hat - x).square().sum(-1).sum(-1).mean()
-        terms = {"mse": mse.detach(), "l0": (z > 0).float().sum(-1).mean().detach()}
+        terms = {"mse": mse.detach(), "l0": (z > 0).float().sum(-1).mean().detach(), "fired": (z > 0).any(0),
+                 "x_hat": x_hat.detach()}  # fmt: skip
         if self.sparsity == "l1":
             penalty = (z * self.decoder_norms().sum(-1)).sum(-1).mean()
             terms["l1"] = penalty.detach()
@@ -259,6 +324,11 @@ class Crosscoder(nn.Module):
             "b_enc": self.b_enc.detach().contiguous(),
             "b_dec": self.b_dec[s].detach().contiguous(),
         }
+
+
+def _public(terms: dict) -> dict:
+    """The loss terms without what only the trainer reads (the latents that fired, x̂)."""
+    return {k: v for k, v in terms.items() if k not in ("fired", "x_hat")}
 
 
 def train_crosscoder(cc: Crosscoder, sample, steps: int, lr: float = 1e-3, batch: int = 1024) -> list[dict]:

@@ -29,6 +29,7 @@ from superposition.errors import SuperpositionError, TrainingDiverged
 from superposition.progress import tqdm
 from superposition.sae import checkpoint
 from superposition.sae.base import BatchedSAE, LossOut, StepState
+from superposition.sae.dictionary import SourceDictionary
 from superposition.sae.single import SAE, as_batched
 from superposition.schedules import lr_factor
 from superposition.seeding import derive_seed
@@ -117,7 +118,7 @@ def _batch(source, n: int, gen: torch.Generator, n_instances: int) -> Tensor:
 class SAETrainer:
     def __init__(
         self,
-        sae: BatchedSAE | SAE,
+        sae: BatchedSAE | SAE | SourceDictionary,
         source,
         cfg: SAETrainConfig,
         checkpoint_dir: str | Path | None = None,
@@ -135,8 +136,12 @@ class SAETrainer:
         cfg.batch_size rows; gradients are summed over ranks weighted by share (so a step equals
         one process's step on the whole batch), initialisation statistics come from every rank's
         rows, fired latents are MAX-reduced, and only rank 0 writes checkpoints."""
-        sae = as_batched(sae)  # an SAE trains as its one-instance batched form (the same parameters)
-        if sae.cfg.input_normalization != "none":
+        if isinstance(sae, SourceDictionary):  # a CLT or a crosscoder (sae/dictionary.py)
+            if cfg.resample != "none":
+                raise SuperpositionError(f"resample: {cfg.resample!r} is for SAEs and transcoders; use none")
+        else:
+            sae = as_batched(sae)  # an SAE trains as its one-instance batched form (the same parameters)
+        if isinstance(sae, BatchedSAE) and sae.cfg.input_normalization != "none":
             raise SuperpositionError(
                 f"input_normalization {sae.cfg.input_normalization!r}: SAEs that normalise each input can be "
                 "evaluated here, not trained (train with none, or with normalize_activations)"
@@ -147,8 +152,8 @@ class SAETrainer:
         # fused: one kernel per parameter instead of a dozen elementwise passes (same update)
         self.opt = torch.optim.Adam(sae.parameters(), lr=cfg.lr, fused=True)
         self.gen = torch.Generator().manual_seed(derive_seed(cfg.seed, "sae-data"))
-        n_inst, m = sae.n_instances, sae.cfg.d_sae
-        self.device = sae.W_dec.device
+        n_inst, m = sae.n_instances, sae.n_latents
+        self.device = next(sae.parameters()).device
         # since_fired counts examples; a latent is dead after dead_feature_window steps' worth
         self.dead_examples = cfg.dead_feature_window * cfg.batch_size
         self.since_fired = torch.zeros(n_inst, m, device=self.device)  # examples since each latent last fired
@@ -165,6 +170,10 @@ class SAETrainer:
     @torch.no_grad()
     def initialise(self) -> None:
         cfg, sae = self.cfg, self.sae
+        if not isinstance(sae, BatchedSAE):  # a dictionary of several sources keeps its own scales
+            sae.prepare(self.comm.gather_rows(self.source.sample(cfg.batch_size, self.gen)).to(self.device))
+            self._initialised = True
+            return
         x = self.comm.gather_rows(_batch(self.source, max(4096, cfg.batch_size), self.gen, sae.n_instances))
         if cfg.normalize_activations:  # a transcoder's input and target each on its own
             x_in, y = sae.split(x)
@@ -182,7 +191,9 @@ class SAETrainer:
 
     def _scaled(self, batch: Tensor, instances: slice = slice(None)) -> Tensor:
         """A batch (of `instances` only, if given) in normalised units: × scale (a transcoder's
-        target × out_scale)."""
+        target × out_scale); a dictionary of several sources scales them itself."""
+        if not isinstance(self.sae, BatchedSAE):
+            return self.sae.scaled(batch)
         scale = self.scale[instances]
         if not self.sae.transcodes:
             return batch * scale
@@ -222,7 +233,7 @@ class SAETrainer:
             range(self.step, cfg.steps),
             initial=self.step,
             total=cfg.steps,
-            desc=f"SAE ({sae.cfg.architecture})",
+            desc=f"SAE ({sae.cfg.architecture})" if isinstance(sae, BatchedSAE) else sae.label,
             disable=(not progress) if progress is not None else None,
             leave=False,
         )
@@ -242,7 +253,7 @@ class SAETrainer:
         # the toy trainer's thread policy (cpu.threads_for): a step whose largest tensor is small
         # runs on one thread, where a second costs more in hand-off than it gains
         # (an objective through a language model, lm/e2e.py, is large work whatever the SAE's size)
-        size = cfg.batch_size * sae.n_instances * sae.cfg.d_sae if self.objective is None else 1 << 62
+        size = cfg.batch_size * sae.n_instances * sae.n_latents if self.objective is None else 1 << 62
         watch, looked = LoadWatch(), time.monotonic()
         try:
             with threads_for(size, SAE_ONE_THREAD_BELOW):
@@ -285,7 +296,7 @@ class SAETrainer:
             else 1.0,
             dead=self.since_fired >= self.dead_examples,
         )
-        out = sae.loss(x, state)
+        out = sae.train_loss(x, state)
         if self.objective is not None:
             out = self.objective(out, self.scale)
         self._check_finite(out, step)
@@ -319,7 +330,8 @@ class SAETrainer:
                 self.history.l0.append(l0)
                 dead = (self.since_fired >= self.dead_examples).float().mean(-1)
                 self.history.frac_dead.append(dead.tolist())
-            shown = self.on_log(step, sae.split(x)[1], out) if self.on_log else None
+            target = sae.split(x)[1] if isinstance(sae, BatchedSAE) else sae.target(x)
+            shown = self.on_log(step, target, out) if self.on_log else None
             bar.set_postfix(shown or {"mse": f"{out.terms['mse'].mean().item():.4g}"}, refresh=False)
         self.step = step + 1
         self._in_step = self._updating = False
@@ -451,7 +463,7 @@ class SAETrainer:
         tensors["rng"] = self.gen.get_state()
         meta = {
             "source": self.source.state_dict() if hasattr(self.source, "state_dict") else None,
-            "sae_cfg": self.sae.cfg.model_dump(),
+            "sae_cfg": self.sae.cfg.model_dump() if isinstance(self.sae, BatchedSAE) else self.sae.record(),
             "train_cfg": self.cfg.model_dump(),
             "history": {
                 "steps": self.history.steps,
@@ -495,7 +507,10 @@ class SAETrainer:
     @torch.no_grad()
     def fold_normalization(self) -> None:
         """Rewrite the weights so the SAE takes raw (unnormalised) activations (see
-        BatchedSAE.fold_input_scale)."""
+        BatchedSAE.fold_input_scale); a dictionary of several sources folds its own scales."""
+        if not isinstance(self.sae, BatchedSAE):
+            self.sae.finish()
+            return
         if not self.cfg.normalize_activations:
             return
         self.sae.fold_input_scale(self.scale, self.out_scale)

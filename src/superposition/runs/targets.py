@@ -140,10 +140,24 @@ class LMRun:
         return {p.name: SAE.frozen(load(p), self.cfg.device) for p in hooks}
 
     @property
+    def dictionary(self):
+        """The run's dictionary over several sources, loaded: a CLT run's CrossLayerTranscoder
+        (clt/) or a crosscoder run's Crosscoder (crosscoder/); None for a run of SAEs."""
+        if (self.path / "clt").is_dir():
+            from superposition.sae.clt import CrossLayerTranscoder
+
+            return CrossLayerTranscoder.load(self.path / "clt").to(self.cfg.device)
+        if (self.path / "crosscoder").is_dir():
+            from superposition.sae.crosscoder import Crosscoder
+
+            return Crosscoder.load(self.path / "crosscoder").to(self.cfg.device)
+        return None
+
+    @property
     def summary(self) -> dict:
         """The run's summary.json (its evaluation), or {} before it is written."""
         path = self.path / "summary.json"
-        return _read_json(path) if path.is_file() else {}
+        return read_json(path) if path.is_file() else {}
 
     def load_model(self) -> tuple[LoadedModel, HookedModel]:
         """The run's language model, checked against the SAE: the hook's width must be its d_in."""
@@ -224,7 +238,7 @@ def load_run(
 def _run_config(where: Path) -> LMSAEConfig:
     """A train-sae run's config; a cross-layer transcoder run is refused (no command but train-sae
     reads one yet: its evaluation is in its summary.json, its weights in clt/)."""
-    cfg = LMSAEConfig.build(_read_json(where / "config.json"), str(where / "config.json"))
+    cfg = LMSAEConfig.build(read_json(where / "config.json"), str(where / "config.json"))
     if cfg.architecture == "clt":
         raise SuperpositionError(
             f"{where}: a cross-layer transcoder run; this command reads per-layer SAEs or transcoders "
@@ -239,7 +253,7 @@ def _run_config(where: Path) -> LMSAEConfig:
     return cfg
 
 
-def _read_json(path: Path) -> dict:
+def read_json(path: Path) -> dict:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError) as err:
