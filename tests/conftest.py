@@ -1,3 +1,4 @@
+import shutil
 import subprocess
 import sys
 import time
@@ -81,7 +82,9 @@ def server(tmp_path_factory):
     proc.wait()
 
 
-def make_transcoder_run(out: Path, layers=(0, 1), d_sae: int = 64, k: int = 8) -> Path:
+def make_transcoder_run(
+    out: Path, layers=(0, 1), d_sae: int = 64, k: int = 8, d_model: int = 576, model: str | None = None
+) -> Path:
     """A train-sae run of TopK transcoders at blocks.L.mlp of SmolLM2 with random weights, written
     as train-sae writes one (config.json, marker, saes/blocks.L.mlp/), without training."""
     import json
@@ -96,19 +99,20 @@ def make_transcoder_run(out: Path, layers=(0, 1), d_sae: int = 64, k: int = 8) -
     from superposition.sae.io import save_sae
 
     hooks = "[" + ",".join(f"blocks.{L}.mlp" for L in layers) + "]"
-    cfg = make_lm_config(None, ["architecture=transcoder", f"hook_name={hooks}", f"k={k}", f"d_sae={d_sae}"])
+    keys = ["architecture=transcoder", f"hook_name={hooks}", f"k={k}", f"d_sae={d_sae}"]
+    cfg = make_lm_config(None, keys + ([f"model_name={model}"] if model else []))
     out.mkdir(parents=True)
     (out / "config.json").write_text(json.dumps(cfg.model_dump(), indent=1))
     write_marker(out, TRAIN_RUN)
     g = torch.Generator().manual_seed(0)
     for L in layers:
-        sae = make_sae(SAEConfig(architecture="transcoder", sparsity="topk", d_in=576, d_sae=d_sae, k=k))
+        sae = make_sae(SAEConfig(architecture="transcoder", sparsity="topk", d_in=d_model, d_sae=d_sae, k=k))
         sae.load_saved(
             {
-                "W_enc": torch.randn(576, d_sae, generator=g) / 24,
+                "W_enc": torch.randn(d_model, d_sae, generator=g) / d_model**0.5,
                 "b_enc": torch.zeros(d_sae),
-                "W_dec": torch.randn(d_sae, 576, generator=g) / 24,
-                "b_dec": torch.zeros(576),
+                "W_dec": torch.randn(d_sae, d_model, generator=g) / d_model**0.5,
+                "b_dec": torch.zeros(d_model),
             }
         )
         names = read_names(f"blocks.{L}.mlp")
@@ -152,3 +156,25 @@ def make_tiny_llama(folder: Path, layers: int = 2, width: int = 64, seed: int = 
 @pytest.fixture(scope="session")
 def tiny_llama(tmp_path_factory):
     return make_tiny_llama(tmp_path_factory.mktemp("tiny") / "llama")
+
+
+@pytest.fixture(scope="session")
+def hostile_models(tmp_path_factory):
+    """A good tiny Llama, and the damaged copies a user could hand over."""
+    from transformers import GPT2Config
+
+    root = tmp_path_factory.mktemp("hostile-models")
+    good = make_tiny_llama(root / "good")
+    trunc = root / "truncated"
+    shutil.copytree(good, trunc)
+    w = trunc / "model.safetensors"
+    w.write_bytes(w.read_bytes()[: 1 << 20])
+    foreign = root / "gpt2-config"
+    shutil.copytree(good, foreign)
+    GPT2Config(n_layer=2, n_embd=64, n_head=4, vocab_size=49152).save_pretrained(foreign)
+    notok = root / "no-tokenizer"
+    shutil.copytree(good, notok)
+    for f in notok.iterdir():
+        if "token" in f.name:
+            f.unlink()
+    return {"good": good, "truncated": trunc, "gpt2-config": foreign, "no-tokenizer": notok}

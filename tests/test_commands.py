@@ -145,3 +145,92 @@ def test_convert_writes_a_loadable_sae_with_its_config(tmp_path, capsys):
     assert cfg["command"] == "convert" and cfg["to"] == "sparsify" and cfg["src"] == str(tmp_path / "src")
     x = torch.randn(5, 8)
     assert torch.allclose(load(tmp_path / "dst").encode(x), sae.encode(x), atol=1e-6)
+
+
+# ---------------------------------------------------------------------- hostile models and datasets
+@pytest.fixture(scope="module")
+def targets(hostile_models, tmp_path_factory):
+    """What a model-taking command is pointed at, for the tiny model: an SAE folder and a run of
+    transcoders, and a valid pairs file (so that the model, not they, is what fails)."""
+    import json
+
+    from superposition.sae import SAE, SAEConfig
+    from tests.conftest import make_transcoder_run
+
+    root = tmp_path_factory.mktemp("targets")
+    good = str(hostile_models["good"])
+    sae = SAE(SAEConfig(architecture="topk", d_in=64, d_sae=128, k=4, hook_name="blocks.1.hook_resid_post",
+                        model_name=good)).save_model(root / "sae")  # fmt: skip
+    run = make_transcoder_run(root / "run", d_model=64, model=good)
+    pairs = root / "pairs.jsonl"
+    pairs.write_text(json.dumps({"clean": "The cat", "patch": "The dog", "clean_answer": " is",
+                                 "patch_answer": " are"}) + "\n")  # fmt: skip
+    return {"sae": sae, "run": run, "pairs": pairs}
+
+
+REQUIRED = {"prompt": "The cat", "latent": "0", "nodes": "0_1_1", "dataset": "{pairs}"}
+MODEL_COMMANDS = sorted(n for n, c in COMMANDS.items() if "model" in c.options.model_fields)
+
+
+def _pointed(name: str, targets: dict, tmp: Path, **given) -> list[str]:
+    """Command `name` with its positional and required options valid (for the tiny model)."""
+    cmd = COMMANDS[name]
+    argv = [name]
+    for key, info in cmd.options.model_fields.items():
+        if key in given:
+            argv += [flag_name(key, info), str(given[key])]
+        elif _is_positional(info):
+            argv.append(str(targets[key]))
+        elif info.is_required():
+            argv += [flag_name(key, info), REQUIRED[key].format(**targets)]
+    if cmd.kind is not None:
+        argv += ["--out", str(tmp / "out")]
+    return argv
+
+
+@pytest.mark.parametrize("damage", ["truncated", "gpt2-config", "no-tokenizer"])
+@pytest.mark.parametrize("name", MODEL_COMMANDS)
+def test_a_damaged_model_folder_is_one_line_for_every_model_flag(
+    name, damage, hostile_models, targets, tmp_path, capsys
+):
+    model = hostile_models[damage]
+    code = main(_pointed(name, targets, tmp_path, model=model))
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert f"model_name {str(model)!r}" in err and len(err.strip().splitlines()) == 1, err
+    assert "Traceback" not in err and "internal error" not in err
+    assert not (tmp_path / "out").exists()
+
+
+DATASET_FLAGS = [
+    (n, k) for n, c in sorted(COMMANDS.items()) for k in c.options.model_fields if k == "dataset"
+]
+
+
+@pytest.mark.parametrize("kind", ["fifo", "zero", "binary"])
+@pytest.mark.parametrize("name, key", [*DATASET_FLAGS, ("train-sae", "dataset_path")])
+def test_a_hostile_dataset_is_one_line_for_every_dataset_flag(
+    name, key, kind, hostile_models, targets, tmp_path, capsys
+):
+    path, says = hostile_files_of(tmp_path)[kind]
+    if key == "dataset_path":  # a config key of train-sae
+        sets = [f"model_name={hostile_models['good']}", f"dataset_path={path}", "hook_name=blocks.0.hook_resid_post",
+                "context_size=32", "batch_size_tokens=64", "training_tokens=128"]  # fmt: skip
+        argv = ["train-sae", "--out", str(tmp_path / "out"), *[a for s in sets for a in ("--set", s)]]
+    else:
+        argv = _pointed(name, targets, tmp_path, **{key: path}, model=hostile_models["good"])
+    code = main(argv)
+    err = capsys.readouterr().err
+    assert code == 2 and says in err and len(err.strip().splitlines()) == 1, err
+    assert "Traceback" not in err and "internal error" not in err and not (tmp_path / "out").exists()
+
+
+def hostile_files_of(tmp: Path) -> dict:
+    import os
+
+    fifo = tmp / "pipe.jsonl"
+    os.mkfifo(fifo)
+    binary = tmp / "random.txt"
+    binary.write_bytes(os.urandom(100_000))
+    return {"fifo": (fifo, "not a regular file"), "zero": ("/dev/zero", "not a regular file"),
+            "binary": (binary, "not text")}  # fmt: skip

@@ -166,8 +166,16 @@ def write_failure(err: BaseException) -> bool:
 
 
 def describe_write_failure(err: BaseException) -> str:
+    """What stopped a write, and the file it was writing when the error names one
+    ("No space left on device: crosscoder/crosscoder.safetensors")."""
     if isinstance(err, OSError):
-        return err.strerror or str(err)
+        what = err.strerror or str(err)
+        if err.filename:
+            name = Path(str(err.filename))
+            # a temporary file beside the target (atomic writes) names the target
+            name = name.with_name(re.sub(r"^\.(.+)\.tmp-\d+$", r"\1", name.name))
+            return f"{what}: {name}"
+        return what
     m = _SAFETENSORS_IO.search(str(err))
     return (m.group(1) or m.group(4)) if m else str(err).splitlines()[0]
 

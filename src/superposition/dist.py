@@ -14,6 +14,7 @@ one-line `SuperpositionError`, so no rank prints a traceback or hangs past `dist
 from __future__ import annotations
 
 import os
+import signal
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -237,6 +238,17 @@ def launch(nproc: int, argv: list[str]) -> int:
         elastic_launch(config, sys.executable)("-m", "superposition", *argv)
     except ChildFailedError as err:
         codes = {int(r): f.exitcode for r, f in err.failures.items()}
+        # a rank killed by a signal (not the agent's SIGTERM to the others) printed nothing: name it,
+        # whatever the ranks that lost it said ("another rank stopped")
+        killed = sorted((r, -c) for r, c in codes.items() if c is not None and c < 0 and -c != signal.SIGTERM)
+        if killed:
+            r, sig = killed[0]
+            try:
+                name = signal.Signals(sig).name
+            except ValueError:
+                name = f"signal {sig}"
+            message = f"nproc: rank {r} was killed ({name}); the other ranks stopped"
+            raise SuperpositionError(message) from None
         if any(c == 2 for c in codes.values()):
             return 2  # the rank that failed printed its one-line error; the agent stopped the others
         first = min(err.failures.items(), key=lambda rf: (rf[1].timestamp, int(rf[0])))  # the first to fail

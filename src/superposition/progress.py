@@ -105,10 +105,13 @@ def tqdm(*args: Any, **kwargs: Any):
 
 
 @contextlib.contextmanager
-def phase(text: str, after: float = 3.0):
+def phase(text: str, after: float | None = None):
     """Say on stderr what a step without a bar is doing ("loading smollm2-135m-instruct ...") once it
-    has taken `after` seconds, and how long it took when it ends; a quick step (or one that fails
-    quickly, whose error is then the only line) prints nothing."""
+    has taken `after` seconds (default: 3 in a terminal, and off one, as the plain progress lines, 30),
+    and how long it took when it ends; a quick step (or one that fails quickly, whose error is then
+    the only line) prints nothing."""
+    if after is None:
+        after = 3.0 if _terminal(sys.stderr) or _in_kernel() else PLAIN_EVERY
     started = time.monotonic()
     said = threading.Event()
 

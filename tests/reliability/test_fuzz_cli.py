@@ -201,7 +201,7 @@ CASES = [
     ("train-e2e-ds-no-hooks", ["train-sae", "--out", "{new}", "--set", "loss=e2e_ds"], "needs at least one"),
     ("train-e2e-loss", ["train-sae", "--out", "{new}", "--set", "loss=global"], "Input should be 'local', 'e2e' or 'e2e_ds'"),
     ("train-transcoder-layer", ["train-sae", "--out", "{new}", *TINY, "--set", "architecture=transcoder", "--set", "hook_name=blocks.99.mlp"], "not a hook point"),
-    ("train-model", ["train-sae", "--out", "{new}", "--set", "model_name=/nonexistent/model"], "cannot load it"),
+    ("train-model", ["train-sae", "--out", "{new}", "--set", "model_name=/nonexistent/model"], "model_name '/nonexistent/model': no such folder or file"),
     ("train-huge-d_sae", ["train-sae", "--out", "{new}", *TINY, "--set", "d_sae=1000000000"], "needs about"),
     ("train-huge-expansion", ["train-sae", "--out", "{new}", *TINY, "--set", "expansion_factor=100000"], "needs about"),
     ("train-k-over-width", ["train-sae", "--out", "{new}", *TINY, "--set", "d_sae=16", "--set", "k=32"], "k: must be"),

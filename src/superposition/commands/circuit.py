@@ -62,6 +62,11 @@ def _records(opts: CircuitOptions, tokenizer) -> list[dict]:
     return sc.read_pairs(opts.dataset)[: opts.pairs]
 
 
+def _num(v: float) -> str:
+    """A number for the summary line; n/a where it is not one (a NaN is never printed as a result)."""
+    return f"{v:.2f}" if v == v and abs(v) != float("inf") else "n/a"
+
+
 def _figure(curve: list[dict]):
     import matplotlib.pyplot as plt
 
@@ -89,6 +94,12 @@ def run(opts: CircuitOptions, out: Path) -> Result:
     pairs = sc.tokenize_pairs(lm.tokenizer, _records(opts, lm.tokenizer), cfg.prepend_bos, lm.n_ctx)
     engine = sc.Circuits(hooked, saes)
     got = engine.node_effects(pairs, opts.ig_steps, opts.batch_size)
+    if not abs(got["m_clean"] - got["m_patch"]) > 1e-6:  # also NaN: nothing for a circuit to explain
+        raise SuperpositionError(
+            f"dataset {opts.dataset}: the metric is the same on the clean and the patch prompts "
+            f"({got['m_clean']:.4g}); the model does not tell these pairs apart, so there is no circuit "
+            "to find"
+        )
     effects = got["effects"]
     means = engine.means(pairs, opts.batch_size)
     everything = engine.keep_top(effects, None, threshold=-1.0)
@@ -150,7 +161,7 @@ def run(opts: CircuitOptions, out: Path) -> Result:
     atomic_write_bytes(out / "effects.safetensors", save(tensors))
     write_jsonl(out / "pairs.jsonl", pairs.records)
     head = ", ".join(
-        f"{r['n_nodes']}: {r['faithfulness']:.2f}" for r in curve if r["n_nodes"] in (5, 20, 100, total)
+        f"{r['n_nodes']}: {_num(r['faithfulness'])}" for r in curve if r["n_nodes"] in (5, 20, 100, total)
     )
     return Result(
         title=f"Sparse feature circuit on {lm.name}: {opts.dataset}",
@@ -162,7 +173,9 @@ def run(opts: CircuitOptions, out: Path) -> Result:
         ),
         summary=summary,
         figures=[
-            FigureSpec("faithfulness", "Faithfulness and completeness against circuit size.", _figure(curve))
+            FigureSpec(
+                "faithfulness", "Faithfulness and completeness against circuit size.", lambda: _figure(curve)
+            )
         ],
         highlights={
             "m(M)": m_full,
@@ -173,5 +186,6 @@ def run(opts: CircuitOptions, out: Path) -> Result:
         message=(
             f"{len(pairs.records)} pairs, {len(engine.hooks)} hooks: m clean {got['m_clean']:.3f}, patch "
             f"{got['m_patch']:.3f}, m(M) {m_full:.3f}, m(∅) {m_empty:.3f}; faithfulness by nodes {head}"
+            + ("" if span else "; m(M) = m(∅): faithfulness is undefined (n/a)")
         ),
     )

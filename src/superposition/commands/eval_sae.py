@@ -54,9 +54,10 @@ def run(opts: EvalOptions, out: Path | None) -> Result:
 
         def produce(tmp):
             lm, hooked = loaded.load_model()  # once: the evaluation and the transfer table share it
+            own = _own_model(opts, loaded, lm) if opts.model is not None else None  # checked before any work
             result = evaluate(loaded, tmp, lm, hooked, sequences=opts.sequences)
-            if opts.model is not None:
-                _add_transfer(opts, loaded, lm, hooked, result)
+            if own is not None:
+                _add_transfer(opts, loaded, lm, hooked, result, own)
             return result
 
         return write_output(out, "evaluation", produce, config)[1]
@@ -66,17 +67,27 @@ def run(opts: EvalOptions, out: Path | None) -> Result:
     return result
 
 
-def _add_transfer(opts: EvalOptions, loaded: LMRun, lm_b, hooked_b, result: Result) -> None:
-    """With `model` other than the SAE's own: Kissane et al.'s transfer table (lm/transfer.py) on the
-    same held-out tokens of both models, and CE loss recovered on each, into summary["transfer"]
-    (model b's is the evaluation's own, on the same sequences)."""
-    from superposition.lm.transfer import same_tokenizer, transfer_table
+def _own_model(opts: EvalOptions, loaded: LMRun, lm_b):
+    """For a transfer table (`model` other than the SAE's own): the SAE's own run and model, checked
+    against the other model's tokenizer before anything is evaluated; None when there is nothing to
+    compare (the same model, or a transcoder)."""
+    from superposition.lm.transfer import same_tokenizer
 
     own = load_run(opts.sae, None, opts.hook, opts.device, opts.dtype)
     if own.cfg.model_name == loaded.cfg.model_name or loaded.sae.transcodes:
-        return
+        return None
     lm_a, hooked_a = own.load_model()
     same_tokenizer(lm_a.tokenizer, lm_b.tokenizer, own.cfg.model_name, loaded.cfg.model_name)
+    return own, lm_a, hooked_a
+
+
+def _add_transfer(opts: EvalOptions, loaded: LMRun, lm_b, hooked_b, result: Result, own_model) -> None:
+    """With `model` other than the SAE's own: Kissane et al.'s transfer table (lm/transfer.py) on the
+    same held-out tokens of both models, and CE loss recovered on each, into summary["transfer"]
+    (model b's is the evaluation's own, on the same sequences)."""
+    from superposition.lm.transfer import transfer_table
+
+    own, lm_a, hooked_a = own_model
     cfg = loaded.cfg
     seqs = ActivationStore.for_run(cfg, lm_b, hooked_b, holdout=True).first_sequences(
         opts.sequences or cfg.eval_sequences

@@ -123,9 +123,18 @@ def run(opts: FinetuneOptions, out: Path) -> Result:
     from superposition.lm.model import load_model
     from superposition.progress import phase, tqdm
 
+    if opts.dataset != "planted":  # the dataset is read before any model is loaded: its errors come first
+        try:
+            found = next((d for d in texts(opts.dataset) if d.strip()), None)
+        except SuperpositionError as err:  # the reader names train-sae's key; this command's is `dataset`
+            raise SuperpositionError(str(err).replace("dataset_path", "dataset", 1)) from None
+        if found is None:
+            raise SuperpositionError(f"dataset {opts.dataset}: holds no text")
     lm = load_model(opts.model, opts.device, "float32")
     model, tok = lm.model, lm.tokenizer
     torch.manual_seed(opts.seed)
+    batches = _batches(opts, tok)
+    first = next(batches)  # too little text for one batch: said before the baseline is measured
     held = planted_texts(opts.seed, held_out=True)
     probe = torch.stack(list(itertools.islice(packed_sequences(tok, texts("python-docs"), 128), 8)))
     with phase(
@@ -138,10 +147,9 @@ def run(opts: FinetuneOptions, out: Path) -> Result:
     model.requires_grad_(True)  # loaded for inference
     opt = torch.optim.AdamW(model.parameters(), lr=opts.lr, weight_decay=0.0)
     model.train()
-    batches = _batches(opts, tok)
     losses = []
-    for _ in tqdm(range(opts.steps), desc="finetune", unit="step"):
-        ids = next(batches).to(model.device)
+    for step in tqdm(range(opts.steps), desc="finetune", unit="step"):
+        ids = (first if step == 0 else next(batches)).to(model.device)
         loss = model(input_ids=ids, labels=ids).loss
         opt.zero_grad(set_to_none=True)
         loss.backward()

@@ -16,6 +16,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
+import torch
 from pydantic import Field, field_validator
 
 from superposition.commands.base import ModelOptions, SAEOptions, TranscoderOptions, command, parse_latent_ids
@@ -36,7 +37,7 @@ class InterveneOptions(TranscoderOptions):
     mode: Literal["ablate", "clamp", "add"] = Field(
         "ablate", description="set to 0, set to --value, or add --value"
     )
-    value: float = Field(0.0, description="the value for clamp and add")
+    value: float = Field(0.0, ge=-1e6, le=1e6, description="the value for clamp and add")
     top: int = Field(8, gt=0, le=100, description="logits to list")
 
 
@@ -55,6 +56,10 @@ def intervene(opts: InterveneOptions) -> dict:
     for name, frozen in (("frozen", True), ("unfrozen", False)):
         logits, _ = iv.intervened_logits(rm, trace, edits, frozen=frozen)
         last = logits[-1]
+        if not bool(torch.isfinite(last).all()):  # a NaN is never printed as a result
+            raise SuperpositionError(
+                f"value: the edit made the model's logits not finite ({name}); give a smaller value"
+            )
         delta = last - clean
         moved = delta.abs().topk(opts.top).indices.tolist()
         out[name] = {

@@ -57,13 +57,13 @@ class Pairs:
 
 
 def read_pairs(path: str | Path, limit: int = 100_000) -> list[dict]:
-    """The pairs of a JSONL file; a line that is not an object with the four text fields is a
-    one-line error naming it."""
+    """The pairs of a JSONL file (a regular file of bounded size, lines of bounded length: the limits
+    of every text input, lm/data.read_text_input); a line that is not an object with the four text
+    fields is a one-line error naming it."""
+    from superposition.lm.data import read_text_input
+
     path = Path(path)
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as err:
-        raise SuperpositionError(f"dataset {path}: cannot read it ({type(err).__name__})") from None
+    lines = read_text_input(path, "dataset").splitlines()
     out = []
     for n, line in enumerate(lines, 1):
         if not line.strip():
@@ -122,6 +122,15 @@ def tokenize_pairs(tokenizer, records: list[dict], bos: bool, n_ctx: int) -> Pai
         patch.append(p)
         ca.append(one(r["clean_answer"], n, "clean_answer"))
         pa.append(one(r["patch_answer"], n, "patch_answer"))
+        if ca[-1] == pa[-1]:
+            raise SuperpositionError(
+                f"dataset: pair {n}'s clean_answer and patch_answer are the same token; the metric is their "
+                "logit difference, 0 for such a pair"
+            )
+        if c == p:
+            raise SuperpositionError(
+                f"dataset: pair {n}'s clean and patch are the same tokens; nothing to patch"
+            )
     return Pairs(torch.tensor(clean), torch.tensor(patch), torch.tensor(ca), torch.tensor(pa), records)
 
 

@@ -82,7 +82,10 @@ def parse_nodes(text: str, rm: ReplacementModel, n_pos: int, mode: str, value: f
         pos = None if m.group(3) == "*" else int(m.group(3))
         if pos is not None and pos >= n_pos:
             raise SuperpositionError(f"nodes {item!r}: the prompt has positions 0..{n_pos - 1}")
-        edits.append(Edit(L, f, pos, mode, value))
+        edit = Edit(L, f, pos, mode, value)
+        if edit in edits:  # two edits of one latent at one position would add up: refused, not summed
+            raise SuperpositionError(f"nodes {item!r}: named twice; name each node once")
+        edits.append(edit)
     if not edits:
         raise SuperpositionError("nodes: give at least one latent node id")
     return edits

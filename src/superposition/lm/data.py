@@ -85,6 +85,10 @@ def texts(
         yield from python_docs()
         return
     path = Path(dataset_path).expanduser()
+    if path.exists() and not (path.is_file() or path.is_dir()):  # a pipe or a device: never opened
+        raise SuperpositionError(
+            f"dataset_path {path}: not a regular file (a pipe or a device?); give a text file"
+        )
     if path.suffix in (".txt", ".jsonl", ".parquet") and not path.is_file():
         where = f"{path} is a directory, not a file" if path.is_dir() else f"no file at {path}"
         raise SuperpositionError(f"dataset_path: {where}")
@@ -95,8 +99,66 @@ def texts(
         yield from _hub(dataset_path, text_column, split)
 
 
+MAX_TEXT_INPUT = 256 << 20  # bytes: a pairs file or a prompt list read whole
+MAX_LINE = 1 << 20  # characters of one line of such a file
+
+
+def read_text_input(
+    path: str | Path, what: str, max_bytes: int = MAX_TEXT_INPUT, max_line: int = MAX_LINE
+) -> str:
+    """A text file given on the command line (a pairs dataset, ...), read whole within the limits of
+    every text input: a regular file (a named pipe or a device such as /dev/zero is refused, never
+    opened, so nothing waits on it), at most `max_bytes`, UTF-8 text without NUL bytes, lines of at
+    most `max_line` characters. Anything else is one line naming `what`."""
+    import stat
+
+    path = Path(path).expanduser()
+    try:
+        st = path.stat()
+    except OSError:
+        raise SuperpositionError(f"{what} {path}: no such file") from None
+    if not stat.S_ISREG(st.st_mode):
+        kind = "a folder" if stat.S_ISDIR(st.st_mode) else "not a regular file (a pipe or a device?)"
+        raise SuperpositionError(f"{what} {path}: {kind}; give a text file")
+    if st.st_size > max_bytes:
+        raise SuperpositionError(f"{what} {path}: {st.st_size:,} bytes; at most {max_bytes:,}")
+    try:
+        with open(path, "rb") as f:
+            data = f.read(max_bytes + 1)
+    except OSError as err:
+        raise SuperpositionError(f"{what} {path}: cannot read it ({type(err).__name__})") from None
+    if len(data) > max_bytes:  # grew while being read
+        raise SuperpositionError(f"{what} {path}: more than {max_bytes:,} bytes")
+    if b"\x00" in data:
+        raise SuperpositionError(f"{what} {path}: not text (it holds NUL bytes)")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = data[: err.start].count(b"\n") + 1
+        raise SuperpositionError(f"{what} {path}: line {line} is not valid UTF-8 text") from None
+    longest = max((len(line) for line in text.splitlines()), default=0)
+    if longest > max_line:
+        raise SuperpositionError(f"{what} {path}: a line of {longest:,} characters; at most {max_line:,}")
+    return text
+
+
+def looks_binary(chunk: bytes) -> str | None:
+    """Why a file's first bytes are not text (NUL bytes, or more than 1% of them not UTF-8), or None."""
+    if b"\x00" in chunk:
+        return "it holds NUL bytes"
+    bad = chunk.decode("utf-8", errors="replace").count("\ufffd")
+    if chunk and bad > 0.01 * len(chunk) and bad > 3:
+        return f"{bad} of its first {len(chunk):,} bytes are not UTF-8"
+    return None
+
+
 def _txt(path: Path, text_column: str | None) -> Iterator[str]:
-    """Paragraphs (separated by blank lines); undecodable bytes become U+FFFD."""
+    """Paragraphs (separated by blank lines); the odd undecodable byte becomes U+FFFD, but a file
+    that is not text (NUL bytes, or more than 1% of its first 64 KiB not UTF-8) is refused."""
+    with open(path, "rb") as f:
+        why = looks_binary(f.read(65536))
+    if why:
+        raise SuperpositionError(f"dataset_path {path}: not text ({why})")
     with open(path, encoding="utf-8", errors="replace") as f:
         para: list[str] = []
         for line in f:

@@ -187,27 +187,67 @@ def gguf_digest(path: Path) -> str:
 _DIGESTS: dict[tuple, str] = {}
 
 
+def check_device(device: str, what: str = "device") -> str:
+    """`device` if this machine has it (cpu, cuda, cuda:N with N below the GPU count, mps where it
+    exists); a one-line error otherwise, before any work (a model on `meta` holds no weights)."""
+    import torch
+
+    try:
+        d = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise SuperpositionError(f"{what} {device!r}: not a device; give cpu, cuda or cuda:N") from None
+    if d.type == "cpu":
+        return device
+    if d.type == "cuda":
+        n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if n == 0:
+            raise SuperpositionError(f"{what} {device!r}: this machine has no CUDA device; use cpu")
+        if d.index is not None and d.index >= n:
+            raise SuperpositionError(f"{what} {device!r}: this machine has CUDA devices 0..{n - 1}")
+        return device
+    mps = getattr(torch.backends, "mps", None)
+    if d.type == "mps" and mps is not None and mps.is_available():
+        return device
+    raise SuperpositionError(f"{what} {device!r}: not a device models run on here; give cpu or cuda")
+
+
 def load_model(name: str = DEFAULT_MODEL, device: str = "cpu", dtype: str = "float32") -> LoadedModel:
-    """Any causal LM that transformers supports, by hub name, local path, .gguf file or alias."""
+    """Any causal LM that transformers supports, by hub name, local path, .gguf file or alias: the
+    one loader every command goes through. Whatever is wrong with it (no such model, a config of
+    another architecture than the weights, truncated or missing weights, no tokenizer) is one line
+    naming the model, never a traceback, and never a model with weights left at random."""
     import torch
 
     if dtype not in DTYPES:
         raise SuperpositionError(f"dtype: {dtype!r} is not one of {', '.join(DTYPES)}")
+    check_device(device)
     from superposition.progress import phase
 
+    if name.startswith(("/", "./", "../", "~")) and not Path(name).expanduser().exists():
+        raise SuperpositionError(f"model_name {name!r}: no such folder or file")
     transformers = lm_imports()
     where = resolve(name)
     try:
         with phase(f"loading {name}"):
             tok = transformers.AutoTokenizer.from_pretrained(where)
-            model = transformers.AutoModelForCausalLM.from_pretrained(where, dtype=getattr(torch, dtype))
-    except (OSError, ValueError, KeyError) as err:
-        known = ", ".join(ALIASES)
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            model, info = transformers.AutoModelForCausalLM.from_pretrained(
+                where, dtype=getattr(torch, dtype), output_loading_info=True
+            )
+    except SuperpositionError:
+        raise  # already one line (a torchrun rank told to stop while loading, say)
+    except Exception as err:  # noqa: BLE001 - transformers, safetensors and tokenizers raise many types
+        raise _cannot_load(name, err) from None
+    missing = [k for k in info.get("missing_keys", []) if not _tied(model, k)]
+    mismatched = info.get("mismatched_keys", [])
+    if missing or mismatched:
+        what = missing or [m[0] if isinstance(m, tuple | list) else m for m in mismatched]
         raise SuperpositionError(
-            f"model_name {name!r}: cannot load it ({first}); use {known}, a local folder, "
-            f"a .gguf file, or a Hugging Face hub name (online)"
-        ) from None
+            f"model_name {name!r}: its weights do not fit its config ({len(what)} "
+            f"{'missing' if missing else 'of another shape'}, e.g. {what[0]}); a config.json of another "
+            "model beside these weights, or weights cut short"
+        )
+    if tok is None or not hasattr(tok, "get_vocab"):
+        raise SuperpositionError(f"model_name {name!r}: has no tokenizer")
     try:
         model.to(device)
     except (RuntimeError, AssertionError) as err:
@@ -216,3 +256,23 @@ def load_model(name: str = DEFAULT_MODEL, device: str = "cpu", dtype: str = "flo
     for p in model.parameters():
         p.requires_grad_(False)
     return LoadedModel(model, tok, name)
+
+
+def _tied(model, key: str) -> bool:
+    """A missing key that is tied to one that was loaded (the output embedding of a model that ties
+    it to the input embedding): not missing at all."""
+    tied = getattr(model, "_tied_weights_keys", None) or []
+    if isinstance(tied, dict):
+        tied = list(tied)
+    ties = bool(getattr(model.config, "tie_word_embeddings", False))
+    return ties and any(key == t or key.endswith(t) for t in tied)
+
+
+def _cannot_load(name: str, err: Exception) -> SuperpositionError:
+    known = ", ".join(ALIASES)
+    text = str(err).strip()
+    first = (text.splitlines()[0] if text else type(err).__name__)[:240]
+    return SuperpositionError(
+        f"model_name {name!r}: cannot load it ({type(err).__name__}: {first}); use {known}, a local "
+        "folder, a .gguf file, or a Hugging Face hub name (online)"
+    )

@@ -23,17 +23,32 @@ from superposition.report import TEMPLATES
 
 @dataclass
 class FigureSpec:
-    """A figure of a run: saved as `<name>.png` (matplotlib) or `<name>.html` (plotly)."""
+    """A figure of a run: saved as `<name>.png` (matplotlib) or `<name>.html` (plotly). `figure` may
+    be a function that draws it: drawn when the run is written, after its summary, and a drawing
+    that fails costs that figure (the report says why), never the run's results."""
 
     name: str
     caption: str
-    figure: Any  # matplotlib Figure or plotly Figure
+    figure: Any  # matplotlib Figure or plotly Figure, or a function of no arguments returning one
+    failed: str | None = None  # why a figure drawn late could not be drawn
+
+    def resolve(self) -> bool:
+        """Draw a figure given as a function; False (and `failed` says why) when it cannot be."""
+        if callable(self.figure) and not isinstance(self.figure, MplFigure | go.Figure):
+            try:
+                self.figure = self.figure()
+            except Exception as err:  # noqa: BLE001 - any drawing failure loses only this figure
+                self.figure = None
+                self.failed = f"{type(err).__name__}: {str(err).splitlines()[0][:200] if str(err) else ''}"
+        return self.figure is not None
 
 
 def save_figures(figures: list[FigureSpec], out: Path) -> None:
     """Write every figure into the run directory. Interactive figures share one `plotly.min.js`
     written beside them, so each opens from disk."""
     for spec in figures:  # each written whole, replacing (never following) whatever is at its name
+        if not spec.resolve():
+            continue
         if isinstance(spec.figure, MplFigure):
             buf = io.BytesIO()
             spec.figure.savefig(buf, format="png", dpi=110)
@@ -69,6 +84,9 @@ def render_report(
     string is escaped."""
     items = []
     for spec in figures:
+        if not spec.resolve():
+            items.append({"kind": "failed", "caption": spec.caption, "name": spec.name, "why": spec.failed})
+            continue
         if isinstance(spec.figure, MplFigure):
             buf = io.BytesIO()
             spec.figure.savefig(buf, format="png", dpi=110)

@@ -40,9 +40,10 @@ def training_curves(
     rows: Sequence[Mapping[str, float]], keys: Sequence[str], x: str = "tokens", group: str | None = None
 ) -> Figure:
     """One panel per logged quantity against `x`; with `group` (e.g. hook_name), one line per
-    value of that key."""
+    value of that key. Rows without `x` (a damaged log) are left out."""
     import matplotlib.pyplot as plt
 
+    rows = [r for r in rows if x in r]
     keys = [k for k in keys if any(k in r for r in rows)]
     fig, axes = plt.subplots(1, max(1, len(keys)), figsize=(3.6 * max(1, len(keys)), 3.2), squeeze=False)
     labels = list(dict.fromkeys(r.get(group) for r in rows)) if group else [None]
