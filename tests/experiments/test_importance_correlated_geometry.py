@@ -76,3 +76,21 @@ def test_geometry_features_stick_to_fractions(run_quick):
         clustered += np.mean(np.abs(d - np.median(d)) <= 0.03) >= 0.8
         digons += np.mean(np.abs(d - 0.5) <= 0.01) >= 0.9
     assert clustered >= len(counted) / 2 and digons >= 1
+    # the polytopes, from the trained weights: a plateau where every represented feature is in a digon
+    # (D = 1/2 each), then, sparser, square antiprisms or pentagons whose features sit at 3/8 or 2/5;
+    # the per-instance census agrees with the groups
+    groups = s["polytopes"]["groups"]
+    all_digons = [i for i, gs in enumerate(groups) if len(gs) >= 10 and {g["kind"] for g in gs} == {"digon"}]
+    assert all_digons and all(
+        abs(d - 0.5) < 0.02 for i in all_digons for g in groups[i] for d in g["dimensionality"]
+    )
+    later = [(i, g) for i, gs in enumerate(groups) for g in gs if i > max(all_digons)]
+    packed = [(i, g) for i, g in later if g["kind"] in ("pentagon", "square antiprism")]
+    assert packed, [g["name"] for _, g in later][:10]
+    for _, g in packed:
+        frac = 0.4 if g["kind"] == "pentagon" else 0.375
+        assert all(abs(d - frac) < 0.05 for d in g["dimensionality"]), g
+        assert g["rank"] == (2 if g["kind"] == "pentagon" else 3)
+    for rec, gs in zip(s["instances"], groups):
+        assert sum(k["features"] for k in rec["polytopes"].values()) == sum(len(g["features"]) for g in gs)
+        assert sum(k["features"] for k in rec["polytopes"].values()) == rec["n_represented"]

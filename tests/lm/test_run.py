@@ -85,7 +85,10 @@ def test_eval_sae_rewrites_the_summary(uninterrupted, capsys):
             "hook_name 'blocks.99.hook_resid_post': not a hook point of this model; valid:",
         ),
         (["--set", "context_size=10000"], "context_size: 10000 is longer than the model allows (8192)"),
-        (["--set", "model_name=/nonexistent/model"], "model_name '/nonexistent/model': cannot load it"),
+        (
+            ["--set", "model_name=/nonexistent/model"],
+            "model_name '/nonexistent/model': no such folder or file",
+        ),
         (["--set", "architecture=relu"], "--set architecture: Input should be"),
         (["--set", "batch_size_tokens=0"], "--set batch_size_tokens: Input should be greater than 0"),
         (["--resume"], "--resume: "),

@@ -18,6 +18,7 @@ from superposition.experiments.toy_common import (
 )
 from superposition.report.html import FigureSpec
 from superposition.toy import geometry
+from superposition.toy.polytopes import FRACTIONS, census, feature_groups, kind_of_each_feature
 from superposition.viz import toy as viz
 
 
@@ -31,15 +32,18 @@ class GeometryConfig(ToyConfig):
         "cosine"  # decaying lr lets features settle on the polytopes
     )
     max_inv_sparsity: float = Field(100.0, ge=1.0, description="largest 1/(1-S) of the default sweep")
+    group_link: float = Field(
+        0.25, gt=0.0, lt=1.0, description="features whose |cos| exceeds this are in one group (one polytope)"
+    )
+    group_tolerance: float = Field(
+        0.15, gt=0.0, lt=1.0, description="a group is named a shape when its sorted cosines are this close"
+    )
 
 
 @register(
     "geometry",
     "400 features in 30 dimensions over 20 sparsities: dimensions per feature stick to 1, 3/4, 2/3, 1/2, "
-    "2/5, "
-    ""
-    ""
-    "3/8",
+    "2/5, 3/8; the features' groups named by the polytope they form (digon, triangle, pentagon, ...)",
     GeometryConfig,
     quick={"n_instances": 12, "n_features": 200, "d_hidden": 20, "steps": 3000},
 )
@@ -52,12 +56,25 @@ def run(cfg: GeometryConfig, out: Path) -> Result:
     fdims = geometry.feature_dimensionality(W).numpy()
     records = instance_records(trained, [{"inv_sparsity": float(v)} for v in inv_s])
     near, chance, n_counted = geometry.sticky_share(fdims)
+    groups = [feature_groups(w, link=cfg.group_link, tol=cfg.group_tolerance) for w in W]
+    counts = census(W, link=cfg.group_link, tol=cfg.group_tolerance)
+    for rec, c in zip(records, counts):
+        rec["polytopes"] = c["kinds"]
+    kinds = [kind_of_each_feature(g, W.shape[-1]) for g in groups]
+    # the instance drawn kind by kind: the one with the most kinds of polytope
+    shown = max(range(len(groups)), key=lambda i: (len({g.kind for g in groups[i]} - {"other"}), -i))
+    totals = _totals(counts)
     highlights = {
         "dimensions per feature, densest → sparsest": f"{dpf[0]:.3f} → {dpf[-1]:.3f}",
         "represented features, densest → sparsest": f"{records[0]['n_represented']} → "
         f"{records[-1]['n_represented']} of {cfg.n_features}",
         "features with D_i ≥ 0.3 within ±0.03 of a sticky fraction": f"{near:.1%} of {n_counted} (uniformly "
         f"spread values would give {chance:.1%})",
+        **{
+            f"{k}s (all instances)": v
+            for k, v in totals.items()
+            if k in FRACTIONS and k != "dedicated dimension"
+        },
     }
     figures = [
         FigureSpec(
@@ -78,6 +95,27 @@ def run(cfg: GeometryConfig, out: Path) -> Result:
             viz.feature_dimensionality_scatter(inv_s, fdims),
         ),
         FigureSpec(
+            "dimensionality_by_polytope",
+            "Each feature's dimensionality against 1/(1−S), coloured by the polytope its group forms (the "
+            "represented features split into groups that interfere with each other and not with the rest, "
+            'each named by its size and angles; "other" when no shape fits). A "dedicated dimension" has no '
+            "represented partner; where its D_i is under 1, it shares its dimension with weak, unrepresented "
+            "features.",
+            lambda: viz.dimensionality_by_kind(inv_s, fdims, kinds),
+        ),
+        FigureSpec(
+            "polytope_census",
+            "Per instance: the features in groups of each kind (left) and the hidden dimensions each kind "
+            "takes (right).",
+            lambda: viz.polytope_census(inv_s, [c["kinds"] for c in counts]),
+        ),
+        FigureSpec(
+            "polytopes",
+            f"The instance at 1/(1−S) = {inv_s[shown]:.3g}: one group of each kind drawn in its own "
+            "subspace.",
+            lambda: viz.polytopes_in_subspaces(W[shown], groups[shown], f"1/(1−S) = {inv_s[shown]:.3g}"),
+        ),
+        FigureSpec(
             "loss",
             "Training loss per instance.",
             viz.loss_curves(*trained.loss_curves(), [f"{v:.3g}" for v in inv_s]),
@@ -95,6 +133,11 @@ dimensions) and near 1/2 (antipodal pairs), with plateaus at other fractions. In
 dimensionalities cluster at 1, 3/4, 2/3, 1/2, 2/5 and 3/8, the signatures of features arranged as
 uniform polytopes: digons (1/2), triangles (2/3), tetrahedra (3/4), pentagons (2/5), square antiprisms
 (3/8).</p>
+<p><b>Which polytopes.</b> The represented features (‖W_i‖ &gt; 0.5) of each instance are split into groups
+that interfere with each other and not with the rest (components of the graph |cos(W_i, W_j)| &gt;
+{cfg.group_link}): each group lives in a subspace orthogonal to the others'. A group is named by its size,
+the rank of its directions and its sorted pairwise cosines against those of a reference shape (all within
+{cfg.group_tolerance}); "other" when none fits. Over all instances: {_sentence(totals)}.</p>
 """
     summary = {
         "n_features": cfg.n_features,
@@ -109,6 +152,25 @@ uniform polytopes: digons (1/2), triangles (2/3), tetrahedra (3/4), pentagons (2
             "min_dimensionality": 0.3,
         },
         "instances": records,
+        "polytopes": {
+            "link": cfg.group_link,
+            "tolerance": cfg.group_tolerance,
+            "totals": totals,
+            "groups": [c["groups"] for c in counts],
+        },
         "history": loss_history(trained),
     }
     return Result("Toy models: the geometry of superposition", explanation, summary, figures, highlights)
+
+
+def _totals(counts: list[dict]) -> dict[str, int]:
+    """Groups of each kind over every instance, commonest first."""
+    out: dict[str, int] = {}
+    for c in counts:
+        for kind, k in c["kinds"].items():
+            out[kind] = out.get(kind, 0) + k["groups"]
+    return dict(sorted(out.items(), key=lambda kv: -kv[1]))
+
+
+def _sentence(totals: dict[str, int]) -> str:
+    return ", ".join(f"{v} {k}{'s' if v != 1 else ''}" for k, v in totals.items()) or "no group"

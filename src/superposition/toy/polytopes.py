@@ -1,5 +1,8 @@
 """Names for the geometry a toy model's features form: digon, triangle, pentagon, tetrahedron,
-triangular bipyramid, octahedron, square antiprism, ...
+triangular bipyramid, octahedron, square antiprism, ... in a tiny model (`name_geometry`), and in a
+large one (400 features in 30 dimensions) the census of the polytopes its features form
+(`feature_groups`, `census`): how many digons, triangles, tetrahedra, pentagons and square antiprisms,
+the share of the features in each and the dimensions each takes.
 
 The represented features (‖W_i‖ above a threshold) are split into *components*: groups joined by
 non-zero interference (|cos| > 0.1), which live in mutually orthogonal subspaces. Each component
@@ -13,6 +16,7 @@ not all equally strong, so the norms are reported beside it.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from functools import cache
 
 import torch
@@ -22,6 +26,11 @@ from superposition.toy.compare import polygon
 
 _POLYGONS = {2: "digon", 3: "triangle", 4: "square", 5: "pentagon", 6: "hexagon", 7: "heptagon", 8: "octagon"}
 TOL = 0.15  # largest difference between sorted cosines and the reference's
+# In a large model, the |cos| that joins two features into one group: between the interference that
+# trained weights leave between polytopes (mostly under 0.2 in the 400-in-30 model) and the smallest
+# |cos| that holds a polytope together (the tetrahedron's 1/3; a pentagon or square antiprism stays
+# joined by its larger cosines). A tiny model's solution is named whole, with 0.1 (`components`).
+LINK = 0.25
 
 
 def _unit(V: Tensor) -> Tensor:
@@ -113,15 +122,18 @@ def components(W: Tensor, threshold: float = 0.5, link: float = 0.1) -> list[lis
     return sorted(groups, key=lambda g: (-len(g), g))
 
 
-def name_component(U: Tensor) -> str:
-    """The name of one interfering group of unit directions U (d, m)."""
+def name_component(U: Tensor, tol: float = TOL) -> str:
+    """The name of one interfering group of unit directions U (d, m): the reference shape of the
+    same size whose sorted pairwise cosines are all within `tol` of U's. The cosines fix the shape;
+    the rank is not asked to match, since a slightly sagging triangle (cosines −0.45 rather than
+    −0.5) already spans 3 dimensions by any threshold that trained weights need."""
     m = U.shape[1]
     if m == 1:
         return "dedicated dimension"
     rank = _rank(U)
     cos = _sorted_cosines(U)
-    for name, size, r, ref in references():
-        if size == m and r == rank and float((cos - ref).abs().max()) < TOL:
+    for name, size, _, ref in references():
+        if size == m and float((cos - ref).abs().max()) < tol:
             return name
     return f"{m} features in {rank} dimensions"
 
@@ -152,3 +164,79 @@ def name_geometry(W: Tensor, threshold: float = 0.5) -> str:
     for n in names:
         counts[n] = counts.get(n, 0) + 1
     return " + ".join(f"{c} {n}s" if c > 1 else n for n, c in counts.items())
+
+
+# ---------------------------------------------------------------------- groups inside a large model
+# The kinds a group of features is counted as; a group that fits none of the reference shapes is "other".
+KINDS = ("dedicated dimension", "digon", "triangle", "tetrahedron", "pentagon", "square antiprism", "hexagon",
+         "heptagon", "octagon", "cube", "icosahedron", "other")  # fmt: skip
+# the dimensionality each feature of a uniform polytope has (the paper's sticky fractions)
+FRACTIONS = {"dedicated dimension": 1.0, "digon": 1 / 2, "triangle": 2 / 3, "tetrahedron": 3 / 4,
+             "pentagon": 2 / 5, "square antiprism": 3 / 8}  # fmt: skip
+
+
+@dataclass
+class FeatureGroup:
+    """Features that interfere with each other and with no other represented feature: they share a
+    subspace of `rank` dimensions, orthogonal to every other group's."""
+
+    features: list[int]
+    kind: str  # one of KINDS
+    name: str  # name_component's ("pentagon", "5 features in 3 dimensions")
+    rank: int
+    dimensionality: list[float]  # each feature's D_i (toy/geometry.feature_dimensionality)
+
+    def as_dict(self) -> dict:
+        return {"features": self.features, "kind": self.kind, "name": self.name, "rank": self.rank,
+                "dimensionality": [round(v, 4) for v in self.dimensionality]}  # fmt: skip
+
+
+def feature_groups(
+    W: Tensor, threshold: float = 0.5, link: float = LINK, tol: float = TOL
+) -> list[FeatureGroup]:
+    """The represented features of W (d, n) split into groups that interfere (|cos| > `link`: the
+    components of that graph) and each group named by its geometry: its size, the rank of its
+    directions, and its sorted pairwise cosines against those of the reference shapes (within
+    `tol`)."""
+    from superposition.toy.geometry import feature_dimensionality
+
+    W = W.double()
+    dims = feature_dimensionality(W)
+    out = []
+    for g in components(W, threshold, link):
+        U = _unit(W[:, g])
+        name = name_component(U, tol)
+        out.append(FeatureGroup(g, name if name in KINDS else "other", name, _rank(U), dims[g].tolist()))
+    return out
+
+
+def census(W: Tensor, threshold: float = 0.5, link: float = LINK, tol: float = TOL) -> list[dict]:
+    """Per instance of W (inst, d, n): its groups, and per kind how many groups, how many features,
+    their share of the represented features and the dimensions they take: the sum of their features'
+    dimensionalities D_i (a polytope alone in its subspace takes its rank: a tetrahedron 4 × 3/4; over
+    all features the sum never exceeds d, since Σ_i D_i ≤ rank W)."""
+    out = []
+    for w in W:
+        groups = feature_groups(w, threshold, link, tol)
+        n_rep = sum(len(g.features) for g in groups)
+        kinds: dict[str, dict] = {}
+        for g in groups:
+            k = kinds.setdefault(g.kind, {"groups": 0, "features": 0, "dimensions": 0.0})
+            k["groups"] += 1
+            k["features"] += len(g.features)
+            k["dimensions"] += sum(g.dimensionality)
+        for k in kinds.values():
+            k["share"] = k["features"] / n_rep if n_rep else 0.0
+            k["dimensions"] = round(k["dimensions"], 3)
+        out.append({"kinds": dict(sorted(kinds.items(), key=lambda kv: KINDS.index(kv[0]))),
+                    "groups": [g.as_dict() for g in groups], "n_represented": n_rep})  # fmt: skip
+    return out
+
+
+def kind_of_each_feature(groups: list[FeatureGroup], n: int) -> list[str]:
+    """The kind of the group each of n features is in ("not represented" for the others)."""
+    kinds = ["not represented"] * n
+    for g in groups:
+        for i in g.features:
+            kinds[i] = g.kind
+    return kinds

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 import matplotlib.pyplot as plt
 import numpy as np
 import plotly.graph_objects as go
+import torch
 from matplotlib.figure import Figure
 from plotly.subplots import make_subplots
 from torch import Tensor
@@ -629,4 +630,114 @@ def hidden_states_2d(
     handles.append(Line2D([], [], color="0.35", label="feature i alone (x = e_i)"))
     fig.legend(handles=handles, loc="lower center", ncol=4, fontsize=8, frameon=False)
     fig.tight_layout(rect=(0, 0.07, 1, 1))
+    return fig
+
+
+KIND_COLOURS = {"dedicated dimension": "tab:gray", "digon": "tab:blue", "triangle": "tab:orange",
+                "tetrahedron": "tab:green", "pentagon": "tab:red", "square antiprism": "tab:purple",
+                "hexagon": "tab:brown", "other": "tab:pink"}  # fmt: skip
+
+
+def dimensionality_by_kind(
+    inv_sparsity: np.ndarray, feature_dims: np.ndarray, kinds: Sequence[Sequence[str]]
+) -> Figure:
+    """The paper's scatter of each feature's dimensionality against 1/(1−S), every point coloured
+    by the kind of polytope its group forms (toy/polytopes.feature_groups); dotted lines at the
+    sticky fractions."""
+    fig, ax = plt.subplots(figsize=(10, 4.6))
+    x = np.log10(np.asarray(inv_sparsity, dtype=float))
+    width = 0.35 * (np.diff(x).min() if len(x) > 1 else 1.0)
+    seen = set()
+    for i in range(feature_dims.shape[0]):
+        rng = np.random.default_rng(i)
+        for kind in dict.fromkeys(kinds[i]):
+            if kind == "not represented":
+                continue
+            idx = [j for j, k in enumerate(kinds[i]) if k == kind]
+            d = feature_dims[i][idx]
+            colour = KIND_COLOURS.get(kind, KIND_COLOURS["other"])
+            label = kind if kind not in seen else None
+            seen.add(kind)
+            ax.scatter(
+                x[i] + rng.uniform(-width, width, d.shape), d, s=6, alpha=0.6, color=colour, label=label
+            )
+    for frac in FRACTION_LABELS:
+        ax.axhline(frac, color="0.5", ls=":", lw=0.8)
+    ticks = np.linspace(x.min(), x.max(), min(6, len(x)))
+    ax.set_xticks(ticks)
+    ax.set_xticklabels([f"{10**t:.3g}" for t in ticks])
+    ax.set_xlabel("1 / (1 − S)")
+    ax.set_ylabel("feature dimensionality $D_i$")
+    ax.set_ylim(0, 1.1)
+    ax.legend(fontsize=7, markerscale=2, loc="upper right", ncol=2)
+    fig.tight_layout()
+    return fig
+
+
+def polytopes_in_subspaces(W: Tensor, groups: Sequence, title: str) -> Figure:
+    """One example of each kind of group of one instance, drawn in its own subspace (the span of its
+    features, from their SVD): a digon, triangle or pentagon in the plane, a tetrahedron or square
+    antiprism in 3-D; each feature's direction from the origin."""
+    from mpl_toolkits.mplot3d import Axes3D  # noqa: F401 - registers the 3-D projection
+
+    examples = {}
+    for g in groups:
+        if g.kind not in ("dedicated dimension", "other") and g.kind not in examples and g.rank in (1, 2, 3):
+            examples[g.kind] = g
+    n = max(1, len(examples))
+    fig = plt.figure(figsize=(3.2 * n, 3.4))
+    for k, (kind, g) in enumerate(examples.items(), 1):
+        V = W[:, g.features].double()
+        u, s, _ = torch.linalg.svd(V, full_matrices=False)
+        r = max(2, g.rank)
+        P = (u[:, :r].T @ V).numpy()  # (r, features): the group in its own subspace
+        colour = KIND_COLOURS.get(kind, KIND_COLOURS["other"])
+        if r == 3:
+            ax = fig.add_subplot(1, n, k, projection="3d")
+            for j in range(P.shape[1]):
+                ax.plot([0, P[0, j]], [0, P[1, j]], [0, P[2, j]], color=colour, lw=1.5)
+            ax.scatter(*P, color=colour, s=14)
+            lim = float(np.abs(P).max()) * 1.1
+            ax.set(xlim=(-lim, lim), ylim=(-lim, lim), zlim=(-lim, lim))
+            ax.set_xticks([]), ax.set_yticks([]), ax.set_zticks([])
+        else:
+            ax = fig.add_subplot(1, n, k)
+            for j in range(P.shape[1]):
+                ax.plot([0, P[0, j]], [0, P[1, j]], color=colour, lw=1.5)
+            order = np.argsort(np.arctan2(P[1], P[0]))
+            ring = np.concatenate([order, order[:1]])
+            if P.shape[1] > 2:
+                ax.plot(P[0, ring], P[1, ring], color=colour, lw=0.6, ls="--")
+            ax.scatter(*P, color=colour, s=14)
+            lim = float(np.abs(P).max()) * 1.15
+            ax.set(xlim=(-lim, lim), ylim=(-lim, lim), aspect="equal", xticks=[], yticks=[])
+        ax.set_title(f"{kind}\nfeatures {', '.join(map(str, g.features[:8]))}", fontsize=8)
+    if not examples:
+        ax = fig.add_subplot(1, 1, 1)
+        ax.text(0.5, 0.5, "no polytope in this instance", ha="center", va="center")
+        ax.set_axis_off()
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def polytope_census(inv_sparsity: np.ndarray, kinds_per_instance: Sequence[dict]) -> Figure:
+    """Per instance (against 1/(1−S)): the features in groups of each kind (left) and the hidden
+    dimensions groups of each kind take (right), stacked; `kinds_per_instance` is census()'s "kinds"."""
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    x = np.asarray(inv_sparsity, dtype=float)
+    present = list(dict.fromkeys(k for c in kinds_per_instance for k in c))
+    for ax, field, ylabel in ((axes[0], "features", "features in groups of the kind"),
+                              (axes[1], "dimensions", "hidden dimensions the kind takes")):  # fmt: skip
+        ys = [[c.get(k, {}).get(field, 0) for c in kinds_per_instance] for k in present]
+        if ys:
+            ax.stackplot(
+                x, ys, labels=present, colors=[KIND_COLOURS.get(k, "0.3") for k in present], alpha=0.85
+            )
+        ax.set_xscale("log")
+        ax.set_xlabel("1 / (1 − S)")
+        ax.set_ylabel(ylabel)
+    if present:
+        axes[0].legend(fontsize=7, loc="upper left")
+    fig.tight_layout()
     return fig
