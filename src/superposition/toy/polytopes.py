@@ -99,7 +99,7 @@ def _sorted_cosines(U: Tensor) -> Tensor:
 
 def components(W: Tensor, threshold: float = 0.5, link: float = 0.1) -> list[list[int]]:
     """The represented features of W (d, n), grouped by interference (|cos| > link)."""
-    W = W.double()
+    W = W.detach().double()
     rep = (W.norm(dim=0) > threshold).nonzero().squeeze(1).tolist()
     if not rep:
         return []
@@ -152,7 +152,7 @@ def name_geometry(W: Tensor, threshold: float = 0.5) -> str:
     groups = components(W, threshold)
     if not groups:
         return "no feature represented"
-    W = W.double()
+    W = W.detach().double()
     names = [name_component(_unit(W[:, g])) for g in groups]
     rank = _rank(_unit(W[:, [i for g in groups for i in g]]))
     whole = _WHOLES.get((tuple(sorted(names)), rank))
@@ -200,7 +200,7 @@ def feature_groups(
     `tol`)."""
     from superposition.toy.geometry import feature_dimensionality
 
-    W = W.double()
+    W = W.detach().double()
     dims = feature_dimensionality(W)
     out = []
     for g in components(W, threshold, link):
