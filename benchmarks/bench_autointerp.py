@@ -24,8 +24,8 @@ from superposition.interp.explain import detection_requests, fuzzing_requests
 
 
 def default_run(folder: Path) -> Path:
-    from superposition.runs.train import train_lm_sae
     from superposition.lm.config import make_lm_config
+    from superposition.runs.train import train_lm_sae
 
     out = folder / "run"
     train_lm_sae(make_lm_config(None, ["training_tokens=200000"]), out)

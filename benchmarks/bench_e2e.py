@@ -39,8 +39,8 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=32768, help="training tokens per SAE")
     parser.add_argument("--ds", action="store_true", help="also train the e2e+downstream variant")
     args = parser.parse_args()
-    from superposition.runs.train import train_lm_sae
     from superposition.lm.config import make_lm_config
+    from superposition.runs.train import train_lm_sae
 
     names = ["local", "e2e"] + (["e2e_ds"] if args.ds else [])
     rows = {}

@@ -99,8 +99,8 @@ def _model_folder(root: Path, small: bool) -> Path:
 
 
 def lm_sae(device: str, small: bool, root: Path) -> dict:
-    from superposition.runs.train import train_lm_sae
     from superposition.lm.config import make_lm_config
+    from superposition.runs.train import train_lm_sae
 
     folder = _model_folder(root, small)
     tokens = 8192 if small else 1_048_576
