@@ -42,11 +42,15 @@ def test_attribute_writes_the_graph_in_circuit_tracers_format(graph_out):
     for n in data["nodes"]:
         assert re.match(patterns[n["feature_type"]], n["node_id"]), n
     assert len([n for n in data["nodes"] if n["feature_type"] == "embedding"]) == summary["n_tokens"]
+    # circuit-tracer's BOS rule: nothing but the embedding at position 0
+    assert summary["zeroed_positions"] == 1
+    assert {n["feature_type"] for n in data["nodes"] if n["ctx_idx"] == 0} == {"embedding"}
     assert all(link["source"] in ids and link["target"] in ids for link in data["links"])
     meta = json.loads((graph_out / "graph-metadata.json").read_text())
     assert meta == {"graphs": [data["metadata"]]}
     graph = load_graph(graph_out / "graph.safetensors")
     assert graph.prompt == HOSTILE and graph.adjacency.shape == (summary["n_nodes"],) * 2
+    assert graph.zero_positions == 1 and int((graph.features[:, 1] == 0).sum()) == 0
     assert torch.count_nonzero(graph.adjacency) == summary["n_edges"]
     # an edge of the JSON is the adjacency's entry
     link = max(data["links"], key=lambda x: abs(x["weight"]))
@@ -116,3 +120,26 @@ def test_sparsify_transcoders_by_hook_are_a_run_attribute_reads(transcoder_run, 
             torch.testing.assert_close(theirs.transcoders[L].saved_tensors(0)[k], v)
     with pytest.raises(Exception, match="does not name the model its SAEs read; give `model`"):
         load_transcoders(folder)
+
+
+def test_a_graph_without_latents_says_so_and_why(tiny_llama, tmp_path, capsys):
+    """A transcoder whose decoder writes nothing: its latents have no outgoing edges, so the pruned
+    graph is errors, embeddings and logits only; the summary line and the report say so, naming the
+    MLP without a transcoder and the errors' share of the influence."""
+    from safetensors.torch import load_file, save_file
+
+    run = make_transcoder_run(tmp_path / "tc", layers=(0,), d_model=64, model=str(tiny_llama))
+    w = run / "saes" / "blocks.0.mlp" / "sae_weights.safetensors"
+    t = load_file(w)
+    t["W_dec"] = torch.zeros_like(t["W_dec"])
+    save_file(t, w)
+    out = tmp_path / "g"
+    assert main(["attribute", str(run), "--prompt", "one two three", "--out", str(out)]) == 0
+    line = capsys.readouterr().out
+    s = json.loads((out / "summary.json").read_text())
+    assert s["n_active_features"] > 0 and s["pruned"]["n_features"] == 0
+    assert s["layers_without_transcoder"] == [1] and 0 < s["error_influence_share"] < 1
+    share = f"{s['error_influence_share']:.0%}"
+    for text in (line, (out / "report.html").read_text()):
+        assert "the pruned graph holds no latent" in text and f"error nodes carry {share}" in text
+        assert "1 of 2 MLPs have no transcoder" in text and "layers 1)" in text

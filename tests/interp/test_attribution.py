@@ -9,6 +9,7 @@ import torch
 from superposition.interp.attribution import (
     Graph,
     attribute,
+    bos_positions,
     influence,
     normalise,
     prune,
@@ -49,11 +50,12 @@ def _transcoder(d, d_sae, seed, bias=False, skip=False, scale=0.3):
 
 @pytest.fixture(scope="module")
 def small():
-    """A random 2-layer d=8 Llama-style model with random transcoders, and one prompt's graph."""
+    """A random 2-layer d=8 Llama-style model with random transcoders, and one prompt's graph with
+    every position's latents and errors kept (the exact linear algebra; the BOS rule is below)."""
     model = _llama()
     rm = ReplacementModel(HookedModel(model), {L: _transcoder(8, 24, L) for L in range(2)})
     ids = torch.tensor([3, 17, 5, 9, 22, 1])
-    return model, rm, ids, attribute(rm, ids, batch_size=8, progress=False)
+    return model, rm, ids, attribute(rm, ids, batch_size=8, progress=False, zero_positions=0)
 
 
 def _targets(rm, trace, graph, emb, writes):
@@ -141,7 +143,7 @@ def test_a_skip_transcoder_routes_its_skip_path_through_earlier_nodes():
     model = _llama()
     rm = ReplacementModel(HookedModel(model), {0: _transcoder(8, 24, 0, skip=True), 1: _transcoder(8, 24, 1)})
     ids = torch.tensor([3, 17, 5, 9])
-    graph = attribute(rm, ids, batch_size=16, progress=False)
+    graph = attribute(rm, ids, batch_size=16, progress=False, zero_positions=0)
     trace = rm.trace(ids)
     for j, (L, p, f) in enumerate(graph.features.tolist()):
         pre = trace.mlp_in[L][p] @ rm.weights[L]["W_enc"][:, f]
@@ -150,7 +152,7 @@ def test_a_skip_transcoder_routes_its_skip_path_through_earlier_nodes():
 
 def test_max_feature_nodes_keeps_the_most_influential_latents(small):
     _, rm, ids, full = small
-    part = attribute(rm, ids, batch_size=8, max_feature_nodes=20, progress=False)
+    part = attribute(rm, ids, batch_size=8, max_feature_nodes=20, progress=False, zero_positions=0)
     assert part.n_features == 20 and part.n_active == full.n_active
     inf = influence(normalise(full.adjacency), full.logit_weights())[: full.n_features]
     chosen = {tuple(r) for r in part.features.tolist()}
@@ -252,3 +254,65 @@ def test_a_transcoder_holding_a_relu_mlps_weights_leaves_no_error_influence():
     tok = influence(normalise(graph.adjacency), graph.logit_weights())[sl["tokens"]]
     assert float(err.sum()) < 1e-4 * float(tok.sum())
     assert scores(graph)[0] == pytest.approx(1.0, abs=1e-4)
+
+
+# ---------------------------------------------------------------------- the BOS rule
+def test_bos_positions_follow_circuit_tracer():
+    assert bos_positions("smollm2-135m") == 1
+    assert bos_positions("google/gemma-2-2b") == 1
+    assert bos_positions("google/gemma-3-1b-it") == 4
+    assert bos_positions("/models/gemma-3-4b-it/") == 4
+    assert bos_positions("gemma-3-4b-pt") == 1
+
+
+def test_bos_rule_drops_position_zero_and_leaves_every_other_edge_as_it_was(small):
+    """Zeroing BOS removes its latents and empties its error nodes; every other node's row (over
+    the columns both graphs have) is the full graph's, and the scores are recomputed over it."""
+    _, rm, ids, full = small
+    g = attribute(rm, ids, batch_size=8, progress=False)  # the default: zero_positions=1
+    assert g.zero_positions == 1 and full.zero_positions == 0
+    assert (full.features[:, 1] == 0).sum() > 0 and (g.features[:, 1] == 0).sum() == 0
+    kept = [j for j, r in enumerate(full.features.tolist()) if r[1] > 0]
+    assert g.features.tolist() == [full.features[j].tolist() for j in kept]
+    sf, sg = full.slices(), g.slices()
+    cols_full = torch.cat([torch.tensor(kept), torch.arange(sf["errors"].start, sf["logits"].start)])
+    cols_g = torch.arange(sg["logits"].start)
+    rows_full = torch.cat([torch.tensor(kept), torch.arange(sf["logits"].start, full.adjacency.shape[0])])
+    rows_g = torch.cat([torch.arange(g.n_features), torch.arange(sg["logits"].start, g.adjacency.shape[0])])
+    want = full.adjacency[rows_full][:, cols_full].clone()
+    # the BOS error columns (one per layer, position 0) are emptied
+    P = g.n_pos
+    bos_err = [g.n_features + L * P for L in range(g.n_layers)]
+    assert float(full.adjacency[:, [sf["errors"].start + L * P for L in range(2)]].abs().sum()) > 0
+    want[:, bos_err] = 0
+    torch.testing.assert_close(g.adjacency[rows_g][:, cols_g], want, rtol=1e-5, atol=1e-6)
+
+
+def test_with_bos_zeroed_incoming_edges_sum_to_the_target_without_the_bos_mlp_outputs(small):
+    """The known answer of the rule: the graph accounts for each target's value in the frozen model
+    whose MLPs write nothing at BOS (biases are zero here, so nothing else is left out)."""
+    _, rm, ids, _ = small
+    g = attribute(rm, ids, batch_size=8, progress=False)
+    trace = rm.trace(ids)
+    writes = {L: rm.writes(trace, L)[None].clone() for L in range(2)}
+    for w in writes.values():
+        w[0, 0] = 0
+    with torch.no_grad():
+        values = _targets(rm, trace, g, trace.emb[None], writes)
+        full_values = _targets(
+            rm, trace, g, trace.emb[None], {L: rm.writes(trace, L)[None] for L in range(2)}
+        )
+    sl = g.slices()
+    rows = torch.cat([torch.arange(g.n_features), torch.arange(sl["logits"].start, g.adjacency.shape[0])])
+    for r, v in zip(rows.tolist(), values, strict=True):
+        _sums_to(g.adjacency[r], v)
+    # and the BOS outputs mattered: without the rule the sums would be the full values
+    assert float((values - full_values).abs().max()) > 1e-3
+
+
+def test_zero_positions_must_leave_a_position():
+    from superposition.errors import SuperpositionError
+
+    rm = ReplacementModel(HookedModel(_llama()), {0: _transcoder(8, 24, 0)})
+    with pytest.raises(SuperpositionError, match="zero_positions must be in 0..1"):
+        attribute(rm, torch.tensor([3, 4]), zero_positions=2, progress=False)

@@ -64,6 +64,27 @@ def test_unfrozen_ablation_differs_from_frozen_where_attention_moves(setup):
     assert not torch.allclose(frozen, real) and iv.kl(trace.logits, real[-1]) >= 0
 
 
+def test_with_bos_left_out_star_means_the_graphs_positions_and_bos_is_refused(setup):
+    _, rm, _, trace, _ = setup
+    from superposition.errors import SuperpositionError
+
+    edits = iv.parse_nodes("1_5_*", rm, trace.n_pos, "ablate", 0, first=1)
+    assert [e.pos for e in edits] == list(range(1, trace.n_pos))
+    with pytest.raises(SuperpositionError, match="position 0 is BOS.*positions 1..5, or --keep-bos"):
+        iv.parse_nodes("1_5_0", rm, trace.n_pos, "ablate", 0, first=1)
+    with pytest.raises(SuperpositionError, match="named twice"):
+        iv.parse_nodes("1_5_*,1_5_3", rm, trace.n_pos, "add", 1.0, first=1)
+    with pytest.raises(SuperpositionError, match="named twice"):
+        iv.parse_nodes("1_5_3,1_5_*", rm, trace.n_pos, "add", 1.0)
+    # the expanded edits leave BOS as it was: the same logits as editing positions 1.. one by one
+    star, _ = iv.intervened_logits(rm, trace, edits, frozen=False)
+    each, _ = iv.intervened_logits(rm, trace, [iv.Edit(1, 5, p) for p in range(1, trace.n_pos)], frozen=False)
+    every, _ = iv.intervened_logits(rm, trace, [iv.Edit(1, 5, None)], frozen=False)
+    torch.testing.assert_close(star, each, rtol=0, atol=0)
+    fired_at_bos = bool(trace.acts[1][0, 5] != 0)
+    assert fired_at_bos == (not torch.equal(star, every))
+
+
 def test_parse_nodes_reads_graph_ids_and_refuses_others(setup):
     _, rm, _, trace, _ = setup
     edits = iv.parse_nodes("0_3_2,1_5_*", rm, trace.n_pos, "clamp", 2.0)

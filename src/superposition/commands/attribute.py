@@ -45,6 +45,23 @@ class AttributeOptions(TranscoderOptions):
     logit_p: float = Field(
         0.95, gt=0, le=1, description="logit nodes: the fewest top tokens with this probability"
     )
+    keep_bos: bool = Field(
+        False,
+        description="keep the BOS position's latents and errors (by default they are zeroed, as "
+        "circuit-tracer does: the first position, the first four for Gemma-3 IT)",
+    )
+
+
+def _ranges(layers: list[int]) -> str:
+    """[0, 1, 2, 5] -> '0-2, 5'."""
+    out, start = [], None
+    for i, L in enumerate(layers):
+        if start is None:
+            start = L
+        if i + 1 == len(layers) or layers[i + 1] != L + 1:
+            out.append(f"{start}" if start == L else f"{start}-{L}")
+            start = None
+    return ", ".join(out)
 
 
 def latent_labels(tr: TranscoderRun, graph: at.Graph, top: int = 3) -> dict[tuple[int, int], str]:
@@ -115,9 +132,11 @@ def run(opts: AttributeOptions, out: Path) -> Result:
     from superposition.interp.replacement import ReplacementModel
 
     rm = ReplacementModel(tr.hooked, tr.transcoders)
+    zero = at.zeroed_positions(ids, tr.lm.tokenizer.bos_token_id, tr.lm.names, opts.keep_bos)
     graph = at.attribute(
-        rm, ids, opts.prompt, opts.max_feature_nodes, opts.batch_size, opts.max_logits, opts.logit_p
-    )
+        rm, ids, opts.prompt, opts.max_feature_nodes, opts.batch_size, opts.max_logits, opts.logit_p,
+        zero_positions=zero,
+    )  # fmt: skip
     nodes, edges = at.prune(graph, opts.node_threshold, opts.edge_threshold)
     pruned = at.pruned_adjacency(graph, nodes, edges)
     replacement, completeness = at.scores(graph)
@@ -130,13 +149,31 @@ def run(opts: AttributeOptions, out: Path) -> Result:
         graph, nodes, edges, token_text, logit_text, latent_labels(tr, graph), "graph",
         f"superposition:{tr.path.name}", hooks, opts.node_threshold,
     )  # fmt: skip
+    sl = graph.slices()
+    inf = at.influence(at.normalise(graph.adjacency), graph.logit_weights())
+    error_share = float(inf[sl["errors"]].sum() / inf[: sl["logits"].start].sum().clamp(min=1e-30))
+    n_pruned_features = int(nodes[sl["features"]].sum())
+    missing = [L for L in range(rm.n_layers) if L not in tr.transcoders]
+    no_latent = ""
+    if n_pruned_features == 0:
+        no_latent = (
+            f"the pruned graph holds no latent: every node is an error, embedding or logit node; error nodes "
+            f"carry {error_share:.0%} of the influence"
+            + (
+                f", and {len(missing)} of {rm.n_layers} MLPs have no transcoder (their whole output is an "
+                f"error node: layers {_ranges(missing)})"
+                if missing
+                else ""
+            )
+        )
     summary = {
         "model_name": tr.lm.name,
         **tr.lm.identity,
         "prompt": opts.prompt,
         "n_tokens": graph.n_pos,
+        "zeroed_positions": zero,
         "transcoder_layers": list(tr.transcoders),
-        "layers_without_transcoder": [L for L in range(rm.n_layers) if L not in tr.transcoders],
+        "layers_without_transcoder": missing,
         "n_active_features": graph.n_active,
         "n_features": graph.n_features,
         "logits": [
@@ -144,6 +181,7 @@ def run(opts: AttributeOptions, out: Path) -> Result:
         ],
         "replacement_score": replacement,
         "completeness_score": completeness,
+        "error_influence_share": error_share,
         "n_nodes": int(graph.adjacency.shape[0]),
         "n_edges": int((graph.adjacency != 0).sum()),
         "pruned": {
@@ -151,6 +189,7 @@ def run(opts: AttributeOptions, out: Path) -> Result:
             "completeness_score": p_completeness,
             "n_nodes": int(nodes.sum()),
             "n_edges": int(edges.sum()),
+            "n_features": n_pruned_features,
             "node_threshold": opts.node_threshold,
             "edge_threshold": opts.edge_threshold,
         },
@@ -180,6 +219,7 @@ def run(opts: AttributeOptions, out: Path) -> Result:
             "edges: direct effects through the model with attention patterns and norms frozen. Pruned to the "
             f"nodes carrying {opts.node_threshold:.0%} of the influence on the logits and the edges carrying "
             f"{opts.edge_threshold:.0%}. Open graph.html to explore it."
+            + (f" Note: {no_latent}." if no_latent else "")
         ),
         summary=summary,
         figures=[
@@ -201,5 +241,6 @@ def run(opts: AttributeOptions, out: Path) -> Result:
             f"{replacement:.3f} ({p_replacement:.3f} pruned), completeness {completeness:.3f} "
             f"({p_completeness:.3f} "
             f"pruned); pruned graph {int(nodes.sum())} nodes, {int(edges.sum())} edges"
+            + (f"; {no_latent}" if no_latent else "")
         ),
     )

@@ -22,6 +22,7 @@ from pydantic import Field, field_validator
 from superposition.commands.base import ModelOptions, SAEOptions, TranscoderOptions, command, parse_latent_ids
 from superposition.errors import SuperpositionError
 from superposition.interp import interventions as iv
+from superposition.interp.attribution import zeroed_positions
 from superposition.report.output import Result
 from superposition.runs.targets import load_run
 
@@ -39,6 +40,11 @@ class InterveneOptions(TranscoderOptions):
     )
     value: float = Field(0.0, ge=-1e6, le=1e6, description="the value for clamp and add")
     top: int = Field(8, gt=0, le=100, description="logits to list")
+    keep_bos: bool = Field(
+        False,
+        description="let `*` and explicit ids edit the BOS position, which attribution graphs leave out "
+        "(circuit-tracer's rule)",
+    )
 
 
 def intervene(opts: InterveneOptions) -> dict:
@@ -49,7 +55,8 @@ def intervene(opts: InterveneOptions) -> dict:
     ids = tr.encode(opts.prompt)[0]
     rm = ReplacementModel(tr.hooked, tr.transcoders)
     trace = rm.trace(ids)
-    edits = iv.parse_nodes(opts.nodes, rm, trace.n_pos, opts.mode, opts.value)
+    first = zeroed_positions(ids, tr.lm.tokenizer.bos_token_id, tr.lm.names, opts.keep_bos)
+    edits = iv.parse_nodes(opts.nodes, rm, trace.n_pos, opts.mode, opts.value, first)
     tok = tr.lm.tokenizer
     clean = trace.logits
     out = {"prompt": opts.prompt, "nodes": opts.nodes, "mode": opts.mode, "value": opts.value}

@@ -58,8 +58,12 @@ class Edit:
 _NODE = re.compile(r"^(\d+)_(\d+)_(\d+|\*)$")
 
 
-def parse_nodes(text: str, rm: ReplacementModel, n_pos: int, mode: str, value: float) -> list[Edit]:
-    """`L_f_p,...` (circuit-tracer's latent node ids, as in graph.json; `*` for every position)."""
+def parse_nodes(
+    text: str, rm: ReplacementModel, n_pos: int, mode: str, value: float, first: int = 0
+) -> list[Edit]:
+    """`L_f_p,...` (circuit-tracer's latent node ids, as in graph.json; `*` for every position from
+    `first`: the positions before it, BOS under circuit-tracer's rule, are not in the graph and are
+    refused by name)."""
     if mode not in MODES:
         raise SuperpositionError(f"mode {mode!r}: one of {', '.join(MODES)}")
     edits = []
@@ -82,10 +86,20 @@ def parse_nodes(text: str, rm: ReplacementModel, n_pos: int, mode: str, value: f
         pos = None if m.group(3) == "*" else int(m.group(3))
         if pos is not None and pos >= n_pos:
             raise SuperpositionError(f"nodes {item!r}: the prompt has positions 0..{n_pos - 1}")
-        edit = Edit(L, f, pos, mode, value)
-        if edit in edits:  # two edits of one latent at one position would add up: refused, not summed
-            raise SuperpositionError(f"nodes {item!r}: named twice; name each node once")
-        edits.append(edit)
+        if pos is not None and pos < first:
+            raise SuperpositionError(
+                f"nodes {item!r}: position {pos} is BOS, left out of attribution graphs (circuit-tracer's "
+                f"rule); positions {first}..{n_pos - 1}, or --keep-bos"
+            )
+        for p in [pos] if pos is not None or first == 0 else range(first, n_pos):
+            edit = Edit(L, f, p, mode, value)
+            if (
+                edit in edits
+                or Edit(L, f, None, mode, value) in edits
+                or (p is None and any((e.layer, e.latent) == (L, f) for e in edits))
+            ):  # two edits of one latent at one position would add up: refused, not summed
+                raise SuperpositionError(f"nodes {item!r}: named twice; name each node once")
+            edits.append(edit)
     if not edits:
         raise SuperpositionError("nodes: give at least one latent node id")
     return edits

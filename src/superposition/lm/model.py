@@ -83,6 +83,16 @@ class LoadedModel:
         return out
 
     @property
+    def names(self) -> tuple[str, ...]:
+        """Every name the model goes by: as loaded, its hub id and its config's `name_or_path`."""
+        got = (
+            self.name,
+            ALIAS_IDS.get(self.name, (self.name, None))[0],
+            getattr(self.model.config, "name_or_path", "") or "",
+        )
+        return tuple(dict.fromkeys(str(n) for n in got if n))
+
+    @property
     def n_ctx(self) -> int:
         return int(
             getattr(self.model.config, "max_position_embeddings", None) or self.model.config.n_positions
