@@ -52,6 +52,15 @@ def test_attribute_writes_the_graph_in_circuit_tracers_format(graph_out):
     assert graph.prompt == HOSTILE and graph.adjacency.shape == (summary["n_nodes"],) * 2
     assert graph.zero_positions == 1 and int((graph.features[:, 1] == 0).sum()) == 0
     assert torch.count_nonzero(graph.adjacency) == summary["n_edges"]
+    # fields as circuit-tracer fills them: no clerp on errors and embeddings, no influence on logits
+    by_type = {}
+    for n in data["nodes"]:
+        by_type.setdefault(n["feature_type"], []).append(n)
+    assert all(
+        n["clerp"] == "" for t in ("mlp reconstruction error", "embedding") for n in by_type.get(t, [])
+    )
+    assert all(n["influence"] is None and n["clerp"].startswith("Output ") for n in by_type["logit"])
+    assert all(isinstance(n["influence"], float) for n in by_type["embedding"])
     # an edge of the JSON is the adjacency's entry
     link = max(data["links"], key=lambda x: abs(x["weight"]))
     assert link["weight"] != 0
@@ -69,6 +78,22 @@ def test_the_viewer_works_offline_and_runs_no_prompt_text(browser, graph_out):  
     assert page.locator("#detail h1").first.text_content() == target["node_id"]
     inputs = [link for link in data["links"] if link["target"] == target["node_id"]]
     assert page.locator("#detail h1").nth(1).text_content() == f"inputs ({len(inputs)})"
+    # the logit labels never cover each other
+    boxes = page.evaluate(
+        "[...document.querySelectorAll('.logit-label')].map(t => { const b = t.getBBox(); "
+        "return [b.x, b.y, b.width, b.height]; })"
+    )
+    n_logits = len([n for n in data["nodes"] if n["feature_type"] == "logit"])
+    assert len(boxes) == n_logits >= 2
+    for i, a in enumerate(boxes):
+        assert a[2] > 0
+        for b in boxes[i + 1 :]:
+            apart = a[0] + a[2] <= b[0] or b[0] + b[2] <= a[0] or a[1] + a[3] <= b[1] or b[1] + b[3] <= a[1]
+            assert apart, (a, b)
+    # errors and embeddings are named by the viewer
+    emb = next(n for n in data["nodes"] if n["feature_type"] == "embedding")
+    page.locator(f"svg .node[data-id='{emb['node_id']}']").click()
+    assert page.locator("#detail .row").first.text_content().startswith("token ")
     assert errors == []
 
 
@@ -143,3 +168,37 @@ def test_a_graph_without_latents_says_so_and_why(tiny_llama, tmp_path, capsys):
     for text in (line, (out / "report.html").read_text()):
         assert "the pruned graph holds no latent" in text and f"error nodes carry {share}" in text
         assert "1 of 2 MLPs have no transcoder" in text and "layers 1)" in text
+
+
+def test_latents_are_labelled_with_their_autointerp_explanations(tiny_llama, tmp_path):
+    run = make_transcoder_run(tmp_path / "tc", layers=(0, 1), d_model=64, model=str(tiny_llama))
+    expl = tmp_path / "expl"
+    (expl / "blocks.1.mlp").mkdir(parents=True)
+    rows = [{"latent": j, "explanation": f"  the   word number {j}\n"} for j in range(0, 64, 2)]
+    (expl / "blocks.1.mlp" / "explanations.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    out = tmp_path / "g"
+    argv = ["attribute", str(run), "--prompt", "one two three four", "--explanations", str(expl)]
+    assert main([*argv, "--out", str(out)]) == 0
+    nodes = [
+        n
+        for n in json.loads((out / "graph.json").read_text())["nodes"]
+        if n["feature_type"].startswith("cross")
+    ]
+    labelled = 0
+    for n in nodes:
+        L, f, _ = (int(x) for x in n["node_id"].split("_"))
+        if L == 1 and f % 2 == 0:
+            assert n["clerp"] == f"the word number {f}"
+            labelled += 1
+        else:  # no explanation: the logit-lens tokens
+            assert n["clerp"].startswith("→ ")
+    assert labelled > 0 and labelled < len(nodes)
+
+
+def test_explanations_that_are_not_there_are_one_line(transcoder_run, tmp_path, capsys):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    for src, needle in ((tmp_path / "nope", "no such folder or file"), (empty, "holds no autointerp output")):
+        argv = ["attribute", str(transcoder_run), "--prompt", "x", "--explanations", str(src)]
+        _one_line_exit_2(capsys, [*argv, "--out", str(tmp_path / "o")], needle)
+        assert not (tmp_path / "o").exists()

@@ -22,6 +22,7 @@ from pydantic import Field
 
 from superposition.atomic import atomic_write_text, write_json
 from superposition.commands.base import TranscoderOptions, command
+from superposition.errors import SuperpositionError
 from superposition.interp import attribution as at
 from superposition.report.output import FigureSpec, Result
 from superposition.runs.targets import TranscoderRun
@@ -45,6 +46,12 @@ class AttributeOptions(TranscoderOptions):
     logit_p: float = Field(
         0.95, gt=0, le=1, description="logit nodes: the fewest top tokens with this probability"
     )
+    explanations: str | None = Field(
+        None,
+        description="autointerp output to label latents with: a folder with one autointerp output per "
+        "hook (blocks.L.mlp/explanations.jsonl), or for one transcoder its output folder; by default "
+        "RUN/autointerp when it exists (logit-lens tokens label the rest)",
+    )
     keep_bos: bool = Field(
         False,
         description="keep the BOS position's latents and errors (by default they are zeroed, as "
@@ -64,13 +71,50 @@ def _ranges(layers: list[int]) -> str:
     return ", ".join(out)
 
 
-def latent_labels(tr: TranscoderRun, graph: at.Graph, top: int = 3) -> dict[tuple[int, int], str]:
-    """A label per latent in the graph: the tokens its decoder row promotes most through the
-    unembedding (what it writes, logit-lens style)."""
+def read_layer_explanations(tr: TranscoderRun, source: str | None) -> dict[int, dict[int, dict]]:
+    """Autointerp rows per transcoder layer: from `source` (a folder of per-hook outputs, or one
+    output when the run has one transcoder), else RUN/autointerp when it exists, else none."""
+    from superposition.interp.explain import read_explanations
+
+    folder = Path(source).expanduser() if source else tr.path / "autointerp"
+    if source is None and not folder.is_dir():
+        return {}
+    if not folder.exists():
+        raise SuperpositionError(f"--explanations {source}: no such folder or file")
+    out = {}
+    for L in tr.transcoders:
+        per_hook = folder / f"blocks.{L}.mlp"
+        if per_hook.is_dir():
+            out[L] = read_explanations(per_hook)
+    if (
+        not out
+        and len(tr.transcoders) == 1
+        and (folder.is_file() or (folder / "explanations.jsonl").is_file())
+    ):
+        out[next(iter(tr.transcoders))] = read_explanations(folder)
+    if not out and source is not None:
+        raise SuperpositionError(
+            f"--explanations {source}: holds no autointerp output for these transcoders (expected "
+            "blocks.L.mlp/explanations.jsonl per layer, or explanations.jsonl for a one-transcoder run)"
+        )
+    return out
+
+
+def latent_labels(
+    tr: TranscoderRun, graph: at.Graph, explanations: dict[int, dict[int, dict]] | None = None, top: int = 3
+) -> dict[tuple[int, int], str]:
+    """A label per latent in the graph: its autointerp explanation when there is one (as Neuronpedia
+    shows), else the tokens its decoder row promotes most through the unembedding (what it writes,
+    logit-lens style)."""
     tok = tr.lm.tokenizer
     unembed = tr.lm.model.get_output_embeddings().weight.detach().float()
+    explanations = explanations or {}
     out = {}
     for L, f in {(int(L), int(f)) for L, _, f in graph.features.tolist()}:
+        text = explanations.get(L, {}).get(f, {}).get("explanation")
+        if isinstance(text, str) and text.strip():
+            out[(L, f)] = " ".join(text.split())[:120]
+            continue
         d = tr.transcoders[L].saved_tensors(0)["W_dec"][f].detach().float()
         ids = (unembed @ d).topk(top).indices.tolist()
         out[(L, f)] = "→ " + " ".join(json.dumps(tok.decode([i])) for i in ids)
@@ -129,6 +173,7 @@ def _figure(graph: at.Graph, nodes, edges):
 def run(opts: AttributeOptions, out: Path) -> Result:
     tr = opts.load()
     ids = tr.encode(opts.prompt)[0]
+    explanations = read_layer_explanations(tr, opts.explanations)
     from superposition.interp.replacement import ReplacementModel
 
     rm = ReplacementModel(tr.hooked, tr.transcoders)
@@ -146,7 +191,7 @@ def run(opts: AttributeOptions, out: Path) -> Result:
     logit_text = [tok.decode([int(t)]) for t in graph.logit_ids]
     hooks = [f"blocks.{L}.mlp" for L in tr.transcoders]
     data = at.frontend_json(
-        graph, nodes, edges, token_text, logit_text, latent_labels(tr, graph), "graph",
+        graph, nodes, edges, token_text, logit_text, latent_labels(tr, graph, explanations), "graph",
         f"superposition:{tr.path.name}", hooks, opts.node_threshold,
     )  # fmt: skip
     sl = graph.slices()
@@ -203,6 +248,7 @@ def run(opts: AttributeOptions, out: Path) -> Result:
 
     view = {
         **data,
+        "layers_without_transcoder": missing,
         "scores": {
             "replacement_score": round(p_replacement, 4),
             "completeness_score": round(p_completeness, 4),

@@ -26,6 +26,7 @@ from safetensors.torch import load_file
 
 from superposition.commands.base import LatentOptions, ModelOptions, PickSAE, SAEOptions, command
 from superposition.errors import SuperpositionError
+from superposition.interp.explain import read_explanations
 from superposition.lm import analysis as an
 from superposition.lm.store import ActivationStore
 from superposition.report.dashboard import LatentPage, TokenSpan, render_site
@@ -92,21 +93,6 @@ def build_dashboard(sae: str | Path, out: str | Path, **options) -> Path:
     from superposition.commands.base import execute
 
     return execute("dashboard", DashboardOptions(sae=str(sae), **options), out)[0]
-
-
-def read_explanations(path: str | Path) -> dict[int, dict]:
-    """An autointerp output's rows by latent (a folder holding explanations.jsonl, or the file)."""
-    p = Path(path).expanduser()
-    if p.is_dir():
-        p = p / "explanations.jsonl"
-    try:
-        rows = [json.loads(line) for line in p.read_text(encoding="utf-8").splitlines() if line.strip()]
-        return {int(r["latent"]): r for r in rows}
-    except (OSError, ValueError, KeyError, TypeError) as err:
-        raise SuperpositionError(
-            f"explanations {path}: not a readable autointerp output ({type(err).__name__}); make one with "
-            "superposition autointerp"
-        ) from None
 
 
 def _score(row: dict, scorer: str, metric: str = "balanced_accuracy"):

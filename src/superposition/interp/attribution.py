@@ -434,7 +434,10 @@ def frontend_json(
     """The pruned graph in the JSON circuit-tracer's frontend and Neuronpedia read: `metadata`,
     `qParams`, `nodes` (node ids as circuit-tracer defines them: `{layer}_{latent}_{pos}` for a
     latent, `0_{layer}_{pos}` for an error, `E_{token}_{pos}` for an embedding,
-    `{n_layers + 1}_{token}_{pos}` for a logit) and `links` (source, target, weight)."""
+    `{n_layers + 1}_{token}_{pos}` for a logit) and `links` (source, target, weight). Fields are
+    filled as circuit-tracer fills them: cumulative influence on latents, errors and embeddings
+    (none on logits), `clerp` on latents (`labels`) and logits, empty on errors and embeddings (the
+    frontend names them from the node id and the prompt's tokens)."""
     labels = labels or {}
     sl = graph.slices()
     A, P = graph.adjacency, graph.n_pos
@@ -454,20 +457,19 @@ def frontend_json(
         elif i < sl["tokens"].start:
             L, p = divmod(i - sl["errors"].start, P)
             node = {"node_id": f"0_{L}_{p}", "feature": -1, "layer": str(L), "ctx_idx": p,
-                    "feature_type": "mlp reconstruction error", "jsNodeId": f"{L}_{p}-0",
-                    "clerp": f"error of layer {L}'s transcoder"}  # fmt: skip
+                    "feature_type": "mlp reconstruction error", "jsNodeId": f"{L}_{p}-0"}  # fmt: skip
         elif i < sl["logits"].start:
             p = i - sl["tokens"].start
             t = graph.tokens[p]
             node = {"node_id": f"E_{t}_{p}", "feature": p, "layer": "E", "ctx_idx": p,
-                    "feature_type": "embedding", "jsNodeId": f"E_{t}-{p}",
-                    "clerp": token_text[p]}  # fmt: skip
+                    "feature_type": "embedding", "jsNodeId": f"E_{t}-{p}"}  # fmt: skip
         else:
             k = i - sl["logits"].start
             t, prob = int(graph.logit_ids[k]), float(graph.logit_probs[k])
             layer = str(graph.n_layers + 1)
             node = {"node_id": f"{layer}_{t}_{P - 1}", "feature": t, "layer": layer, "ctx_idx": P - 1,
                     "feature_type": "logit", "jsNodeId": f"L_{t}-{P - 1}", "token_prob": prob,
+                    "influence": None,
                     "is_target_logit": k == 0,
                     "clerp": f'Output "{logit_text[k]}" (p={prob:.3f})'}  # fmt: skip
         out_nodes[i] = {**base, **node}

@@ -17,13 +17,16 @@ The controls are the same scorers given another latent's explanation (`shuffled`
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from collections import Counter
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 
+from superposition.errors import SuperpositionError
 from superposition.interp.clients import Answer, Request
 from superposition.interp.examples import LatentExamples, Window
 from superposition.interp.scoring import binary_scores, pearson
@@ -202,3 +205,18 @@ def score_simulation(answers: Sequence[Answer], truth: Sequence[Sequence[float]]
             pred.append(float((w * np.arange(10)).sum() / w.sum()))
             true.append(v)
     return {"pearson_r": pearson(pred, true) if pred else math.nan, "n_tokens": len(pred), "failed": failed}
+
+
+def read_explanations(path: str | Path) -> dict[int, dict]:
+    """An autointerp output's rows by latent (a folder holding explanations.jsonl, or the file)."""
+    p = Path(path).expanduser()
+    if p.is_dir():
+        p = p / "explanations.jsonl"
+    try:
+        rows = [json.loads(line) for line in p.read_text(encoding="utf-8").splitlines() if line.strip()]
+        return {int(r["latent"]): r for r in rows}
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise SuperpositionError(
+            f"explanations {path}: not a readable autointerp output ({type(err).__name__}); make one with "
+            "superposition autointerp"
+        ) from None
