@@ -11,7 +11,6 @@ from typing import Literal
 import numpy as np
 import torch
 from pydantic import Field
-from scipy.stats import spearmanr
 
 from superposition.experiments.base import Result, register
 from superposition.experiments.toy_common import (
@@ -92,6 +91,8 @@ def run(cfg: AdversarialConfig, out: Path) -> Result:
         ],
     )
     mid = rows[len(rows) // 2]
+    from scipy.stats import spearmanr
+
     rho = float(spearmanr(per_dim.numpy(), mid["adversarial"]).statistic)
     ratio = np.array(mid["adversarial"]) / np.maximum(np.array(mid["random"]), 1e-12)
     # against the model with the fewest features per dimension (no superposition when dense)

@@ -7,18 +7,29 @@ from __future__ import annotations
 
 import base64
 import io
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import plotly.graph_objects as go
-import plotly.offline
 from markupsafe import Markup
-from matplotlib.figure import Figure as MplFigure
 
 from superposition.atomic import atomic_write_bytes, atomic_write_text
 from superposition.redact import redact
 from superposition.report import TEMPLATES
+
+
+def _is_mpl(fig) -> bool:
+    """A matplotlib Figure? Asked without importing matplotlib (a figure exists only once it is
+    imported), so that importing this module, and with it every command, stays fast."""
+    mod = sys.modules.get("matplotlib.figure")
+    return mod is not None and isinstance(fig, mod.Figure)
+
+
+def _is_plotly(fig) -> bool:
+    """A plotly Figure? Asked without importing plotly, as `_is_mpl`."""
+    mod = sys.modules.get("plotly.graph_objs._figure")
+    return mod is not None and isinstance(fig, mod.Figure)
 
 
 @dataclass
@@ -34,7 +45,7 @@ class FigureSpec:
 
     def resolve(self) -> bool:
         """Draw a figure given as a function; False (and `failed` says why) when it cannot be."""
-        if callable(self.figure) and not isinstance(self.figure, MplFigure | go.Figure):
+        if callable(self.figure) and not (_is_mpl(self.figure) or _is_plotly(self.figure)):
             try:
                 self.figure = self.figure()
             except Exception as err:  # noqa: BLE001 - any drawing failure loses only this figure
@@ -49,15 +60,17 @@ def save_figures(figures: list[FigureSpec], out: Path) -> None:
     for spec in figures:  # each written whole, replacing (never following) whatever is at its name
         if not spec.resolve():
             continue
-        if isinstance(spec.figure, MplFigure):
+        if _is_mpl(spec.figure):
             buf = io.BytesIO()
             spec.figure.savefig(buf, format="png", dpi=110)
             atomic_write_bytes(out / f"{spec.name}.png", buf.getvalue())
-        elif isinstance(spec.figure, go.Figure):
+        elif _is_plotly(spec.figure):
             page = spec.figure.to_html(include_plotlyjs="directory", full_html=True)
             atomic_write_text(out / f"{spec.name}.html", page)
             if not (out / "plotly.min.js").is_file() or (out / "plotly.min.js").is_symlink():
                 # the library's own file: no secret can be in it, so it skips redaction (0.7 s for 4.8 MB)
+                import plotly.offline
+
                 atomic_write_bytes(out / "plotly.min.js", plotly.offline.get_plotlyjs().encode())
         else:
             raise TypeError(f"figure {spec.name}: unsupported type {type(spec.figure).__name__}")
@@ -68,7 +81,7 @@ def close_figures(figures: list[FigureSpec]) -> None:
     import matplotlib.pyplot as plt
 
     for spec in figures:
-        if isinstance(spec.figure, MplFigure):
+        if _is_mpl(spec.figure):
             plt.close(spec.figure)
 
 
@@ -87,7 +100,7 @@ def render_report(
         if not spec.resolve():
             items.append({"kind": "failed", "caption": spec.caption, "name": spec.name, "why": spec.failed})
             continue
-        if isinstance(spec.figure, MplFigure):
+        if _is_mpl(spec.figure):
             buf = io.BytesIO()
             spec.figure.savefig(buf, format="png", dpi=110)
             items.append(
@@ -106,6 +119,8 @@ def render_report(
             )
             items.append({"kind": "plotly", "caption": spec.caption, "name": spec.name, "html": html})
     if any(i["kind"] == "plotly" for i in items) and not (out / "plotly.min.js").is_file():
+        import plotly.offline
+
         atomic_write_bytes(out / "plotly.min.js", plotly.offline.get_plotlyjs().encode())
     page = TEMPLATES.get_template("report.html").render(
         title=title,

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from scipy.optimize import linear_sum_assignment
 from torch import Tensor
 
 
@@ -29,6 +28,8 @@ def cosine_matrix(W_dec: Tensor, F: Tensor) -> Tensor:
 def hungarian_matching(W_dec: Tensor, F: Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Latent indices, feature indices and |cos| of the optimal one-to-one matching."""
     c = cosine_matrix(W_dec, F).abs().detach().cpu().double().numpy()
+    from scipy.optimize import linear_sum_assignment
+
     rows, cols = linear_sum_assignment(c, maximize=True)
     return rows, cols, c[rows, cols]
 

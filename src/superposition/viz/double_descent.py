@@ -3,8 +3,11 @@ training points and features, and their dimensionalities against 2/T."""
 
 from __future__ import annotations
 
-import matplotlib.pyplot as plt
 import numpy as np
+
+from superposition.viz import on_use
+
+plt = on_use("matplotlib.pyplot")
 
 
 def loss_vs_dataset_size(sizes, train, test):

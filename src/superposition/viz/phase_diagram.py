@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import matplotlib.pyplot as plt
 import numpy as np
-from matplotlib.colors import ListedColormap
 
 from superposition.toy import geometry
+from superposition.viz import on_use
+
+plt = on_use("matplotlib.pyplot")
 
 PHASE_COLOURS = ("#d9d9d9", "#3b6fb6", "#d6452b")  # not represented, dedicated dimension, superposition
 
@@ -18,7 +19,7 @@ def phase_figure(phase: np.ndarray, norm: np.ndarray, density: np.ndarray, rel_i
     im = axes[0].imshow(
         phase,
         origin="lower",
-        cmap=ListedColormap(PHASE_COLOURS),
+        cmap=on_use("matplotlib.colors").ListedColormap(PHASE_COLOURS),
         vmin=-0.5,
         vmax=2.5,
         extent=extent,

@@ -4,9 +4,12 @@ directions over the true features of 2-D toy activations."""
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
-from matplotlib.figure import Figure
+
+if TYPE_CHECKING:  # matplotlib is imported by the functions that draw, not by importing this module
+    from matplotlib.figure import Figure
 
 
 def density_histogram(densities: Mapping[str, Sequence[float]], dead_threshold: float = 0.0) -> Figure:

@@ -7,16 +7,28 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-import matplotlib.pyplot as plt
 import numpy as np
-import plotly.graph_objects as go
 import torch
-from matplotlib.figure import Figure
-from plotly.subplots import make_subplots
 from torch import Tensor
 
 from superposition.toy import geometry
+from superposition.viz import on_use
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+
+plt = on_use("matplotlib.pyplot")
+go = on_use("plotly.graph_objects")
+
+
+def make_subplots(*args, **kwargs):
+    from plotly.subplots import make_subplots as make
+
+    return make(*args, **kwargs)
+
 
 FRACTION_LABELS = {1.0: "1", 3 / 4: "3/4", 2 / 3: "2/3", 1 / 2: "1/2", 2 / 5: "2/5", 3 / 8: "3/8"}
 
