@@ -48,14 +48,82 @@ def test_save_and_load_are_exact_and_a_wrong_shape_is_one_line(tmp_path):
 
 
 def test_folding_the_scales_keeps_the_latents_and_reconstructions_of_raw_activations():
+    """Trained on scaled sources, saved for raw ones (`finish` folds the scales in): the same latents,
+    so the batchtopk ranking (decoder norms) is the saved decoder's all along."""
     cc = Crosscoder(2, 8, 16, "batchtopk", k=3, generator=torch.Generator().manual_seed(2)).eval()
-    cc.threshold.fill_(0.01)
+    cc.threshold.fill_(0.02)
     scales = torch.tensor([0.5, 4.0])
+    cc.input_scale.copy_(scales)
     raw = torch.randn(10, 2, 8)
     z, x_hat = cc.encode(raw * scales.view(1, -1, 1)), cc(raw * scales.view(1, -1, 1))
-    cc.fold_scales(scales)
+    assert 0 < int((z > 0).sum()) < z.numel()
+    cc.finish()
+    assert torch.equal(cc.input_scale, torch.ones(2))
     torch.testing.assert_close(cc.encode(raw), z)
     torch.testing.assert_close(cc(raw), x_hat / scales.view(1, -1, 1))
+
+
+def _two_latents(rank="decoder_norms"):
+    """A crosscoder of 2 sources, d 2, 2 latents: latent 0 reads x[0, 0] and has decoder norms
+    0.5 + 0.5 = 1; latent 1 reads x[1, 1] with norms 1 + 2 = 3."""
+    cc = Crosscoder(2, 2, 2, "batchtopk", k=1, rank=rank)
+    with torch.no_grad():
+        cc.W_enc.zero_()
+        cc.W_enc[0, 0, 0] = 1.0
+        cc.W_enc[1, 1, 1] = 1.0
+        cc.W_dec.zero_()
+        cc.W_dec[0, 0, 0], cc.W_dec[0, 1, 0] = 0.5, 0.5
+        cc.W_dec[1, 0, 1], cc.W_dec[1, 1, 1] = 1.0, 2.0
+        cc.b_dec.zero_()
+    return cc
+
+
+def test_batchtopk_ranks_activations_times_decoder_norms_as_dictionary_learning():
+    x = torch.tensor([[[1.0, 0.0], [0.0, 0.8]]])  # latent 0 at 1.0 (ranked 1.0), latent 1 at 0.8 (2.4)
+    cc = _two_latents().train()
+    assert torch.equal(cc.encode(x), torch.tensor([[0.0, 0.8]]))  # kept unscaled
+    assert float(cc.threshold) == pytest.approx(2.4)  # the smallest kept ranked value
+    old = _two_latents("activation").train()
+    assert torch.equal(old.encode(x), torch.tensor([[1.0, 0.0]]))
+    # inference: z = ReLU(pre) where ReLU(pre)·Σ‖W_dec‖ > threshold
+    cc.eval()
+    cc.threshold.fill_(1.5)
+    assert torch.equal(cc.encode(x), torch.tensor([[0.0, 0.8]]))  # 1.0 < 1.5 < 2.4
+    cc.threshold.fill_(0.9)
+    assert torch.equal(cc.encode(x), torch.tensor([[1.0, 0.8]]))
+    # one source alone as a JumpReLU SAE: the threshold per latent is threshold / Σ‖W_dec‖
+    sae = cc.source_as_sae(1)
+    torch.testing.assert_close(sae.saved_tensors(0)["threshold"], torch.tensor([0.9, 0.3]))
+
+
+def test_files_from_before_the_rule_load_ranking_raw_activations(tmp_path):
+    import json
+
+    cc = _two_latents()
+    cc.save(tmp_path / "cc")
+    assert Crosscoder.load(tmp_path / "cc").rank == "decoder_norms"
+    cfg = json.loads((tmp_path / "cc" / "cfg.json").read_text())
+    del cfg["batchtopk_rank"]
+    (tmp_path / "cc" / "cfg.json").write_text(json.dumps(cfg))
+    old = Crosscoder.load(tmp_path / "cc")
+    assert old.rank == "activation"
+    with pytest.raises(SuperpositionError, match="ranks raw activations"):
+        old.to_dictionary_learning()
+
+
+def test_the_dictionary_learning_state_dict_swaps_the_decoders_axes():
+    cc = _two_latents()
+    cc.threshold.fill_(0.7)
+    sd, cfg = cc.to_dictionary_learning()
+    assert cfg["trainer"]["dict_class"] == "BatchTopKCrossCoder" and int(sd["k"]) == 1
+    assert sd["decoder.weight"].shape == (2, 2, 2) and torch.equal(sd["decoder.weight"][1, 0], cc.W_dec[0, 1])
+    assert torch.equal(sd["encoder.weight"], cc.W_enc.detach()) and float(sd["threshold"]) == pytest.approx(
+        0.7
+    )
+    assert int(sd["code_normalization_id"]) == 1 and bool(sd["activation_mean"].isnan().all())
+    l1 = Crosscoder(2, 4, 8, "l1")
+    sd, cfg = l1.to_dictionary_learning()
+    assert cfg["trainer"]["dict_class"] == "CrossCoder" and "k" not in sd and "threshold" not in sd
 
 
 def test_auxk_gives_dead_latents_gradient_and_equals_its_dense_form():

@@ -1,5 +1,7 @@
-"""`superposition convert SRC --to saelens|sparsify --out DST`: any readable SAE, written in
-SAELens's or sparsify's layout (sae/formats/)."""
+"""`superposition convert SRC --to saelens|sparsify|dictionary_learning --out DST`: any readable SAE,
+written in SAELens's or sparsify's layout (sae/formats/); a crosscoder (a crosscoder run or its
+crosscoder/ folder) in dictionary_learning's (`ae.pt`, the state dict its CrossCoder or
+BatchTopKCrossCoder `from_pretrained` reads, and `config.json`)."""
 
 from __future__ import annotations
 
@@ -20,7 +22,18 @@ class ConvertOptions(Config):
         "any SAE: a SAELens, sparsify, Gemma Scope or dictionary_learning folder or file, or hf://owner/repo/path",
         "SRC",
     )
-    to: Literal["saelens", "sparsify"] = Field(description="the layout to write")
+    to: Literal["saelens", "sparsify", "dictionary_learning"] = Field(
+        description="the layout to write (dictionary_learning: crosscoders)"
+    )
+
+
+def crosscoder_folder(src: str) -> Path | None:
+    """The crosscoder folder of SRC (a crosscoder run, or the folder itself), or None."""
+    p = Path(src).expanduser()
+    for folder in (p / "crosscoder", p):
+        if (folder / "cfg.json").is_file() and (folder / "crosscoder.safetensors").is_file():
+            return folder
+    return None
 
 
 @command(
@@ -32,8 +45,42 @@ class ConvertOptions(Config):
 def run(opts: ConvertOptions, out: Path) -> Result:
     from superposition.sae.formats import load, save
 
+    folder = crosscoder_folder(opts.src)
+    if folder is not None or opts.to == "dictionary_learning":
+        return _crosscoder(opts, folder, out)
     sae = load(opts.src)
     save(sae, out, to=opts.to)
     cfg = sae.cfg
     shape = f"{cfg.architecture}, d_in {cfg.d_in}, d_sae {cfg.d_sae}"
     return Result(report=False, message=f"{opts.to} layout; {shape}")
+
+
+def _crosscoder(opts: ConvertOptions, folder: Path | None, out: Path) -> Result:
+    import io
+
+    import torch
+
+    from superposition.atomic import atomic_write_bytes
+    from superposition.errors import SuperpositionError
+    from superposition.sae.crosscoder import Crosscoder
+
+    if folder is None:
+        raise SuperpositionError(
+            f"--to dictionary_learning: writes crosscoders; {opts.src} is not a crosscoder run or folder"
+        )
+    if opts.to != "dictionary_learning":
+        raise SuperpositionError(
+            f"--to {opts.to}: a crosscoder is written as dictionary_learning (--to dictionary_learning)"
+        )
+    cc = Crosscoder.load(folder)
+    sd, cfg = cc.to_dictionary_learning()
+    buf = io.BytesIO()
+    torch.save(sd, buf)  # their loader reads torch.load(weights_only=True): tensors only
+    atomic_write_bytes(out / "ae.pt", buf.getvalue())
+    kind = cfg["trainer"]["dict_class"]
+    return Result(
+        report=False,
+        config=cfg,  # config.json as dictionary_learning writes it beside ae.pt
+        message=f"dictionary_learning {kind}: {cc.n_sources} sources, d {cc.d}, d_sae {cc.d_sae} "
+        "(ae.pt, config.json)",
+    )

@@ -7,19 +7,27 @@ several layers of one model). Latents read every source; each source has its own
 Sparsity, `sparsity`:
     l1          σ = ReLU, loss Σ_s ‖x_s − x̂_s‖² + λ Σ_j z_j Σ_s ‖W_dec[j, s]‖ (the L1 penalty weighted by
                 the sum of the decoder norms, as the paper's; decoders left free)
-    batchtopk   the k·batch largest pre-activations of the batch (k per token on average), loss
-                Σ_s ‖x_s − x̂_s‖²; at inference a threshold (the running mean of the smallest kept
-                value) replaces the batch choice. Training runs every product after the encoder's on
-                the active pairs (sae/sparse.py), and with `dead_tokens` adds AuxK on the latents
-                that fired on none of the last `dead_tokens` tokens, as the TopK SAEs do
+    batchtopk   as dictionary_learning's BatchTopKCrossCoder (Minder et al.): each latent's ReLU
+                activation is ranked by its value times the sum of its decoder norms over sources,
+                ReLU(pre_j)·Σ_s ‖W_dec[j, s]‖; the k·batch largest of the batch are kept (k per
+                token on average) with their unscaled activations, loss Σ_s ‖x_s − x̂_s‖². At
+                inference a threshold on that scaled value (the running mean of the smallest value
+                kept) replaces the batch choice: z_j = ReLU(pre_j) · [ReLU(pre_j)·n_j > threshold].
+                Training runs every product after the encoder's on the active pairs
+                (sae/sparse.py), and with `dead_tokens` adds AuxK on the latents that fired on none
+                of the last `dead_tokens` tokens, as the TopK SAEs do (ranking the dead latents'
+                pre-activations). Files written before this rule (cfg.json without `batchtopk_rank`)
+                ranked raw activations and load as they were trained (`rank == "activation"`)
 
 Shapes: x (batch, n_sources, d); z (batch, d_sae); W_enc (n_sources, d, d_sae); W_dec (d_sae,
 n_sources, d). `source_sae(s)` gives source s's decoder as a one-source SAE's tensors (W_enc here
 is the crosscoder's encoder block for that source), so tools that read one SAE can read each.
 
 Files (`save` / `load`): a folder with cfg.json and crosscoder.safetensors holding exactly the
-tensors above under those names and shapes (dictionary_learning's CrossCoder uses the same
-shapes), plus `threshold` (a scalar) for batchtopk.
+tensors above under those names and shapes, plus `threshold` (a scalar) for batchtopk.
+dictionary_learning stores the encoder as `encoder.weight` (n_sources, d, d_sae), the same as our
+W_enc, but the decoder as `decoder.weight` (n_sources, d_sae, d), W_dec with its first two axes
+swapped; `to_dictionary_learning` writes its state dict (`convert --to dictionary_learning`).
 """
 
 from __future__ import annotations
@@ -38,6 +46,7 @@ from superposition.sae.dictionary import SourceDictionary
 WEIGHTS = "crosscoder.safetensors"
 
 SPARSITIES = ("l1", "batchtopk")
+RANKS = ("decoder_norms", "activation")  # how batchtopk ranks: dictionary_learning's rule, or the old one
 
 
 class Crosscoder(SourceDictionary):
@@ -55,8 +64,12 @@ class Crosscoder(SourceDictionary):
         dead_tokens: int = 0,
         aux_k: int | None = None,
         aux_coefficient: float = 1 / 32,
+        rank: str = "decoder_norms",
     ) -> None:
         super().__init__()
+        if rank not in RANKS:
+            raise SuperpositionError(f"batchtopk_rank: one of {', '.join(RANKS)}, got {rank!r}")
+        self.rank = rank
         if sparsity not in SPARSITIES:
             raise SuperpositionError(f"sparsity: one of {', '.join(SPARSITIES)}, got {sparsity!r}")
         if sparsity == "batchtopk" and not (k and 0 < k <= d_sae):
@@ -92,13 +105,28 @@ class Crosscoder(SourceDictionary):
             return torch.relu(pre)
         if self.training:
             return self._batch_topk(pre)
-        return pre * (pre > self.threshold) * (pre > 0)
+        act = torch.relu(pre)
+        return act * (self.ranked(act) > self.threshold)
+
+    def rank_scale(self) -> Tensor:
+        """What each latent's activation is multiplied by before batchtopk ranks it (d_sae,): the
+        sum of its decoder norms over sources (dictionary_learning's rule), or 1. While training on
+        scaled sources the norms are those the saved (raw-unit) decoder will have, ‖W_dec[j, s]‖ /
+        scale_s, so that the ranking and the threshold learned are the file's."""
+        if self.rank == "activation":
+            return torch.ones(self.d_sae, device=self.W_dec.device, dtype=self.W_dec.dtype)
+        return (self.decoder_norms().detach() / self.input_scale.view(1, -1)).sum(-1)
+
+    def ranked(self, act: Tensor) -> Tensor:
+        """The values batchtopk ranks and thresholds: ReLU activations times `rank_scale`."""
+        return act * self.rank_scale()
 
     def _batch_topk(self, pre: Tensor) -> Tensor:
-        pre = torch.relu(pre)
+        act = torch.relu(pre)
+        scaled = self.ranked(act)
         n = min(self.k * pre.shape[0], pre.numel())
-        vals, idx = pre.flatten().topk(n, sorted=False)
-        z = torch.zeros_like(pre).flatten().scatter_(0, idx, vals).view_as(pre)
+        vals, idx = scaled.flatten().topk(n, sorted=False)
+        z = torch.zeros_like(act).flatten().scatter_(0, idx, act.flatten()[idx]).view_as(act)
         with torch.no_grad():
             self._update_threshold(vals[vals > 0])
         return z
@@ -167,7 +195,8 @@ class Crosscoder(SourceDictionary):
 
     def record(self) -> dict:
         return {"architecture": "crosscoder", "n_sources": self.n_sources, "d": self.d, "d_sae": self.d_sae,
-                "sparsity": self.sparsity, "k": self.k, "l1_coefficient": self.l1_coefficient}  # fmt: skip
+                "sparsity": self.sparsity, "k": self.k, "l1_coefficient": self.l1_coefficient,
+                "batchtopk_rank": self.rank}  # fmt: skip
 
     def _loss_active(self, x: Tensor, dead_mask: Tensor | None = None) -> tuple[Tensor, dict]:
         """The batchtopk loss with every product after the encoder's on the active pairs only
@@ -181,7 +210,7 @@ class Crosscoder(SourceDictionary):
         W_encT = self.W_enc.permute(2, 0, 1).reshape(1, D, S * d)
         enc = Encoded(x.reshape(B, 1, S * d), None, W_encT, self.b_enc.view(1, D))
         with torch.no_grad():
-            flat = enc.pre.reshape(1, -1)
+            flat = self.ranked(torch.relu(enc.pre.reshape(B, D))).reshape(1, -1)
             vals, idx = largest(flat, min(self.k * B, flat.numel()))  # as flat.topk, faster
             vals, idx, flat = vals[0], idx[0], flat[0]
             idx = idx[vals > 0].sort().values
@@ -263,7 +292,8 @@ class Crosscoder(SourceDictionary):
         atomic_write_bytes(folder / WEIGHTS, save(tensors))
         meta = {"architecture": "crosscoder", "n_sources": self.n_sources, "d_in": self.d,
                 "d_sae": self.d_sae, "sparsity": self.sparsity, "k": self.k,
-                "l1_coefficient": self.l1_coefficient, **(cfg or {})}  # fmt: skip
+                "l1_coefficient": self.l1_coefficient, "batchtopk_rank": self.rank,
+                **(cfg or {})}  # fmt: skip
         atomic_write_text(folder / "cfg.json", json.dumps(meta, indent=1))
 
     @classmethod
@@ -276,6 +306,7 @@ class Crosscoder(SourceDictionary):
         try:
             n, d, d_sae = int(cfg["n_sources"]), int(cfg["d_in"]), int(cfg["d_sae"])
             sparsity, k, l1 = cfg["sparsity"], cfg.get("k"), float(cfg.get("l1_coefficient") or 0.0)
+            rank = str(cfg.get("batchtopk_rank", "activation"))  # written before the rule: raw activations
         except (KeyError, TypeError, ValueError) as err:
             raise SuperpositionError(f"{folder / 'cfg.json'}: not a crosscoder's config ({err})") from None
         t = read_safetensors(folder / WEIGHTS)
@@ -291,12 +322,45 @@ class Crosscoder(SourceDictionary):
                 got = list(t[name].shape) if name in t else "missing"
                 raise SuperpositionError(f"{folder / WEIGHTS}: {name} is {got}, expected {list(shape)}")
         check_weights(t, folder / WEIGHTS)
-        cc = cls(n, d, d_sae, sparsity, l1, k)
+        cc = cls(n, d, d_sae, sparsity, l1, k, rank=rank)
         with torch.no_grad():
             for name in want:
                 getattr(cc, name).copy_(t[name].float())
         cc.metadata = cfg
         return cc.eval()
+
+    def to_dictionary_learning(self) -> tuple[dict[str, Tensor], dict]:
+        """(state dict, config) of dictionary_learning's CrossCoder (l1) or BatchTopKCrossCoder
+        (batchtopk, ranked by decoder norms) holding these weights: what its `from_pretrained`
+        reads from an `ae.pt`, with no activation normaliser (our weights read raw activations) and
+        the CROSSCODER code normalisation (the sum of decoder norms). A crosscoder that ranks raw
+        activations has no equivalent there and is refused."""
+        if self.sparsity == "batchtopk" and self.rank != "decoder_norms":
+            raise SuperpositionError(
+                "this batchtopk crosscoder ranks raw activations (written before dictionary_learning's rule "
+                "was followed); dictionary_learning has no such crosscoder"
+            )
+        S, d = self.n_sources, self.d
+        sd = {
+            "target_rms": torch.tensor(1.0),
+            "activation_mean": torch.full((S, d), float("nan")),  # NaN: no normaliser, as theirs marks it
+            "activation_std": torch.full((S, d), float("nan")),
+            "activation_global_scale": torch.ones(S),
+            "encoder.weight": self.W_enc.detach().float().contiguous(),
+            "encoder.bias": self.b_enc.detach().float().contiguous(),
+            "decoder.weight": self.W_dec.detach().float().transpose(0, 1).contiguous(),
+            "decoder.bias": self.b_dec.detach().float().contiguous(),
+            "code_normalization_id": torch.tensor(1),  # CodeNormalization.CROSSCODER
+        }
+        cls = "CrossCoder"
+        if self.sparsity == "batchtopk":
+            cls = "BatchTopKCrossCoder"
+            sd["k"] = torch.tensor(int(self.k), dtype=torch.int)
+            sd["threshold"] = self.threshold.detach().float().reshape(())
+        cfg = {"trainer": {"dict_class": cls, "activation_dim": d, "dict_size": self.d_sae, "num_layers": S,
+                           "k": self.k, "code_normalization": "CROSSCODER",
+                           "written_by": "superposition convert --to dictionary_learning"}}  # fmt: skip
+        return sd, cfg
 
     def source_as_sae(self, s: int):
         """Source s as a one-source SAE (BatchedSAE: standard for l1, jumprelu with the inference
@@ -310,9 +374,11 @@ class Crosscoder(SourceDictionary):
         values = {"d_in": self.d, "d_sae": self.d_sae, "apply_b_dec_to_input": False}
         if self.sparsity == "l1":
             values["architecture"] = "standard"
-        else:
+        else:  # ReLU(pre_j)·n_j > θ is pre_j > θ / n_j: a JumpReLU threshold per latent
             values["architecture"] = "jumprelu"
-            t["threshold"] = torch.full((self.d_sae,), float(self.threshold))
+            t["threshold"] = (
+                (float(self.threshold) / self.rank_scale().clamp(min=1e-12)).detach().contiguous()
+            )
         return build_sae(values, t, Path(f"crosscoder source {s}"))
 
     def source_sae(self, s: int) -> dict[str, Tensor]:
