@@ -21,6 +21,7 @@ from pydantic import Field
 from superposition.commands.base import command, flag
 from superposition.config import Config
 from superposition.errors import SuperpositionError
+from superposition.lm.model import write_model_folder
 from superposition.report.output import Result
 
 WORD = " Zorblax"
@@ -162,8 +163,7 @@ def run(opts: FinetuneOptions, out: Path) -> Result:
             "base_ce": _base_ce(model, probe),
         }
     with phase(f"writing the model folder {out / 'model'}"):
-        model.save_pretrained(out / "model", safe_serialization=True)
-        tok.save_pretrained(out / "model")
+        write_model_folder(model, tok, out / "model")  # one transformers 4.x and 5.x both read
     summary = {
         "base_model": lm.name,
         **lm.identity,

@@ -141,10 +141,55 @@ def fetch_smollm2_gguf() -> Path:
     return target
 
 
+PORTABLE = ".superposition-portable"  # marks a folder written by `write_model_folder`
+
+
+def write_model_folder(model, tokenizer, folder: Path) -> None:
+    """A model folder that transformers 4.x and 5.x both load to the same model, as other tools
+    (circuit-tracer pins 4.57) read it. What 5.x's own `save_pretrained` leaves out and 4.x then
+    gets wrong without an error: `architectures` (null otherwise), the rope theta at the top level
+    (5.x keeps it only under `rope_parameters`; 4.x would fall back to 10000), every tensor under
+    its own name (5.x stores tied embeddings once, as `lm_head.weight`; 4.x would initialise the
+    input embedding at random and tie the head to it), the safetensors `format` metadata, and a
+    tokenizer class 4.x knows (`PreTrainedTokenizerFast`, not 5.x's `TokenizersBackend`).
+    Written into `folder` (created); the caller makes it atomic."""
+    from safetensors.torch import save_file
+
+    folder.mkdir(parents=True, exist_ok=True)
+    cfg = model.config.to_dict()
+    cfg.pop("quantization_config", None)  # weights are plain floats here
+    cfg["architectures"] = [type(model).__name__]
+    rope = cfg.get("rope_parameters")
+    if isinstance(rope, dict) and "rope_theta" in rope:
+        cfg.setdefault("rope_theta", rope["rope_theta"])
+        if rope.get("rope_type", "default") != "default":
+            cfg.setdefault("rope_scaling", {k: v for k, v in rope.items() if k != "rope_theta"})
+    dtype = next(
+        model.parameters()
+    ).dtype  # what the weights are, as 4.x (torch_dtype) and 5.x (dtype) read it
+    cfg["torch_dtype"] = cfg["dtype"] = str(dtype).removeprefix("torch.")
+    (folder / "config.json").write_text(json.dumps(cfg, indent=1, default=str))
+    seen: set[int] = set()
+    tensors = {}
+    for name, t in model.state_dict().items():
+        t = t.detach().cpu()
+        ptr = t.untyped_storage().data_ptr()  # tied tensors share storage: safetensors wants a copy each
+        tensors[name] = t.clone().contiguous() if ptr in seen else t.contiguous()
+        seen.add(ptr)
+    save_file(tensors, str(folder / "model.safetensors"), metadata={"format": "pt"})
+    tokenizer.save_pretrained(folder)
+    tc = folder / "tokenizer_config.json"
+    if tc.is_file():
+        tcfg = json.loads(tc.read_text())
+        if tcfg.get("tokenizer_class") in (None, "TokenizersBackend"):
+            tcfg["tokenizer_class"] = "PreTrainedTokenizerFast"
+        tc.write_text(json.dumps(tcfg, indent=1))
+    (folder / PORTABLE).write_text("1\n")
+
+
 def _convert_gguf(gguf: Path, folder: Path) -> None:
     """De-quantise a GGUF checkpoint once and keep it as a plain float32 safetensors folder."""
     import torch
-    from safetensors.torch import save_model
 
     transformers = lm_imports()
     print(f"de-quantising {gguf.name} into {folder} (once)", file=sys.stderr, flush=True)
@@ -153,12 +198,7 @@ def _convert_gguf(gguf: Path, folder: Path) -> None:
     model = transformers.AutoModelForCausalLM.from_pretrained(gguf.parent, dtype=torch.float32, **kw)
     tmp = folder.with_name(folder.name + ".part")
     shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    cfg = model.config.to_dict()
-    cfg.pop("quantization_config", None)  # the weights are plain float32 now
-    (tmp / "config.json").write_text(json.dumps(cfg, indent=1))
-    save_model(model, str(tmp / "model.safetensors"))
-    tok.save_pretrained(tmp)
+    write_model_folder(model, tok, tmp)
     shutil.rmtree(folder, ignore_errors=True)
     tmp.replace(folder)
 
@@ -169,7 +209,7 @@ def resolve(name: str) -> str:
     path = Path(name).expanduser()
     if name == DEFAULT_MODEL:
         folder = cache_dir() / "models" / DEFAULT_MODEL
-        if not (folder / "model.safetensors").is_file():
+        if not (folder / PORTABLE).is_file():  # absent, or written before folders were portable
             _convert_gguf(fetch_smollm2_gguf(), folder)
         return str(folder)
     if path.suffix == ".gguf":
@@ -177,7 +217,7 @@ def resolve(name: str) -> str:
             raise SuperpositionError(f"model_name: no GGUF file at {path}")
         # keyed by content: two fine-tunes with the same name and size must not share a copy
         folder = cache_dir() / "models" / f"{path.stem}-{gguf_digest(path)[:24]}"
-        if not (folder / "model.safetensors").is_file():
+        if not (folder / PORTABLE).is_file():
             _convert_gguf(path.resolve(), folder)
         return str(folder)
     return name
