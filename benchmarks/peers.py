@@ -4,6 +4,9 @@
     saelens     sae-lens 6.54.12
     sparsify    eai-sparsify 1.3.3 (EleutherAI; runs on CPU with its eager path)
     dictlearn   dictionary-learning 0.1.0 (its model classes; installed without nnsight)
+    circuit-tracer  circuit-tracer 0.5.0 with nnsight 0.6.3 (0.8 breaks its import) and
+                transformers 4.57 (its pin), whose NNsight backend runs offline on a local folder;
+                also where dictionary_learning's crosscoder classes are run from a checkout
 
 `python_of(name)` returns the environment's interpreter, making it if needed; when it cannot be
 made, the benchmark stops with a non-zero exit and one line naming the peer.
@@ -22,6 +25,8 @@ PEERS = {
     "saelens": [[TORCH, "sae-lens==6.54.12"]],
     "sparsify": [[TORCH, "eai-sparsify==1.3.3"]],
     "dictlearn": [[TORCH, "einops", "numpy", "safetensors"], ["--no-deps", "dictionary-learning==0.1.0"]],
+    # with what dictionary_learning's fork imports (its classes are read from a checkout: not on PyPI)
+    "circuit-tracer": [[TORCH, "circuit-tracer==0.5.0", "nnsight==0.6.3", "datasets", "zstandard"]],
 }
 
 

@@ -316,3 +316,71 @@ def test_zero_positions_must_leave_a_position():
     rm = ReplacementModel(HookedModel(_llama()), {0: _transcoder(8, 24, 0)})
     with pytest.raises(SuperpositionError, match="zero_positions must be in 0..1"):
         attribute(rm, torch.tensor([3, 4]), zero_positions=2, progress=False)
+
+
+# ---------------------------------------------------------------------- cross-layer transcoders
+def _clt(d=8, layers=2, d_sae=12, seed=0):
+    """A random ReLU CLT (JumpReLU at threshold 0): layer L's latents write to layers L.."""
+    from superposition.sae.clt import CrossLayerTranscoder
+
+    g = torch.Generator().manual_seed(seed)
+    clt = CrossLayerTranscoder(layers, d, d_sae, k=None)
+    clt.threshold = torch.zeros(layers, d_sae)
+    with torch.no_grad():
+        clt.W_enc.copy_(torch.randn(layers, d, d_sae, generator=g) * 3)
+        for i in range(layers):
+            clt.W_dec[i].copy_(torch.randn(d_sae, layers - i, d, generator=g) * 0.01)
+    return clt.eval()
+
+
+@pytest.fixture(scope="module")
+def clt_graph():
+    model = _llama()
+    rm = ReplacementModel(HookedModel(model), _clt())
+    ids = torch.tensor([3, 17, 5, 9, 22, 1])
+    return rm, ids, attribute(rm, ids, batch_size=8, progress=False, zero_positions=0)
+
+
+def test_a_clt_replaces_every_mlp_and_its_errors_make_the_model_exact(clt_graph):
+    rm, ids, graph = clt_graph
+    trace = rm.trace(ids)
+    assert rm.layers == [0, 1] and rm.read_hook == "hook_resid_mid"
+    # layer 1's reconstruction holds what layer 0's latents write there
+    from_0 = trace.acts[0] @ rm.decoders[0][1]
+    assert float(from_0.abs().max()) > 0
+    torch.testing.assert_close(trace.recon[1], from_0 + trace.acts[1] @ rm.decoders[1][1])
+    for L in range(2):
+        torch.testing.assert_close(trace.recon[L] + trace.error(L), trace.mlp_out[L])
+    assert graph.n_features == int(sum((trace.acts[L] > 0).sum() for L in range(2)))
+
+
+def test_clt_columns_are_the_changes_frozen_interventions_make(clt_graph):
+    """A layer-0 latent doubled adds its decoded vector to layers 0 and 1: its column of the graph
+    is that change in every target, as for per-layer transcoders."""
+    rm, ids, graph = clt_graph
+    trace = rm.trace(ids)
+    sl = graph.slices()
+    rows = torch.cat(
+        [torch.arange(graph.n_features), torch.arange(sl["logits"].start, graph.adjacency.shape[0])]
+    )
+    base_writes = {L: rm.writes(trace, L)[None] for L in range(2)}
+    with torch.no_grad():
+        base = _targets(rm, trace, graph, trace.emb[None], base_writes)
+        layer0 = [j for j, (L, _, _) in enumerate(graph.features.tolist()) if L == 0]
+        assert len(layer0) > 3
+        for col in layer0[::3]:
+            writes = {L: w.clone() for L, w in base_writes.items()}
+            L, p, f = graph.features[col].tolist()
+            for written, dec in rm.decoders[L].items():
+                writes[written][0, p] += graph.activations[col] * dec[f]
+            change = _targets(rm, trace, graph, trace.emb[None], writes) - base
+            torch.testing.assert_close(change, graph.adjacency[rows, col], rtol=1e-4, atol=1e-5)
+
+
+def test_clt_incoming_edges_sum_to_each_target(clt_graph):
+    rm, ids, graph = clt_graph
+    trace = rm.trace(ids)
+    for j, (L, p, f) in enumerate(graph.features.tolist()):
+        _sums_to(graph.adjacency[j], trace.reads[L][p] @ rm.weights[L]["W_enc"][:, f])
+    want = trace.logits[graph.logit_ids] - trace.logits.mean()
+    torch.testing.assert_close(graph.adjacency[graph.slices()["logits"]].sum(1), want, rtol=1e-4, atol=1e-5)

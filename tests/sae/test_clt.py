@@ -170,5 +170,11 @@ def test_train_sae_clt_end_to_end(tmp_path, capsys):
     before = {p.name: p.read_bytes() for p in (out / "clt").glob("*.safetensors")}
     assert main(["train-sae", "--out", str(out), "--resume"]) == 0  # finished: resuming re-evaluates it
     assert {p.name: p.read_bytes() for p in (out / "clt").glob("*.safetensors")} == before
-    assert main(["attribute", str(out), "--prompt", "x", "--out", str(tmp_path / "a")]) == 2
+    # attribute reads the CLT run: every MLP replaced, latents of layer L writing to layers L..29
+    assert main(["attribute", str(out), "--prompt", "x", "--out", str(tmp_path / "a")]) == 0
+    a = json.loads((tmp_path / "a" / "summary.json").read_text())
+    assert a["cross_layer_transcoder"] and a["transcoder_layers"] == list(range(30))
+    assert a["layers_without_transcoder"] == [] and a["n_active_features"] > 0
+    capsys.readouterr()
+    assert main(["eval-sae", str(out)]) == 2  # per-layer SAE commands still say what a CLT run is
     assert "a cross-layer transcoder run" in capsys.readouterr().err

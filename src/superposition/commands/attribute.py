@@ -82,16 +82,12 @@ def read_layer_explanations(tr: TranscoderRun, source: str | None) -> dict[int, 
     if not folder.exists():
         raise SuperpositionError(f"--explanations {source}: no such folder or file")
     out = {}
-    for L in tr.transcoders:
+    for L in tr.layers:
         per_hook = folder / f"blocks.{L}.mlp"
         if per_hook.is_dir():
             out[L] = read_explanations(per_hook)
-    if (
-        not out
-        and len(tr.transcoders) == 1
-        and (folder.is_file() or (folder / "explanations.jsonl").is_file())
-    ):
-        out[next(iter(tr.transcoders))] = read_explanations(folder)
+    if not out and len(tr.layers) == 1 and (folder.is_file() or (folder / "explanations.jsonl").is_file()):
+        out[tr.layers[0]] = read_explanations(folder)
     if not out and source is not None:
         raise SuperpositionError(
             f"--explanations {source}: holds no autointerp output for these transcoders (expected "
@@ -115,7 +111,7 @@ def latent_labels(
         if isinstance(text, str) and text.strip():
             out[(L, f)] = " ".join(text.split())[:120]
             continue
-        d = tr.transcoders[L].saved_tensors(0)["W_dec"][f].detach().float()
+        d = tr.latent_output(L, f).float()
         ids = (unembed @ d).topk(top).indices.tolist()
         out[(L, f)] = "→ " + " ".join(json.dumps(tok.decode([i])) for i in ids)
     return out
@@ -176,7 +172,7 @@ def run(opts: AttributeOptions, out: Path) -> Result:
     explanations = read_layer_explanations(tr, opts.explanations)
     from superposition.interp.replacement import ReplacementModel
 
-    rm = ReplacementModel(tr.hooked, tr.transcoders)
+    rm = ReplacementModel(tr.hooked, tr.replaces)
     zero = at.zeroed_positions(ids, tr.lm.tokenizer.bos_token_id, tr.lm.names, opts.keep_bos)
     graph = at.attribute(
         rm, ids, opts.prompt, opts.max_feature_nodes, opts.batch_size, opts.max_logits, opts.logit_p,
@@ -189,7 +185,7 @@ def run(opts: AttributeOptions, out: Path) -> Result:
     tok = tr.lm.tokenizer
     token_text = [tok.decode([t]) for t in graph.tokens]
     logit_text = [tok.decode([int(t)]) for t in graph.logit_ids]
-    hooks = [f"blocks.{L}.mlp" for L in tr.transcoders]
+    hooks = [f"blocks.{L}.mlp" for L in tr.layers] if tr.clt is None else [f"clt:{tr.path.name}"]
     data = at.frontend_json(
         graph, nodes, edges, token_text, logit_text, latent_labels(tr, graph, explanations), "graph",
         f"superposition:{tr.path.name}", hooks, opts.node_threshold,
@@ -198,7 +194,7 @@ def run(opts: AttributeOptions, out: Path) -> Result:
     inf = at.influence(at.normalise(graph.adjacency), graph.logit_weights())
     error_share = float(inf[sl["errors"]].sum() / inf[: sl["logits"].start].sum().clamp(min=1e-30))
     n_pruned_features = int(nodes[sl["features"]].sum())
-    missing = [L for L in range(rm.n_layers) if L not in tr.transcoders]
+    missing = [L for L in range(rm.n_layers) if L not in tr.layers]
     no_latent = ""
     if n_pruned_features == 0:
         no_latent = (
@@ -217,7 +213,8 @@ def run(opts: AttributeOptions, out: Path) -> Result:
         "prompt": opts.prompt,
         "n_tokens": graph.n_pos,
         "zeroed_positions": zero,
-        "transcoder_layers": list(tr.transcoders),
+        "transcoder_layers": tr.layers,
+        "cross_layer_transcoder": tr.clt is not None,
         "layers_without_transcoder": missing,
         "n_active_features": graph.n_active,
         "n_features": graph.n_features,

@@ -88,7 +88,8 @@ class RunModelOptions(Config):
 TRANSCODERS_HELP = (
     "a train-sae run of transcoders: one per layer (--set architecture=transcoder --set "
     "'hook_name=blocks.*.mlp'), or a single transcoder's run, or a folder of sparsify transcoders "
-    "(layers.L.mlp/, with --model); MLPs without one are error nodes"
+    "(layers.L.mlp/, with --model); MLPs without one are error nodes; or a cross-layer transcoder (a CLT "
+    "run, or a folder in circuit-tracer's CLT layout, with --model unless its cfg.json names one)"
 )
 
 

@@ -53,7 +53,7 @@ def intervene(opts: InterveneOptions) -> dict:
 
     tr = opts.load()
     ids = tr.encode(opts.prompt)[0]
-    rm = ReplacementModel(tr.hooked, tr.transcoders)
+    rm = ReplacementModel(tr.hooked, tr.replaces)
     trace = rm.trace(ids)
     first = zeroed_positions(ids, tr.lm.tokenizer.bos_token_id, tr.lm.names, opts.keep_bos)
     edits = iv.parse_nodes(opts.nodes, rm, trace.n_pos, opts.mode, opts.value, first)

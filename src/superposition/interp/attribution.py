@@ -174,7 +174,7 @@ class _Rows:
         self.rm, self.trace, self.B = rm, trace, batch_size
         P = trace.n_pos
         self.active = []  # per transcoder layer: (positions, latents, activations)
-        for L in rm.transcoders:
+        for L in rm.layers:
             acts = trace.acts[L]
             pos, lat = acts.nonzero(as_tuple=True)
             keep = pos >= zero_positions
@@ -185,19 +185,22 @@ class _Rows:
         ) if self.active else torch.zeros(0, 3, dtype=torch.long)  # fmt: skip
         self.n_active = int(self.feature_index.shape[0])
         self.n_cols = self.n_active + rm.n_layers * P + P
-        # per layer, the decoder rows of its active latents scaled by their activations, in blocks by
-        # position (nonzero() lists them position by position): a source's edge is g[p] · (a d)
+        # per (reading layer, written layer), the decoder rows of the active latents scaled by their
+        # activations, in blocks by position (nonzero() lists them position by position): a source's
+        # edge is Σ over the layers it writes to of g[written][p] · (a d). A per-layer transcoder
+        # writes to its own layer only; a CLT's layer-L latents to every layer from L on.
         self.blocks = []
         start = 0
         for L, pos, f, act in self.active:
-            scaled = rm.weights[L]["W_dec"][f].float() * act[:, None]
             counts = torch.bincount(pos, minlength=P).tolist()
-            parts, at_ = [], 0
-            for p_, n in enumerate(counts):
-                if n:
-                    parts.append((p_, start + at_, start + at_ + n, scaled[at_ : at_ + n].T.contiguous()))
-                at_ += n
-            self.blocks.append((L, parts))
+            for written, dec in rm.decoders[L].items():
+                scaled = dec[f].float() * act[:, None]
+                parts, at_ = [], 0
+                for p_, n in enumerate(counts):
+                    if n:
+                        parts.append((p_, start + at_, start + at_ + n, scaled[at_ : at_ + n].T.contiguous()))
+                    at_ += n
+                self.blocks.append((written, parts))
             start += len(f)
         self.errors = [trace.error(L).float() for L in range(rm.n_layers)]
         for e in self.errors:
@@ -213,17 +216,17 @@ class _Rows:
             for L in range(rm.n_layers)
         }
         with torch.enable_grad():
-            self.ln2, final = rm.frozen_forward(trace, emb, writes)
+            self.reads, final = rm.frozen_forward(trace, emb, writes)
             self.final = final[:, -1]
         self.emb, self.writes = emb, writes
         self.passes = 0
 
     def compute(self, seeds: dict[int, Tensor], final_seed: Tensor | None) -> Tensor:
-        """Rows (B, n_cols) for targets given as gradients at transcoder inputs ({L: (B, P, d_in)})
+        """Rows (B, n_cols) for targets given as gradients at what the latents read ({L: (B, P, d_in)})
         and at the last position's final-norm output ((B, d))."""
         outputs, grads = [], []
         for L, s in seeds.items():
-            outputs.append(self.ln2[L])
+            outputs.append(self.reads[L])
             grads.append(s)
         if final_seed is not None:
             outputs.append(self.final)
@@ -235,11 +238,11 @@ class _Rows:
         B, t = self.B, self.trace
         rows = torch.zeros(B, self.n_cols)
         g = dict(zip(self.writes, got[1:], strict=True))
-        for L, parts in self.blocks:
-            if g[L] is None:  # no target of this batch reads layer L's output
+        for written, parts in self.blocks:
+            if g[written] is None:  # no target of this batch reads layer `written`'s output
                 continue
             for p_, a, b, dec in parts:
-                rows[:, a:b] = g[L][:, p_] @ dec
+                rows[:, a:b] += g[written][:, p_] @ dec
         P, base = t.n_pos, self.n_active
         for L in range(self.rm.n_layers):
             if g[L] is not None:
@@ -254,7 +257,7 @@ class _Rows:
         for b, j in enumerate(idx.tolist()):
             L, p, f = self.feature_index[j].tolist()
             if L not in seeds:
-                seeds[L] = torch.zeros_like(self.ln2[L])
+                seeds[L] = torch.zeros_like(self.reads[L])
             seeds[L][b, p] = self.rm.weights[L]["W_enc"][:, f].float()
         return self.compute(seeds, None)[: len(idx)]
 

@@ -66,6 +66,11 @@ def parse_nodes(
     refused by name)."""
     if mode not in MODES:
         raise SuperpositionError(f"mode {mode!r}: one of {', '.join(MODES)}")
+    if rm.clt is not None:
+        raise SuperpositionError(
+            "intervene: edits per-layer transcoders; a cross-layer transcoder run is not supported yet "
+            "(attribute reads it)"
+        )
     edits = []
     for item in (t.strip() for t in text.split(",")):
         m = _NODE.match(item)

@@ -13,6 +13,11 @@ and RMSNorm x/rms·w (Gemma's (1 + w)); the recomputed output is checked against
 the traced pass, so a norm of another form is refused in one line, never frozen wrongly.
 
 A layer without a transcoder keeps its MLP, whose whole output is that layer's error node.
+
+Per-layer transcoders (a dict layer -> transcoder) read the MLP's input (`ln2.hook_normalized`)
+and write its output. A cross-layer transcoder (sae/clt.py) replaces every MLP at once: layer L's
+latents read `hook_resid_mid` and write to the outputs of layers L, L+1, ...; layer L's error is
+its MLP output minus what the latents of layers ≤ L write there (circuit-tracer's definitions).
 """
 
 from __future__ import annotations
@@ -51,6 +56,7 @@ class Trace:
     recon: dict[int, Tensor]  # transcoder layers -> (P, d) their output
     logits: Tensor  # (V,) at the last position
     frozen: Frozen
+    reads: dict[int, Tensor] = field(default_factory=dict)  # layer -> (P, d) what its latents read
 
     @property
     def n_pos(self) -> int:
@@ -142,27 +148,53 @@ def _norm_hook(state: Frozen):
 
 
 class ReplacementModel:
-    """A language model with transcoders at some of its MLPs (layer -> SAE whose `transcodes`)."""
+    """A language model with transcoders at some of its MLPs (layer -> SAE whose `transcodes`), or
+    with a cross-layer transcoder replacing all of them."""
 
-    def __init__(self, hooked: HookedModel, transcoders: dict[int, nn.Module]) -> None:
-        if not transcoders:
-            raise SuperpositionError("attribute: needs transcoders (a run of blocks.L.mlp transcoders)")
-        for layer, sae in transcoders.items():
-            if not getattr(sae, "transcodes", False):
-                raise SuperpositionError(
-                    f"attribute: the SAE at layer {layer} is a {sae.cfg.architecture}, not a transcoder"
-                )
-            if not 0 <= layer < hooked.n_layers:
-                raise SuperpositionError(
-                    f"attribute: a transcoder for layer {layer}, but the model has layers "
-                    f"0..{hooked.n_layers - 1}"
-                )
+    def __init__(self, hooked: HookedModel, transcoders) -> None:
+        from superposition.sae.clt import CrossLayerTranscoder
+
+        self.clt = transcoders if isinstance(transcoders, CrossLayerTranscoder) else None
         self.hooked, self.model = hooked, hooked.model
-        self.transcoders = dict(sorted(transcoders.items()))
-        self.weights = {
-            L: {k: v.detach() for k, v in s.saved_tensors(0).items()} for L, s in transcoders.items()
-        }
         self.n_layers = hooked.n_layers
+        if self.clt is not None:
+            clt = self.clt
+            width = hooked.widths("blocks.0.hook_resid_mid")[0]
+            if clt.n_layers != hooked.n_layers or clt.d_model != width:
+                raise SuperpositionError(
+                    f"attribute: the CLT spans {clt.n_layers} layers of width {clt.d_model}, but the model "
+                    f"has {hooked.n_layers} of width {width}"
+                )
+            self.transcoders = {}
+            self.layers = list(range(clt.n_layers))
+            self.read_hook = "hook_resid_mid"
+            self.weights = {
+                L: {"W_enc": clt.W_enc[L].detach(), "b_enc": clt.b_enc[L].detach()} for L in self.layers
+            }
+            self.decoders = {
+                L: {L2: clt.W_dec[L][:, L2 - L].detach() for L2 in range(L, clt.n_layers)}
+                for L in self.layers
+            }
+        else:
+            if not transcoders:
+                raise SuperpositionError("attribute: needs transcoders (a run of blocks.L.mlp transcoders)")
+            for layer, sae in transcoders.items():
+                if not getattr(sae, "transcodes", False):
+                    raise SuperpositionError(
+                        f"attribute: the SAE at layer {layer} is a {sae.cfg.architecture}, not a transcoder"
+                    )
+                if not 0 <= layer < hooked.n_layers:
+                    raise SuperpositionError(
+                        f"attribute: a transcoder for layer {layer}, but the model has layers "
+                        f"0..{hooked.n_layers - 1}"
+                    )
+            self.transcoders = dict(sorted(transcoders.items()))
+            self.layers = list(self.transcoders)
+            self.read_hook = "ln2.hook_normalized"
+            self.weights = {
+                L: {k: v.detach() for k, v in s.saved_tensors(0).items()} for L, s in transcoders.items()
+            }
+            self.decoders = {L: {L: self.weights[L]["W_dec"]} for L in self.layers}
         self.unembed = self.model.get_output_embeddings().weight.detach()  # (V, d)
         # every norm (ln1, ln2, the final norm; Gemma's post-norms; q/k norms, which the frozen pattern
         # makes moot): frozen, or the map would not be linear
@@ -170,6 +202,14 @@ class ReplacementModel:
             m for m in self.model.modules() if isinstance(m, nn.LayerNorm) or "RMSNorm" in type(m).__name__
         ]
         _register_attention()
+
+    def d_sae(self, layer: int) -> int:
+        return int(self.weights[layer]["W_enc"].shape[1])
+
+    def latent_output(self, layer: int, latent: int) -> Tensor:
+        """Everything latent `latent` of `layer` writes, summed over the layers it writes to (d,):
+        what a logit-lens label reads."""
+        return sum(dec[latent] for dec in self.decoders[layer].values())
 
     # ------------------------------------------------------------------ freezing
     @contextmanager
@@ -206,6 +246,8 @@ class ReplacementModel:
         names = ["blocks.0.hook_resid_pre"]
         for L in range(self.n_layers):
             names += [f"blocks.{L}.ln2.hook_normalized", f"blocks.{L}.hook_mlp_out"]
+            if self.read_hook != "ln2.hook_normalized":
+                names.append(f"blocks.{L}.{self.read_hook}")
         cache: dict[str, Tensor] = {}
 
         def keep(name):
@@ -219,11 +261,18 @@ class ReplacementModel:
             logits = self.model(input_ids=ids, use_cache=False).logits[0, -1]
         state.recording = False
         mlp_in = {L: cache[f"blocks.{L}.ln2.hook_normalized"] for L in range(self.n_layers)}
+        reads = {L: cache[f"blocks.{L}.{self.read_hook}"] for L in self.layers}
         acts, recon = {}, {}
-        for L, sae in self.transcoders.items():
-            a = sae.encode(mlp_in[L])
-            acts[L] = a
-            recon[L] = sae.decode(a) + self._skip(L, mlp_in[L])
+        if self.clt is not None:
+            for L in self.layers:
+                acts[L] = self.clt.encode(reads[L].to(self.clt.W_enc.dtype), layer=L)
+            for L2 in range(self.n_layers):
+                recon[L2] = self.clt.decode_layer([acts[L] for L in range(L2 + 1)], L2).to(mlp_in[L2].dtype)
+        else:
+            for L, sae in self.transcoders.items():
+                a = sae.encode(mlp_in[L])
+                acts[L] = a
+                recon[L] = sae.decode(a) + self._skip(L, mlp_in[L])
         return Trace(
             ids=ids[0],
             emb=cache["blocks.0.hook_resid_pre"],
@@ -233,17 +282,18 @@ class ReplacementModel:
             recon=recon,
             logits=logits.float(),
             frozen=state,
+            reads=reads,
         )
 
     def _skip(self, layer: int, x: Tensor) -> Tensor:
-        w = self.weights[layer].get("W_skip")
+        w = self.weights.get(layer, {}).get("W_skip")
         return x @ w.T if w is not None else torch.zeros((), dtype=x.dtype, device=x.device)
 
     # ------------------------------------------------------------------ the frozen pass
     def writes(self, trace: Trace, layer: int) -> Tensor:
         """What layer L's MLP writes apart from a skip transcoder's skip path (P, d): the latents'
         decoded sum, b_dec and the error; the frozen pass adds the skip path as a live function."""
-        return trace.mlp_out[layer] - (self._skip(layer, trace.mlp_in[layer]) if layer in self.weights else 0)
+        return trace.mlp_out[layer] - self._skip(layer, trace.mlp_in[layer])
 
     def frozen_forward(
         self,
@@ -252,13 +302,15 @@ class ReplacementModel:
         writes: dict[int, Tensor],
     ) -> tuple[dict[int, Tensor], Tensor]:
         """The frozen model on (B, P, d) inputs: `emb` enters block 0, `writes[L]` (see `writes`) is
-        layer L's MLP output, plus the skip path of a skip transcoder. Returns each layer's
-        transcoder input (B, P, d_in) and the final norm's output (B, P, d)."""
+        layer L's MLP output, plus the skip path of a skip transcoder. Returns what each layer's
+        latents read (B, P, d_in: the transcoder's input, or resid_mid for a CLT) and the final
+        norm's output (B, P, d)."""
         ln2: dict[int, Tensor] = {}
+        reads: dict[int, Tensor] = {}
 
-        def capture(L):
+        def capture(into, L):
             def fn(x):
-                ln2[L] = x
+                into[L] = x
 
             return fn
 
@@ -272,12 +324,14 @@ class ReplacementModel:
 
         fns = {"blocks.0.hook_resid_pre": lambda _: emb}
         for L in range(self.n_layers):
-            fns[f"blocks.{L}.ln2.hook_normalized"] = capture(L)
+            fns[f"blocks.{L}.ln2.hook_normalized"] = capture(ln2, L)
+            if self.read_hook != "ln2.hook_normalized":
+                fns[f"blocks.{L}.{self.read_hook}"] = capture(reads, L)
             fns[f"blocks.{L}.hook_mlp_out"] = replace(L)
         ids = trace.ids.reshape(1, -1).expand(emb.shape[0], -1)
         with self.frozen(trace.frozen), self.hooked.hooks(fns):
             final = self.model.base_model(input_ids=ids, use_cache=False).last_hidden_state
-        return ln2, final
+        return (reads if self.read_hook != "ln2.hook_normalized" else ln2), final
 
     def logits_of(self, final: Tensor) -> Tensor:
         """Logits from the final norm's output (the unembedding and its bias, if any)."""

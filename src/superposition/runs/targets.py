@@ -270,8 +270,25 @@ class TranscoderRun:
     path: Path
     lm: LoadedModel
     hooked: HookedModel
-    transcoders: dict[int, BatchedSAE]  # layer -> its transcoder
+    transcoders: dict[int, BatchedSAE]  # layer -> its transcoder ({} for a CLT)
     prepend_bos: bool
+    clt: object | None = None  # a CrossLayerTranscoder replacing every MLP (sae/clt.py)
+
+    @property
+    def replaces(self):
+        """What interp.replacement.ReplacementModel takes: the CLT, or the transcoders by layer."""
+        return self.clt if self.clt is not None else self.transcoders
+
+    @property
+    def layers(self) -> list[int]:
+        """The layers whose MLPs have latents."""
+        return list(range(self.clt.n_layers)) if self.clt is not None else list(self.transcoders)
+
+    def latent_output(self, layer: int, latent: int):
+        """What a latent writes, summed over the layers it writes to (d,)."""
+        if self.clt is not None:
+            return self.clt.W_dec[layer][latent].detach().sum(0)
+        return self.transcoders[layer].saved_tensors(0)["W_dec"][latent].detach()
 
     def encode(self, prompt: str, what: str = "prompt"):
         """A prompt's token ids (1, P): BOS first when the run's SAEs were trained so; empty or
@@ -356,6 +373,30 @@ def load_hook_saes(
     return cfg, lm, hooked, saes
 
 
+def _clt_run(where: Path, folder: Path, model: str | None, device: str | None, dtype: str | None):
+    """A cross-layer transcoder with the model it was trained on (its cfg.json's `model_name`, or
+    `model`), ready to replace every MLP."""
+    from superposition.sae.clt import CrossLayerTranscoder
+
+    clt = CrossLayerTranscoder.load(folder)
+    run_cfg = read_json(where / "config.json") if (where / "config.json").is_file() else {}
+    name = model or clt.metadata.get("model_name") or run_cfg.get("model_name")
+    if not name:
+        raise SuperpositionError(f"model: {folder} does not name the model its CLT reads; give --model")
+    lm = load_model(
+        name, device or run_cfg.get("device") or "cpu", dtype or run_cfg.get("dtype") or "float32"
+    )
+    hooked = HookedModel(lm.model)
+    width = hooked.widths("blocks.0.hook_resid_mid")[0]
+    if clt.n_layers != hooked.n_layers or clt.d_model != width:
+        raise SuperpositionError(
+            f"{folder}: a CLT over {clt.n_layers} layers of width {clt.d_model}, but {lm.name} has "
+            f"{hooked.n_layers} of width {width}"
+        )
+    clt = clt.to(lm.model.device).eval().requires_grad_(False)
+    return TranscoderRun(where, lm, hooked, {}, bool(clt.metadata.get("prepend_bos", True)), clt=clt)
+
+
 def _foreign_hook_saes(where: Path, model: str | None) -> tuple[LMSAEConfig, dict[str, Path], dict]:
     """A folder of SAEs or transcoders by hook that another library wrote (a sparsify checkpoint:
     layers.L/, layers.L.mlp/; or SAE folders side by side): its {hook: folder}, the SAEs read, and
@@ -393,8 +434,16 @@ def load_transcoders(
     path: str | Path, model: str | None = None, device: str | None = None, dtype: str | None = None
 ) -> TranscoderRun:
     """The transcoders of a train-sae run: one per layer (`hook_name=blocks.*.mlp`, saes/blocks.L.mlp/)
-    or the one of a single-transcoder run, with the model they were trained on (or `model`)."""
+    or the one of a single-transcoder run, with the model they were trained on (or `model`); or a
+    cross-layer transcoder (a CLT run, or a folder in circuit-tracer's CLT layout)."""
     from superposition.lm.hooks import MLP_PAIR
+
+    where = local_path(path)
+    clt_folder = None
+    if where is not None:
+        clt_folder = next((q for q in (where / "clt", where) if (q / "W_enc_0.safetensors").is_file()), None)
+    if clt_folder is not None:
+        return _clt_run(where, clt_folder, model, device, dtype)
 
     cfg, lm, hooked, saes = load_hook_saes(path, model, device, dtype, transcoders_only=True)
     transcoders = {int(MLP_PAIR.match(h).group(1)): sae for h, sae in saes.items()}
