@@ -214,6 +214,32 @@ def clt_check(root: Path) -> None:
     ours = at.attribute(rm, ids, PROMPT, batch_size=64, progress=False, zero_positions=1)
     compare_graphs("CLT", "JumpReLU CLT, BOS zeroed", ours, theirs, scores)
 
+    # a JumpReLU CLT trained here (train-sae, clt_sparsity=jumprelu), read by load_clt
+    from superposition.cli import main
+
+    run = root / "clt-run"
+    sets = [f"model_name={folder}", "architecture=clt", "hook_name=blocks.*.mlp", "clt_sparsity=jumprelu",
+            "d_sae=32", "context_size=32", "batch_size_tokens=256", "training_tokens=25600",
+            "n_batches_in_buffer=2", "model_batch_size=8", "eval_sequences=2", "tensorboard=false"]  # fmt: skip
+    assert main(["train-sae", "--out", str(run), *[a for x in sets for a in ("--set", x)]]) == 0
+    trained = CrossLayerTranscoder.load(run / "clt")
+    theirs, scores = their_graph(root, "clt", folder, run / "clt", ids)
+    ours = at.attribute(ReplacementModel(hooked, trained), ids, PROMPT, batch_size=64, progress=False)
+    compare_graphs("CLT", "trained JumpReLU CLT (train-sae)", ours, theirs, scores)
+
+    # circuit-tracer's own ReLU CLT (its to_safetensors), read by ours
+    x = torch.randn(16, n, d, generator=g)
+    save_file({"x": x}, str(root / "clt-x.safetensors"))
+    run_in("circuit-tracer", WORKER, "relu_clt", str(root / "relu-clt"), str(root / "clt-x.safetensors"),
+           str(root / "relu-z.safetensors"))  # fmt: skip
+    z_theirs = load_file(str(root / "relu-z.safetensors"))["z"]
+    relu = CrossLayerTranscoder.load(root / "relu-clt")
+    with torch.no_grad():
+        z_ours = relu.encode(x)
+    row("CLT", "circuit-tracer's ReLU CLT read by ours", float((z_ours - z_theirs).abs().max()),
+        float(z_theirs.abs().max()), torch.equal(z_ours != 0, z_theirs != 0),
+        f"L0 {float((z_theirs != 0).float().sum(-1).mean()):.1f} per layer and token")  # fmt: skip
+
 
 # ---------------------------------------------------------------------- 4. crosscoders
 def crosscoder_check(root: Path, src: str) -> None:

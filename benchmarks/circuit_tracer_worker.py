@@ -8,6 +8,8 @@ circuit-tracer environment (circuit-tracer 0.5.0, nnsight 0.6.3, transformers 4.
         circuit-tracer's attribution graph of IDS through the model with the transcoders (a folder
         of layer_L.safetensors per-layer transcoders, or a CLT folder in its own layout), NNsight
         backend on the CPU: adjacency, nodes, logits, pruned masks and scores into OUT
+    python circuit_tracer_worker.py relu_clt FOLDER X OUT
+        circuit-tracer's own ReLU CLT written into FOLDER by its to_safetensors; its activations of X
     python circuit_tracer_worker.py crosscoder AE_PT DICTLEARN_SRC X OUT
         dictionary_learning's (Minder et al.'s fork, the checkout at DICTLEARN_SRC) CrossCoder or
         BatchTopKCrossCoder `from_pretrained(AE_PT)`: its activations and reconstructions of X
@@ -93,6 +95,25 @@ def attribute(folder: str, kind: str, transcoders: str, ids: str, out: str, max_
     )
 
 
+def relu_clt(folder: str, x: str, out: str) -> None:
+    """circuit-tracer's own ReLU CLT (random weights), written by its `to_safetensors`, and its
+    activations of X (batch, n_layers, d)."""
+    from circuit_tracer.transcoder.cross_layer_transcoder import CrossLayerTranscoder
+
+    xs = load_file(x)["x"]
+    n, d = xs.shape[1], xs.shape[2]
+    clt = CrossLayerTranscoder(n, 24, d, activation_function="relu", lazy_decoder=False,
+                               device=torch.device("cpu"), dtype=torch.float32)  # fmt: skip
+    g = torch.Generator().manual_seed(5)
+    with torch.no_grad():
+        for p in clt.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.3)
+    clt.to_safetensors(folder)
+    with torch.no_grad():
+        z = clt.encode(xs.transpose(0, 1)).transpose(0, 1)
+    save_file({"z": z.contiguous()}, out)
+
+
 def crosscoder(ae_pt: str, src: str, x: str, out: str) -> None:
     # the fork's package __init__ imports training code (nnsight, datasets); its classes need neither
     root = Path(src) / "dictionary_learning"
@@ -111,4 +132,5 @@ def crosscoder(ae_pt: str, src: str, x: str, out: str) -> None:
 
 
 if __name__ == "__main__":
-    {"logits": logits, "attribute": attribute, "crosscoder": crosscoder}[sys.argv[1]](*sys.argv[2:])
+    commands = {"logits": logits, "attribute": attribute, "relu_clt": relu_clt, "crosscoder": crosscoder}
+    commands[sys.argv[1]](*sys.argv[2:])

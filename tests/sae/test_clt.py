@@ -5,7 +5,6 @@ substituting every MLP at once scores exact transcoders 1 and a silent CLT 0."""
 import pytest
 import torch
 
-from superposition.errors import SuperpositionError
 from superposition.lm.evals import CLTReplacement, PerLayer, evaluate_substitution
 from superposition.sae.clt import CrossLayerTranscoder
 
@@ -53,11 +52,18 @@ def test_files_are_circuit_tracers_layout_and_round_trip(tmp_path):
     back = CrossLayerTranscoder.load(tmp_path / "c")
     x = torch.randn(4, 3, 6)
     assert torch.equal(back(x), clt(x)) and back.metadata["model_name"] == "m"
-    # a circuit-tracer JumpReLU file (thresholds, no cfg.json) is read as one
+    # without cfg.json, our files' own header says TopK and k
     (tmp_path / "c" / "cfg.json").unlink()
-    with pytest.raises(SuperpositionError, match="no thresholds and no k"):
-        CrossLayerTranscoder.load(tmp_path / "c")
+    assert CrossLayerTranscoder.load(tmp_path / "c").k == 3
     from safetensors.torch import save_file
+
+    # circuit-tracer's ReLU CLT (no thresholds, no k anywhere) is read as circuit-tracer reads it
+    for i in range(3):
+        e = load_file(str(tmp_path / "c" / f"W_enc_{i}.safetensors"))
+        save_file(e, str(tmp_path / "c" / f"W_enc_{i}.safetensors"))  # no metadata
+    relu = CrossLayerTranscoder.load(tmp_path / "c")
+    assert relu.k is None and torch.equal(relu.encode(x), torch.relu(relu.pre_acts(x)))
+    # a circuit-tracer JumpReLU file (thresholds, no cfg.json) is read as one
 
     for i in range(3):
         e = load_file(str(tmp_path / "c" / f"W_enc_{i}.safetensors"))
@@ -67,6 +73,75 @@ def test_files_are_circuit_tracers_layout_and_round_trip(tmp_path):
     jump = CrossLayerTranscoder.load(tmp_path / "c")
     pre = jump.pre_acts(x)
     torch.testing.assert_close(jump.encode(x), pre * (pre > 0.5))
+
+
+def _planted(n=3, d=16, m=12, k=2, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    E = torch.randn(n, m, d, generator=g)
+    D = [torch.randn(m, n - i, d, generator=g) * 0.5 for i in range(n)]
+
+    def batch(b=512):
+        z = torch.zeros(b, n, m)
+        idx = torch.rand(b, n, m, generator=g).argsort(-1)[..., :k]
+        z.scatter_(-1, idx, torch.rand(b, n, k, generator=g) + 0.5)
+        x = torch.einsum("blm,lmd->bld", z, E)
+        y = torch.zeros(b, n, d)
+        for i in range(n):
+            y[:, i:] += torch.einsum("bm,mld->bld", z[:, i], D[i])
+        return x, y
+
+    return batch
+
+
+def _train_jumprelu(coefficient: float, steps: int = 600):
+    from superposition.sae.base import StepState
+
+    batch = _planted()
+    clt = CrossLayerTranscoder(3, 16, 48, generator=torch.Generator().manual_seed(0), sparsity="jumprelu",
+                               sparsity_coefficient=coefficient, init_threshold=0.1)  # fmt: skip
+    opt = torch.optim.Adam(clt.parameters(), lr=3e-3)
+    start = clt.log_threshold.detach().clone()
+    clt.train()
+    for _ in range(steps):
+        x, y = batch()
+        out = clt.train_loss(torch.stack([x, y], 2).reshape(x.shape[0], 6, 16), StepState())
+        opt.zero_grad()
+        out.total.backward()
+        opt.step()
+    clt.eval()
+    x, y = batch(2048)
+    with torch.no_grad():
+        _, terms = clt.loss(x, y)
+    return clt, terms, start
+
+
+def test_a_jumprelu_clt_trains_its_thresholds_and_its_penalty_sets_the_l0():
+    """The published recipe: the tanh penalty on ‖W_dec‖·z trades L0 for reconstruction, the
+    thresholds move through the straight-through estimator, and the saved files say JumpReLU."""
+    loose, t_loose, start = _train_jumprelu(0.01)
+    tight, t_tight, _ = _train_jumprelu(1.0)
+    assert not torch.equal(tight.log_threshold.detach(), start)  # θ is trained
+    l0_loose, l0_tight = float(t_loose["l0"].mean()), float(t_tight["l0"].mean())
+    assert l0_tight < 0.7 * l0_loose, (l0_loose, l0_tight)
+    assert float(t_loose["fvu"].max()) < 0.2  # and it reconstructs
+    assert float(t_tight["fvu"].max()) > float(t_loose["fvu"].max())
+
+
+def test_a_jumprelu_clt_saves_thresholds_circuit_tracer_reads(tmp_path):
+    import json
+
+    from safetensors import safe_open
+
+    clt, _, _ = _train_jumprelu(0.1, steps=50)
+    clt.save(tmp_path / "c")
+    with safe_open(str(tmp_path / "c" / "W_enc_0.safetensors"), "pt") as f:
+        assert f.metadata() == {"activation": "jump_relu"}
+        torch.testing.assert_close(f.get_tensor("threshold_0"), clt.log_threshold[0].detach().exp())
+    assert json.loads((tmp_path / "c" / "cfg.json").read_text())["activation_function"] == "jump_relu"
+    back = CrossLayerTranscoder.load(tmp_path / "c")
+    x = torch.randn(8, 3, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(back.encode(x), clt.encode(x))
 
 
 def test_training_recovers_a_planted_cross_layer_map():
@@ -178,3 +253,22 @@ def test_train_sae_clt_end_to_end(tmp_path, capsys):
     capsys.readouterr()
     assert main(["eval-sae", str(out)]) == 2  # per-layer SAE commands still say what a CLT run is
     assert "a cross-layer transcoder run" in capsys.readouterr().err
+
+
+def test_convert_to_circuit_tracer_writes_jumprelu_clts_and_refuses_topk(tmp_path, capsys):
+    from superposition.cli import main
+    from tests.reliability.test_hostile import _one_line_exit_2
+
+    clt, _, _ = _train_jumprelu(0.1, steps=20)
+    clt.save(tmp_path / "j", {"model_name": "m"})
+    assert (
+        main(["convert", str(tmp_path / "j"), "--to", "circuit-tracer", "--out", str(tmp_path / "ct")]) == 0
+    )
+    back = CrossLayerTranscoder.load(tmp_path / "ct")
+    x = torch.randn(4, 3, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(back.encode(x), clt.encode(x))
+    _random_clt().save(tmp_path / "t")
+    _one_line_exit_2(capsys, ["convert", str(tmp_path / "t"), "--to", "circuit-tracer", "--out",
+                              str(tmp_path / "no")], "is a TopK CLT (k 3)")  # fmt: skip
+    assert not (tmp_path / "no").exists()

@@ -1,7 +1,9 @@
-"""`superposition convert SRC --to saelens|sparsify|dictionary_learning --out DST`: any readable SAE,
-written in SAELens's or sparsify's layout (sae/formats/); a crosscoder (a crosscoder run or its
-crosscoder/ folder) in dictionary_learning's (`ae.pt`, the state dict its CrossCoder or
-BatchTopKCrossCoder `from_pretrained` reads, and `config.json`)."""
+"""`superposition convert SRC --to saelens|sparsify|dictionary_learning|circuit-tracer --out DST`: any
+readable SAE, written in SAELens's or sparsify's layout (sae/formats/); a crosscoder (a crosscoder
+run or its crosscoder/ folder) in dictionary_learning's (`ae.pt`, the state dict its CrossCoder or
+BatchTopKCrossCoder `from_pretrained` reads, and `config.json`); a JumpReLU or ReLU cross-layer
+transcoder in circuit-tracer's (`W_enc_i`/`W_dec_i` files its `load_clt` reads; a TopK CLT is
+refused: circuit-tracer would read it as a ReLU CLT)."""
 
 from __future__ import annotations
 
@@ -22,8 +24,9 @@ class ConvertOptions(Config):
         "any SAE: a SAELens, sparsify, Gemma Scope or dictionary_learning folder or file, or hf://owner/repo/path",
         "SRC",
     )
-    to: Literal["saelens", "sparsify", "dictionary_learning"] = Field(
-        description="the layout to write (dictionary_learning: crosscoders)"
+    to: Literal["saelens", "sparsify", "dictionary_learning", "circuit-tracer"] = Field(
+        description="the layout to write (dictionary_learning: crosscoders; circuit-tracer: JumpReLU or "
+        "ReLU cross-layer transcoders)"
     )
 
 
@@ -45,6 +48,8 @@ def crosscoder_folder(src: str) -> Path | None:
 def run(opts: ConvertOptions, out: Path) -> Result:
     from superposition.sae.formats import load, save
 
+    if opts.to == "circuit-tracer":
+        return _clt(opts, out)
     folder = crosscoder_folder(opts.src)
     if folder is not None or opts.to == "dictionary_learning":
         return _crosscoder(opts, folder, out)
@@ -83,4 +88,32 @@ def _crosscoder(opts: ConvertOptions, folder: Path | None, out: Path) -> Result:
         config=cfg,  # config.json as dictionary_learning writes it beside ae.pt
         message=f"dictionary_learning {kind}: {cc.n_sources} sources, d {cc.d}, d_sae {cc.d_sae} "
         "(ae.pt, config.json)",
+    )
+
+
+def _clt(opts: ConvertOptions, out: Path) -> Result:
+    """A CLT in circuit-tracer's layout, written only when circuit-tracer computes its latents: a
+    JumpReLU (or ReLU) CLT; a TopK CLT is refused (circuit-tracer has no TopK and reads such files
+    as a ReLU CLT, whose latents are others)."""
+    from superposition.errors import SuperpositionError
+    from superposition.sae.clt import CrossLayerTranscoder
+
+    src = Path(opts.src).expanduser()
+    folder = next((q for q in (src / "clt", src) if (q / "W_enc_0.safetensors").is_file()), None)
+    if folder is None:
+        raise SuperpositionError(
+            f"--to circuit-tracer: writes cross-layer transcoders; {opts.src} is not a CLT run or folder"
+        )
+    clt = CrossLayerTranscoder.load(folder)
+    if clt.k is not None:
+        raise SuperpositionError(
+            f"--to circuit-tracer: {opts.src} is a TopK CLT (k {clt.k}); circuit-tracer has no TopK and "
+            "would read its files as a ReLU CLT with other latents; train one with clt_sparsity=jumprelu"
+        )
+    clt.save(out, {k: v for k, v in clt.metadata.items() if k in ("model_name", "model_id", "hook_name")})
+    kind = "JumpReLU" if bool((clt.thresholds() != 0).any()) else "ReLU"
+    return Result(
+        report=False,
+        message=f"circuit-tracer {kind} CLT: {clt.n_layers} layers, d_model {clt.d_model}, d_sae {clt.d_sae} "
+        "(load_clt reads the folder)",
     )

@@ -50,13 +50,28 @@ class LMSettings(Config):
         "topk",
         description="an SAE architecture (topk, batchtopk, jumprelu, standard, gated, matryoshka), "
         "transcoder or skip_transcoder (hook_name blocks.L.mlp), or clt: one cross-layer transcoder over "
-        "every layer (hook_name blocks.*.mlp; TopK with k per layer and token), or crosscoder: one "
+        "every layer (hook_name blocks.*.mlp; TopK with k per layer and token, or JumpReLU: clt_sparsity), "
+        "or crosscoder: one "
         "dictionary over two models at one hook (model_name_b) or over several hooks of one model",
     )
     model_name_b: str | None = Field(
         None,
         description="crosscoder: the second model (b), read at the same hook as model_name (a) on the "
         "same tokens; it must share model_name's tokenizer and width",
+    )
+    clt_sparsity: Literal["topk", "jumprelu"] = Field(
+        "topk",
+        description="clt: topk (k latents per layer and token) or jumprelu (a trained threshold per latent, "
+        "as circuit-tracer's and Anthropic's CLTs; with bandwidth and init_threshold as for jumprelu SAEs)",
+    )
+    clt_sparsity_coefficient: float = Field(
+        0.5, ge=0.0, description="clt jumprelu: λ_s of the penalty λ_s Σ tanh(c ‖W_dec‖ z) (warmed up)"
+    )
+    clt_tanh_scale: float = Field(
+        4.0, gt=0.0, description="clt jumprelu: c of the penalty λ_s Σ tanh(c ‖W_dec‖ z)"
+    )
+    clt_preact_coefficient: float = Field(
+        3e-6, ge=0.0, description="clt jumprelu: λ_p of the pre-activation loss λ_p Σ ReLU(θ − pre) ‖W_dec‖"
     )
     crosscoder_sparsity: Literal["batchtopk", "l1"] = Field(
         "batchtopk",

@@ -48,8 +48,11 @@ def clt_job(cfg: LMSAEConfig, out: Path, comm: Comm) -> Job:
         store.close()
         raise
     clt = CrossLayerTranscoder(
-        n, d, d_sae, cfg.k, torch.Generator().manual_seed(derive_seed(cfg.seed, "sae-init"))
-    )
+        n, d, d_sae, cfg.k, torch.Generator().manual_seed(derive_seed(cfg.seed, "sae-init")),
+        sparsity=cfg.clt_sparsity, init_threshold=cfg.init_threshold, bandwidth=cfg.bandwidth,
+        sparsity_coefficient=cfg.clt_sparsity_coefficient, tanh_scale=cfg.clt_tanh_scale,
+        preact_coefficient=cfg.clt_preact_coefficient,
+    )  # fmt: skip
     clt.to(cfg.device)
     train_cfg = cfg.train_config()
 
@@ -100,7 +103,8 @@ def clt_job(cfg: LMSAEConfig, out: Path, comm: Comm) -> Job:
         source=view,
         train_cfg=train_cfg,
         checkpoint_dir=out / "checkpoint",
-        describe=f"training a clt ({n} layers, {d} -> {d_sae} per layer, k {cfg.k}) on {cfg.model_name}: "
+        describe=f"training a clt ({n} layers, {d} -> {d_sae} per layer, "
+        f"{'jumprelu' if cfg.clt_sparsity == 'jumprelu' else f'k {cfg.k}'}) on {cfg.model_name}: "
         f"{train_cfg.steps} steps of {cfg.batch_size_tokens} tokens",
         finish=finish,
         model_tokens=lambda: store.model_tokens,

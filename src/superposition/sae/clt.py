@@ -4,20 +4,30 @@ layers of a model. Layer i's latents read its residual stream between attention 
 
     z_i = σ(x_i W_enc_i + b_enc_i),      ŷ_L = Σ_{i ≤ L} z_i W_dec_i[:, L − i] + b_dec_L
 
-with σ the top k per layer and token (TopK), or a JumpReLU with a threshold per latent (files of
-other tools). Trained to reconstruct every MLP output at once (the sum over layers of the squared
-error, mean over tokens).
+with σ the top k per layer and token (TopK), or a JumpReLU with a threshold per latent θ (the
+architecture of circuit-tracer's and Anthropic's CLTs). Trained to reconstruct every MLP output at
+once (the sum over layers of the squared error, mean over tokens); a JumpReLU CLT adds the
+published sparsity penalty and pre-activation loss (Ameisen et al. 2025, "Circuit Tracing",
+methods) with the thresholds trained through straight-through estimators (sae/jumprelu.py):
+
+    λ_s Σ_{i,j} tanh(c ‖W_dec_i[j]‖ z_ij)  +  λ_p Σ_{i,j} ReLU(θ_ij − pre_ij) ‖W_dec_i[j]‖
+
+with ‖W_dec_i[j]‖ the norm of latent j's decoders to every layer it writes, concatenated; λ_s is
+warmed up as the trainer warms up every sparsity penalty.
 
 Saved in circuit-tracer's layout, so its `load_clt` reads the folder and this module reads its
 files: per layer i, `W_enc_{i}.safetensors` holding W_enc_{i} [d_sae, d_model], b_enc_{i} [d_sae],
 b_dec_{i} [d_model] (and threshold_{i} [d_sae] for a JumpReLU), and `W_dec_{i}.safetensors`
 holding W_dec_{i} [d_sae, n_layers − i, d_model]; our `cfg.json` beside them records k, the model
-and the hooks.
+and the hooks. circuit-tracer reads a folder without thresholds as a ReLU CLT: a TopK CLT's folder
+is in its layout but it would not compute our latents (cfg.json and the files' metadata say TopK;
+`convert --to circuit-tracer` refuses it); a JumpReLU CLT's files it reads as what they are.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import torch
@@ -42,11 +52,20 @@ class CrossLayerTranscoder(SourceDictionary):
     label = "CLT"
 
     def __init__(self, n_layers: int, d_model: int, d_sae: int, k: int | None = 32,
-                 generator: torch.Generator | None = None) -> None:  # fmt: skip
+                 generator: torch.Generator | None = None, sparsity: str = "topk",
+                 init_threshold: float = 0.2, bandwidth: float = 0.05, sparsity_coefficient: float = 0.5,
+                 tanh_scale: float = 4.0, preact_coefficient: float = 3e-6) -> None:  # fmt: skip
         super().__init__()
-        if k is not None and not 0 < k <= d_sae:
+        if sparsity not in ("topk", "jumprelu"):
+            raise SuperpositionError(f"clt_sparsity: topk or jumprelu, got {sparsity!r}")
+        if sparsity == "jumprelu":
+            k = None
+        elif k is not None and not 0 < k <= d_sae:
             raise SuperpositionError(f"k: between 1 and d_sae ({d_sae}), got {k}")
         self.n_layers, self.d_model, self.d_sae, self.k = n_layers, d_model, d_sae, k
+        self.sparsity, self.bandwidth = sparsity, bandwidth
+        self.sparsity_coefficient, self.tanh_scale = sparsity_coefficient, tanh_scale
+        self.preact_coefficient = preact_coefficient
         W_enc = torch.randn(n_layers, d_model, d_sae, generator=generator)
         self.W_enc = nn.Parameter(W_enc / W_enc.norm(dim=1, keepdim=True))
         self.b_enc = nn.Parameter(torch.zeros(n_layers, d_sae))
@@ -56,6 +75,12 @@ class CrossLayerTranscoder(SourceDictionary):
         )
         self.b_dec = nn.Parameter(torch.zeros(n_layers, d_model))
         self.register_buffer("threshold", None)
+        # a JumpReLU CLT in training: θ = exp(log θ), trained (read from files: `threshold` instead)
+        self.log_threshold = (
+            nn.Parameter(torch.full((n_layers, d_sae), math.log(init_threshold)))
+            if sparsity == "jumprelu"
+            else None
+        )
         self.register_buffer("scale_in", torch.ones(n_layers))
         self.register_buffer("scale_out", torch.ones(n_layers))
         self.metadata: dict = {}
@@ -71,6 +96,13 @@ class CrossLayerTranscoder(SourceDictionary):
         return torch.einsum("bld,ldf->blf", x, self.W_enc) + self.b_enc
 
     def activate(self, pre: Tensor, layer: int | None = None) -> Tensor:
+        if self.log_threshold is not None:  # a JumpReLU being trained: straight-through for θ
+            lt = self.log_threshold if layer is None else self.log_threshold[layer]
+            if self.training and torch.is_grad_enabled():
+                from superposition.sae.jumprelu import _JumpReLU
+
+                return _JumpReLU.apply(pre, lt.expand_as(pre), self.bandwidth)
+            return pre * (pre > lt.exp())
         if self.threshold is not None:  # JumpReLU
             t = self.threshold if layer is None else self.threshold[layer]
             return pre * (pre > t)
@@ -133,9 +165,11 @@ class CrossLayerTranscoder(SourceDictionary):
         return self.scale_out
 
     def train_loss(self, batch: Tensor, state: StepState) -> LossOut:
-        """`loss` on a scaled batch of interleaved (resid_mid, mlp_out) rows, as the trainer reads it."""
+        """`loss` on a scaled batch of interleaved (resid_mid, mlp_out) rows, as the trainer reads it;
+        a JumpReLU CLT adds its sparsity penalty and pre-activation loss."""
         x, y = batch[:, 0::2], batch[:, 1::2]
-        z = self.encode(x)
+        pre = self.pre_acts(x)
+        z = self.activate(pre)
         y_hat = self.decode(z)
         err = (y_hat - y).square().sum(-1)  # (batch, n_layers)
         var = (y - y.mean(0)).square().sum(-1).mean(0).clamp(min=1e-12)
@@ -143,8 +177,24 @@ class CrossLayerTranscoder(SourceDictionary):
         total = per_layer.sum()
         active = z > 0
         terms = {"mse": total.detach().reshape(1), "fvu": (per_layer / var).mean().detach().reshape(1)}
+        if self.log_threshold is not None:
+            norms = self.decoder_norms()  # (n_layers, d_sae)
+            sparsity = torch.tanh(self.tanh_scale * norms * z).sum((-1, -2)).mean()
+            preact = (torch.relu(self.log_threshold.exp() - pre) * norms).sum((-1, -2)).mean()
+            scale = (
+                state.sparsity_scale.reshape(-1)[0]
+                if torch.is_tensor(state.sparsity_scale)
+                else state.sparsity_scale
+            )
+            total = total + scale * self.sparsity_coefficient * sparsity + self.preact_coefficient * preact
+            terms["sparsity"] = sparsity.detach().reshape(1)
+            terms["preact"] = preact.detach().reshape(1)
         l0 = active.float().sum(-1).mean().reshape(1)  # per layer and token
         return LossOut(total, terms, x_hat=y_hat.detach(), fired=active.any(0).reshape(1, -1), l0=l0)
+
+    def decoder_norms(self) -> Tensor:
+        """‖W_dec_i[j]‖ over every layer latent j of layer i writes to, concatenated (n_layers, d_sae)."""
+        return torch.stack([(W.square().sum((-1, -2)) + 1e-12).sqrt() for W in self.W_dec])
 
     @torch.no_grad()
     def finish(self) -> None:
@@ -154,7 +204,13 @@ class CrossLayerTranscoder(SourceDictionary):
 
     def record(self) -> dict:
         sizes = {"n_layers": self.n_layers, "d_model": self.d_model, "d_sae": self.d_sae}
-        return {"architecture": "clt", **sizes, "k": self.k}
+        return {"architecture": "clt", **sizes, "k": self.k, "clt_sparsity": self.sparsity}
+
+    def thresholds(self) -> Tensor | None:
+        """θ (n_layers, d_sae) of a JumpReLU CLT (trained or read), None for TopK."""
+        if self.log_threshold is not None:
+            return self.log_threshold.detach().exp()
+        return self.threshold
 
     @torch.no_grad()
     def fold_scales(self, s_in: Tensor, s_out: Tensor) -> None:
@@ -170,21 +226,26 @@ class CrossLayerTranscoder(SourceDictionary):
         from safetensors.torch import save
 
         folder.mkdir(parents=True, exist_ok=True)
+        theta = self.thresholds()
+        # what the files hold, in their own header: a TopK CLT's folder is circuit-tracer's layout, but
+        # circuit-tracer would read it as a ReLU CLT (it has no TopK); our loader reads k from here too
+        # (one key: safetensors writes a header's keys in no fixed order, and files must be bit-stable)
+        sparsity = {"activation": "jump_relu" if theta is not None else f"topk:{self.k}"}
         for i in range(self.n_layers):
             enc = {
                 f"W_enc_{i}": self.W_enc[i].detach().T.contiguous().cpu(),
                 f"b_enc_{i}": self.b_enc[i].detach().contiguous().cpu(),
                 f"b_dec_{i}": self.b_dec[i].detach().contiguous().cpu(),
             }
-            if self.threshold is not None:
-                enc[f"threshold_{i}"] = self.threshold[i].detach().contiguous().cpu()
-            atomic_write_bytes(folder / f"W_enc_{i}.safetensors", save(enc))
+            if theta is not None:
+                enc[f"threshold_{i}"] = theta[i].detach().contiguous().cpu()
+            atomic_write_bytes(folder / f"W_enc_{i}.safetensors", save(enc, metadata=sparsity))
             atomic_write_bytes(
                 folder / f"W_dec_{i}.safetensors",
                 save({f"W_dec_{i}": self.W_dec[i].detach().contiguous().cpu()}),
             )
         meta = {"architecture": "clt", "n_layers": self.n_layers, "d_in": self.d_model, "d_sae": self.d_sae,
-                "k": self.k, "activation_function": "topk" if self.threshold is None else "jump_relu",
+                "k": self.k, "activation_function": "topk" if theta is None else "jump_relu",
                 "hook_name": f"blocks.*.{INPUT_HOOK}", "hook_name_out": f"blocks.*.{OUTPUT_HOOK}",
                 "layout": "circuit-tracer CLT (W_enc_i, W_dec_i)", **(cfg or {})}  # fmt: skip
         atomic_write_text(folder / "cfg.json", json.dumps(meta, indent=1))
@@ -224,12 +285,17 @@ class CrossLayerTranscoder(SourceDictionary):
         d_sae, d_model = W0.shape
         has_t = read("W_enc_0.safetensors", "threshold_0") is not None
         k = cfg.get("k")
-        if not has_t and not isinstance(k, int):
-            raise SuperpositionError(
-                f"{folder}: no thresholds and no k in cfg.json; cannot tell its sparsity"
-            )
-        clt = cls(n, d_model, d_sae, None if has_t else k)
-        if has_t:
+        if not isinstance(k, int):  # the files' own header (ours), else none
+            try:
+                with safe_open(str(folder / "W_enc_0.safetensors"), "pt") as f:
+                    meta = f.metadata() or {}
+                act = meta.get("activation", "")
+                k = int(act.split(":", 1)[1]) if act.startswith("topk:") else None
+            except (KeyError, ValueError, IndexError):
+                k = None
+        relu = not has_t and not isinstance(k, int)  # circuit-tracer's ReLU CLT: θ = 0
+        clt = cls(n, d_model, d_sae, None if has_t or relu else k)
+        if has_t or relu:
             clt.threshold = torch.zeros(n, d_sae)
         with torch.no_grad():
             for i in range(n):
