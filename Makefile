@@ -54,6 +54,7 @@ check-interop: setup
 	$(BIN)/python benchmarks/check_formats.py
 	$(BIN)/python benchmarks/check_saelens_snippets.py
 	$(BIN)/python benchmarks/check_lm_metrics.py
+	$(BIN)/python benchmarks/check_circuit_tracer.py $(if $(DICTLEARN_SRC),--dictlearn-src $(DICTLEARN_SRC),)
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -8,10 +8,14 @@ Shapes: (d_sae 4608, k 32, max_feature_nodes 4096) as circuit-tracer's defaults 
 this model, and the least favourable one we ran: every active latent given a row
 (max_feature_nodes = all 15,360 = 16 tokens x 30 layers x k 32), and a batch of 64 against 32.
 
+A cross-layer transcoder (shapes clt, clt-all-rows: TopK, d_sae 4608 per layer, k 32, its layer-L
+latents writing to every layer from L on) costs more per row: each latent's edge sums over the
+layers it writes to.
+
 Printed per shape: active latents, latents given rows, backward passes, seconds (trace + rows +
 influence), peak RSS.
 
-    python benchmarks/bench_attribute.py [--shapes default,all-rows,batch64] [--tokens 16]
+    python benchmarks/bench_attribute.py [--shapes default,all-rows,batch64,narrow,clt,clt-all-rows] [--tokens 16]
 """
 
 from __future__ import annotations
@@ -34,6 +38,9 @@ SHAPES = {
     "all-rows": dict(d_sae=4608, k=32, max_feature_nodes=None, batch_size=32),
     "batch64": dict(d_sae=4608, k=32, max_feature_nodes=4096, batch_size=64),
     "narrow": dict(d_sae=1152, k=16, max_feature_nodes=4096, batch_size=32),
+    # one cross-layer transcoder over the 30 layers: layer L's latents write to layers L..29
+    "clt": dict(d_sae=4608, k=32, max_feature_nodes=4096, batch_size=32, clt=True),
+    "clt-all-rows": dict(d_sae=4608, k=32, max_feature_nodes=None, batch_size=32, clt=True),
 }
 PROMPT = "The capital of France is Paris, and the capital of Germany is the city of"
 
@@ -55,6 +62,20 @@ def transcoders(hooked: HookedModel, d_sae: int, k: int) -> dict:
     return out
 
 
+def clt(hooked: HookedModel, d_sae: int, k: int):
+    """A TopK CLT with random weights on the scale of the per-layer transcoders above."""
+    from superposition.sae.clt import CrossLayerTranscoder
+
+    n = hooked.n_layers
+    g = torch.Generator().manual_seed(0)
+    c = CrossLayerTranscoder(n, 576, d_sae, k)
+    with torch.no_grad():
+        c.W_enc.copy_(torch.randn(n, 576, d_sae, generator=g) / 24)
+        for i in range(n):
+            c.W_dec[i].copy_(torch.randn(d_sae, n - i, 576, generator=g) / 24 / (n - i) ** 0.5)
+    return c.eval().requires_grad_(False)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--shapes", default="default,batch64,narrow,all-rows")
@@ -73,7 +94,8 @@ def main() -> None:
     worst = 0.0
     for name in args.shapes.split(","):
         s = SHAPES[name]
-        rm = ReplacementModel(hooked, transcoders(hooked, s["d_sae"], s["k"]))
+        made = clt(hooked, s["d_sae"], s["k"]) if s.get("clt") else transcoders(hooked, s["d_sae"], s["k"])
+        rm = ReplacementModel(hooked, made)
         start = time.perf_counter()
         g = at.attribute(rm, ids, PROMPT, s["max_feature_nodes"], s["batch_size"], progress=False)
         nodes, edges = at.prune(g)
