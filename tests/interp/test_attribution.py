@@ -68,6 +68,19 @@ def _targets(rm, trace, graph, emb, writes):
     return torch.cat([torch.stack(pre), demeaned])
 
 
+def _baseline(rm, ids, graph):
+    """(trace, slices, the target rows (latents, logits), each layer's writes, the targets' values)."""
+    trace = rm.trace(ids)
+    sl = graph.slices()
+    rows = torch.cat(
+        [torch.arange(graph.n_features), torch.arange(sl["logits"].start, graph.adjacency.shape[0])]
+    )
+    writes = {L: rm.writes(trace, L)[None] for L in range(rm.n_layers)}
+    with torch.no_grad():
+        base = _targets(rm, trace, graph, trace.emb[None], writes)
+    return trace, sl, rows, writes, base
+
+
 def test_the_traced_and_frozen_models_compute_the_models_logits(small):
     model, rm, ids, _ = small
     trace = rm.trace(ids)
@@ -81,14 +94,8 @@ def test_the_traced_and_frozen_models_compute_the_models_logits(small):
 
 def test_each_adjacency_column_is_the_change_a_frozen_intervention_makes(small):
     _, rm, ids, graph = small
-    trace = rm.trace(ids)
-    sl = graph.slices()
-    rows = torch.cat(
-        [torch.arange(graph.n_features), torch.arange(sl["logits"].start, graph.adjacency.shape[0])]
-    )
-    base_writes = {L: rm.writes(trace, L)[None] for L in range(2)}
+    trace, sl, rows, base_writes, base = _baseline(rm, ids, graph)
     with torch.no_grad():
-        base = _targets(rm, trace, graph, trace.emb[None], base_writes)
         checked = 0
         for col in list(range(0, graph.n_features, 7)) + list(range(sl["errors"].start, sl["tokens"].stop)):
             emb, writes = trace.emb[None].clone(), {L: w.clone() for L, w in base_writes.items()}
@@ -358,14 +365,8 @@ def test_clt_columns_are_the_changes_frozen_interventions_make(clt_graph):
     """A layer-0 latent doubled adds its decoded vector to layers 0 and 1: its column of the graph
     is that change in every target, as for per-layer transcoders."""
     rm, ids, graph = clt_graph
-    trace = rm.trace(ids)
-    sl = graph.slices()
-    rows = torch.cat(
-        [torch.arange(graph.n_features), torch.arange(sl["logits"].start, graph.adjacency.shape[0])]
-    )
-    base_writes = {L: rm.writes(trace, L)[None] for L in range(2)}
+    trace, sl, rows, base_writes, base = _baseline(rm, ids, graph)
     with torch.no_grad():
-        base = _targets(rm, trace, graph, trace.emb[None], base_writes)
         layer0 = [j for j, (L, _, _) in enumerate(graph.features.tolist()) if L == 0]
         assert len(layer0) > 3
         for col in layer0[::3]:

@@ -146,21 +146,8 @@ def test_a_jumprelu_clt_saves_thresholds_circuit_tracer_reads(tmp_path):
 
 def test_training_recovers_a_planted_cross_layer_map():
     """Sparse features z_i of layer i are read from x_i and written to layer i and later layers."""
-    g = torch.Generator().manual_seed(1)
     n, d, m, k = 3, 16, 12, 2
-    E = torch.randn(n, m, d, generator=g)
-    D = [torch.randn(m, n - i, d, generator=g) * 0.5 for i in range(n)]
-
-    def batch(b=512):
-        z = torch.zeros(b, n, m)
-        idx = torch.rand(b, n, m, generator=g).argsort(-1)[..., :k]
-        z.scatter_(-1, idx, torch.rand(b, n, k, generator=g) + 0.5)
-        x = torch.einsum("blm,lmd->bld", z, E)
-        y = torch.zeros(b, n, d)
-        for i in range(n):
-            y[:, i:] += torch.einsum("bm,mld->bld", z[:, i], D[i])
-        return x, y
-
+    batch = _planted(n, d, m, k)
     torch.manual_seed(0)
     clt = CrossLayerTranscoder(n, d, 4 * m, k, torch.Generator().manual_seed(0))
     opt = torch.optim.Adam(clt.parameters(), lr=3e-3)
