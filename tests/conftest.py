@@ -153,6 +153,44 @@ def make_tiny_llama(folder: Path, layers: int = 2, width: int = 64, seed: int = 
     return folder
 
 
+def make_tiny_model(folder: Path, family: str, seed: int = 0) -> Path:
+    """A model of one supported family (lm/hooks.FAMILIES: llama, gpt2, neox, opt) with random weights,
+    2 layers of width 64 and SmolLM2's tokenizer, written as a model folder (lm.model.write_model_folder)
+    for tests that need a family's shapes and code paths, not a trained model's knowledge."""
+    import torch
+    import transformers as tf
+    from transformers import AutoTokenizer
+
+    from superposition.lm.model import DEFAULT_MODEL, resolve, write_model_folder
+
+    tok = AutoTokenizer.from_pretrained(resolve(DEFAULT_MODEL))
+    common = {"vocab_size": len(tok), "bos_token_id": tok.bos_token_id, "eos_token_id": tok.eos_token_id}
+    configs = {
+        "llama": (tf.LlamaConfig, tf.LlamaForCausalLM, dict(hidden_size=64, intermediate_size=128,
+                  num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                  max_position_embeddings=256)),
+        "gpt2": (tf.GPT2Config, tf.GPT2LMHeadModel, dict(n_embd=64, n_layer=2, n_head=4, n_positions=256)),
+        "neox": (tf.GPTNeoXConfig, tf.GPTNeoXForCausalLM, dict(hidden_size=64, intermediate_size=128,
+                 num_hidden_layers=2, num_attention_heads=4, max_position_embeddings=256)),
+        "opt": (tf.OPTConfig, tf.OPTForCausalLM, dict(hidden_size=64, ffn_dim=128, num_hidden_layers=2,
+                num_attention_heads=4, max_position_embeddings=256, word_embed_proj_dim=64)),
+    }  # fmt: skip
+    cfg_cls, model_cls, sizes = configs[family]
+    torch.manual_seed(seed)
+    write_model_folder(model_cls(cfg_cls(**sizes, **common)).eval(), tok, folder)
+    return folder
+
+
+TINY_FAMILIES = ("llama", "gpt2", "neox", "opt")
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory) -> dict[str, Path]:
+    """A tiny model folder of each supported family (make_tiny_model)."""
+    root = tmp_path_factory.mktemp("tiny-families")
+    return {f: make_tiny_model(root / f, f) for f in TINY_FAMILIES}
+
+
 @pytest.fixture(scope="session")
 def tiny_llama(tmp_path_factory):
     return make_tiny_llama(tmp_path_factory.mktemp("tiny") / "llama")

@@ -161,6 +161,7 @@ def test_a_gguf_cache_is_keyed_by_content_not_name_and_size(tmp_path, monkeypatc
     def fake_convert(gguf, folder):
         folder.mkdir(parents=True)
         (folder / "model.safetensors").write_bytes(gguf.read_bytes())
+        (folder / lm_model.PORTABLE).write_text("1\n")  # a finished conversion is marked, as the real one's
         converted.append(folder)
 
     monkeypatch.setattr(lm_model, "_convert_gguf", fake_convert)

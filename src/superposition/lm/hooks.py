@@ -226,6 +226,24 @@ class HookedModel:
         return [self.d_in(n) for n in read_names(name)]
 
     # ------------------------------------------------------------------ hooks
+    def _note_shape(self, module, args, kwargs) -> None:
+        x = args[0] if args else kwargs.get("hidden_states")
+        if isinstance(x, Tensor) and x.ndim == 3:
+            self._batch_seq = tuple(x.shape[:2])
+
+    def _three_d(self, fn: Callable[[Tensor], Tensor | None]) -> Callable[[Tensor], Tensor | None]:
+        """fn seeing (batch, seq, d) where a family flattens the tokens to (batch · seq, d) (OPT's
+        MLP); what it returns goes back in the module's own shape."""
+
+        def wrapped(x: Tensor):
+            bs = getattr(self, "_batch_seq", None)
+            if x.ndim != 2 or bs is None or x.shape[0] != bs[0] * bs[1]:
+                return fn(x)
+            new = fn(x.view(*bs, x.shape[-1]))
+            return None if new is None else new.reshape(x.shape)
+
+        return wrapped
+
     def _register(self, name: str, fn: Callable[[Tensor], Tensor | None]):
         """Attach fn(activation) at a hook point; a tensor it returns replaces the activation."""
         L, kind = self.parse(name)
@@ -286,7 +304,9 @@ class HookedModel:
 
     @contextmanager
     def hooks(self, fns: dict[str, Callable[[Tensor], Tensor | None]]):
-        handles = [self._register(n, f) for n, f in fns.items()]
+        handles = [self._register(n, self._three_d(f)) for n, f in fns.items()]
+        # OPT runs its MLP on (batch · seq, d): each block's input shape, to give hooks (batch, seq, d)
+        handles += [b.register_forward_pre_hook(self._note_shape, with_kwargs=True) for b in self.blocks]
         try:
             yield
         finally:
