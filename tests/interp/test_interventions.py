@@ -156,3 +156,34 @@ def test_steer_bad_latent_is_one_line(tiny_run, capsys):
     _one_line_exit_2(
         capsys, ["steer", str(tiny_run), "--prompt", "x", "--latent", "99999", "--value", "1"], "out of range"
     )
+
+
+def test_clt_graph_edges_predict_frozen_ablations():
+    """With a cross-layer transcoder: ablating a layer-0 latent removes what it writes to layers 0
+    and 1, and (attention frozen, latents not recomputed) moves each later target by minus its edge."""
+    from tests.interp.test_attribution import _clt
+
+    model = _llama()
+    rm = ReplacementModel(HookedModel(model), _clt())
+    ids = torch.tensor([3, 17, 5, 9, 22, 1])
+    trace = rm.trace(ids)
+    graph = attribute(rm, ids, batch_size=8, progress=False, zero_positions=0)
+    logits_none, _ = iv.intervened_logits(rm, trace, [], frozen=False)
+    with torch.no_grad():
+        torch.testing.assert_close(logits_none, model(ids[None]).logits[0], rtol=0, atol=1e-5)
+    sl = graph.slices()
+    logits0, pre0 = iv.intervened_logits(rm, trace, [], frozen=True, recompute=False)
+    layer0 = [j for j, (L, _, _) in enumerate(graph.features.tolist()) if L == 0]
+    for s in layer0[::4]:
+        L, p, f = graph.features[s].tolist()
+        logits, pre = iv.intervened_logits(rm, trace, [iv.Edit(L, f, p)], frozen=True, recompute=False)
+        d = logits[-1] - logits0[-1]
+        for k, t in enumerate(graph.logit_ids.tolist()):
+            assert float(d[t] - d.mean()) == pytest.approx(
+                -float(graph.adjacency[sl["logits"].start + k, s]), abs=2e-5
+            )
+        for j, (L2, p2, f2) in enumerate(graph.features.tolist()):
+            if L2 > L:
+                want = -float(graph.adjacency[j, s])
+                assert float(pre[L2][p2, f2] - pre0[L2][p2, f2]) == pytest.approx(want, abs=2e-5)
+    assert len(layer0) >= 4

@@ -237,7 +237,17 @@ def test_train_sae_clt_end_to_end(tmp_path, capsys):
     a = json.loads((tmp_path / "a" / "summary.json").read_text())
     assert a["cross_layer_transcoder"] and a["transcoder_layers"] == list(range(30))
     assert a["layers_without_transcoder"] == [] and a["n_active_features"] > 0
+    # intervene edits a CLT latent of the graph: it writes to every later layer, so the logits move
+    node = next(
+        n["node_id"] for n in json.loads((tmp_path / "a" / "graph.json").read_text())["nodes"]
+        if n["feature_type"] == "cross layer transcoder"
+    ) if a["pruned"]["n_features"] else f"0_0_{a['n_tokens'] - 1}"  # fmt: skip
     capsys.readouterr()
+    assert (
+        main(["intervene", str(out), "--prompt", "x", "--nodes", node, "--mode", "add", "--value", "50"]) == 0
+    )
+    printed = capsys.readouterr().out
+    assert "frozen: KL" in printed and "unfrozen: KL" in printed
     assert main(["eval-sae", str(out)]) == 2  # per-layer SAE commands still say what a CLT run is
     assert "a cross-layer transcoder run" in capsys.readouterr().err
 

@@ -66,11 +66,6 @@ def parse_nodes(
     refused by name)."""
     if mode not in MODES:
         raise SuperpositionError(f"mode {mode!r}: one of {', '.join(MODES)}")
-    if rm.clt is not None:
-        raise SuperpositionError(
-            "intervene: edits per-layer transcoders; a cross-layer transcoder run is not supported yet "
-            "(attribute reads it)"
-        )
     edits = []
     for item in (t.strip() for t in text.split(",")):
         m = _NODE.match(item)
@@ -81,11 +76,9 @@ def parse_nodes(
                 "or layer_latent_* for every position"
             )
         L, f = int(m.group(1)), int(m.group(2))
-        if L not in rm.transcoders:
-            raise SuperpositionError(
-                f"nodes {item!r}: no transcoder at layer {L} (layers {list(rm.transcoders)})"
-            )
-        d_sae = rm.transcoders[L].cfg.d_sae
+        if L not in rm.layers:
+            raise SuperpositionError(f"nodes {item!r}: no transcoder at layer {L} (layers {rm.layers})")
+        d_sae = rm.d_sae(L)
         if f >= d_sae:
             raise SuperpositionError(f"nodes {item!r}: layer {L}'s transcoder has latents 0..{d_sae - 1}")
         pos = None if m.group(3) == "*" else int(m.group(3))
@@ -114,37 +107,54 @@ def parse_nodes(
 def intervened_logits(
     rm: ReplacementModel, trace: Trace, edits: list[Edit], frozen: bool, recompute: bool = True
 ) -> tuple[Tensor, dict[int, Tensor]]:
-    """(logits (P, V), each transcoder layer's pre-activations (P, d_sae)) with the edits made."""
-    ln2: dict[int, Tensor] = {}
+    """(logits (P, V), each transcoder layer's pre-activations (P, d_sae)) with the edits made.
+    With a cross-layer transcoder, layer L's edited latents change what it writes to every layer
+    from L on; each MLP output is its latents' writes plus its (fixed) error."""
+    reads: dict[int, Tensor] = {}
     pre: dict[int, Tensor] = {}
+    acts_of: dict[int, Tensor] = {}
     by_layer: dict[int, list[Edit]] = {}
     for e in edits:
         by_layer.setdefault(e.layer, []).append(e)
 
     def capture(L):
         def fn(x):
-            ln2[L] = x
+            reads[L] = x
 
         return fn
 
+    def latents(L) -> Tensor:
+        """Layer L's activations, recomputed from what reaches them (or the traced ones), edited."""
+        x = reads[L][0].float()
+        w = rm.weights[L]
+        pre[L] = x @ w["W_enc"].float() + w["b_enc"].float()
+        if not recompute:
+            acts = trace.acts[L].clone()
+        elif rm.clt is not None:
+            acts = rm.clt.encode(x, layer=L)
+        else:
+            acts = rm.transcoders[L].encode(x)
+        for e in by_layer.get(L, []):
+            acts = e.apply(acts)
+        return acts
+
     def mlp(L):
         def fn(out):
+            if rm.clt is not None:
+                acts_of[L] = latents(L)
+                y = rm.clt.decode_layer([acts_of[i] for i in range(L + 1)], L) + trace.error(L)
+                return y[None].to(out.dtype)
             if L not in rm.transcoders:
                 return trace.mlp_out[L][None].to(out.dtype) if frozen else None
-            sae, x = rm.transcoders[L], ln2[L][0].float()
-            w = rm.weights[L]
-            pre[L] = x @ w["W_enc"].float() + w["b_enc"].float()
-            acts = sae.encode(x) if recompute else trace.acts[L].clone()
-            for e in by_layer.get(L, []):
-                acts = e.apply(acts)
-            y = sae.decode(acts) + rm._skip(L, x) + trace.error(L)
+            x = reads[L][0].float()
+            y = rm.transcoders[L].decode(latents(L)) + rm._skip(L, x) + trace.error(L)
             return y[None].to(out.dtype)
 
         return fn
 
     fns = {}
     for L in range(rm.n_layers):
-        fns[f"blocks.{L}.ln2.hook_normalized"] = capture(L)
+        fns[f"blocks.{L}.{rm.read_hook}"] = capture(L)
         fns[f"blocks.{L}.hook_mlp_out"] = mlp(L)
     ids = trace.ids.reshape(1, -1)
     if frozen:
