@@ -97,7 +97,11 @@ def read_layer_explanations(tr: TranscoderRun, source: str | None) -> dict[int, 
 
 
 def latent_labels(
-    tr: TranscoderRun, graph: at.Graph, explanations: dict[int, dict[int, dict]] | None = None, top: int = 3
+    tr: TranscoderRun,
+    rm,
+    graph: at.Graph,
+    explanations: dict[int, dict[int, dict]] | None = None,
+    top: int = 3,
 ) -> dict[tuple[int, int], str]:
     """A label per latent in the graph: its autointerp explanation when there is one (as Neuronpedia
     shows), else the tokens its decoder row promotes most through the unembedding (what it writes,
@@ -111,7 +115,7 @@ def latent_labels(
         if isinstance(text, str) and text.strip():
             out[(L, f)] = " ".join(text.split())[:120]
             continue
-        d = tr.latent_output(L, f).float()
+        d = rm.latent_output(L, f).float()
         ids = (unembed @ d).topk(top).indices.tolist()
         out[(L, f)] = "→ " + " ".join(json.dumps(tok.decode([i])) for i in ids)
     return out
@@ -186,12 +190,12 @@ def run(opts: AttributeOptions, out: Path) -> Result:
     token_text = [tok.decode([t]) for t in graph.tokens]
     logit_text = [tok.decode([int(t)]) for t in graph.logit_ids]
     hooks = [f"blocks.{L}.mlp" for L in tr.layers] if tr.clt is None else [f"clt:{tr.path.name}"]
-    data = at.frontend_json(
-        graph, nodes, edges, token_text, logit_text, latent_labels(tr, graph, explanations), "graph",
-        f"superposition:{tr.path.name}", hooks, opts.node_threshold,
-    )  # fmt: skip
     sl = graph.slices()
-    inf = at.influence(at.normalise(graph.adjacency), graph.logit_weights())
+    inf = at.influence(at.normalise(graph.adjacency), graph.logit_weights())  # once: the JSON's and the share
+    data = at.frontend_json(
+        graph, nodes, edges, token_text, logit_text, latent_labels(tr, rm, graph, explanations), "graph",
+        f"superposition:{tr.path.name}", hooks, opts.node_threshold, node_influence=inf,
+    )  # fmt: skip
     error_share = float(inf[sl["errors"]].sum() / inf[: sl["logits"].start].sum().clamp(min=1e-30))
     n_pruned_features = int(nodes[sl["features"]].sum())
     missing = [L for L in range(rm.n_layers) if L not in tr.layers]

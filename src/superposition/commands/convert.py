@@ -96,10 +96,9 @@ def _clt(opts: ConvertOptions, out: Path) -> Result:
     JumpReLU (or ReLU) CLT; a TopK CLT is refused (circuit-tracer has no TopK and reads such files
     as a ReLU CLT, whose latents are others)."""
     from superposition.errors import SuperpositionError
-    from superposition.sae.clt import CrossLayerTranscoder
+    from superposition.sae.clt import CrossLayerTranscoder, find_folder
 
-    src = Path(opts.src).expanduser()
-    folder = next((q for q in (src / "clt", src) if (q / "W_enc_0.safetensors").is_file()), None)
+    folder = find_folder(Path(opts.src).expanduser())
     if folder is None:
         raise SuperpositionError(
             f"--to circuit-tracer: writes cross-layer transcoders; {opts.src} is not a CLT run or folder"

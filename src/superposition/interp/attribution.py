@@ -433,6 +433,7 @@ def frontend_json(
     scan: str = "",
     transcoders: list[str] | None = None,
     node_threshold: float = 0.8,
+    node_influence: Tensor | None = None,
 ) -> dict:
     """The pruned graph in the JSON circuit-tracer's frontend and Neuronpedia read: `metadata`,
     `qParams`, `nodes` (node ids as circuit-tracer defines them: `{layer}_{latent}_{pos}` for a
@@ -444,7 +445,7 @@ def frontend_json(
     labels = labels or {}
     sl = graph.slices()
     A, P = graph.adjacency, graph.n_pos
-    inf = influence(normalise(A), graph.logit_weights())
+    inf = influence(normalise(A), graph.logit_weights()) if node_influence is None else node_influence
     order = inf.argsort(descending=True)
     cum = torch.zeros_like(inf)
     cum[order] = inf[order].cumsum(0) / inf.sum().clamp(min=1e-30)

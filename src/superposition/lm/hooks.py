@@ -106,6 +106,7 @@ class Family:
     ln1: str  # the norm before attention
     ln2: tuple[str, ...]  # the norm before the MLP (the first of these the block has)
     mlp_down: str  # the MLP's output projection, whose input is mlp.hook_post
+    flat_mlp: bool = False  # runs its MLP on (batch · seq, d): hooks there are given (batch, seq, d)
 
 
 FAMILIES = (
@@ -118,7 +119,7 @@ FAMILIES = (
            "input_layernorm",
            ("post_attention_layernorm",), "mlp.dense_4h_to_h"),  # GPT-NeoX, Pythia
     Family("model.decoder.layers", "self_attn", "fc2", "out_proj", "model.decoder.final_layer_norm", "fc1",
-           "self_attn_layer_norm", ("final_layer_norm",), "fc2"),  # OPT
+           "self_attn_layer_norm", ("final_layer_norm",), "fc2", flat_mlp=True),  # OPT
 )  # fmt: skip
 
 
@@ -232,8 +233,8 @@ class HookedModel:
             self._batch_seq = tuple(x.shape[:2])
 
     def _three_d(self, fn: Callable[[Tensor], Tensor | None]) -> Callable[[Tensor], Tensor | None]:
-        """fn seeing (batch, seq, d) where a family flattens the tokens to (batch · seq, d) (OPT's
-        MLP); what it returns goes back in the module's own shape."""
+        """fn seeing (batch, seq, d) where the family flattens the tokens to (batch · seq, d) (OPT's
+        MLP, `Family.flat_mlp`); what it returns goes back in the module's own shape."""
 
         def wrapped(x: Tensor):
             bs = getattr(self, "_batch_seq", None)
@@ -304,9 +305,11 @@ class HookedModel:
 
     @contextmanager
     def hooks(self, fns: dict[str, Callable[[Tensor], Tensor | None]]):
-        handles = [self._register(n, self._three_d(f)) for n, f in fns.items()]
-        # OPT runs its MLP on (batch · seq, d): each block's input shape, to give hooks (batch, seq, d)
-        handles += [b.register_forward_pre_hook(self._note_shape, with_kwargs=True) for b in self.blocks]
+        handles = []
+        if self.family.flat_mlp:  # each block's input shape, to give hooks (batch, seq, d)
+            handles = [b.register_forward_pre_hook(self._note_shape, with_kwargs=True) for b in self.blocks]
+            fns = {n: self._three_d(f) for n, f in fns.items()}
+        handles += [self._register(n, f) for n, f in fns.items()]
         try:
             yield
         finally:

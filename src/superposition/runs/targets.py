@@ -284,12 +284,6 @@ class TranscoderRun:
         """The layers whose MLPs have latents."""
         return list(range(self.clt.n_layers)) if self.clt is not None else list(self.transcoders)
 
-    def latent_output(self, layer: int, latent: int):
-        """What a latent writes, summed over the layers it writes to (d,)."""
-        if self.clt is not None:
-            return self.clt.W_dec[layer][latent].detach().sum(0)
-        return self.transcoders[layer].saved_tensors(0)["W_dec"][latent].detach()
-
     def encode(self, prompt: str, what: str = "prompt"):
         """A prompt's token ids (1, P): BOS first when the run's SAEs were trained so; empty or
         longer than the model's context is a one-line error."""
@@ -437,11 +431,10 @@ def load_transcoders(
     or the one of a single-transcoder run, with the model they were trained on (or `model`); or a
     cross-layer transcoder (a CLT run, or a folder in circuit-tracer's CLT layout)."""
     from superposition.lm.hooks import MLP_PAIR
+    from superposition.sae.clt import find_folder
 
     where = local_path(path)
-    clt_folder = None
-    if where is not None:
-        clt_folder = next((q for q in (where / "clt", where) if (q / "W_enc_0.safetensors").is_file()), None)
+    clt_folder = find_folder(where) if where is not None else None
     if clt_folder is not None:
         return _clt_run(where, clt_folder, model, device, dtype)
 

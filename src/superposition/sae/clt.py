@@ -41,6 +41,11 @@ from superposition.sae.dictionary import SourceDictionary
 INPUT_HOOK, OUTPUT_HOOK = "hook_resid_mid", "hook_mlp_out"
 
 
+def find_folder(path: Path) -> Path | None:
+    """The CLT folder a path names: a CLT run's clt/, or a folder in circuit-tracer's layout itself."""
+    return next((q for q in (path / "clt", path) if (q / "W_enc_0.safetensors").is_file()), None)
+
+
 class CrossLayerTranscoder(SourceDictionary):
     """Shapes: inputs and outputs (batch, n_layers, d_model); latents (batch, n_layers, d_sae).
 
