@@ -7,6 +7,7 @@
     circuit-tracer  circuit-tracer 0.5.0 with nnsight 0.6.3 (0.8 breaks its import) and
                 transformers 4.57 (its pin), whose NNsight backend runs offline on a local folder;
                 also where dictionary_learning's crosscoder classes are run from a checkout
+    sae-bench   sae-bench 0.6.0 (SAEBench's evaluation code, fed our activations offline)
 
 `python_of(name)` returns the environment's interpreter, making it if needed; when it cannot be
 made, the benchmark stops with a non-zero exit and one line naming the peer.
@@ -27,6 +28,8 @@ PEERS = {
     "dictlearn": [[TORCH, "einops", "numpy", "safetensors"], ["--no-deps", "dictionary-learning==0.1.0"]],
     # with what dictionary_learning's fork imports (its classes are read from a checkout: not on PyPI)
     "circuit-tracer": [[TORCH, "circuit-tracer==0.5.0", "nnsight==0.6.3", "datasets", "zstandard"]],
+    # SAEBench's metric code (its functions fed offline: activations and probes, no dataset downloads)
+    "sae-bench": [[TORCH, "sae-bench==0.6.0"]],
 }
 
 

@@ -53,7 +53,10 @@ def _add_command(sub, cmd) -> None:
         if _is_positional(info):
             # optional for argparse, so that --help-config needs nothing else; checked in parse_options
             metavar = info.json_schema_extra["metavar"]
-            p.add_argument(key, nargs="?", default=argparse.SUPPRESS, metavar=metavar, help=desc)
+            many = typing.get_origin(_scalar(info.annotation)[0]) is list  # the rest of the positionals
+            p.add_argument(
+                key, nargs="*" if many else "?", default=argparse.SUPPRESS, metavar=metavar, help=desc
+            )
             continue
         name = flag_name(key, info)
         typ, _ = _scalar(info.annotation)

@@ -1,8 +1,15 @@
-"""`superposition eval-sae SAE`: evaluate an SAE spliced into its language model on held-out text.
+"""`superposition eval-sae SAE [SAE ...]`: evaluate SAEs spliced into their language models.
 
-A train-sae run is re-evaluated in place (its summary.json, figures and report.html are replaced);
-any other SAE, or a run evaluated on another model or hook, is written to `--out`. The evaluation
-itself is runs/evaluate.py's, which train-sae runs at the end of training too.
+One SAE and no `--evals`: the core metrics. A train-sae run is re-evaluated in place (its
+summary.json, figures and report.html are replaced); any other SAE, or a run evaluated on another
+model or hook, is written to `--out`. The evaluation itself is runs/evaluate.py's, which train-sae
+runs at the end of training too.
+
+Several SAEs, or `--evals core,absorption,sparse_probing,tpp,autointerp`: SAEBench's evaluations
+(runs/saebench.py), every SAE on the same held-out tokens and probing data of its model, one row per
+SAE in `--out`/results.csv and summary.json, and the field's plots. A train-sae run of SAEs at several
+hooks counts one SAE per hook. Each evaluation of each SAE is cached by the SAE's content and the
+settings, so adding SAEs to a table costs only the new ones.
 """
 
 from __future__ import annotations
@@ -10,7 +17,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, field_validator, model_validator
 
 from superposition.atomic import refuse_links
 from superposition.commands.base import ModelOptions, SAEOptions, command
@@ -25,9 +32,73 @@ from superposition.runs.targets import LMRun, load_run, local_path
 class EvalOptions(ModelOptions, SAEOptions):
     """Options of `eval-sae`."""
 
-    sequences: int | None = Field(
-        None, gt=0, description="held-out sequences to evaluate on (default: the run's eval_sequences)"
+    more: list[str] = Field(
+        default_factory=list,
+        description="more SAEs, evaluated beside the first into one table (needs --out)",
+        json_schema_extra={"positional": True, "metavar": "SAE"},
     )
+    evals: str | None = Field(
+        None,
+        description="comma-separated, of core, absorption, sparse_probing, tpp, autointerp (default: core; "
+        "any of them writes the table of SAEs)",
+    )
+    sequences: int | None = Field(
+        None,
+        gt=0,
+        description="held-out sequences to evaluate on (default: the run's eval_sequences; 64 for a table)",
+    )
+    absorption_words: int = Field(
+        2000, gt=25, le=200_000, description="vocabulary words for first-letter absorption"
+    )
+    probing_per_class: int = Field(
+        150, ge=10, le=100_000, description="texts per class for sparse probing and TPP"
+    )
+    probing_context: int = Field(128, ge=8, le=8192, description="tokens per probing text")
+    autointerp_latents: int = Field(
+        20, gt=0, le=10_000, description="live latents autointerp scores per SAE (a seeded random sample)"
+    )
+    seed: int = Field(42, description="seed of word, text and latent sampling")
+    cache: str | None = Field(
+        None,
+        description="the evaluation cache folder (default: the project cache, evals/); 'none' turns it off",
+    )
+    explainer: str = Field("local", description="autointerp's explainer: local or openai")
+    explainer_model: str | None = Field(None, description="autointerp's explainer model")
+    base_url: str | None = Field(None, description="autointerp's OpenAI-compatible server")
+    api_key_env: str = Field("OPENAI_API_KEY", description="environment variable holding the API key")
+
+    @field_validator("evals")
+    @classmethod
+    def _evals(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        from superposition.runs.saebench import EVALS
+
+        names = [n.strip() for n in v.split(",") if n.strip()]
+        bad = [n for n in names if n not in EVALS]
+        if bad or not names:
+            raise ValueError(
+                f"evals: {', '.join(bad) or 'none given'}: use a comma-separated list of {', '.join(EVALS)}"
+            )
+        return ",".join(names)
+
+    @model_validator(mode="after")
+    def _table_needs_out(self):
+        if self.table and self.hook is not None and self.more:
+            raise ValueError("hook: only with one SAE (each SAE of a table is read at its own hook)")
+        return self
+
+    @property
+    def table(self) -> bool:
+        return bool(self.more) or self.evals is not None
+
+    def eval_list(self) -> list[str]:
+        from superposition.runs.saebench import EVALS
+
+        asked = (self.evals or "core").split(",")
+        if "autointerp" in asked and "core" not in asked:
+            asked.append("core")  # its sample of live latents is drawn from core's densities
+        return [n for n in EVALS if n in asked]
 
 
 @command(
@@ -40,6 +111,12 @@ class EvalOptions(ModelOptions, SAEOptions):
 )
 def run(opts: EvalOptions, out: Path | None) -> Result:
     """Into the train-sae run itself when `out` is None, else into the folder `out`."""
+    if opts.table:
+        if out is None:
+            raise SuperpositionError("out: required for a table of SAEs or `evals`; give the folder to write")
+        entries = _entries(opts)
+        config = {"command": "eval-sae", **opts.model_dump()}
+        return write_output(out, "evaluation", lambda tmp: _table(opts, entries, tmp), config)[1]
     where = local_path(opts.sae)
     if out is None and where is not None and where.is_dir():
         refuse_links(where, "SAE")  # written in place: never through a link planted in the run
@@ -128,3 +205,103 @@ def _add_transfer(opts: EvalOptions, loaded: LMRun, lm_b, hooked_b, result: Resu
         f"{table['max_activation_correlation']:.3f} ({table['excluded_outlier_positions']} outlier positions "
         "left out)"
     )
+
+
+def _entries(opts: EvalOptions):
+    """Every SAE named, loaded (a run of SAEs at several hooks: one entry per hook), each with a
+    name unique in the table; all checked before any model loads."""
+    from superposition.runs.saebench import Entry
+    from superposition.runs.targets import TRAIN_RUN, kind_of
+
+    out: list[Entry] = []
+    for source in [opts.sae, *opts.more]:
+        where = local_path(source)
+        if (
+            where is not None
+            and where.is_dir()
+            and kind_of(where) == TRAIN_RUN
+            and not (where / "sae").is_dir()
+            and (where / "saes").is_dir()
+        ):
+            for sub in sorted(p for p in (where / "saes").iterdir() if p.is_dir()):
+                run = load_run(sub, opts.model, None, opts.device, opts.dtype)
+                out.append(Entry(f"{where.name}/{sub.name}", str(sub), run))
+            continue
+        run = load_run(source, opts.model, opts.hook, opts.device, opts.dtype)
+        name = where.name if where is not None else str(source).rstrip("/").rsplit("/", 1)[-1]
+        if name in ("sae", "") and where is not None:
+            name = where.parent.name
+        out.append(Entry(name, str(source), run))
+    seen: dict[str, int] = {}
+    for e in out:
+        seen[e.name] = seen.get(e.name, 0) + 1
+        if seen[e.name] > 1:
+            e.name = f"{e.name}#{seen[e.name]}"
+    return out
+
+
+def _table(opts: EvalOptions, entries, folder: Path) -> Result:
+    from superposition.runs import saebench as rs
+
+    settings = rs.Settings(
+        sequences=opts.sequences or 64,
+        absorption_words=opts.absorption_words,
+        probing_per_class=opts.probing_per_class,
+        probing_context=opts.probing_context,
+        seed=opts.seed,
+        autointerp_latents=opts.autointerp_latents,
+    )
+    root = (
+        None
+        if (opts.cache or "").lower() == "none"
+        else Path(opts.cache)
+        if opts.cache
+        else rs.default_cache()
+    )
+    cache = rs.Cache(root)
+    evals = opts.eval_list()
+    scorer = _autointerp_scorer(opts, folder) if "autointerp" in evals else None
+    rows, shared = rs.evaluate_many(entries, evals, settings, cache, scorer)
+    rs.write_tables(folder, rows, entries, shared)
+    return rs.report(rows, entries, evals, shared, settings, cache)
+
+
+def _autointerp_scorer(opts: EvalOptions, folder: Path):
+    """autointerp for one SAE: the `autointerp` command (through the registry) on a seeded sample of
+    its live latents, its folder kept under autointerp/<name>; the means of its scores."""
+    import json
+    import random
+
+    from superposition.commands.base import COMMANDS, execute
+
+    def score(entry, live: list[int], seed: int) -> dict:
+        picked = sorted(random.Random(seed).sample(live, min(opts.autointerp_latents, len(live))))
+        if not picked:
+            return {"skipped": "no live latents"}
+        options = COMMANDS["autointerp"].options(
+            sae=entry.source,
+            model=opts.model,
+            device=opts.device,
+            dtype=opts.dtype,
+            latent_ids=",".join(map(str, picked)),
+            explainer=opts.explainer,
+            explainer_model=opts.explainer_model,
+            base_url=opts.base_url,
+            api_key_env=opts.api_key_env,
+            seed=seed,
+        )
+        sub = folder / "autointerp" / "".join(c if c.isalnum() or c in "-_." else "_" for c in entry.name)
+        sub.parent.mkdir(exist_ok=True)
+        execute("autointerp", options, sub)
+        s = json.loads((sub / "summary.json").read_text())
+        scores = s.get("scores", {})
+        out = {"autointerp_latents": len(picked)}
+        for metric, key in (
+            ("detection.balanced_accuracy", "autointerp_detection"),
+            ("fuzzing.balanced_accuracy", "autointerp_fuzzing"),
+            ("simulation.pearson_r", "autointerp_simulation"),
+        ):
+            out[key] = (scores.get(metric) or {}).get("mean")
+        return out
+
+    return score

@@ -4,12 +4,16 @@ L0 = E[#{j : z_j ≠ 0}]            L1 = E[Σ_j |z_j|]            MSE = E[‖x �
 explained variance = 1 − Σ‖x − x̂‖² / Σ‖x − x̄‖²   (relative to the mean, not to zero)
 density_j = P(z_j ≠ 0); dead: density 0; dense: density above 1% / 10%
 shrinkage γ = Σ x̂·x / Σ‖x̂‖², the scale that best maps x̂ onto x (γ > 1: x̂ is shrunk)
+cossim = E[cos(x, x̂)]            relative_norm = E[‖x̂‖ / ‖x‖]   (SAEBench's l2_ratio)
+explained_variance_per_token = E_t[1 − ‖x_t − x̂_t‖² / ‖x_t − x̄_batch‖²]   (SAEBench's legacy EV: per
+    token, against the mean of its batch; pooled `explained_variance` is the one to compare SAEs by)
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
 from torch import Tensor
 
 
@@ -40,6 +44,15 @@ def shrinkage(x: Tensor, x_hat: Tensor) -> Tensor:
     return (x_hat * x).sum((0, 2)) / x_hat.square().sum((0, 2)).clamp(min=1e-12)
 
 
+def _nonzero(v: Tensor) -> Tensor:
+    """v with values below 1e-4 in size replaced by 1 (SAEBench's guard for a zero norm)."""
+    return torch.where(v.abs() < 1e-4, torch.ones_like(v), v)
+
+
+def _cos(x: Tensor, x_hat: Tensor) -> Tensor:
+    return (x * x_hat).sum(-1) / _nonzero(x.norm(dim=-1) * x_hat.norm(dim=-1))
+
+
 @dataclass
 class Accumulator:
     """Streams batches and returns every metric per instance, with density over all examples."""
@@ -58,6 +71,11 @@ class Accumulator:
             "fires": (z != 0).float().sum(0),
             "dot": (x_hat * x).sum((0, 2)),
             "xhat_sq": x_hat.square().sum((0, 2)),
+            "cos": _cos(x, x_hat).sum(0),
+            "norm_ratio": (x_hat.norm(dim=-1) / _nonzero(x.norm(dim=-1))).sum(0),
+            "ev_token": (
+                1 - (x - x_hat).square().sum(-1) / _nonzero((x - x.mean(0, keepdim=True)).square().sum(-1))
+            ).sum(0),
         }
         self.sums = part if self.sums is None else {k: self.sums[k] + v for k, v in part.items()}
         self.n += b
@@ -75,5 +93,8 @@ class Accumulator:
             "frac_dense_1pct": (density > 0.01).float().mean(-1),
             "frac_dense_10pct": (density > 0.10).float().mean(-1),
             "shrinkage": s["dot"] / s["xhat_sq"].clamp(min=1e-12),
+            "cossim": s["cos"] / n,
+            "relative_norm": s["norm_ratio"] / n,
+            "explained_variance_per_token": s["ev_token"] / n,
             "density": density,
         }
