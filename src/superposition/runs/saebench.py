@@ -393,7 +393,8 @@ def _explanation(rows: list[dict], evals: list[str]) -> str:
     text = (
         f"{len(rows)} SAE{'s' if len(rows) != 1 else ''} evaluated with {', '.join(evals)} on the same "
         "held-out tokens and probing data of each model. results.csv has one row per SAE; "
-        "saes/&lt;name&gt;.json each SAE's details (per letter, per task, latent densities); data.json the probing texts and splits. "
+        "saes/&lt;name&gt;.json each SAE's details (per letter, per task, latent densities); "
+        "data.json the probing texts and splits. "
         "docs/evaluation.md says what each number means and when it is meaningful."
     )
     weak = [r["name"] for r in rows if r.get("absorption_meaningful") is False]
