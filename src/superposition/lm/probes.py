@@ -108,17 +108,18 @@ def l1_probe_weights(
     """(classes, d) weights of a one-vs-rest probe on z (n, d) for integer labels (n,), trained as
     SAEBench's k-sparse probing trains it: BCE-with-logits with positive weights n_neg / n_pos per
     class, plus l1 · mean over classes of Σ_j |w_cj|, Adam with weight decay, the learning rate decayed
-    exponentially from lr to end_lr over the epochs. Its largest weights name the latents of a class."""
+    exponentially from lr to end_lr over the epochs. Its largest weights name the latents of a class.
+    One difference: the weights start at zero (SAEBench's start at torch's random init, which on a few
+    thousand words leaves the ranking partly to chance)."""
     g = torch.Generator().manual_seed(seed)
     z = z.float()
     y = F.one_hot(labels.long(), classes).float()
     pos = y.sum(0)
     pos_weight = (len(y) - pos) / pos.clamp(min=1)
     layer = torch.nn.Linear(z.shape[1], classes)
-    with torch.no_grad():
-        bound = 1 / math.sqrt(z.shape[1])
-        layer.weight.uniform_(-bound, bound, generator=g)
-        layer.bias.uniform_(-bound, bound, generator=g)
+    with torch.no_grad():  # from zero, not torch's random start: a latent that never helps ranks at 0, not by chance
+        layer.weight.zero_()
+        layer.bias.zero_()
     opt = torch.optim.Adam(layer.parameters(), lr=lr, weight_decay=weight_decay)
     sched = torch.optim.lr_scheduler.ExponentialLR(opt, gamma=math.exp(math.log(end_lr / lr) / epochs))
     loss_fn = torch.nn.BCEWithLogitsLoss(pos_weight=pos_weight)

@@ -51,6 +51,7 @@ TPP
 from __future__ import annotations
 
 import ast
+import functools
 import math
 import random
 import sysconfig
@@ -338,6 +339,7 @@ def _stdlib_files() -> list[tuple[str, Path]]:
     return out
 
 
+@functools.lru_cache(maxsize=1)
 def _docs() -> list[dict]:
     """Every docstring of at least 100 characters and every function's code without its docstring
     (at least 100 characters), from the standard library's sources (read with ast, nothing imported)."""
@@ -349,7 +351,7 @@ def _docs() -> list[dict]:
         except (SyntaxError, UnicodeDecodeError, OSError):
             continue
         package = rel.split("/")[0].removesuffix(".py")
-        for node in [tree, *ast.walk(tree)]:
+        for node in ast.walk(tree):  # the module first
             if not isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
                 continue
             kind = {ast.Module: "module", ast.ClassDef: "class"}.get(type(node), "function")
@@ -395,7 +397,7 @@ TASKS = {
 def probing_tasks(per_class: int = 150, seed: int = 42) -> dict[str, dict[str, list[dict]]]:
     """{task: {class: texts}}: up to `per_class` texts per class, drawn with a seed; each text is
     {"id", "text", "split"}: 80% train, 20% test within each class."""
-    docs = _docs()
+    docs = [dict(d) for d in _docs()]
     rng = random.Random(seed)
     strings = [d for d in docs if d["source"] == "docstring"]
     classes = {

@@ -301,10 +301,10 @@ def _merge(row: dict, e: Entry, name: str, got: dict) -> None:
     for k, v in got.items():
         if isinstance(v, bool | int | float | str) or v is None:
             row[k] = v
+        elif name == "core" and k == "density":
+            e.details["density"] = v
         else:
-            e.details[k] = v
-    if name == "core":
-        e.details["density"] = got["density"]
+            e.details.setdefault(name, {})[k] = v
 
 
 def write_tables(folder: Path, rows: list[dict], entries: list[Entry], shared: dict) -> list[str]:

@@ -1,0 +1,271 @@
+"""SAEBench's evaluations (lm/saebench.py, lm/probes.py, runs/saebench.py, eval-sae over many SAEs):
+probes against hand-computed optima, absorption and sparse probing against planted answers, and the
+command's table, cache and bad input on a tiny model."""
+
+import csv
+import json
+import math
+import random
+
+import pytest
+import torch
+
+import superposition as sp
+from superposition.cli import main
+from superposition.lm import saebench as sb
+from superposition.lm.probes import f1, fit_logistic, roc_auc
+
+
+# ------------------------------------------------------------------------------------------ probes
+def test_logistic_regression_reaches_the_hand_computed_optimum():
+    # x = −1 (class 0) and +1 (class 1), C = 1: by symmetry b = 0 and w solves w = 2σ(−w)
+    p = fit_logistic(torch.tensor([[-1.0], [1.0]]), torch.tensor([0, 1]))
+    lo, hi = 0.0, 2.0
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if mid < 2 / (1 + math.exp(mid)) else (lo, mid)
+    assert abs(p.w.item() - lo) < 1e-6 and abs(p.b) < 1e-6
+
+
+def test_logistic_regression_is_stationary_with_class_weights():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(200, 5, generator=g)
+    y = (x[:, 0] + 0.5 * torch.randn(200, generator=g)) > 0.8  # unbalanced classes
+    p = fit_logistic(x, y, c=0.3, balanced=True)
+    s = y.double() * 2 - 1
+    n, pos = len(y), y.sum().item()
+    weight = torch.where(y, n / (2 * pos), n / (2 * (n - pos))).double()
+    m = s * (x.double() @ p.w + p.b)
+    coef = -0.3 * weight * s * torch.sigmoid(-m)  # d/dmargin of C·s_i·softplus(−m)
+    assert (x.double().T @ coef + p.w).abs().max() < 1e-5  # ∂/∂w = 0
+    assert abs(coef.sum().item()) < 1e-5  # ∂/∂b = 0 (the intercept is not penalised)
+
+
+def test_f1_and_auc_on_hand_cases():
+    y = torch.tensor([1, 1, 0, 0, 1], dtype=torch.bool)
+    pred = torch.tensor([1, 0, 1, 0, 1], dtype=torch.bool)
+    assert f1(pred, y) == pytest.approx(2 * 2 / (3 + 3))
+    assert f1(torch.zeros(3, dtype=torch.bool), torch.zeros(3, dtype=torch.bool)) == 0.0
+    # positives 0.9, 0.4; negatives 0.5, 0.1: 3 of 4 pairs ordered right
+    assert roc_auc(torch.tensor([0.9, 0.4, 0.5, 0.1]), torch.tensor([1, 1, 0, 0])) == pytest.approx(0.75)
+    assert roc_auc(torch.tensor([0.5, 0.5]), torch.tensor([1, 0])) == pytest.approx(0.5)  # a tie counts half
+
+
+# ------------------------------------------------------------------------------ planted absorption
+def _planted_absorption(per_letter: int = 20, rate: float = 0.3, seed: int = 0):
+    """Words t of letter c have x = e_c + e_t (orthonormal). A hand-built ReLU SAE has a parent latent
+    per letter (encoder e_c − Σ_{absorbed t} e_t, decoder e_c) and a latent per token (encoder e_t);
+    for an absorbed token its decoder is e_c + e_t (the parent's direction absorbed), else e_t. The
+    SAE reconstructs every x exactly, and on absorbed words the parent is silent."""
+    rng = random.Random(seed)
+    n_tok = 26 * per_letter
+    d = 26 + n_tok
+    labels = torch.arange(26).repeat_interleave(per_letter)
+    absorbed = torch.zeros(n_tok, dtype=torch.bool)
+    for c in range(26):
+        idx = rng.sample(range(c * per_letter, (c + 1) * per_letter), int(rate * per_letter))
+        absorbed[idx] = True
+    eye = torch.eye(d)
+    acts = eye[labels] + eye[26 + torch.arange(n_tok)]
+    sae = sp.SAE({"d_in": d, "d_sae": d, "architecture": "standard"})
+    w_enc, w_dec = torch.zeros(d, d), torch.zeros(d, d)
+    for c in range(26):
+        w_enc[:, c] = eye[c] - eye[26 + torch.nonzero(absorbed & (labels == c))[:, 0]].sum(0)
+        w_dec[c] = eye[c]
+    for t in range(n_tok):
+        w_enc[:, 26 + t] = eye[26 + t]
+        w_dec[26 + t] = eye[26 + t] + (eye[labels[t]] if absorbed[t] else 0)
+    with torch.no_grad():
+        sae.W_enc.copy_(w_enc)
+        sae.W_dec.copy_(w_dec)
+        sae.b_enc.zero_()
+        sae.b_dec.zero_()
+    train = torch.tensor([rng.random() < 0.8 for _ in range(n_tok)])
+    words = [f" {chr(97 + c)}w{t}" for t, c in enumerate(labels.tolist())]
+    data = sb.FirstLetterData(words=words, labels=labels, acts=acts, train=train, prompts=words)
+    return sae, data, absorbed
+
+
+def test_absorption_measures_the_planted_rate():
+    sae, data, absorbed = _planted_absorption()
+    torch.testing.assert_close(sae.decode(sae.encode(data.acts)), data.acts)  # the SAE is exact
+    probes = sb.letter_probes(data)
+    assert min(probes.f1) == 1.0
+    r = sb.absorption(sae, data, probes, min_letters=26)
+    assert r["absorption_meaningful"] and r["absorption_letters"] == 26
+    test = data.test
+    for rec in r["letters"]:
+        c = sb.LETTERS.index(rec["letter"])
+        mine = test & (data.labels == c)
+        planted = (absorbed & mine).sum().item() / mine.sum().item()
+        assert rec["main_latents"] == [c]  # the parent is found by k-sparse probing
+        assert rec["num_probe_true_positives"] == mine.sum().item()
+        assert rec["mean_absorption_fraction"] == pytest.approx(planted)
+        assert rec["full_absorption_rate"] == pytest.approx(planted)
+    expected = sum(
+        ((absorbed & test & (data.labels == c)).sum() / (test & (data.labels == c)).sum()).item() for c in range(26)
+    )
+    assert r["absorption_fraction"] == pytest.approx(expected / 26)
+
+
+def test_an_sae_without_absorption_scores_zero():
+    sae, data, _ = _planted_absorption(rate=0.0)
+    r = sb.absorption(sae, data, sb.letter_probes(data), min_letters=26)
+    assert r["absorption_fraction"] == 0.0 and r["full_absorption"] == 0.0
+
+
+def test_absorption_fraction_follows_saebench_cases():
+    cos = torch.tensor([0.9, 0.5, 0.05, 0.3])
+    main = [0]
+    # (x·p̂, latent projections z_j c_j) → expected fraction
+    cases = [
+        (1.0, [1.2, 0.5, 0.0, 0.0], 0.0),  # main carries all of it
+        (1.0, [0.0, 0.6, 0.0, 0.0], 1.0),  # main silent, latent 1 carries 60%
+        (1.0, [0.0, 0.3, 0.9, 0.0], 0.0),  # the big one is below the cosine threshold: 30% < 40%
+        (1.0, [0.2, 0.5, 0.0, 0.2], 0.7 / 0.9),  # A = min(0.7, 0.8) = 0.7, M = 0.2
+    ]
+    for act, proj, want in cases:
+        got = sb.absorption_fraction(torch.tensor([act]), torch.tensor([proj]), cos, main)
+        assert got.item() == pytest.approx(want)
+
+
+# ---------------------------------------------------------------------------- planted sparse probe
+def _planted_task(classes: int, n_per: int = 40, seed: int = 0, d: int = 16, d_sae: int = 32):
+    """Texts of `classes` classes, 4 tokens each; on a text of class c, latent c of a hand-built SAE
+    fires (the token carries 3·e_c, the latent reads 2x_c − 3 and writes e_c: about 3·e_c back), the
+    other latents see only noise below their thresholds."""
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.arange(classes).repeat_interleave(n_per)
+    owner = torch.arange(len(labels)).repeat_interleave(4)
+    tokens = 0.3 * torch.randn(len(owner), d, generator=g)
+    tokens[torch.arange(len(owner)), labels[owner]] += 3.0
+    train = torch.rand(len(labels), generator=g) < 0.75
+    task = sb.ProbingTask(
+        "planted", [f"c{i}" for i in range(classes)], labels, train, tokens, owner, [str(i) for i in range(len(labels))]
+    )
+    sae = sp.SAE({"d_in": d, "d_sae": d_sae, "architecture": "standard"})
+    with torch.no_grad():
+        sae.W_enc.copy_(torch.cat([2 * torch.eye(d), torch.randn(d, d_sae - d, generator=g) * 0.1], 1))
+        sae.b_enc.copy_(torch.cat([torch.full((d,), -3.0), torch.zeros(d_sae - d)]))
+        sae.W_dec.copy_(torch.cat([torch.eye(d), torch.randn(d_sae - d, d, generator=g) * 0.1]))
+        sae.b_dec.zero_()
+    return sae, {"planted": task}
+
+
+def test_sparse_probing_finds_a_planted_latent_at_k_1():
+    sae, data = _planted_task(2)
+    r = sb.sparse_probing(sae, data, sb.model_probing(data))
+    assert r["sae_top_1_test_accuracy"] == 1.0 and r["sae_test_accuracy"] == 1.0
+
+
+def test_sparse_probing_at_chance_when_no_latent_knows_the_label():
+    sae, data = _planted_task(2)
+    t = data["planted"]
+    t.labels = t.labels[torch.randperm(len(t.labels), generator=torch.Generator().manual_seed(1))]
+    r = sb.sparse_probing(sae, data, sb.model_probing(data))
+    assert r["sae_top_1_test_accuracy"] < 0.75
+
+
+def test_tpp_ablating_a_class_latent_hits_its_probe_only():
+    sae, data = _planted_task(4, n_per=60)
+    r = sb.tpp(sae, data, ns=(1,))
+    assert r["tpp_1_intended"] > 0.3 and abs(r["tpp_1_unintended"]) < 0.05
+    assert r["tpp_1"] == pytest.approx(r["tpp_1_intended"] - r["tpp_1_unintended"])
+
+
+# ----------------------------------------------------------------------------------- offline data
+def test_probing_tasks_are_built_offline_with_disjoint_splits():
+    tasks = sb.probing_tasks(per_class=30, seed=3)
+    assert set(tasks) == set(sb.TASKS) and len(tasks) >= 4
+    for by_class in tasks.values():
+        assert len(by_class) >= 2
+        for texts in by_class.values():
+            assert len(texts) == 30
+            train = {d["id"] for d in texts if d["split"] == "train"}
+            test = {d["id"] for d in texts if d["split"] == "test"}
+            assert len(train) == 24 and len(test) == 6 and not train & test
+    code = tasks["code_vs_prose"]["code"][0]["text"]
+    assert "def " in code or "return" in code or "=" in code
+    assert sb.probing_tasks(per_class=30, seed=3) == tasks  # the seed fixes the draw
+
+
+def test_first_letter_prompts_read_the_word_token(tiny_llama):
+    from superposition.lm.hooks import HookedModel
+    from superposition.lm.model import load_model
+
+    lm = load_model(str(tiny_llama))
+    words = sb.alpha_words(lm.tokenizer)
+    assert len(words) > 1000 and all(w.strip().isalpha() for w in words[:200])
+    data = sb.first_letter_data(HookedModel(lm.model), lm.tokenizer, "blocks.1.hook_resid_post", words=60, seed=0)
+    assert len(data.words) >= 55 and data.acts.shape == (len(data.words), 64)
+    assert data.train.sum() > 3 * data.test.sum()
+    p = data.prompts[0]
+    assert p.count("has the first letter:") == 11 and p.endswith(data.words[0] + " has the first letter:")
+    assert [sb.LETTERS[i] for i in data.labels[:5]] == [w.strip()[0].lower() for w in data.words[:5]]
+
+
+# ---------------------------------------------------------------------------------------- command
+@pytest.fixture(scope="module")
+def two_saes(tiny_llama, tmp_path_factory):
+    root = tmp_path_factory.mktemp("evals")
+    sets = [f"model_name={tiny_llama}", "d_sae=128", "context_size=32", "batch_size_tokens=128",
+            "training_tokens=1280", "n_batches_in_buffer=2", "model_batch_size=8", "eval_sequences=2",
+            "tensorboard=false", "hook_name=blocks.1.hook_resid_post"]  # fmt: skip
+    out = {}
+    for name, arch in (("topk", "architecture=topk"), ("relu", "architecture=standard")):
+        args = [*sets, arch, "k=8"] if name == "topk" else [*sets, arch]
+        assert main(["train-sae", "--out", str(root / name), *[a for s in args for a in ("--set", s)]]) == 0
+        out[name] = root / name
+    return out
+
+
+SMALL = ["--absorption-words", "60", "--probing-per-class", "10", "--probing-context", "16", "--sequences", "2"]
+
+
+def test_eval_sae_puts_saes_in_one_table_and_reuses_the_cache(two_saes, tmp_path, capsys):
+    cache = tmp_path / "cache"
+    out = tmp_path / "table"
+    evals = "core,absorption,sparse_probing,tpp"
+    args = ["eval-sae", str(two_saes["topk"]), "--evals", evals, "--out", str(out), "--cache", str(cache), *SMALL]
+    assert main(args) == 0
+    first = json.loads((out / "summary.json").read_text())
+    assert first["cache_hits"] == 0 and len(first["saes"]) == 1
+    out2 = tmp_path / "table2"
+    assert main([*args[:2], str(two_saes["relu"]), *args[2:5], str(out2), *args[6:]]) == 0
+    s = json.loads((out2 / "summary.json").read_text())
+    assert s["cache_hits"] == 4  # the first SAE's four evaluations, not computed again
+    rows = list(csv.DictReader(open(out2 / "results.csv")))
+    assert [r["name"] for r in rows] == ["topk", "relu"] and [r["architecture"] for r in rows] == ["topk", "standard"]
+    for r in rows:
+        for key in ("l0", "ce_loss_recovered", "cossim", "absorption_fraction", "sae_top_1_test_accuracy", "tpp_20"):
+            assert r[key] != "", key
+    assert float(rows[0]["l0"]) == pytest.approx(8, abs=1e-4)
+    assert rows[0]["l0"] == str(first["saes"][0]["l0"]) or float(rows[0]["l0"]) == pytest.approx(first["saes"][0]["l0"])
+    # the same held-out tokens for both SAEs: the clean loss is one number
+    assert rows[0]["ce_loss_clean"] == rows[1]["ce_loss_clean"]
+    details = json.loads((out2 / "saes" / "relu.json").read_text())
+    assert len(details["absorption"]["letters"]) > 5 and set(details["sparse_probing"]["tasks"]) == set(sb.TASKS)
+    assert set(details["tpp"]["tasks"]) == {"stdlib_package", "docstring_kind"} and len(details["density"]) == 128
+    data = json.loads((out2 / "data.json").read_text())
+    rec = next(iter(data.values()))
+    split = rec["record:probing:blocks.1.hook_resid_post"]["code_vs_prose"]["code"]
+    assert len(split["train"]) == 8 and len(split["test"]) == 2
+    for fig in ("l0_vs_ce_loss_recovered.png", "bars_absorption_fraction.png", "density.png", "report.html"):
+        assert (out2 / fig).is_file(), fig
+
+
+@pytest.mark.parametrize(
+    "extra, needle",
+    [
+        (["--evals", "core,probing"], "--evals: probing"),
+        (["--absorption-words", "5"], "--absorption-words"),
+        ([], "--out: required"),
+    ],
+)
+def test_eval_sae_table_bad_input_is_one_line(two_saes, tmp_path, capsys, extra, needle):
+    out = [] if needle == "--out: required" else ["--out", str(tmp_path / "o")]
+    evals = [] if "--evals" in extra else ["--evals", "core"]
+    assert main(["eval-sae", str(two_saes["topk"]), *evals, *extra, *out]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and needle in err[0], err
+    assert not (tmp_path / "o").exists()
