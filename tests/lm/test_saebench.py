@@ -103,7 +103,8 @@ def test_absorption_measures_the_planted_rate():
         assert rec["mean_absorption_fraction"] == pytest.approx(planted)
         assert rec["full_absorption_rate"] == pytest.approx(planted)
     expected = sum(
-        ((absorbed & test & (data.labels == c)).sum() / (test & (data.labels == c)).sum()).item() for c in range(26)
+        ((absorbed & test & (data.labels == c)).sum() / (test & (data.labels == c)).sum()).item()
+        for c in range(26)
     )
     assert r["absorption_fraction"] == pytest.approx(expected / 26)
 
@@ -141,7 +142,13 @@ def _planted_task(classes: int, n_per: int = 40, seed: int = 0, d: int = 16, d_s
     tokens[torch.arange(len(owner)), labels[owner]] += 3.0
     train = torch.rand(len(labels), generator=g) < 0.75
     task = sb.ProbingTask(
-        "planted", [f"c{i}" for i in range(classes)], labels, train, tokens, owner, [str(i) for i in range(len(labels))]
+        "planted",
+        [f"c{i}" for i in range(classes)],
+        labels,
+        train,
+        tokens,
+        owner,
+        [str(i) for i in range(len(labels))],
     )
     sae = sp.SAE({"d_in": d, "d_sae": d_sae, "architecture": "standard"})
     with torch.no_grad():
@@ -196,7 +203,9 @@ def test_first_letter_prompts_read_the_word_token(tiny_llama):
     lm = load_model(str(tiny_llama))
     words = sb.alpha_words(lm.tokenizer)
     assert len(words) > 1000 and all(w.strip().isalpha() for w in words[:200])
-    data = sb.first_letter_data(HookedModel(lm.model), lm.tokenizer, "blocks.1.hook_resid_post", words=60, seed=0)
+    data = sb.first_letter_data(
+        HookedModel(lm.model), lm.tokenizer, "blocks.1.hook_resid_post", words=60, seed=0
+    )
     assert len(data.words) >= 55 and data.acts.shape == (len(data.words), 64)
     assert data.train.sum() > 3 * data.test.sum()
     p = data.prompts[0]
@@ -219,14 +228,33 @@ def two_saes(tiny_llama, tmp_path_factory):
     return out
 
 
-SMALL = ["--absorption-words", "60", "--probing-per-class", "10", "--probing-context", "16", "--sequences", "2"]
+SMALL = [
+    "--absorption-words",
+    "60",
+    "--probing-per-class",
+    "10",
+    "--probing-context",
+    "16",
+    "--sequences",
+    "2",
+]
 
 
 def test_eval_sae_puts_saes_in_one_table_and_reuses_the_cache(two_saes, tmp_path, capsys):
     cache = tmp_path / "cache"
     out = tmp_path / "table"
     evals = "core,absorption,sparse_probing,tpp"
-    args = ["eval-sae", str(two_saes["topk"]), "--evals", evals, "--out", str(out), "--cache", str(cache), *SMALL]
+    args = [
+        "eval-sae",
+        str(two_saes["topk"]),
+        "--evals",
+        evals,
+        "--out",
+        str(out),
+        "--cache",
+        str(cache),
+        *SMALL,
+    ]
     assert main(args) == 0
     first = json.loads((out / "summary.json").read_text())
     assert first["cache_hits"] == 0 and len(first["saes"]) == 1
@@ -235,17 +263,34 @@ def test_eval_sae_puts_saes_in_one_table_and_reuses_the_cache(two_saes, tmp_path
     s = json.loads((out2 / "summary.json").read_text())
     assert s["cache_hits"] == 4  # the first SAE's four evaluations, not computed again
     rows = list(csv.DictReader(open(out2 / "results.csv")))
-    assert [r["name"] for r in rows] == ["topk", "relu"] and [r["architecture"] for r in rows] == ["topk", "standard"]
+    assert [r["name"] for r in rows] == ["topk", "relu"] and [r["architecture"] for r in rows] == [
+        "topk",
+        "standard",
+    ]
     for r in rows:
-        for key in ("l0", "ce_loss_recovered", "cossim", "absorption_fraction", "sae_top_1_test_accuracy", "tpp_20"):
+        for key in (
+            "l0",
+            "ce_loss_recovered",
+            "cossim",
+            "absorption_fraction",
+            "sae_top_1_test_accuracy",
+            "tpp_20",
+        ):
             assert r[key] != "", key
     assert float(rows[0]["l0"]) == pytest.approx(8, abs=1e-4)
-    assert rows[0]["l0"] == str(first["saes"][0]["l0"]) or float(rows[0]["l0"]) == pytest.approx(first["saes"][0]["l0"])
+    assert rows[0]["l0"] == str(first["saes"][0]["l0"]) or float(rows[0]["l0"]) == pytest.approx(
+        first["saes"][0]["l0"]
+    )
     # the same held-out tokens for both SAEs: the clean loss is one number
     assert rows[0]["ce_loss_clean"] == rows[1]["ce_loss_clean"]
     details = json.loads((out2 / "saes" / "relu.json").read_text())
-    assert len(details["absorption"]["letters"]) > 5 and set(details["sparse_probing"]["tasks"]) == set(sb.TASKS)
-    assert set(details["tpp"]["tasks"]) == {"stdlib_package", "docstring_kind"} and len(details["density"]) == 128
+    assert len(details["absorption"]["letters"]) > 5 and set(details["sparse_probing"]["tasks"]) == set(
+        sb.TASKS
+    )
+    assert (
+        set(details["tpp"]["tasks"]) == {"stdlib_package", "docstring_kind"}
+        and len(details["density"]) == 128
+    )
     data = json.loads((out2 / "data.json").read_text())
     rec = next(iter(data.values()))
     split = rec["record:probing:blocks.1.hook_resid_post"]["code_vs_prose"]["code"]

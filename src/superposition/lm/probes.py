@@ -117,7 +117,9 @@ def l1_probe_weights(
     pos = y.sum(0)
     pos_weight = (len(y) - pos) / pos.clamp(min=1)
     layer = torch.nn.Linear(z.shape[1], classes)
-    with torch.no_grad():  # from zero, not torch's random start: a latent that never helps ranks at 0, not by chance
+    with (
+        torch.no_grad()
+    ):  # from zero, not torch's random start: a latent that never helps ranks at 0, not by chance
         layer.weight.zero_()
         layer.bias.zero_()
     opt = torch.optim.Adam(layer.parameters(), lr=lr, weight_decay=weight_decay)
