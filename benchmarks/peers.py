@@ -29,7 +29,8 @@ PEERS = {
     # with what dictionary_learning's fork imports (its classes are read from a checkout: not on PyPI)
     "circuit-tracer": [[TORCH, "circuit-tracer==0.5.0", "nnsight==0.6.3", "datasets", "zstandard"]],
     # SAEBench's metric code (its functions fed offline: activations and probes, no dataset downloads)
-    "sae-bench": [[TORCH, "sae-bench==0.6.0"]],
+    # (torchvision, which one of its dependencies pulls in, is built for another torch: removed)
+    "sae-bench": [[TORCH, "sae-bench==0.6.0"], ["uninstall", "-y", "torchvision"]],
 }
 
 
@@ -41,7 +42,9 @@ def python_of(name: str) -> Path:
     print(f"making the {name} environment in {env} (first run only) ...", flush=True)
     steps = [[sys.executable, "-m", "venv", str(env)]]
     steps += [
-        [str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check", *pkgs]
+        [str(python), "-m", "pip", "uninstall", "-q", *pkgs[1:]]
+        if pkgs[0] == "uninstall"
+        else [str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check", *pkgs]
         for pkgs in PEERS[name]
     ]
     for cmd in steps:

@@ -304,6 +304,10 @@ def absorption(
             rec["mean_absorption_fraction"] = frac.sum().item() / n_tp
             rec["full_absorption_rate"] = full.float().sum().item() / n_tp
             rec["num_full_absorption"] = int(full.sum())
+            words = [
+                w for w, t in zip((w for w, te in zip(data.words, test.tolist()) if te), tp.tolist()) if t
+            ]
+            rec["absorbed_words"] = {w: round(f, 4) for w, f in zip(words, frac.tolist()) if f > 0}
         letters.append(rec)
     used = [r for r in letters if r["probe_f1"] > min_probe_f1 and "mean_absorption_fraction" in r]
     mean = (lambda k: sum(r[k] for r in used) / len(used)) if used else (lambda k: float("nan"))
