@@ -243,7 +243,7 @@ SMALL = [
 def test_eval_sae_puts_saes_in_one_table_and_reuses_the_cache(two_saes, tmp_path, capsys):
     cache = tmp_path / "cache"
     out = tmp_path / "table"
-    evals = "core,absorption,sparse_probing,tpp"
+    evals = "core,absorption,sparse_probing,tpp,scr"
     args = [
         "eval-sae",
         str(two_saes["topk"]),
@@ -261,7 +261,7 @@ def test_eval_sae_puts_saes_in_one_table_and_reuses_the_cache(two_saes, tmp_path
     out2 = tmp_path / "table2"
     assert main([*args[:2], str(two_saes["relu"]), *args[2:5], str(out2), *args[6:]]) == 0
     s = json.loads((out2 / "summary.json").read_text())
-    assert s["cache_hits"] == 4  # the first SAE's four evaluations, not computed again
+    assert s["cache_hits"] == 5  # the first SAE's five evaluations, not computed again
     rows = list(csv.DictReader(open(out2 / "results.csv")))
     assert [r["name"] for r in rows] == ["topk", "relu"] and [r["architecture"] for r in rows] == [
         "topk",
@@ -314,3 +314,28 @@ def test_eval_sae_table_bad_input_is_one_line(two_saes, tmp_path, capsys, extra,
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and needle in err[0], err
     assert not (tmp_path / "o").exists()
+
+
+def test_scr_removing_the_spurious_latents_restores_the_biased_probe():
+    """Latent 0 of the hand-built SAE fires on asyncio texts, latent 1 on code, latent 2 on docstrings
+    (each token carries 3·e of its features, plus noise). The probe trained on asyncio code against email
+    docstrings judges the package by the source half the time: on balanced package data it is right
+    where the two agree only. Ablating the two source latents leaves it the package alone."""
+    g = torch.Generator().manual_seed(0)
+    n_per, d = 60, 16
+    labels = torch.arange(4).repeat_interleave(n_per)
+    classes = list(sb.SCR_CELLS)  # asyncio_code, asyncio_docstring, email_code, email_docstring
+    package = torch.tensor([classes[c].startswith("asyncio") for c in labels.tolist()])
+    code = torch.tensor([classes[c].endswith("_code") for c in labels.tolist()])
+    owner = torch.arange(len(labels)).repeat_interleave(4)
+    tokens = 0.3 * torch.randn(len(owner), d, generator=g)
+    tokens[:, 0] += 3.0 * package[owner]
+    tokens[:, 1] += 3.0 * code[owner]
+    tokens[:, 2] += 3.0 * ~code[owner]
+    train = torch.rand(len(labels), generator=g) < 0.75
+    task = sb.ProbingTask("scr", classes, labels, train, tokens, owner, [str(i) for i in range(len(labels))])
+    sae, _ = _planted_task(2)
+    r = sb.scr(sae, task, ns=(2,))
+    assert 0.35 < r["scr_biased_accuracy_package"] < 0.7 and r["scr_biased_accuracy_source"] > 0.95
+    assert r["scr_2"] == r["scr_dir1_2"] > 0.9  # the package is what it leans on less: remove the source
+    assert r["scr_dir2_2"] == 0.0  # nothing to gain on the source (the oracle's gap is under 0.001)

@@ -5,7 +5,7 @@ summary.json, figures and report.html are replaced); any other SAE, or a run eva
 model or hook, is written to `--out`. The evaluation itself is runs/evaluate.py's, which train-sae
 runs at the end of training too.
 
-Several SAEs, or `--evals core,absorption,sparse_probing,tpp,autointerp`: SAEBench's evaluations
+Several SAEs, or `--evals core,absorption,sparse_probing,tpp,scr,autointerp`: SAEBench's evaluations
 (runs/saebench.py), every SAE on the same held-out tokens and probing data of its model, one row per
 SAE in `--out`/results.csv and summary.json, and the field's plots. A train-sae run of SAEs at several
 hooks counts one SAE per hook. Each evaluation of each SAE is cached by the SAE's content and the
@@ -39,8 +39,8 @@ class EvalOptions(ModelOptions, SAEOptions):
     )
     evals: str | None = Field(
         None,
-        description="comma-separated, of core, absorption, sparse_probing, tpp, autointerp (default: core; "
-        "any of them writes the table of SAEs)",
+        description="comma-separated, of core, absorption, sparse_probing, tpp, scr, autointerp "
+        "(default: core; any of them writes the table of SAEs)",
     )
     sequences: int | None = Field(
         None,

@@ -46,6 +46,16 @@ TPP
     ablating class i's top-N latents (subtracting their decoded contribution from every token, the
     SAE's error kept) should lower probe i's test accuracy and leave the other classes' probes
     alone. tpp_N = mean over i of [drop of probe i − mean over j ≠ i of the drop of probe j].
+
+SCR (spurious correlation removal)
+    Two binary attributes of the same texts: the package (asyncio or email) and the source (a
+    function's code or a docstring). A probe trained where they are perfectly correlated (asyncio code
+    against email docstrings) learns both. For one attribute, the N latents with the largest
+    |mean z̄ difference| · |W_dec[j]·w| (w the probe of that attribute on balanced data) are ablated, and
+    the biased probe is scored on balanced test data labelled by the other attribute:
+    scr = (ablated − biased) / (oracle − biased), with `oracle` the other attribute's own probe (0 when
+    oracle − biased < 0.001). Both directions are computed; `scr_N` is the one removing the attribute
+    the biased probe leans on more (the direction whose biased accuracy is lower), as SAEBench reports.
 """
 
 from __future__ import annotations
@@ -390,6 +400,7 @@ def _reference() -> list[dict]:
 
 
 PACKAGES = ("asyncio", "email", "logging", "importlib", "xml")
+SCR_CELLS = ("asyncio_code", "asyncio_docstring", "email_code", "email_docstring")
 TASKS = {
     "code_vs_prose": "a standard-library function's code (docstring removed) or a docstring",
     "stdlib_package": "which package a docstring is from: " + ", ".join(PACKAGES),
@@ -423,6 +434,24 @@ def probing_tasks(per_class: int = 150, seed: int = 42) -> dict[str, dict[str, l
                 for i, d in enumerate(picked)
             ]
     return tasks
+
+
+def scr_texts(per_class: int = 150, seed: int = 42) -> dict[str, dict[str, list[dict]]]:
+    """{"scr": {cell: texts}} for SCR: the code and the docstrings of asyncio and of email, split as
+    `probing_tasks` splits."""
+    rng = random.Random(seed + 7)
+    docs = _docs()
+    out = {}
+    for cell in SCR_CELLS:
+        package, source = cell.split("_")
+        pool = [d for d in docs if d["package"] == package and d["source"] == source]
+        picked = rng.sample(pool, min(per_class, len(pool)))
+        cut = int(len(picked) * 0.8)
+        out[cell] = [
+            {"id": d["id"], "text": d["text"], "split": "train" if i < cut else "test"}
+            for i, d in enumerate(picked)
+        ]
+    return {"scr": out}
 
 
 @dataclass
@@ -616,3 +645,39 @@ def tpp(sae, data: dict[str, ProbingTask], ns=TPP_N, seed: int = 42) -> dict:
         return {"tasks": {}}
     keys = list(next(iter(per_task.values())))
     return {**{k: sum(t[k] for t in per_task.values()) / len(per_task) for k in keys}, "tasks": per_task}
+
+
+def scr(sae, task: ProbingTask, ns=TPP_N) -> dict:
+    """Spurious correlation removal on the four cells of `scr_texts` (module docstring)."""
+    x = task.mean(task.tokens)
+    z = task.mean(encode(sae, task.tokens))
+    w_dec = sae.W_dec.detach().float().cpu()
+    cell = [task.classes[c] for c in task.labels.tolist()]
+    package = torch.tensor([c.startswith("asyncio") for c in cell])
+    code = torch.tensor([c.endswith("_code") for c in cell])
+    tr, te = task.train, ~task.train
+    biased_rows = tr & (package == code)  # asyncio code (positive) and email docstrings
+    biased = fit_logistic(x[biased_rows], package[biased_rows])
+    attrs = {"package": package, "source": code}
+    probes = {a: fit_logistic(x[tr], y[tr]) for a, y in attrs.items()}
+    oracle = {a: accuracy(probes[a].predict(x[te]), y[te]) for a, y in attrs.items()}
+    before = {a: accuracy(biased.predict(x[te]), y[te]) for a, y in attrs.items()}
+    # direction 1 removes the source (evaluated on the package); direction 2 the package
+    dirs = {1: ("source", "package"), 2: ("package", "source")}
+    out: dict = {
+        "scr_biased_accuracy_package": before["package"],
+        "scr_biased_accuracy_source": before["source"],
+    }
+    for n in ns:
+        for d, (ablate, judge) in dirs.items():
+            y = attrs[ablate][tr]
+            diff = z[tr][y].mean(0) - z[tr][~y].mean(0)
+            effect = (diff * (w_dec @ probes[ablate].w.float())).abs()
+            top = effect.topk(min(n, len(effect))).indices
+            ablated = x - z[:, top] @ w_dec[top]
+            after = accuracy(biased.predict(ablated[te]), attrs[judge][te])
+            gap = oracle[judge] - before[judge]
+            out[f"scr_dir{d}_{n}"] = 0.0 if gap < 0.001 else (after - before[judge]) / gap
+        chosen = 1 if before["package"] < before["source"] else 2
+        out[f"scr_{n}"] = out[f"scr_dir{chosen}_{n}"]
+    return out

@@ -30,7 +30,7 @@ from superposition.lm.store import ActivationStore
 from superposition.report.output import FigureSpec, Result
 from superposition.runs.targets import LMRun
 
-EVALS = ("core", "absorption", "sparse_probing", "tpp", "autointerp")
+EVALS = ("core", "absorption", "sparse_probing", "tpp", "scr", "autointerp")
 CORE_KEYS = (
     "l0",
     "l1",
@@ -58,6 +58,7 @@ PLOTTED = (
     ("sae_top_1_test_accuracy", "sparse probing: top-1 latent accuracy", True),
     ("sae_top_5_test_accuracy", "sparse probing: top-5 latent accuracy", True),
     ("tpp_20", "TPP (top 20 latents)", True),
+    ("scr_20", "SCR (top 20 latents)", True),
     ("autointerp_detection", "autointerp detection (balanced accuracy)", True),
 )
 
@@ -201,6 +202,7 @@ def evaluate_many(
                 _merge(row, e, name, got)
             rows.append(row)
         shared["models"][model_name] = {k: v for k, v in data.items() if k.startswith("record:")}
+    shared["seconds_each"] = shared["seconds"]
     shared["seconds"] = {k: sum(v) / len(v) for k, v in shared["seconds"].items()}
     return rows, shared
 
@@ -238,7 +240,7 @@ def _settings_for(name: str, s: Settings, cfg) -> dict:
         }
     if name == "absorption":
         return {"words": s.absorption_words, "seed": s.seed, "v": 1}
-    if name in ("sparse_probing", "tpp"):
+    if name in ("sparse_probing", "tpp", "scr"):
         return {"per_class": s.probing_per_class, "context": s.probing_context, "seed": s.seed, "v": 1}
     return {"latents": s.autointerp_latents, "seed": s.seed, "v": 1}
 
@@ -263,27 +265,38 @@ def _probe_eval(name: str, e: Entry, model, data: dict, s: Settings) -> dict:
         fl, probes = data[f"letters:{hook}"]
         _say(f"{e.name}: first-letter absorption on {len(fl.words)} words")
         return sb.absorption(e.run.sae, fl, probes)
+    if name == "scr":
+        if f"scr:{hook}" not in data:
+            lm, hooked = model()
+            texts = sb.scr_texts(s.probing_per_class, s.seed)
+            pd = sb.probing_data(hooked, lm.tokenizer, hook, texts, context=s.probing_context, device=dev)
+            data[f"scr:{hook}"] = pd["scr"]
+            data[f"record:scr:{hook}"] = _splits(texts)["scr"]
+        _say(f"{e.name}: spurious correlation removal (asyncio/email × code/docstring)")
+        return sb.scr(e.run.sae, data[f"scr:{hook}"])
     if f"probing:{hook}" not in data:
         lm, hooked = model()
         tasks = sb.probing_tasks(s.probing_per_class, s.seed)
         pd = sb.probing_data(hooked, lm.tokenizer, hook, tasks, context=s.probing_context, device=dev)
         data[f"probing:{hook}"] = (pd, sb.model_probing(pd, seed=s.seed))
-        data[f"record:probing:{hook}"] = {
-            t: {
-                c: {
-                    "train": [d["id"] for d in texts if d["split"] == "train"],
-                    "test": [d["id"] for d in texts if d["split"] == "test"],
-                }
-                for c, texts in by.items()
-            }
-            for t, by in tasks.items()
-        }
+        data[f"record:probing:{hook}"] = _splits(tasks)
     pd, llm = data[f"probing:{hook}"]
     n = len(pd) if name == "sparse_probing" else sum(len(t.classes) >= 3 for t in pd.values())
     _say(f"{e.name}: {name.replace('_', ' ')} on {n} tasks")
     if name == "sparse_probing":
         return sb.sparse_probing(e.run.sae, pd, llm, seed=s.seed)
     return sb.tpp(e.run.sae, pd, seed=s.seed)
+
+
+def _splits(tasks: dict) -> dict:
+    """{task: {class: {"train": ids, "test": ids}}}: which texts each task used, and how they split."""
+    return {
+        t: {
+            c: {sp: [d["id"] for d in texts if d["split"] == sp] for sp in ("train", "test")}
+            for c, texts in by.items()
+        }
+        for t, by in tasks.items()
+    }
 
 
 def _live_latents(row: dict, e: Entry) -> list[int]:
@@ -381,6 +394,7 @@ def _headline(r: dict) -> str:
         ("absorption_fraction", "absorption"),
         ("sae_top_1_test_accuracy", "top-1 probe"),
         ("tpp_20", "TPP@20"),
+        ("scr_20", "SCR@20"),
         ("autointerp_detection", "detection"),
     ):
         v = r.get(key)
