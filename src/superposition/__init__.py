@@ -14,8 +14,8 @@ import importlib
 from superposition.errors import SuperpositionError
 
 __version__ = "0.1.0"
-_API = ("SAE", "HookedSAEModel", "Intervention", "execute", "load_model", "load_run", "load_sae",
-        "push_to_hub", "train_sae")  # fmt: skip
+_API = ("SAE", "HookedSAEModel", "Intervention", "evaluate_saes", "execute", "load_model", "load_run",
+        "load_sae", "push_to_hub", "train_sae")  # fmt: skip
 __all__ = ["SuperpositionError", *_API]
 
 

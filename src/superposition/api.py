@@ -5,6 +5,7 @@
     sp.load_run(dir)                            a train-sae run: .sae, .cfg, .load_model()
     sp.train_sae(out=..., **keys)               train-sae from Python; returns the run as load_run does
     sp.execute(command, out=..., **options)     any command, as its flags; returns its Result
+    sp.evaluate_saes([a, b], out, evals=...)    SAEBench's evaluations, one row per SAE (eval-sae)
     sp.push_to_hub(run_or_sae, "hf://owner/repo[/path]")
     sp.SAE, sp.Intervention, sp.HookedSAEModel
 
@@ -122,6 +123,17 @@ def execute(
     if result.folder is None:
         result.folder = folder
     return result
+
+
+def evaluate_saes(saes: list[str | Path], out: str | Path, evals: str = "core", **options: Any) -> Result:
+    """SAEBench's evaluations of several SAEs into one table: `superposition eval-sae SAE [SAE ...]
+    --evals EVALS --out OUT` from Python. `evals`: comma-separated, of core, absorption,
+    sparse_probing, tpp, scr, autointerp; other options as the command's flags
+    (`absorption_words=500`). `result.summary["saes"]` holds one row per SAE (OUT/results.csv)."""
+    if not saes:
+        raise SuperpositionError("saes: give at least one SAE")
+    names = [str(s) for s in saes]
+    return execute("eval-sae", out=out, sae=names[0], more=names[1:], evals=evals, **options)
 
 
 def push_to_hub(what: str | Path, address: str, **kw: Any) -> str:

@@ -51,7 +51,7 @@ class EvalOptions(ModelOptions, SAEOptions):
         2000, gt=25, le=200_000, description="vocabulary words for first-letter absorption"
     )
     probing_per_class: int = Field(
-        150, ge=10, le=100_000, description="texts per class for sparse probing and TPP"
+        150, ge=10, le=100_000, description="texts per class for sparse probing, TPP and SCR"
     )
     probing_context: int = Field(128, ge=8, le=8192, description="tokens per probing text")
     autointerp_latents: int = Field(
@@ -103,7 +103,8 @@ class EvalOptions(ModelOptions, SAEOptions):
 
 @command(
     "eval-sae",
-    "evaluate an SAE on its language model: L0, explained variance, CE loss recovered",
+    "evaluate SAEs on their language model: L0, explained variance, CE loss recovered; with --evals, "
+    "SAEBench's evaluations of many SAEs in one table",
     EvalOptions,
     kind="evaluation",
     in_place=True,
