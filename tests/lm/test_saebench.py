@@ -298,8 +298,10 @@ def test_eval_sae_puts_saes_in_one_table_and_reuses_the_cache(two_saes, tmp_path
     for fig in ("l0_vs_ce_loss_recovered.png", "bars_absorption_fraction.png", "density.png", "report.html"):
         assert (out2 / fig).is_file(), fig
     # from a notebook: the same table, every number from the cache
-    r = sp.evaluate_saes([two_saes["topk"], two_saes["relu"]], tmp_path / "py", evals=evals, cache=str(cache),
-                         absorption_words=60, probing_per_class=10, probing_context=16, sequences=2)  # fmt: skip
+    small = {"absorption_words": 60, "probing_per_class": 10, "probing_context": 16, "sequences": 2}
+    r = sp.evaluate_saes(
+        [two_saes["topk"], two_saes["relu"]], tmp_path / "py", evals=evals, cache=str(cache), **small
+    )
     assert r.summary["cache_hits"] == 10 and r.summary["saes"] == s["saes"]
 
 
