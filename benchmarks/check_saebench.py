@@ -9,10 +9,15 @@ environment, benchmarks/peers.py) fed the same activations, probes and splits of
 2. Sparse probing: for each task and class, our mean-pooled SAE latents on our one-vs-rest split
    through SAEBench's `get_top_k_mean_diff_mask` and `train_sklearn_probe` (scikit-learn), against
    our top-k selection and our logistic regression: test accuracy for all latents and k = 1, 5, 20.
+3. TPP: on two classes of `stdlib_package` with as many texts each (so that SAEBench's random
+   negatives are the whole other class), its `get_effects_per_class_precomputed_acts` with our probe
+   (the latent effects), their top 20, `ablated_precomputed_activations` (the mean-pooled activations
+   with those latents ablated) and `get_sae_meaned_activations`, on zero-padded per-token activations.
 
 What is not fed: SAEBench's model passes (its HookedTransformer needs hub weights), the probes'
 training (the first-letter probe and the k-sparse L1 probe are its own torch loops with random
-starts; ours are described in docs/evaluation.md), and its datasets (downloads). A row passes at a
+starts; ours are described in docs/evaluation.md), its datasets (downloads), and TPP/SCR on three
+classes or more (its negatives are then a random draw). A row passes at a
 difference ≤ 1e-5 for absorption and ≤ 0.01 accuracy for probing (two solvers of the same convex
 problem can put a point on either side of the boundary); the script exits 1 on any failure.
 
@@ -104,6 +109,31 @@ def main() -> int:
                 p = fit_logistic(zm[tr][:, dims], ytr)
                 ours_acc[f"{key}/{k}"] = accuracy(p.predict(zm[te][:, dims]), yte)
 
+    # 3. TPP's latent effects and ablation, on two classes of one task with as many texts each (then
+    # SAEBench's negatives are all of the other class, and its random draw only reorders them)
+    task = data["stdlib_package"]
+    rows = [torch.nonzero(task.train & (task.labels == c))[:, 0] for c in (0, 1)]
+    n = min(len(r) for r in rows)
+    blds, means, zs = [], [], []
+    longest = max(int((task.owner == i).sum()) for r in rows for i in r[:n].tolist())
+    for r in rows:
+        r = r[:n]
+        per = [task.tokens[task.owner == i] for i in r.tolist()]
+        bld = torch.zeros(n, longest, task.tokens.shape[1])  # one length for both: SAEBench stacks them
+        for i, p in enumerate(per):
+            bld[i, : len(p)] = p
+        blds.append(bld)
+        means.append(torch.stack([p.mean(0) for p in per]))
+        zs.append(torch.stack([sb.encode(sae, p).mean(0) for p in per]))
+    probe = fit_logistic(torch.cat(means), torch.cat([torch.ones(n), torch.zeros(n)]).bool())
+    w_dec = sae.W_dec.detach().float()
+    effect = (zs[0].mean(0) - zs[1].mean(0)).clamp(min=0) * (w_dec @ probe.w.float())
+    top = effect.topk(20).indices
+    ablated = means[0] - zs[0][:, top] @ w_dec[top]
+    t["tpp_a"], t["tpp_b"] = blds[0].contiguous(), blds[1].contiguous()
+    t["tpp_w"], t["tpp_bias"] = probe.w.float().contiguous(), torch.tensor([probe.b], dtype=torch.float32)
+    meta["tpp_top"] = 20
+
     save_file(t, str(tmp / "inputs.safetensors"))
     (tmp / "inputs.json").write_text(json.dumps(meta))
     (tmp / "sae").symlink_to(Path(run.path) / "sae" if (Path(run.path) / "sae").is_dir() else Path(run.path))
@@ -144,6 +174,21 @@ def main() -> int:
         print(f"| sparse probing, {'all latents' if k == 'all' else f'top {k}'} | {len(keys)} probes "
               f"(mean accuracy {mean_ours:.4f} ours, {mean_theirs:.4f} SAEBench) | {worst:.4f} | "
               f"{'pass' if ok else 'FAIL'} |")  # fmt: skip
+    tp = theirs["tpp"]
+    for name, mine, th in (
+        ("TPP: mean-pooled SAE latents", zs[0], torch.tensor(tp["sae_means"])),
+        ("TPP: latent effects", effect, torch.tensor(tp["effects"])),
+        ("TPP: ablated mean activations", ablated, torch.tensor(tp["ablated"])),
+    ):
+        rel = ((mine - th).abs().max() / th.abs().max().clamp(min=1e-12)).item()
+        ok = rel <= 1e-4
+        failures += not ok
+        print(f"| {name} | {tuple(mine.shape)} | {rel:.2e} (relative) | {'pass' if ok else 'FAIL'} |")
+    same = sorted(top.tolist()) == sorted(tp["top"])
+    failures += not same
+    print(
+        f"| TPP: the top 20 latents | 20 | {'same set' if same else 'different sets'} | {'pass' if same else 'FAIL'} |"
+    )
     print(f"\nabsorption (ours): fraction {ours['absorption_fraction']:.4f}, full {ours['full_absorption']:.4f} over "
           f"{ours['absorption_letters']} letters with probe F1 > 0.6 (meaningful: {ours['absorption_meaningful']})")  # fmt: skip
     return 1 if failures else 0

@@ -9,6 +9,9 @@ Prints one JSON object:
   is replaced by one that hands those activations back: the calculator's prompts are its own, the
   activations ours), our probe direction and our main latents; and per letter its
   `_aggregate_results_df` (absorption/main.py).
+- tpp: SAEBench's `get_effects_per_class_precomputed_acts` (TPP's latent effects for a class, with
+  our probe), its top latents, `ablated_precomputed_activations` (their ablation, mean-pooled) and
+  `get_sae_meaned_activations`, on two classes' per-token activations (zero-padded, as it expects).
 - probing: per (task, class, k), SAEBench's `get_top_k_mean_diff_mask` + `train_sklearn_probe`
   (scikit-learn's LogisticRegression) on our mean-pooled SAE latents and our one-vs-rest split.
 """
@@ -85,6 +88,22 @@ def main() -> None:
                 a, b = pt.apply_topk_mask_reduce_dim(xtr, mask), pt.apply_topk_mask_reduce_dim(xte, mask)
             _, acc = pt.train_sklearn_probe(a, ytr, b, yte)
             out["probing"][f"{key}/{k}"] = float(acc)
+    from sae_bench.evals.scr_and_tpp import main as tpp
+    from sae_bench.sae_bench_utils import activation_collection as ac
+
+    acts = {"a": t["tpp_a"], "b": t["tpp_b"]}
+    probe = pt.Probe(t["tpp_w"].shape[0], torch.float32)
+    with torch.no_grad():
+        probe.net.weight.copy_(t["tpp_w"][None])
+        probe.net.bias.copy_(t["tpp_bias"])
+    effects = tpp.get_effects_per_class_precomputed_acts(
+        sae, probe, "a", acts, perform_scr=False, sae_batch_size=64
+    )
+    top = effects.topk(meta["tpp_top"]).indices
+    ablated = tpp.ablated_precomputed_activations(t["tpp_a"], sae, top, 64)
+    means = ac.get_sae_meaned_activations({"a": t["tpp_a"]}, sae, 64)["a"]
+    out["tpp"] = {"effects": effects.tolist(), "top": sorted(top.tolist()), "ablated": ablated.tolist(),
+                  "sae_means": means.tolist()}  # fmt: skip
     print(json.dumps(out))
 
 
