@@ -137,14 +137,11 @@ class FeatureDistribution:
             n_groups = t["n_groups"]
             return cols // n_groups, rows, cols % n_groups
         members = t["members"][cols]  # (event, slot) feature index or -1
-        inst = (cols // t["n_groups"]).unsqueeze(1).expand_as(members)
-        safe = members.clamp(min=0)
-        lo = t["lo"][inst, safe]
-        hi = t["hi"][inst, safe]
         u = u.unsqueeze(1)
-        present = (members >= 0) & (u >= lo) & (u < hi)
+        # each slot's [lo, hi) of its event's u, gathered by row (padding slots: [0, 0), never present)
+        present = (u >= t["slot_lo"][cols]) & (u < t["slot_hi"][cols])
         ev, slot = present.nonzero(as_tuple=True)
-        return inst[ev, slot], rows[ev], members[ev, slot]
+        return cols[ev] // t["n_groups"], rows[ev], members.view(-1)[ev * members.shape[1] + slot]
 
 
 def _groups_per_instance(groups, n_inst: int) -> list[list[Group]]:
@@ -211,14 +208,19 @@ def _build_tables(p: Tensor, per_inst: list[list[Group]]) -> dict:
     q_events = q.clone()
     q_events[sorted(dense_blocks)] = 0.0
     dense_flag = [i in dense_blocks for i in range(n_inst)]
+    flat = members.reshape(n_inst * n_groups, width)
+    owner = torch.arange(n_inst).repeat_interleave(n_groups).unsqueeze(1).expand_as(flat)
+    real = flat >= 0
+    slot_lo = torch.where(real, lo[owner, flat.clamp(min=0)], torch.zeros(()))
+    slot_hi = torch.where(real, hi[owner, flat.clamp(min=0)], torch.zeros(()))
     return {
         "q_events": q_events.reshape(-1),
+        "slot_lo": slot_lo,
+        "slot_hi": slot_hi,
         "dense_runs": _runs(dense_flag, True),
         "sparse_runs": _runs(dense_flag, False),
         "neg_inv_p": -1.0 / p.float().clamp(min=1e-30),
         "members": members.reshape(n_inst * n_groups, width),
-        "lo": lo,
-        "hi": hi,
         "n_groups": n_groups,
         "trivial": width == 1 and all(singletons),
     }
