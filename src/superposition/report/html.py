@@ -8,7 +8,7 @@ from __future__ import annotations
 import base64
 import io
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +42,15 @@ class FigureSpec:
     caption: str
     figure: Any  # matplotlib Figure or plotly Figure, or a function of no arguments returning one
     failed: str | None = None  # why a figure drawn late could not be drawn
+    _png: bytes | None = field(default=None, repr=False)  # rendered once: the file and the report share it
+
+    def png(self) -> bytes:
+        """The matplotlib figure as PNG bytes, rendered on the first call."""
+        if self._png is None:
+            buf = io.BytesIO()
+            self.figure.savefig(buf, format="png", dpi=110)
+            self._png = buf.getvalue()
+        return self._png
 
     def resolve(self) -> bool:
         """Draw a figure given as a function; False (and `failed` says why) when it cannot be."""
@@ -61,9 +70,7 @@ def save_figures(figures: list[FigureSpec], out: Path) -> None:
         if not spec.resolve():
             continue
         if _is_mpl(spec.figure):
-            buf = io.BytesIO()
-            spec.figure.savefig(buf, format="png", dpi=110)
-            atomic_write_bytes(out / f"{spec.name}.png", buf.getvalue())
+            atomic_write_bytes(out / f"{spec.name}.png", spec.png())
         elif _is_plotly(spec.figure):
             page = spec.figure.to_html(include_plotlyjs="directory", full_html=True)
             atomic_write_text(out / f"{spec.name}.html", page)
@@ -101,16 +108,8 @@ def render_report(
             items.append({"kind": "failed", "caption": spec.caption, "name": spec.name, "why": spec.failed})
             continue
         if _is_mpl(spec.figure):
-            buf = io.BytesIO()
-            spec.figure.savefig(buf, format="png", dpi=110)
-            items.append(
-                {
-                    "kind": "png",
-                    "caption": spec.caption,
-                    "name": spec.name,
-                    "data": base64.b64encode(buf.getvalue()).decode(),
-                }
-            )
+            data = base64.b64encode(spec.png()).decode()
+            items.append({"kind": "png", "caption": spec.caption, "name": spec.name, "data": data})
         else:
             html = spec.figure.to_html(
                 full_html=False,
