@@ -345,3 +345,39 @@ def test_scr_removing_the_spurious_latents_restores_the_biased_probe():
     assert 0.35 < r["scr_biased_accuracy_package"] < 0.7 and r["scr_biased_accuracy_source"] > 0.95
     assert r["scr_2"] == r["scr_dir1_2"] > 0.9  # the package is what it leans on less: remove the source
     assert r["scr_dir2_2"] == 0.0  # nothing to gain on the source (the oracle's gap is under 0.001)
+
+
+def test_a_multi_hook_run_counts_one_sae_per_hook_and_a_transcoder_says_why_it_is_skipped(
+    tiny_llama, tmp_path
+):
+    sets = [f"model_name={tiny_llama}", "d_sae=64", "k=4", "context_size=32", "batch_size_tokens=128",
+            "training_tokens=640", "n_batches_in_buffer=2", "model_batch_size=8", "eval_sequences=2",
+            "tensorboard=false"]  # fmt: skip
+    runs = {
+        "multi": ["hook_name=blocks.{0,1}.hook_resid_post"],
+        "tc": ["hook_name=blocks.0.mlp", "architecture=transcoder"],
+    }
+    for name, own in runs.items():
+        args = [a for s in [*sets, *own] for a in ("--set", s)]
+        assert main(["train-sae", "--out", str(tmp_path / name), *args]) == 0
+    out = tmp_path / "t"
+    argv = ["eval-sae", str(tmp_path / "multi"), str(tmp_path / "tc"), "--evals", "core,sparse_probing", "--out",
+            str(out), "--cache", "none", *SMALL]  # fmt: skip
+    assert main(argv) == 0
+    rows = list(csv.DictReader(open(out / "results.csv")))
+    assert [r["name"] for r in rows] == [
+        "multi/blocks.0.hook_resid_post",
+        "multi/blocks.1.hook_resid_post",
+        "tc",
+    ]
+    assert [r["hook_name"] for r in rows] == [
+        "blocks.0.hook_resid_post",
+        "blocks.1.hook_resid_post",
+        "blocks.0.mlp",
+    ]
+    assert rows[0]["sae_top_1_test_accuracy"] and rows[1]["sae_top_1_test_accuracy"]
+    assert rows[2]["ce_loss_recovered"] and not rows[2].get("sae_top_1_test_accuracy")  # core only
+    tc = json.loads((out / "saes" / "tc.json").read_text())
+    assert "reconstructs its input" in tc["sparse_probing_skipped"]
+    # the clean loss is the model's, on the same held-out tokens for all three
+    assert len({r["ce_loss_clean"] for r in rows}) == 1
