@@ -361,8 +361,8 @@ def test_a_multi_hook_run_counts_one_sae_per_hook_and_a_transcoder_says_why_it_i
         args = [a for s in [*sets, *own] for a in ("--set", s)]
         assert main(["train-sae", "--out", str(tmp_path / name), *args]) == 0
     out = tmp_path / "t"
-    argv = ["eval-sae", str(tmp_path / "multi"), str(tmp_path / "tc"), "--evals", "core,sparse_probing", "--out",
-            str(out), "--cache", "none", *SMALL]  # fmt: skip
+    saes = [str(tmp_path / "multi"), str(tmp_path / "tc")]
+    argv = ["eval-sae", *saes, "--evals", "core,sparse_probing", "--out", str(out), "--cache", "none", *SMALL]
     assert main(argv) == 0
     rows = list(csv.DictReader(open(out / "results.csv")))
     assert [r["name"] for r in rows] == [
