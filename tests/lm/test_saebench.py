@@ -381,3 +381,24 @@ def test_a_multi_hook_run_counts_one_sae_per_hook_and_a_transcoder_says_why_it_i
     assert "reconstructs its input" in tc["sparse_probing_skipped"]
     # the clean loss is the model's, on the same held-out tokens for all three
     assert len({r["ce_loss_clean"] for r in rows}) == 1
+
+
+def test_autointerp_scores_a_seeded_sample_of_live_latents(two_saes, tiny_llama, tmp_path):
+    out = tmp_path / "ai"
+    argv = ["eval-sae", str(two_saes["topk"]), "--evals", "autointerp", "--explainer-model", str(tiny_llama),
+            "--autointerp-latents", "3", "--cache", "none", "--sequences", "4", "--out", str(out)]  # fmt: skip
+    assert main(argv) == 0
+    row = next(csv.DictReader(open(out / "results.csv")))
+    assert (
+        row["autointerp_latents"] == "3" and row["l0"]
+    )  # core ran first: its densities give the live latents
+    ai = json.loads((out / "autointerp" / "topk" / "summary.json").read_text())
+    density = json.loads((out / "saes" / "topk.json").read_text())["density"]
+    rows = [
+        json.loads(line)
+        for line in (out / "autointerp" / "topk" / "explanations.jsonl").read_text().splitlines()
+    ]
+    assert len(rows) == 3 and all(density[r["latent"]] > 0 for r in rows)
+    assert float(row["autointerp_detection"]) == pytest.approx(
+        ai["scores"]["detection.balanced_accuracy"]["mean"]
+    )

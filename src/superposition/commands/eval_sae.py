@@ -290,6 +290,7 @@ def _autointerp_scorer(opts: EvalOptions, folder: Path):
             base_url=opts.base_url,
             api_key_env=opts.api_key_env,
             seed=seed,
+            **({"sequences": opts.sequences} if opts.sequences else {}),  # else autointerp's own default
         )
         sub = folder / "autointerp" / "".join(c if c.isalnum() or c in "-_." else "_" for c in entry.name)
         sub.parent.mkdir(exist_ok=True)
