@@ -385,8 +385,9 @@ def test_a_multi_hook_run_counts_one_sae_per_hook_and_a_transcoder_says_why_it_i
 
 def test_autointerp_scores_a_seeded_sample_of_live_latents(two_saes, tiny_llama, tmp_path):
     out = tmp_path / "ai"
-    argv = ["eval-sae", str(two_saes["topk"]), "--evals", "autointerp", "--explainer-model", str(tiny_llama),
-            "--autointerp-latents", "3", "--cache", "none", "--sequences", "4", "--out", str(out)]  # fmt: skip
+    explainer = ["--explainer-model", str(tiny_llama), "--autointerp-latents", "3"]
+    argv = ["eval-sae", str(two_saes["topk"]), "--evals", "autointerp", *explainer, "--cache", "none",
+            "--sequences", "4", "--out", str(out)]  # fmt: skip
     assert main(argv) == 0
     row = next(csv.DictReader(open(out / "results.csv")))
     assert (
