@@ -41,7 +41,7 @@ def train(d_sae: int) -> Path:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--evals", default="core,absorption,sparse_probing,tpp")
+    ap.add_argument("--evals", default="core,absorption,sparse_probing,tpp,scr")
     ap.add_argument("--words", type=int, default=2000)
     ap.add_argument("--per-class", type=int, default=150)
     args = ap.parse_args()

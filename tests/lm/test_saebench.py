@@ -403,3 +403,26 @@ def test_autointerp_scores_a_seeded_sample_of_live_latents(two_saes, tiny_llama,
     assert float(row["autointerp_detection"]) == pytest.approx(
         ai["scores"]["detection.balanced_accuracy"]["mean"]
     )
+
+
+def test_saes_at_one_hook_evaluated_together_equal_each_alone(tiny_llama):
+    """evaluate_named shares the clean and the zero-ablated pass among SAEs at one hook: every number
+    equals the SAE's own evaluation."""
+    from superposition.lm.evals import evaluate_named, evaluate_sae
+    from superposition.lm.hooks import HookedModel
+    from superposition.lm.model import load_model
+
+    lm = load_model(str(tiny_llama))
+    hooked = HookedModel(lm.model)
+    g = torch.Generator().manual_seed(0)
+    seqs = torch.randint(0, 1000, (4, 16), generator=g)
+    saes = [sp.SAE({"d_in": 64, "d_sae": 96, "architecture": a, **kw}).batched for a, kw in
+            (("topk", {"k": 6}), ("standard", {}))]  # fmt: skip
+    hook = "blocks.1.hook_resid_post"
+    together = evaluate_named(
+        hooked, lm.tokenizer, [("a", hook, saes[0]), ("b", hook, saes[1])], seqs, batch_size=2
+    )
+    for name, sae in zip("ab", saes):
+        alone = evaluate_sae(hooked, lm.tokenizer, sae, hook, seqs, batch_size=2)
+        for key, value in alone.items():
+            assert together[name][key] == pytest.approx(value, rel=1e-6, abs=1e-9), key

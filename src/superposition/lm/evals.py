@@ -99,15 +99,35 @@ def evaluate_saes(
     the clean CE and log-probabilities; each SAE then costs its spliced and its zero-ablated pass,
     so n hooks cost 1 + 2n passes per batch (one by one: 3n). With `depth`, each record also holds
     token_likeness and mean_abs_dla (lm/analysis.DepthStats), from the same latents."""
+    named = [(hook, hook, sae) for hook, sae in saes.items()]
+    return evaluate_named(hooked, tokenizer, named, seqs, batch_size, dead_threshold, device, depth)
+
+
+@torch.no_grad()
+def evaluate_named(
+    hooked: HookedModel,
+    tokenizer,
+    saes: list[tuple[str, str, BatchedSAE]],
+    seqs: Tensor,
+    batch_size: int = 8,
+    dead_threshold: float = 1e-8,
+    device: str = "cpu",
+    depth: bool = False,
+) -> dict[str, dict]:
+    """As `evaluate_saes`, for SAEs given as (name, hook, SAE), several of them at one hook if need
+    be: SAEs that write the same hook share its zero-ablated pass, so n SAEs at one hook cost
+    2 + n passes per batch. Returns {name: metrics}."""
     from superposition.lm.analysis import DepthStats
 
-    saes = {hook: as_batched(sae) for hook, sae in saes.items()}
-    names = {hook: read_names(hook) for hook in saes}  # (read, write): the same hook for an SAE
+    saes = [(name, hook, as_batched(sae)) for name, hook, sae in saes]
+    names = {name: read_names(hook) for name, hook, _ in saes}  # (read, write): the same hook for an SAE
     wanted = list(dict.fromkeys(n for pair in names.values() for n in pair))
-    acc = {hook: Accumulator() for hook in saes}
-    ce = {hook: {"sae": 0.0, "zero": 0.0} for hook in saes}
-    kl = dict.fromkeys(saes, 0.0)
-    stats = {hook: DepthStats(hooked, sae, hook) for hook, sae in saes.items()} if depth else {}
+    writes = list(dict.fromkeys(pair[-1] for pair in names.values()))
+    acc = {name: Accumulator() for name, _, _ in saes}
+    ce = dict.fromkeys(acc, 0.0)
+    kl = dict.fromkeys(acc, 0.0)
+    zero = dict.fromkeys(writes, 0.0)
+    stats = {name: DepthStats(hooked, sae, hook) for name, hook, sae in saes} if depth else {}
     ce_clean, n_pred = 0.0, 0
     for ids in seqs.split(batch_size):
         ids = ids.to(device)
@@ -117,26 +137,28 @@ def evaluate_saes(
         logp_clean = F.log_softmax(clean[:, :-1].float(), -1)
         ce_clean += _ce_and_kl(clean, ids, None)[0]
         del clean
-        for hook, sae in saes.items():
-            read, write = names[hook][0], names[hook][-1]
+        for write in writes:  # zeros where the SAEs writing this hook write: once per hook
+            blank = torch.zeros(int(keep.sum()), sae_inputs(seen[write]).shape[-1], device=ids.device)
+            zero[write] += _ce_and_kl(hooked.logits(ids, {write: splice_at(keep, blank)}), ids, None)[0]
+        for name, _, sae in saes:
+            read, write = names[name][0], names[name][-1]
             x = sae_inputs(seen[read])[keep].float()
             y = sae_inputs(seen[write])[keep].float()
             z = sae.encode(x.unsqueeze(1))
             y_hat = sae.decode(z, x.unsqueeze(1))[:, 0]
-            acc[hook].add(y.unsqueeze(1), y_hat.unsqueeze(1), z)
+            acc[name].add(y.unsqueeze(1), y_hat.unsqueeze(1), z)
             if depth:
-                stats[hook].add(ids, keep, z[:, 0])
-            ce_sae, kl_sae, ce_zero = spliced_ce(hooked, ids, write, keep, y_hat, logp_clean)
-            ce[hook]["sae"] += ce_sae
-            kl[hook] += kl_sae
-            ce[hook]["zero"] += ce_zero
+                stats[name].add(ids, keep, z[:, 0])
+            ce_sae, kl_sae = _ce_and_kl(hooked.logits(ids, {write: splice_at(keep, y_hat)}), ids, logp_clean)
+            ce[name] += ce_sae
+            kl[name] += kl_sae
         n_pred += ids[:, 1:].numel()
     out = {}
-    for hook in saes:
-        m = acc[hook].result()
+    for name, _, _ in saes:
+        m = acc[name].result()
         density = m["density"][0]
-        clean_ce, sae_ce, zero_ce = ce_clean / n_pred, ce[hook]["sae"] / n_pred, ce[hook]["zero"] / n_pred
-        out[hook] = {
+        clean_ce, sae_ce, zero_ce = ce_clean / n_pred, ce[name] / n_pred, zero[names[name][-1]] / n_pred
+        out[name] = {
             "l0": m["l0"].item(),
             "l1": m["l1"].item(),
             "mse": m["mse"].item(),
@@ -150,14 +172,14 @@ def evaluate_saes(
             "ce_loss_with_sae": sae_ce,
             "ce_loss_zero_ablation": zero_ce,
             "ce_loss_recovered": ce_loss_recovered(clean_ce, sae_ce, zero_ce),
-            "kl_div": kl[hook] / n_pred,
+            "kl_div": kl[name] / n_pred,
             "frac_dead": (density <= dead_threshold).float().mean().item(),
             "frac_dense": (density > 0.10).float().mean().item(),
             "frac_dense_1pct": (density > 0.01).float().mean().item(),
-            "eval_tokens": acc[hook].n,
+            "eval_tokens": acc[name].n,
             "eval_predictions": n_pred,
             "density": density.tolist(),
-            **(stats[hook].result() if depth else {}),
+            **(stats[name].result() if depth else {}),
         }
     return out
 

@@ -326,6 +326,7 @@ def absorption(
         "full_absorption": mean("full_absorption_rate"),
         "num_split_features": mean("num_split_features"),
         "absorption_letters": len(used),
+        "first_letter_probe_f1": sum(probes.f1) / len(probes.f1),
         "absorption_meaningful": len(used) >= min_letters,
         "letters": letters,
     }
