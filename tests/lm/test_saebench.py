@@ -93,6 +93,14 @@ def test_absorption_measures_the_planted_rate():
     assert min(probes.f1) == 1.0
     r = sb.absorption(sae, data, probes, min_letters=26)
     assert r["absorption_meaningful"] and r["absorption_letters"] == 26
+    assert r["first_letter_probe_f1"] == 1.0
+    # the parent alone finds the words it was not absorbed on: F1 = 2 TP / (2 TP + FN), no false positive
+    f1s = []
+    for c in range(26):
+        mine = data.test & (data.labels == c)
+        tp, fn = (mine & ~absorbed).sum().item(), (mine & absorbed).sum().item()
+        f1s.append(2 * tp / (2 * tp + fn))
+    assert r["main_latents_f1"] == pytest.approx(sum(f1s) / 26)
     test = data.test
     for rec in r["letters"]:
         c = sb.LETTERS.index(rec["letter"])

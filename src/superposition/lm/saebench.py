@@ -304,6 +304,7 @@ def absorption(
             "main_latents": main,
             "num_split_features": len(main),
             "k_sparse_f1": f1s,
+            "main_latents_f1": f1s[len(main) - 1] if main else 0.0,
         }
         if n_tp:
             act_proj = xt[tp] @ direction
@@ -327,6 +328,9 @@ def absorption(
         "num_split_features": mean("num_split_features"),
         "absorption_letters": len(used),
         "first_letter_probe_f1": sum(probes.f1) / len(probes.f1),
+        # how well the main latents themselves tell the letter (their k-sparse probe's test F1): near 0,
+        # the SAE has no first-letter latents to absorb, and an absorption of 0 means nothing
+        "main_latents_f1": mean("main_latents_f1"),
         "absorption_meaningful": len(used) >= min_letters,
         "letters": letters,
     }

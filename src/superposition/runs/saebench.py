@@ -262,7 +262,7 @@ def _settings_for(name: str, s: Settings, cfg) -> dict:
             "v": 1,
         }
     if name == "absorption":
-        return {"words": s.absorption_words, "seed": s.seed, "v": 2}
+        return {"words": s.absorption_words, "seed": s.seed, "v": 3}
     if name in ("sparse_probing", "tpp", "scr"):
         return {"per_class": s.probing_per_class, "context": s.probing_context, "seed": s.seed, "v": 1}
     return {"latents": s.autointerp_latents, "seed": s.seed, "v": 1}
@@ -439,5 +439,14 @@ def _explanation(rows: list[dict], evals: list[str]) -> str:
         text += (
             " Absorption is not meaningful for " + html.escape(", ".join(weak)) + ": too few letters have a "
             "first-letter probe with F1 above 0.6 at the SAE's hook (absorption_letters in the table)."
+        )
+    vague = [
+        r["name"] for r in rows if isinstance(r.get("main_latents_f1"), float) and r["main_latents_f1"] < 0.5
+    ]
+    if vague:
+        text += (
+            " For " + html.escape(", ".join(vague)) + " the main first-letter latents barely tell the letter "
+            "(main_latents_f1 below 0.5): there is little letter latent to absorb, so a low absorption there "
+            "does not mean the letter features are whole."
         )
     return text
