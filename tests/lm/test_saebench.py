@@ -319,11 +319,14 @@ def test_eval_sae_puts_saes_in_one_table_and_reuses_the_cache(two_saes, tmp_path
         (["--evals", "core,probing"], "--evals: probing"),
         (["--absorption-words", "5"], "--absorption-words"),
         ([], "--out: required"),
+        (["--cache", "A_FILE"], "is not a folder; give a folder, or none"),
     ],
 )
 def test_eval_sae_table_bad_input_is_one_line(two_saes, tmp_path, capsys, extra, needle):
     out = [] if needle == "--out: required" else ["--out", str(tmp_path / "o")]
     evals = [] if "--evals" in extra else ["--evals", "core"]
+    (tmp_path / "a-file").write_text("x")
+    extra = [str(tmp_path / "a-file") if a == "A_FILE" else a for a in extra]
     assert main(["eval-sae", str(two_saes["topk"]), *evals, *extra, *out]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and needle in err[0], err

@@ -82,8 +82,17 @@ class EvalOptions(ModelOptions, SAEOptions):
             )
         return ",".join(names)
 
+    @field_validator("cache")
+    @classmethod
+    def _cache_folder(cls, v: str | None) -> str | None:
+        if v is not None and v.lower() != "none":
+            p = Path(v).expanduser()
+            if p.exists() and not p.is_dir():
+                raise ValueError(f"cache: {v} is not a folder; give a folder, or none")
+        return v
+
     @model_validator(mode="after")
-    def _table_needs_out(self):
+    def _one_hook_for_one_sae(self):
         if self.table and self.hook is not None and self.more:
             raise ValueError("hook: only with one SAE (each SAE of a table is read at its own hook)")
         return self
