@@ -437,3 +437,11 @@ def test_saes_at_one_hook_evaluated_together_equal_each_alone(tiny_llama):
         alone = evaluate_sae(hooked, lm.tokenizer, sae, hook, seqs, batch_size=2)
         for key, value in alone.items():
             assert together[name][key] == pytest.approx(value, rel=1e-6, abs=1e-9), key
+
+
+def test_pareto_front_keeps_the_points_nothing_beats():
+    from superposition.viz.saebench import pareto_front
+
+    pts = [(10, 0.9), (20, 0.95), (15, 0.85), (30, 0.94), (5, 0.5), (20, 0.7)]
+    assert pareto_front(pts) == [(5, 0.5), (10, 0.9), (20, 0.95)]
+    assert pareto_front(pts, higher_is_better=False) == [(5, 0.5)]

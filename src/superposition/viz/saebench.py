@@ -35,7 +35,7 @@ def l0_against(rows: Sequence[Mapping], metric: str, label: str, higher_is_bette
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
     archs = sorted({str(r.get("architecture")) for r in rows})
-    pts = []
+    pts, named = [], []
     for n, arch in enumerate(archs):
         mine = [
             (r, _num(r.get("l0")), _num(r.get(metric))) for r in rows if str(r.get("architecture")) == arch
@@ -51,9 +51,14 @@ def l0_against(rows: Sequence[Mapping], metric: str, label: str, higher_is_bette
             label=arch,
             zorder=3,
         )
-        for r, x, y in mine:
-            ax.annotate(str(r["name"]), (x, y), fontsize=7, xytext=(4, 3), textcoords="offset points")
+        named += mine
         pts += [(x, y) for _, x, y in mine]
+    for rank, (r, x, y) in enumerate(
+        sorted(named, key=lambda m: (m[1], m[2]))
+    ):  # neighbours' names alternate
+        ax.annotate(
+            str(r["name"]), (x, y), fontsize=7, xytext=(5, -10 if rank % 2 else 4), textcoords="offset points"
+        )
     front = pareto_front(pts, higher_is_better)
     if len(front) > 1:
         ax.plot(
@@ -65,8 +70,13 @@ def l0_against(rows: Sequence[Mapping], metric: str, label: str, higher_is_bette
             label="Pareto frontier",
             zorder=2,
         )
-    if pts and min(p[0] for p in pts) > 0 and max(p[0] for p in pts) / min(p[0] for p in pts) > 20:
+    if pts and min(p[0] for p in pts) > 0 and max(p[0] for p in pts) / min(p[0] for p in pts) > 5:
+        from matplotlib.ticker import FuncFormatter
+
         ax.set_xscale("log")
+        plain = FuncFormatter(lambda v, _: f"{v:g}" if f"{v:g}"[0] in "1235" else "")  # 20, 30, 50, not 2×10¹
+        ax.xaxis.set_major_formatter(plain)
+        ax.xaxis.set_minor_formatter(plain)
     ax.set_xlabel("L0 (latents firing per token)")
     ax.set_ylabel(label)
     ax.set_title(f"L0 against {label}")
