@@ -55,6 +55,7 @@ check-interop: setup
 	$(BIN)/python benchmarks/check_saelens_snippets.py
 	$(BIN)/python benchmarks/check_lm_metrics.py
 	$(BIN)/python benchmarks/check_circuit_tracer.py $(if $(DICTLEARN_SRC),--dictlearn-src $(DICTLEARN_SRC),)
+	$(BIN)/python benchmarks/check_saebench.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -1,7 +1,9 @@
 """SAEBench's evaluations as SAEBench computes them, proven by its own code: sae-bench 0.6.0 (its own
 environment, benchmarks/peers.py) fed the same activations, probes and splits offline.
 
-1. First-letter absorption: for every letter, the test words our probe gets right, with our
+1. First-letter absorption, for the SAE and for lm/saebench.planted_absorption's hand-built SAE
+   (where a known share of each letter's words is absorbed; saved by us, loaded by SAELens): for
+   every letter, the test words our probe gets right, with our
    activation at the word's token, our probe direction and our main latents, through SAEBench's
    `FeatureAbsorptionCalculator.calculate_absorption` (the SAE loaded by SAELens from its folder)
    and `_aggregate_results_df`: per word, the absorption fraction and the full-absorption flag;
@@ -46,6 +48,61 @@ from superposition.runs.targets import load_run  # noqa: E402
 HERE = Path(__file__).resolve().parent
 
 
+def _feed_absorption(sae, fl, name: str, t: dict, meta: dict):
+    """Our absorption of `sae` on the first-letter data `fl`, and per letter what SAEBench's
+    calculator is fed: the probe's true positives' activations, its unit direction, our main latents."""
+    probes = sb.letter_probes(fl)
+    ours = sb.absorption(sae, fl, probes, min_letters=1)
+    z = sb.encode(sae, fl.acts)
+    test = fl.test
+    words_out, letters = {}, {}
+    for rec in ours["letters"]:
+        c = sb.LETTERS.index(rec["letter"])
+        tp = (fl.labels[test] == c) & (probes.score(fl.acts[test])[:, c] > 0)
+        if not tp.any():
+            continue
+        direction = probes.w[c].float() / probes.w[c].float().norm()
+        xt, zt = fl.acts[test][tp], z[test][tp]
+        cos = torch.nn.functional.cosine_similarity(direction[None], sae.W_dec.detach().float(), dim=-1)
+        act_proj = xt @ direction
+        frac = sb.absorption_fraction(act_proj, zt * cos, cos, rec["main_latents"])
+        full = sb.full_absorption(act_proj, zt, zt * cos, cos, rec["main_latents"])
+        words = [w for w, te in zip(fl.words, test.tolist()) if te]
+        words = [w for w, keep in zip(words, tp.tolist()) if keep]
+        t[f"{name}_acts_{rec['letter']}"] = xt.contiguous()
+        t[f"{name}_probe_{rec['letter']}"] = direction.contiguous()
+        letters[rec["letter"]] = {"words": words, "main": rec["main_latents"]}
+        words_out[rec["letter"]] = (frac, full, rec)
+    meta.setdefault("absorption", {})[name] = {
+        "sae": "sae" if name == "real" else f"sae_{name}",
+        "letters": letters,
+    }
+    return ours, words_out
+
+
+def _compare_absorption(name: str, mine: dict, theirs: dict) -> int:
+    worst_frac, worst_letter, flags_differ, n_words, nonzero = 0.0, 0.0, 0, 0, 0
+    for letter, (frac, full, rec) in mine.items():
+        th = theirs["words"][letter]
+        worst_frac = max(worst_frac, (frac - torch.tensor(th["fraction"])).abs().max().item())
+        flags_differ += int((full != torch.tensor(th["full"])).sum())
+        n_words += len(frac)
+        nonzero += int((frac > 0).sum())
+        agg = theirs["letters"][letter]
+        worst_letter = max(worst_letter, abs(agg["mean_absorption_fraction"] - rec["mean_absorption_fraction"]),
+                           abs(agg["full_absorption_rate"] - rec["full_absorption_rate"]))  # fmt: skip
+    failures = 0
+    for part, what, diff, ok in (
+        ("absorption fraction", f"{n_words} words ({nonzero} absorbed), {len(mine)} letters", f"{worst_frac:.2e}",
+         worst_frac <= 1e-5),
+        ("full absorption", f"{n_words} words", f"{flags_differ} flags differ", flags_differ == 0),
+        ("per-letter aggregates", f"{len(mine)} letters", f"{worst_letter:.2e}", worst_letter <= 1e-5),
+    ):  # fmt: skip
+        failures += not ok
+        print(f"| {part} ({name} SAE) | {what} | {diff} | {'pass' if ok else 'FAIL'} |")
+    return failures
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sae", help="a train-sae run (default: a TopK SAE trained here on SmolLM2, layer 6)")
@@ -68,28 +125,11 @@ def main() -> int:
 
     # 1. absorption
     fl = sb.first_letter_data(hooked, lm.tokenizer, hook, words=args.words)
-    probes = sb.letter_probes(fl)
-    ours = sb.absorption(sae, fl, probes)
-    z = sb.encode(sae, fl.acts)
-    test = fl.test
-    ours_words = {}
-    for rec in ours["letters"]:
-        c = sb.LETTERS.index(rec["letter"])
-        tp = (fl.labels[test] == c) & (probes.score(fl.acts[test])[:, c] > 0)
-        if not tp.any():
-            continue
-        direction = probes.w[c].float() / probes.w[c].float().norm()
-        xt, zt = fl.acts[test][tp], z[test][tp]
-        cos = torch.nn.functional.cosine_similarity(direction[None], sae.W_dec.detach().float(), dim=-1)
-        act_proj = xt @ direction
-        frac = sb.absorption_fraction(act_proj, zt * cos, cos, rec["main_latents"])
-        full = sb.full_absorption(act_proj, zt, zt * cos, cos, rec["main_latents"])
-        words = [w for w, te in zip(fl.words, test.tolist()) if te]
-        words = [w for w, keep in zip(words, tp.tolist()) if keep]
-        t[f"acts_{rec['letter']}"] = xt.contiguous()
-        t[f"probe_{rec['letter']}"] = direction.contiguous()
-        meta["letters"][rec["letter"]] = {"words": words, "main": rec["main_latents"]}
-        ours_words[rec["letter"]] = (frac, full, rec)
+    ours, ours_words = _feed_absorption(sae, fl, "real", t, meta)
+    # and the planted case, where absorption is not 0: a hand-built SAE saved in SAELens's layout
+    planted_sae, planted_fl, _ = sb.planted_absorption()
+    planted, planted_words = _feed_absorption(planted_sae, planted_fl, "planted", t, meta)
+    planted_sae.save_model(tmp / "sae_planted")
     meta["icl_words"] = fl.words[:50]
 
     # 2. sparse probing
@@ -129,7 +169,16 @@ def main() -> int:
     w_dec = sae.W_dec.detach().float()
     effect = (zs[0].mean(0) - zs[1].mean(0)).clamp(min=0) * (w_dec @ probe.w.float())
     top = effect.topk(20).indices
-    ablated = means[0] - zs[0][:, top] @ w_dec[top]
+    # SAEBench's ablation also writes at padded positions (−decode of the ablated latents of a zero
+    # vector, which a TopK SAE does encode) and sums them into the mean: compared exactly on class a's
+    # texts cut to the shortest one's length (no padding), and shown with padding beside it
+    per_a = [task.tokens[task.owner == i] for i in rows[0][:n].tolist()]
+    shortest = min(len(p) for p in per_a)
+    cut = torch.stack([p[:shortest] for p in per_a])
+    z_cut = torch.stack([sb.encode(sae, p).mean(0) for p in cut])
+    ablated = cut.mean(1) - z_cut[:, top] @ w_dec[top]
+    ablated_padded = means[0] - zs[0][:, top] @ w_dec[top]
+    t["tpp_a_cut"] = cut.contiguous()
     t["tpp_a"], t["tpp_b"] = blds[0].contiguous(), blds[1].contiguous()
     t["tpp_w"], t["tpp_bias"] = probe.w.float().contiguous(), torch.tensor([probe.b], dtype=torch.float32)
     meta["tpp_top"] = 20
@@ -142,27 +191,8 @@ def main() -> int:
     failures = 0
     print(f"SAE {sae_path} ({sae.cfg.architecture}, {sae.cfg.d_sae} latents) at {hook}\n")
     print("| part | compared | max difference | result |\n|---|---|---:|---|")
-    worst_frac, worst_letter, flags_differ, n_words = 0.0, 0.0, 0, 0
-    for letter, (frac, full, rec) in ours_words.items():
-        th = theirs["absorption"][letter]
-        worst_frac = max(worst_frac, (frac - torch.tensor(th["fraction"])).abs().max().item())
-        flags_differ += int((full != torch.tensor(th["full"])).sum())
-        n_words += len(frac)
-        agg = theirs["letters"][letter]
-        worst_letter = max(worst_letter, abs(agg["mean_absorption_fraction"] - rec["mean_absorption_fraction"]),
-                           abs(agg["full_absorption_rate"] - rec["full_absorption_rate"]))  # fmt: skip
-    ok = worst_frac <= 1e-5
-    failures += not ok
-    print(f"| absorption fraction | {n_words} words, {len(ours_words)} letters | {worst_frac:.2e} | "
-          f"{'pass' if ok else 'FAIL'} |")  # fmt: skip
-    ok = flags_differ == 0
-    failures += not ok
-    print(f"| full absorption | {n_words} words | {flags_differ} flags differ | {'pass' if ok else 'FAIL'} |")
-    ok = worst_letter <= 1e-5
-    failures += not ok
-    print(
-        f"| per-letter aggregates | {len(ours_words)} letters | {worst_letter:.2e} | {'pass' if ok else 'FAIL'} |"
-    )
+    for name, mine in (("real", ours_words), ("planted", planted_words)):
+        failures += _compare_absorption(name, mine, theirs["absorption"][name])
     for k in ("all", 1, 5, 20):
         keys = [key for key in ours_acc if key.endswith(f"/{k}")]
         diffs = [abs(ours_acc[key] - theirs["probing"][key]) for key in keys]
@@ -178,19 +208,25 @@ def main() -> int:
     for name, mine, th in (
         ("TPP: mean-pooled SAE latents", zs[0], torch.tensor(tp["sae_means"])),
         ("TPP: latent effects", effect, torch.tensor(tp["effects"])),
-        ("TPP: ablated mean activations", ablated, torch.tensor(tp["ablated"])),
+        ("TPP: ablated mean activations (no padding)", ablated, torch.tensor(tp["ablated"])),
     ):
         rel = ((mine - th).abs().max() / th.abs().max().clamp(min=1e-12)).item()
         ok = rel <= 1e-4
         failures += not ok
         print(f"| {name} | {tuple(mine.shape)} | {rel:.2e} (relative) | {'pass' if ok else 'FAIL'} |")
+    th = torch.tensor(tp["ablated_padded"])
+    rel = ((ablated_padded - th).abs().max() / th.abs().max()).item()
+    print(f"| TPP: ablated means with padding (not a failure: SAEBench counts its padded positions) | "
+          f"{tuple(th.shape)} | {rel:.2e} (relative) | shown |")  # fmt: skip
     same = sorted(top.tolist()) == sorted(tp["top"])
     failures += not same
     print(
         f"| TPP: the top 20 latents | 20 | {'same set' if same else 'different sets'} | {'pass' if same else 'FAIL'} |"
     )
-    print(f"\nabsorption (ours): fraction {ours['absorption_fraction']:.4f}, full {ours['full_absorption']:.4f} over "
-          f"{ours['absorption_letters']} letters with probe F1 > 0.6 (meaningful: {ours['absorption_meaningful']})")  # fmt: skip
+    for name, r in (("real", ours), ("planted", planted)):
+        print(f"absorption of the {name} SAE (ours): fraction {r['absorption_fraction']:.4f}, full "
+              f"{r['full_absorption']:.4f}, main-latent F1 {r['main_latents_f1']:.3f}, over {r['absorption_letters']} "
+              "letters with probe F1 > 0.6")  # fmt: skip
     return 1 if failures else 0
 
 

@@ -44,27 +44,21 @@ class _Replay:
         return None, {self.hook: a[:, None, :]}
 
 
-def main() -> None:
+def _absorption(sae, name: str, letters: dict, t: dict, meta: dict) -> dict:
     from sae_bench.evals.absorption.feature_absorption_calculator import FeatureAbsorptionCalculator
     from sae_bench.evals.absorption.main import _aggregate_results_df
-    from sae_bench.evals.sparse_probing import probe_training as pt
-    from sae_lens import SAE
 
-    folder = Path(sys.argv[1])
-    t = load_file(str(folder / "inputs.safetensors"))
-    meta = json.loads((folder / "inputs.json").read_text())
-    sae = SAE.load_from_disk(str(folder / "sae"), device="cpu")
-    out = {"absorption": {}, "letters": {}, "probing": {}}
+    out = {"words": {}, "letters": {}}
     rows = []
-    for letter, rec in meta["letters"].items():
-        acts = t[f"acts_{letter}"]
+    for letter, rec in letters.items():
+        acts = t[f"{name}_acts_{letter}"]
         model = _Replay(acts, f"blocks.{meta['layer']}.hook_resid_post")
         calc = FeatureAbsorptionCalculator(model=model, icl_word_list=meta["icl_words"], max_icl_examples=10,
                                            base_template="{word} has the first letter:", word_token_pos=0,
                                            batch_size=10)  # fmt: skip
-        res = calc.calculate_absorption(sae, rec["words"], probe_direction=t[f"probe_{letter}"],
+        res = calc.calculate_absorption(sae, rec["words"], probe_direction=t[f"{name}_probe_{letter}"],
                                         main_feature_ids=rec["main"], layer=meta["layer"], show_progress=False)  # fmt: skip
-        out["absorption"][letter] = {
+        out["words"][letter] = {
             "fraction": [float(w.absorption_fraction) for w in res.word_results],
             "full": [bool(w.is_full_absorption) for w in res.word_results],
         }
@@ -73,10 +67,24 @@ def main() -> None:
                          "is_full_absorption": bool(w.is_full_absorption),
                          "num_probe_true_positives": len(rec["words"]), "split_feats": rec["main"]})  # fmt: skip
     if rows:
-        agg = _aggregate_results_df(pd.DataFrame(rows))
-        for _, r in agg.iterrows():
+        for _, r in _aggregate_results_df(pd.DataFrame(rows)).iterrows():
             out["letters"][r["letter"]] = {"mean_absorption_fraction": float(r["mean_absorption_fraction"]),
                                            "full_absorption_rate": float(r["full_absorption_rate"])}  # fmt: skip
+    return out
+
+
+def main() -> None:
+    from sae_bench.evals.sparse_probing import probe_training as pt
+    from sae_lens import SAE
+
+    folder = Path(sys.argv[1])
+    t = load_file(str(folder / "inputs.safetensors"))
+    meta = json.loads((folder / "inputs.json").read_text())
+    sae = SAE.load_from_disk(str(folder / "sae"), device="cpu")
+    out = {"absorption": {}, "probing": {}}
+    for name, spec in meta["absorption"].items():
+        out["absorption"][name] = _absorption(SAE.load_from_disk(str(folder / spec["sae"]), device="cpu"), name,
+                                              spec["letters"], t, meta)  # fmt: skip
     for key, ks in meta["probing"].items():
         xtr, ytr = t[f"{key}_xtr"], t[f"{key}_ytr"].int()
         xte, yte = t[f"{key}_xte"], t[f"{key}_yte"].int()
@@ -100,9 +108,10 @@ def main() -> None:
         sae, probe, "a", acts, perform_scr=False, sae_batch_size=64
     )
     top = effects.topk(meta["tpp_top"]).indices
-    ablated = tpp.ablated_precomputed_activations(t["tpp_a"], sae, top, 64)
+    ablated = tpp.ablated_precomputed_activations(t["tpp_a_cut"], sae, top, 64)
+    ablated_padded = tpp.ablated_precomputed_activations(t["tpp_a"], sae, top, 64)
     means = ac.get_sae_meaned_activations({"a": t["tpp_a"]}, sae, 64)["a"]
-    out["tpp"] = {"effects": effects.tolist(), "top": sorted(top.tolist()), "ablated": ablated.tolist(),
+    out["tpp"] = {"effects": effects.tolist(), "top": sorted(top.tolist()), "ablated": ablated.tolist(), "ablated_padded": ablated_padded.tolist(),
                   "sae_means": means.tolist()}  # fmt: skip
     print(json.dumps(out))
 

@@ -5,7 +5,6 @@ command's table, cache and bad input on a tiny model."""
 import csv
 import json
 import math
-import random
 
 import pytest
 import torch
@@ -53,37 +52,7 @@ def test_f1_and_auc_on_hand_cases():
 
 # ------------------------------------------------------------------------------ planted absorption
 def _planted_absorption(per_letter: int = 20, rate: float = 0.3, seed: int = 0):
-    """Words t of letter c have x = e_c + e_t (orthonormal). A hand-built ReLU SAE has a parent latent
-    per letter (encoder e_c − Σ_{absorbed t} e_t, decoder e_c) and a latent per token (encoder e_t);
-    for an absorbed token its decoder is e_c + e_t (the parent's direction absorbed), else e_t. The
-    SAE reconstructs every x exactly, and on absorbed words the parent is silent."""
-    rng = random.Random(seed)
-    n_tok = 26 * per_letter
-    d = 26 + n_tok
-    labels = torch.arange(26).repeat_interleave(per_letter)
-    absorbed = torch.zeros(n_tok, dtype=torch.bool)
-    for c in range(26):
-        idx = rng.sample(range(c * per_letter, (c + 1) * per_letter), int(rate * per_letter))
-        absorbed[idx] = True
-    eye = torch.eye(d)
-    acts = eye[labels] + eye[26 + torch.arange(n_tok)]
-    sae = sp.SAE({"d_in": d, "d_sae": d, "architecture": "standard"})
-    w_enc, w_dec = torch.zeros(d, d), torch.zeros(d, d)
-    for c in range(26):
-        w_enc[:, c] = eye[c] - eye[26 + torch.nonzero(absorbed & (labels == c))[:, 0]].sum(0)
-        w_dec[c] = eye[c]
-    for t in range(n_tok):
-        w_enc[:, 26 + t] = eye[26 + t]
-        w_dec[26 + t] = eye[26 + t] + (eye[labels[t]] if absorbed[t] else 0)
-    with torch.no_grad():
-        sae.W_enc.copy_(w_enc)
-        sae.W_dec.copy_(w_dec)
-        sae.b_enc.zero_()
-        sae.b_dec.zero_()
-    train = torch.tensor([rng.random() < 0.8 for _ in range(n_tok)])
-    words = [f" {chr(97 + c)}w{t}" for t, c in enumerate(labels.tolist())]
-    data = sb.FirstLetterData(words=words, labels=labels, acts=acts, train=train, prompts=words)
-    return sae, data, absorbed
+    return sb.planted_absorption(per_letter, rate, seed)
 
 
 def test_absorption_measures_the_planted_rate():

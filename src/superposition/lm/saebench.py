@@ -336,6 +336,42 @@ def absorption(
     }
 
 
+def planted_absorption(per_letter: int = 20, rate: float = 0.3, seed: int = 0):
+    """A known answer for absorption: (sae, data, absorbed). Words t of letter c have x = e_c + e_t
+    (orthonormal). A hand-built ReLU SAE has a parent latent per letter (encoder e_c − Σ_{absorbed t}
+    e_t, decoder e_c) and a latent per token (encoder e_t); for an absorbed token (a seeded `rate` of
+    each letter's) its decoder is e_c + e_t (the parent's direction absorbed), else e_t. The SAE
+    reconstructs every x exactly, and on absorbed words the parent is silent: each letter's absorption
+    is the share of its test words that were absorbed."""
+    from superposition.sae.single import SAE
+
+    rng = random.Random(seed)
+    n_tok = 26 * per_letter
+    d = 26 + n_tok
+    labels = torch.arange(26).repeat_interleave(per_letter)
+    absorbed = torch.zeros(n_tok, dtype=torch.bool)
+    for c in range(26):
+        absorbed[rng.sample(range(c * per_letter, (c + 1) * per_letter), int(rate * per_letter))] = True
+    eye = torch.eye(d)
+    acts = eye[labels] + eye[26 + torch.arange(n_tok)]
+    w_enc, w_dec = torch.zeros(d, d), torch.zeros(d, d)
+    for c in range(26):
+        w_enc[:, c] = eye[c] - eye[26 + torch.nonzero(absorbed & (labels == c))[:, 0]].sum(0)
+        w_dec[c] = eye[c]
+    for t in range(n_tok):
+        w_enc[:, 26 + t] = eye[26 + t]
+        w_dec[26 + t] = eye[26 + t] + (eye[labels[t]] if absorbed[t] else 0)
+    sae = SAE({"d_in": d, "d_sae": d, "architecture": "standard"})
+    with torch.no_grad():
+        sae.W_enc.copy_(w_enc)
+        sae.W_dec.copy_(w_dec)
+        sae.b_enc.zero_()
+        sae.b_dec.zero_()
+    train = torch.tensor([rng.random() < 0.8 for _ in range(n_tok)])
+    words = [f" {chr(97 + c)}w{t}" for t, c in enumerate(labels.tolist())]
+    return sae, FirstLetterData(words=words, labels=labels, acts=acts, train=train, prompts=words), absorbed
+
+
 # ------------------------------------------------------------------------------ sparse-probing data
 def _stdlib_files() -> list[tuple[str, Path]]:
     root = Path(sysconfig.get_paths()["stdlib"])
