@@ -179,7 +179,9 @@ def _pointed(name: str, targets: dict, tmp: Path, **given) -> list[str]:
     for key, info in cmd.options.model_fields.items():
         if key in given:
             argv += [flag_name(key, info), str(given[key])]
-        elif _is_positional(info):
+        elif (
+            _is_positional(info) and info.is_required()
+        ):  # an optional one (eval-sae's more SAEs) is left out
             argv.append(str(targets[key]))
         elif info.is_required():
             argv += [flag_name(key, info), REQUIRED[key].format(**targets)]
