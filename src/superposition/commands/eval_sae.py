@@ -254,20 +254,17 @@ def _table(opts: EvalOptions, entries, folder: Path) -> Result:
     from superposition.runs import saebench as rs
 
     settings = rs.Settings(
-        sequences=opts.sequences or 64,
+        sequences=opts.sequences or rs.Settings.sequences,
         absorption_words=opts.absorption_words,
         probing_per_class=opts.probing_per_class,
         probing_context=opts.probing_context,
         seed=opts.seed,
         autointerp_latents=opts.autointerp_latents,
     )
-    root = (
-        None
-        if (opts.cache or "").lower() == "none"
-        else Path(opts.cache)
-        if opts.cache
-        else rs.default_cache()
-    )
+    if (opts.cache or "").lower() == "none":
+        root = None
+    else:
+        root = Path(opts.cache).expanduser() if opts.cache else rs.default_cache()
     cache = rs.Cache(root)
     evals = opts.eval_list()
     scorer = _autointerp_scorer(opts, folder) if "autointerp" in evals else None
@@ -283,6 +280,7 @@ def _autointerp_scorer(opts: EvalOptions, folder: Path):
     import random
 
     from superposition.commands.base import COMMANDS, execute
+    from superposition.runs.saebench import file_name
 
     def score(entry, live: list[int], seed: int) -> dict:
         picked = sorted(random.Random(seed).sample(live, min(opts.autointerp_latents, len(live))))
@@ -301,7 +299,7 @@ def _autointerp_scorer(opts: EvalOptions, folder: Path):
             seed=seed,
             **({"sequences": opts.sequences} if opts.sequences else {}),  # else autointerp's own default
         )
-        sub = folder / "autointerp" / "".join(c if c.isalnum() or c in "-_." else "_" for c in entry.name)
+        sub = folder / "autointerp" / file_name(entry.name)
         sub.parent.mkdir(exist_ok=True)
         execute("autointerp", options, sub)
         s = json.loads((sub / "summary.json").read_text())

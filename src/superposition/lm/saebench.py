@@ -154,15 +154,10 @@ def first_letter_data(
                 continue
             items.append((word, prompt, ids, len(head_ids) - 1, is_train))
     acts = []
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     for start in tqdm(range(0, len(items), batch), desc="first-letter prompts", unit="batch"):
         chunk = items[start : start + batch]
-        width = max(len(it[2]) for it in chunk)
-        ids = torch.full((len(chunk), width), pad, dtype=torch.long)  # right padding: causal, so unseen
-        for r, it in enumerate(chunk):
-            ids[r, : len(it[2])] = torch.tensor(it[2])
-        a = sae_inputs(hooked.run_with_cache(ids.to(device), [hook])[hook])
-        acts.append(a[torch.arange(len(chunk)), torch.tensor([it[3] for it in chunk])].float().cpu())
+        a, _, _ = _run_padded(hooked, tokenizer, hook, [it[2] for it in chunk], device)
+        acts.append(a[torch.arange(len(chunk)), torch.tensor([it[3] for it in chunk])])
     return FirstLetterData(
         words=[it[0] for it in items],
         labels=torch.tensor([LETTERS.index(it[0].strip()[0].lower()) for it in items]),
@@ -170,6 +165,22 @@ def first_letter_data(
         train=torch.tensor([it[4] for it in items]),
         prompts=[it[1] for it in items],
     )
+
+
+def _run_padded(
+    hooked: HookedModel, tokenizer, hook: str, seqs: list[list[int]], device: str
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Token id lists through the model to `hook`, right-padded into one batch (the model is causal, so
+    padding after a token never changes it): (activations (b, L, d) float32 on the CPU, the ids, a
+    mask of the real positions)."""
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    ids = torch.full((len(seqs), max(map(len, seqs))), pad, dtype=torch.long)
+    real = torch.zeros(ids.shape, dtype=torch.bool)
+    for r, seq in enumerate(seqs):
+        ids[r, : len(seq)] = torch.tensor(seq)
+        real[r, : len(seq)] = True
+    acts = sae_inputs(hooked.run_with_cache(ids.to(device), [hook])[hook]).float().cpu()
+    return acts, ids, real
 
 
 @dataclass
@@ -468,13 +479,18 @@ def probing_tasks(per_class: int = 150, seed: int = 42) -> dict[str, dict[str, l
     for task, by_class in classes.items():
         tasks[task] = {}
         for name, pool in by_class.items():
-            picked = rng.sample(pool, min(per_class, len(pool)))
-            cut = int(len(picked) * 0.8)
-            tasks[task][name] = [
-                {"id": d["id"], "text": d["text"], "split": "train" if i < cut else "test"}
-                for i, d in enumerate(picked)
-            ]
+            tasks[task][name] = _draw(rng, pool, per_class)
     return tasks
+
+
+def _draw(rng: random.Random, pool: list[dict], per_class: int) -> list[dict]:
+    """Up to `per_class` texts of `pool` drawn with `rng`, the first 80% for training, the rest for test."""
+    picked = rng.sample(pool, min(per_class, len(pool)))
+    cut = int(len(picked) * 0.8)
+    return [
+        {"id": d["id"], "text": d["text"], "split": "train" if i < cut else "test"}
+        for i, d in enumerate(picked)
+    ]
 
 
 def scr_texts(per_class: int = 150, seed: int = 42) -> dict[str, dict[str, list[dict]]]:
@@ -485,13 +501,9 @@ def scr_texts(per_class: int = 150, seed: int = 42) -> dict[str, dict[str, list[
     out = {}
     for cell in SCR_CELLS:
         package, source = cell.split("_")
-        pool = [d for d in docs if d["package"] == package and d["source"] == source]
-        picked = rng.sample(pool, min(per_class, len(pool)))
-        cut = int(len(picked) * 0.8)
-        out[cell] = [
-            {"id": d["id"], "text": d["text"], "split": "train" if i < cut else "test"}
-            for i, d in enumerate(picked)
-        ]
+        out[cell] = _draw(
+            rng, [d for d in docs if d["package"] == package and d["source"] == source], per_class
+        )
     return {"scr": out}
 
 
@@ -529,7 +541,6 @@ def probing_data(
     """Every task's texts through the model to `hook`: each text cut to `context` tokens (a BOS first
     when the tokenizer has one), special tokens left out of the mean."""
     bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     out = {}
     for task, by_class in tasks.items():
         rows = [(c, d) for c, (_, texts) in enumerate(by_class.items()) for d in texts]
@@ -540,12 +551,7 @@ def probing_data(
                 (bos + tokenizer(d["text"], add_special_tokens=False)["input_ids"])[:context]
                 for _, d in chunk
             ]
-            ids = torch.full((len(chunk), max(map(len, seqs))), pad, dtype=torch.long)
-            real = torch.zeros(ids.shape, dtype=torch.bool)
-            for r, s in enumerate(seqs):
-                ids[r, : len(s)] = torch.tensor(s)
-                real[r, : len(s)] = True
-            a = sae_inputs(hooked.run_with_cache(ids.to(device), [hook])[hook]).float().cpu()
+            a, ids, real = _run_padded(hooked, tokenizer, hook, seqs, device)
             keep = real & ~special_mask(tokenizer, ids)
             toks.append(a[keep])
             owner.append((torch.arange(len(chunk))[:, None].expand_as(keep) + start)[keep])

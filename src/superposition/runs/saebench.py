@@ -31,24 +31,6 @@ from superposition.report.output import FigureSpec, Result
 from superposition.runs.targets import LMRun
 
 EVALS = ("core", "absorption", "sparse_probing", "tpp", "scr", "autointerp")
-CORE_KEYS = (
-    "l0",
-    "l1",
-    "mse",
-    "explained_variance",
-    "explained_variance_per_token",
-    "cossim",
-    "relative_norm",
-    "shrinkage",
-    "ce_loss_clean",
-    "ce_loss_with_sae",
-    "ce_loss_zero_ablation",
-    "ce_loss_recovered",
-    "kl_div",
-    "frac_dead",
-    "frac_dense",
-    "eval_tokens",
-)
 # (key, label, higher is better): what the report draws against L0 and as bars
 PLOTTED = (
     ("ce_loss_recovered", "CE loss recovered", True),
@@ -165,43 +147,46 @@ def evaluate_many(
                 lm, hooked = first.run.load_model()
             return lm, hooked
 
-        data: dict = {"pending_core": []}
-        identity = {"model": model_name}
+        data: dict = {}
         seq_cfg = group[0].run.cfg  # the held-out sequences of every SAE on this model: the first's data
-        if "core" in evals:  # every SAE whose core is not cached is evaluated in one pass over the tokens
-            for e in group:
-                context = {
-                    **identity,
-                    "hook": e.run.cfg.hook_name,
-                    **_settings_for("core", settings, seq_cfg),
-                }
-                key = cache.key(sae_digest(e.run.sae), "core", context)
-                if not cache.has(key):
-                    data["pending_core"].append(e)
+        keys = {}  # (name, evaluation) -> cache key; an SAE's tensors are hashed once
         for e in group:
             digest = sae_digest(e.run.sae)
-            cfg = e.run.cfg
+            where = {"model": model_name, "hook": e.run.cfg.hook_name}
+            for name in evals:
+                keys[(e.name, name)] = cache.key(
+                    digest, name, {**where, **_settings_for(name, settings, seq_cfg)}
+                )
+        # every SAE whose core is not cached is evaluated in one pass over the tokens, each charged a share
+        fresh_core, core_share = {}, 0.0
+        uncached = [e for e in group if "core" in evals and not cache.has(keys[(e.name, "core")])]
+        if uncached:
+            t0 = time.perf_counter()
+            fresh_core = _core(uncached, model, settings)
+            core_share = (time.perf_counter() - t0) / len(uncached)
+        for e in group:
             row = {
                 "name": e.name,
                 "sae": e.source,
                 "model_name": model_name,
-                "hook_name": cfg.hook_name,
+                "hook_name": e.run.cfg.hook_name,
                 "architecture": e.run.sae.cfg.architecture,
                 "d_sae": e.run.sae.cfg.d_sae,
             }
             for name in evals:
                 t0 = time.perf_counter()
-                context = {**identity, "hook": cfg.hook_name, **_settings_for(name, settings, seq_cfg)}
-                key = cache.key(digest, name, context)
-                got = cache.get(key)
-                if got is None:
-                    if name == "core":
-                        got = _core(e, model, data, settings)
-                    elif name == "autointerp":
+                key = keys[(e.name, name)]
+                fresh = name == "core" and e.name in fresh_core
+                got = fresh_core.pop(e.name) if fresh else cache.get(key)
+                if fresh:
+                    cache.put(key, got)
+                elif got is not None:
+                    _say(f"{e.name}: {name} from the cache")
+                else:
+                    if name == "autointerp":
                         if autointerp is None:
                             raise SuperpositionError("evals: autointerp needs an explainer")
-                        live = _live_latents(row, e)
-                        got = autointerp(e, live, settings.seed)
+                        got = autointerp(e, _live_latents(e), settings.seed)
                     elif e.transcoder:
                         got = {
                             "skipped": "a transcoder reads one hook and writes another: "
@@ -210,10 +195,8 @@ def evaluate_many(
                     else:
                         got = _probe_eval(name, e, model, data, settings)
                     cache.put(key, got)
-                else:
-                    _say(f"{e.name}: {name} from the cache")
-                spent = data.pop("core_seconds_each", None) if name == "core" and got is not None else None
-                shared["seconds"].setdefault(name, []).append(spent or time.perf_counter() - t0)
+                spent = core_share if fresh else time.perf_counter() - t0
+                shared["seconds"].setdefault(name, []).append(spent)
                 _merge(row, e, name, got)
             rows.append(row)
         shared["models"][model_name] = {k: v for k, v in data.items() if k.startswith("record:")}
@@ -222,33 +205,19 @@ def evaluate_many(
     return rows, shared
 
 
-def _core(e: Entry, model, data: dict, s: Settings) -> dict:
-    """lm/evals.py's metrics on the model's held-out sequences (drawn once per model). The first SAE
-    that needs them evaluates every SAE of the model not in the cache, together: one clean pass per
-    batch, one zero-ablated pass per hook, and one spliced pass per SAE (3 passes per SAE alone).
-    Each SAE is charged an equal share of the time."""
-    if e.name in data.get("core", {}):
-        data["core_seconds_each"] = data["core_share"]
-        return data["core"].pop(e.name)
+def _core(entries: list[Entry], model, s: Settings) -> dict[str, dict]:
+    """lm/evals.py's metrics for several SAEs of one model, together, on its held-out sequences (the
+    first SAE's data): one clean pass per batch, one zero-ablated pass per hook, and one spliced pass
+    per SAE (3 passes for an SAE alone). {name: metrics}."""
     lm, hooked = model()
-    cfg = e.run.cfg
-    if "sequences" not in data:
-        data["sequences"] = ActivationStore.for_run(cfg, lm, hooked, holdout=True).first_sequences(
-            s.sequences
-        )
-    seqs = data["sequences"]
-    todo = data.pop("pending_core", None) or [e]
-    what = e.name if len(todo) == 1 else f"{len(todo)} SAEs"
+    cfg = entries[0].run.cfg
+    seqs = ActivationStore.for_run(cfg, lm, hooked, holdout=True).first_sequences(s.sequences)
+    what = entries[0].name if len(entries) == 1 else f"{len(entries)} SAEs"
     _say(f"{what}: core metrics on {seqs.shape[0]} held-out sequences ({seqs.numel()} tokens)")
-    t0 = time.perf_counter()
-    got = evaluate_named(
-        hooked, lm.tokenizer, [(x.name, x.run.cfg.hook_name, x.run.sae.batched) for x in todo], seqs,
+    return evaluate_named(
+        hooked, lm.tokenizer, [(e.name, e.run.cfg.hook_name, e.run.sae.batched) for e in entries], seqs,
         batch_size=cfg.model_batch_size, device=cfg.device,
     )  # fmt: skip
-    data["core_share"] = (time.perf_counter() - t0) / len(todo)
-    data["core"] = got
-    data["core_seconds_each"] = data["core_share"]
-    return got.pop(e.name)
 
 
 def _settings_for(name: str, s: Settings, cfg) -> dict:
@@ -322,7 +291,7 @@ def _splits(tasks: dict) -> dict:
     }
 
 
-def _live_latents(row: dict, e: Entry) -> list[int]:
+def _live_latents(e: Entry) -> list[int]:
     density = e.details.get("density")
     if density is None:
         return list(range(e.run.sae.cfg.d_sae))
@@ -343,7 +312,7 @@ def _merge(row: dict, e: Entry, name: str, got: dict) -> None:
             e.details.setdefault(name, {})[k] = v
 
 
-def write_tables(folder: Path, rows: list[dict], entries: list[Entry], shared: dict) -> list[str]:
+def write_tables(folder: Path, rows: list[dict], entries: list[Entry], shared: dict) -> None:
     """results.csv (one row per SAE, every scalar), saes/<name>.json (each SAE's details) and
     data.json (the probing texts' ids and splits, the first-letter words' counts and probe F1)."""
     columns = list(dict.fromkeys(k for r in rows for k in r))
@@ -354,9 +323,8 @@ def write_tables(folder: Path, rows: list[dict], entries: list[Entry], shared: d
             w.writerow(["" if r.get(c) is None else _cell(r.get(c)) for c in columns])
     (folder / "saes").mkdir(exist_ok=True)
     for e in entries:
-        write_json(folder / "saes" / f"{_file_name(e.name)}.json", {"name": e.name, **e.details})
+        write_json(folder / "saes" / f"{file_name(e.name)}.json", {"name": e.name, **e.details})
     write_json(folder / "data.json", shared["models"])
-    return columns
 
 
 def _cell(v):
@@ -365,7 +333,8 @@ def _cell(v):
     return v
 
 
-def _file_name(name: str) -> str:
+def file_name(name: str) -> str:
+    """A table name (`run/blocks.3.hook_resid_post`) as one file or folder name."""
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
 
 
