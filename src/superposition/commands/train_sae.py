@@ -26,7 +26,14 @@ from superposition.errors import Reported, SuperpositionError
 from superposition.lm.config import LMSAEConfig, make_lm_config
 from superposition.report.output import Result
 from superposition.runs.evaluate import headline
-from superposition.runs.train import RUN_KIND, check_layout, prepare_out, saved_config, train_lm_sae
+from superposition.runs.train import (
+    RUN_KIND,
+    check_layout,
+    check_ranks,
+    prepare_out,
+    saved_config,
+    train_lm_sae,
+)
 
 
 class TrainOptions(Config):
@@ -99,6 +106,7 @@ def run(opts: TrainOptions, out: Path | None) -> Result:
         where = resolve_out(out)  # checked here, before starting N processes that would each say so
         settings = cfg or saved_config(where)
         _check_processes(opts.nproc, settings.device)
+        check_ranks(settings, opts.nproc)
         if opts.resume:
             check_layout(where, settings, opts.nproc)
         prepare_out(where, opts.resume)

@@ -74,11 +74,7 @@ class ActivationStore:
         self.units = store_units(hook_name, hooked)
         self.names = [n for unit in self.units for n in read_names(unit)]
         self.widths = [hooked.d_in(n) for n in self.names]
-        if self.comm.world > buffer_sequences:
-            raise SuperpositionError(
-                f"nproc: {self.comm.world} ranks but a buffer holds {buffer_sequences} sequences; every rank "
-                "needs one (fewer ranks, or more n_batches_in_buffer / batch_size_tokens)"
-            )
+        check_buffer_ranks(self.comm.world, buffer_sequences)
         self.lm, self.hooked, self.hook_name = lm, hooked, hook_name
         self.dataset_path, self.text_column = dataset_path, text_column
         self.context_size, self.prepend_bos = context_size, prepend_bos
@@ -355,6 +351,15 @@ class RankView:
 
     def load_state_dict(self, state: dict) -> None:
         self.store.load_state_dict(state)
+
+
+def check_buffer_ranks(world: int, buffer_sequences: int) -> None:
+    """Every rank reads its own share of each buffer's sequences, so it needs one."""
+    if world > buffer_sequences:
+        raise SuperpositionError(
+            f"nproc: {world} ranks but a buffer holds {buffer_sequences} sequences; every rank "
+            "needs one (fewer ranks, or more n_batches_in_buffer / batch_size_tokens)"
+        )
 
 
 def buffer_sequences_for(batch_size_tokens: int, n_batches_in_buffer: int, context_size: int) -> int:

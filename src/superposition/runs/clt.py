@@ -14,7 +14,6 @@ from pathlib import Path
 import torch
 
 from superposition.dist import Comm
-from superposition.errors import SuperpositionError
 from superposition.lm.config import LMSAEConfig
 from superposition.lm.evals import CLTReplacement, evaluate_substitution
 from superposition.lm.hooks import HookedModel
@@ -30,8 +29,6 @@ from superposition.viz.dictionaries import fvu_per_layer
 
 
 def clt_job(cfg: LMSAEConfig, out: Path, comm: Comm) -> Job:
-    if comm.distributed and cfg.parallel == "hooks":
-        raise SuperpositionError("parallel: a clt is one dictionary over every layer; use parallel=data")
     lm = load_model(cfg.model_name, comm.device if comm.distributed else cfg.device, cfg.dtype)
     if comm.distributed:
         cfg = cfg.model_copy(update={"device": comm.device})

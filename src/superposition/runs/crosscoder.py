@@ -33,7 +33,6 @@ import torch
 
 from superposition.atomic import atomic_write_text
 from superposition.dist import Comm
-from superposition.errors import SuperpositionError
 from superposition.interp import diffing
 from superposition.lm.config import LMSAEConfig
 from superposition.lm.evals import evaluate_crosscoder
@@ -48,10 +47,6 @@ from superposition.viz import dictionaries as figs
 
 
 def crosscoder_job(cfg: LMSAEConfig, out: Path, comm: Comm) -> Job:
-    if comm.distributed and cfg.parallel == "hooks":
-        raise SuperpositionError(
-            "parallel: a crosscoder is one dictionary over its sources; use parallel=data"
-        )
     if comm.distributed:
         cfg = cfg.model_copy(update={"device": comm.device})
     sources = open_sources(cfg)

@@ -51,19 +51,12 @@ def plan_for(cfg: LMSAEConfig, hooked: HookedModel, comm: Comm, out: Path) -> Pl
                 "train hooks of other widths in another run"
             )
     hook_parallel = cfg.parallel == "hooks" and comm.distributed
-    if hook_parallel:
-        if not multi:
-            raise SuperpositionError(
-                "parallel: hooks shares the hooks of a run over the ranks; give several hooks "
-                "(hook_name as a list or glob) or use parallel=data"
-            )
+    if hook_parallel:  # one hook, a loss other than local: runs/train.check_ranks
         if len(hooks) < comm.world:
             raise SuperpositionError(
                 f"parallel: hooks gives every rank at least one hook: {len(hooks)} hooks for {comm.world} "
                 "ranks (fewer ranks, more hooks, or parallel=data)"
             )
-    if cfg.loss != "local" and comm.distributed:
-        raise SuperpositionError(f"loss: {cfg.loss} runs in one process; train it without torchrun/--nproc")
     mine = [i for i in range(len(hooks)) if not hook_parallel or i % comm.world == comm.rank]
     ckpt = out / "checkpoint"
     if hook_parallel:

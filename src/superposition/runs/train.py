@@ -41,6 +41,7 @@ from superposition.atomic import (
 from superposition.dist import Comm
 from superposition.errors import SuperpositionError
 from superposition.lm.config import LMSAEConfig
+from superposition.lm.store import buffer_sequences_for, check_buffer_ranks
 from superposition.report.output import Result, write_result
 from superposition.runs.log import RunLogger
 from superposition.runs.targets import TRAIN_RUN
@@ -101,6 +102,31 @@ def check_layout(out: Path, cfg: LMSAEConfig, world: int) -> None:
         )
 
 
+def check_ranks(cfg: LMSAEConfig, world: int) -> None:
+    """What a run on `world` processes needs of its config alone: `train-sae --nproc` checks it
+    before it starts any process, and every rank of a torchrun launch before it opens a model. (That
+    a glob names at least one hook per hook-parallel rank needs the model: the ranks check it.)"""
+    if world <= 1:
+        return
+    if cfg.loss != "local":
+        raise SuperpositionError(f"loss: {cfg.loss} runs in one process; train it without torchrun/--nproc")
+    if cfg.parallel == "hooks":
+        if cfg.architecture == "clt":
+            raise SuperpositionError("parallel: a clt is one dictionary over every layer; use parallel=data")
+        if cfg.architecture == "crosscoder":
+            raise SuperpositionError(
+                "parallel: a crosscoder is one dictionary over its sources; use parallel=data"
+            )
+        if not cfg.multi_hook:
+            raise SuperpositionError(
+                "parallel: hooks shares the hooks of a run over the ranks; give several hooks "
+                "(hook_name as a list or glob) or use parallel=data"
+            )
+    check_buffer_ranks(
+        world, buffer_sequences_for(cfg.batch_size_tokens, cfg.n_batches_in_buffer, cfg.context_size)
+    )
+
+
 def prepare_out(out: Path, resume: bool) -> None:
     """A new run needs an absent or empty folder (a run is written in place, so it never replaces
     anything); resuming needs a train-sae run (one stopped before its first checkpoint restarts)."""
@@ -129,6 +155,7 @@ def train_lm_sae(cfg: LMSAEConfig | None, out: str | Path, resume: bool = False)
         cfg = saved_config(out)
     comm = Comm.from_env(cfg.device, cfg.dist_timeout)
     try:
+        check_ranks(cfg, comm.world)
         with ExitStack() as stack:
             if comm.main:
                 stack.enter_context(target_lock(out))
