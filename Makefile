@@ -24,11 +24,15 @@ setup: $(STAMP)
 demo: setup
 	$(BIN)/superposition demo --out runs/demo
 
+# one pytest-xdist worker per core, each taking whole test files (module fixtures are built once)
+# and an equal share of the cores for torch (tests/conftest.py)
+TEST_FLAGS ?= -n auto --dist loadfile
+
 test: setup
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q $(TEST_FLAGS)
 
 test-all: setup
-	$(BIN)/python -m pytest -q -m ""
+	$(BIN)/python -m pytest -q $(TEST_FLAGS) -m ""
 
 lint: setup
 	$(BIN)/ruff format --check .

@@ -1,8 +1,17 @@
+import os
 import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
+    # Under pytest-xdist (`make test` runs one worker per core), each worker and the processes it
+    # starts take an equal share of the cores: without this, every worker's torch would spread over
+    # all of them and the workers would fight for them. Set before torch is imported.
+    share = max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))
+    os.environ.setdefault("OMP_NUM_THREADS", str(share))
+    os.environ.setdefault("MKL_NUM_THREADS", str(share))
 
 import pytest
 
