@@ -3,25 +3,25 @@
 - The generated pages (docs/commands.md, docs/reference.md, the keys at the end of
   docs/experiments.md) equal what `make docs` makes from the registries now.
 - Every code block of README.md and docs/*.md is run or checked, by its fence:
-  `python` blocks run as written (in a scratch folder); the README's `bash` blocks run as
-  written; the docs' `bash` blocks are checked line by line through the real parser and the
-  options' and configs' validation (`main(check_only=True)`): their runs take minutes to hours,
-  need a GPU, several nodes or the network, so they are not run here, but every flag, key and
-  value they show is valid; `console` blocks run each `$ ` line and compare what it prints;
-  `text` blocks are diagrams and sample output. `make X` must be a Makefile target and a
-  `python FILE` must exist. A block of any other kind fails the test.
+  `python` blocks run as written, in a scratch folder and a process of their own
+  (tests/forked.py); the README's `bash` blocks run as written, a process per line; the docs'
+  `bash` blocks are checked line by line through the real parser and the options' and configs'
+  validation (`main(check_only=True)`): their runs take minutes to hours, need a GPU, several
+  nodes or the network, so they are not run here, but every flag, key and value they show is
+  valid; `console` blocks run each `$ ` line and compare what it prints; `text` blocks are
+  diagrams and sample output. `make X` must be a Makefile target and a `python FILE` must exist.
+  A block of any other kind fails the test.
 """
 
 import re
 import shlex
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from superposition.cli import main
 from superposition.commands.docs import pages
+from tests import forked
 
 ROOT = Path(__file__).resolve().parents[1]
 FILES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -67,9 +67,7 @@ def _check_line(line: str, run: bool, cwd: Path) -> None:
     if not run:
         assert main(argv, check_only=True) == 0, line
         return
-    done = subprocess.run(
-        [sys.executable, "-m", "superposition", *argv], cwd=cwd, capture_output=True, text=True
-    )
+    done = forked.run(argv, cwd=cwd)  # its own process, as `superposition ...` in a shell
     assert done.returncode == 0, (line, done.stderr[-2000:])
 
 
@@ -84,9 +82,7 @@ def test_every_code_block_runs_or_checks(doc, lang, body, tmp_path, capsys):
     if lang == "text":
         return
     if lang == "python":
-        done = subprocess.run(
-            [sys.executable, "-c", body], cwd=tmp_path, capture_output=True, text=True, timeout=600
-        )
+        done = forked.run_python(body, cwd=tmp_path, timeout=600)  # as `python -c`, in its own process
         assert done.returncode == 0, done.stderr[-3000:]
         return
     if lang == "console":
@@ -100,8 +96,7 @@ def test_every_code_block_runs_or_checks(doc, lang, body, tmp_path, capsys):
                     expected.append(nxt)
                 argv = shlex.split(line[2:])
                 assert argv[0] == "superposition"
-                done = subprocess.run([sys.executable, "-m", "superposition", *argv[1:]], cwd=tmp_path,
-                                      capture_output=True, text=True)  # fmt: skip
+                done = forked.run(argv[1:], cwd=tmp_path)
                 assert (done.stdout + done.stderr).strip() == "\n".join(expected).strip()
         return
     for line in _commands(body):

@@ -4,7 +4,6 @@ its log has each step once; a crosscoder on two processes trains the crosscoder 
 random Llamas (tests/conftest.make_tiny_llama): these need the code paths, not a trained model."""
 
 import json
-import os
 import random
 import subprocess
 import sys
@@ -15,6 +14,7 @@ from safetensors.torch import load_file
 
 from superposition.cli import main
 from superposition.sae import checkpoint
+from tests import forked
 from tests.conftest import make_tiny_llama
 from tests.reliability.kill import kill_after
 
@@ -65,13 +65,13 @@ def test_a_killed_run_resumes_to_the_weights_of_an_unbroken_one(kind, pair, tmp_
     assert main(["train-sae", "--out", str(tmp_path / "ref"), *[a for s in sets for a in ("--set", s)]]) == 0
     want = _weights(tmp_path / "ref")
     out = tmp_path / "run"
-    env = {**os.environ, "SUPERPOSITION_TEST_PAUSE": "0.05"}
     rng = random.Random(0)
     kills = 0
     for _ in range(12):
         fresh = not (out / "config.json").is_file()
         cmd = _cmd(out, sets) if fresh else _cmd(out, (), "--resume")
-        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        # a process of its own (SIGKILL kills it), forked without 7 s of imports
+        proc = forked.start(cmd[3:], env={"SUPERPOSITION_TEST_PAUSE": "0.05"})
         if kills < 3:
             before = checkpoint.latest_step(out / "checkpoint")
             if kill_after(

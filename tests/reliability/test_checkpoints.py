@@ -2,10 +2,7 @@
 training killed with SIGKILL at random moments (many of them inside checkpoint writes) and
 resumed each time ends with weights bit-identical to an uninterrupted run."""
 
-import os
 import random
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,6 +11,7 @@ from safetensors.torch import load_file
 
 from superposition.errors import SuperpositionError
 from superposition.sae import checkpoint
+from tests import forked
 from tests.reliability.kill import kill_after
 
 WORKER = Path(__file__).with_name("drill_worker.py")
@@ -79,13 +77,11 @@ def _drill(tmp_path: Path, kills_wanted: int, seed: int, steps: int = 40) -> tup
     """Run the worker to completion, killing it with SIGKILL `kills_wanted` times at random
     moments; return (kills, kills after training had checkpointed, kills inside a checkpoint
     write: a partial directory left, or a complete one that LATEST does not point at yet)."""
-    env = {**os.environ, "SUPERPOSITION_TEST_PAUSE": "0.01"}
     ckpt, out = tmp_path / "ckpt", tmp_path / "out.safetensors"
     rng = random.Random(seed)
     kills = landed = mid_write = 0
     for _ in range(kills_wanted + 20):
-        proc = subprocess.Popen([sys.executable, str(WORKER), str(ckpt), str(out), str(steps)], env=env,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
+        proc = forked.start_script(WORKER, [ckpt, out, steps], env={"SUPERPOSITION_TEST_PAUSE": "0.01"})
         if kills < kills_wanted:
             # wait for the first new checkpoint of this attempt, then a random time within training
             before = checkpoint.latest_step(ckpt)
@@ -106,8 +102,7 @@ def _drill(tmp_path: Path, kills_wanted: int, seed: int, steps: int = 40) -> tup
 
 def _reference(tmp_path: Path, steps: int = 40) -> dict:
     ref = tmp_path / "ref"
-    cmd = [sys.executable, str(WORKER), str(ref / "ckpt"), str(ref / "out.safetensors"), str(steps)]
-    done = subprocess.run(cmd, capture_output=True, text=True)
+    done = forked.run_script(WORKER, [ref / "ckpt", ref / "out.safetensors", steps])
     assert done.returncode == 0, done.stderr[-2000:]
     return load_file(str(ref / "out.safetensors"))
 
