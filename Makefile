@@ -24,15 +24,20 @@ setup: $(STAMP)
 demo: setup
 	$(BIN)/superposition demo --out runs/demo
 
-# one pytest-xdist worker per core, each taking whole test files (module fixtures are built once)
-# and an equal share of the cores for torch (tests/conftest.py)
+# One pytest-xdist worker per core, each taking whole test files (module fixtures are built once)
+# and an equal share of the cores for torch (tests/conftest.py); then, on their own, the tests
+# marked `alone` (several training processes at once, or a signal timed against a run), which
+# would otherwise compete with a worker for the cores. Each part prints its slowest tests.
+# TEST_FLAGS= runs the first part in one process.
 TEST_FLAGS ?= -n auto --dist loadfile
 
 test: setup
-	$(BIN)/python -m pytest -q $(TEST_FLAGS)
+	$(BIN)/python -m pytest -q $(TEST_FLAGS) --durations=10 -m "not slow and not alone"
+	$(BIN)/python -m pytest -q --durations=5 -m "not slow and alone"
 
 test-all: setup
-	$(BIN)/python -m pytest -q $(TEST_FLAGS) -m ""
+	$(BIN)/python -m pytest -q $(TEST_FLAGS) -m "not alone"
+	$(BIN)/python -m pytest -q -m alone
 
 lint: setup
 	$(BIN)/ruff format --check .

@@ -91,6 +91,7 @@ def test_a_killed_run_resumes_to_the_weights_of_an_unbroken_one(kind, pair, tmp_
     assert summary["train_steps"] == 10
 
 
+@pytest.mark.alone  # two training processes at once: make test runs it after the rest
 def test_a_crosscoder_on_two_processes_trains_the_crosscoder_of_one(pair, tmp_path):
     """L1 sparsity: BatchTopK chooses over each rank's share of the batch (as BatchTopK SAEs do under
     torchrun, docs/language-models.md), so only a per-token sparsity can equal one process's steps."""

@@ -19,6 +19,8 @@ from superposition.cli import main
 from superposition.sae import checkpoint
 from tests.conftest import make_tiny_llama
 
+pytestmark = pytest.mark.alone  # several processes at once: make test runs these after the rest
+
 # 3 sequences per buffer (ranks get 2 and 1) and 96-token batches (48 rows each): uneven shares
 UNEVEN = [
     "hook_name=blocks.0.hook_resid_post", "context_size=32", "batch_size_tokens=96", "training_tokens=960",

@@ -379,6 +379,7 @@ def test_an_unreachable_server_is_found_before_the_held_out_pass(
                      "has no such model (404)")  # fmt: skip
 
 
+@pytest.mark.alone  # signals a real process 8 s in: make test runs it after the rest
 def test_sigterm_stops_a_run_like_ctrl_c_and_leaves_nothing(tmp_path):
     import signal
     import subprocess

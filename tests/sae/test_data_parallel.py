@@ -11,6 +11,8 @@ from superposition.dist import Comm, shard
 from superposition.sae import SAEConfig, make_sae
 from superposition.sae.train import SAETrainConfig, SAETrainer
 
+pytestmark = pytest.mark.alone  # several processes at once: make test runs these after the rest
+
 D, M, BATCH = 12, 32, 64
 
 
