@@ -17,6 +17,7 @@ from safetensors.torch import load_file
 
 from superposition.cli import main
 from superposition.sae import checkpoint
+from tests import forked
 from tests.conftest import make_tiny_llama
 
 pytestmark = pytest.mark.alone  # several processes at once: make test runs these after the rest
@@ -50,9 +51,9 @@ def _cmd(out, values, *extra):
 
 
 def _run(cmd, env=None, timeout=300):
-    done = subprocess.run(
-        cmd, capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})}
-    )
+    """`superposition train-sae ...` (cmd as _cmd makes it) in a process of its own, forked without
+    3 s of imports (tests/forked.py); --nproc's ranks are fresh interpreters all the same."""
+    done = forked.run(cmd[3:], env=env, timeout=timeout)
     return done.returncode, done.stderr
 
 
