@@ -78,9 +78,20 @@ def spliced_ce(
 ) -> tuple[float, float, float]:
     """With `values` (n, d) written at `hook` on the positions `keep`: the summed next-token CE and
     KL(clean ‖ spliced); and the summed CE with zeros written there instead (zero ablation)."""
-    ce, kl = _ce_and_kl(hooked.logits(ids, {hook: splice_at(keep, values)}), ids, logp_clean)
-    zero = _ce_and_kl(hooked.logits(ids, {hook: splice_at(keep, torch.zeros_like(values))}), ids, None)[0]
-    return ce, kl, zero
+    ce, kl = _ce_written(hooked, ids, hook, keep, values, logp_clean)
+    return ce, kl, _ce_written(hooked, ids, hook, keep, torch.zeros_like(values))[0]
+
+
+def _ce_written(
+    hooked: HookedModel,
+    ids: Tensor,
+    hook: str,
+    keep: Tensor,
+    values: Tensor,
+    logp_clean: Tensor | None = None,
+) -> tuple[float, float]:
+    """_ce_and_kl of the model run with `values` written at `hook` on the positions `keep`."""
+    return _ce_and_kl(hooked.logits(ids, {hook: splice_at(keep, values)}), ids, logp_clean)
 
 
 @torch.no_grad()
@@ -139,7 +150,7 @@ def evaluate_named(
         del clean
         for write in writes:  # zeros where the SAEs writing this hook write: once per hook
             blank = torch.zeros(int(keep.sum()), sae_inputs(seen[write]).shape[-1], device=ids.device)
-            zero[write] += _ce_and_kl(hooked.logits(ids, {write: splice_at(keep, blank)}), ids, None)[0]
+            zero[write] += _ce_written(hooked, ids, write, keep, blank)[0]
         for name, _, sae in saes:
             read, write = names[name][0], names[name][-1]
             x = sae_inputs(seen[read])[keep].float()
@@ -149,7 +160,7 @@ def evaluate_named(
             acc[name].add(y.unsqueeze(1), y_hat.unsqueeze(1), z)
             if depth:
                 stats[name].add(ids, keep, z[:, 0])
-            ce_sae, kl_sae = _ce_and_kl(hooked.logits(ids, {write: splice_at(keep, y_hat)}), ids, logp_clean)
+            ce_sae, kl_sae = _ce_written(hooked, ids, write, keep, y_hat, logp_clean)
             ce[name] += ce_sae
             kl[name] += kl_sae
         n_pred += ids[:, 1:].numel()
