@@ -5,7 +5,6 @@ random Llamas (tests/conftest.make_tiny_llama): these need the code paths, not a
 
 import json
 import random
-import sys
 
 import pytest
 import torch
@@ -48,9 +47,9 @@ def _sets(kind: str, pair) -> list[str]:
     return [f"model_name={a}", *BASE, *own]
 
 
-def _cmd(out, sets=(), *extra):
-    return [sys.executable, "-m", "superposition", "train-sae", "--out", str(out), *extra,
-            *[a for s in sets for a in ("--set", s)]]  # fmt: skip
+def _argv(out, sets=(), *extra):
+    """`superposition train-sae` of a run in `out` (the command line without `superposition`)."""
+    return ["train-sae", "--out", str(out), *extra, *[a for s in sets for a in ("--set", s)]]
 
 
 def _weights(out) -> dict:
@@ -61,16 +60,16 @@ def _weights(out) -> dict:
 @pytest.mark.parametrize("kind", ["clt", "crosscoder", "l1-crosscoder"])
 def test_a_killed_run_resumes_to_the_weights_of_an_unbroken_one(kind, pair, tmp_path):
     sets = _sets(kind, pair)
-    assert main(["train-sae", "--out", str(tmp_path / "ref"), *[a for s in sets for a in ("--set", s)]]) == 0
+    assert main(_argv(tmp_path / "ref", sets)) == 0
     want = _weights(tmp_path / "ref")
     out = tmp_path / "run"
     rng = random.Random(0)
     kills = 0
     for _ in range(12):
         fresh = not (out / "config.json").is_file()
-        cmd = _cmd(out, sets) if fresh else _cmd(out, (), "--resume")
+        argv = _argv(out, sets) if fresh else _argv(out, (), "--resume")
         # a process of its own (SIGKILL kills it), forked without 7 s of imports
-        proc = forked.start(cmd[3:], env={"SUPERPOSITION_TEST_PAUSE": "0.05"})
+        proc = forked.start(argv, env={"SUPERPOSITION_TEST_PAUSE": "0.05"})
         if kills < 3:
             before = checkpoint.latest_step(out / "checkpoint")
             if kill_after(
@@ -95,8 +94,8 @@ def test_a_crosscoder_on_two_processes_trains_the_crosscoder_of_one(pair, tmp_pa
     """L1 sparsity: BatchTopK chooses over each rank's share of the batch (as BatchTopK SAEs do under
     torchrun, docs/language-models.md), so only a per-token sparsity can equal one process's steps."""
     sets = [*_sets("crosscoder", pair), "crosscoder_sparsity=l1"]
-    assert main(["train-sae", "--out", str(tmp_path / "one"), *[a for s in sets for a in ("--set", s)]]) == 0
-    done = forked.run(_cmd(tmp_path / "two", sets, "--nproc", "2")[3:], timeout=600)
+    assert main(_argv(tmp_path / "one", sets)) == 0
+    done = forked.run(_argv(tmp_path / "two", sets, "--nproc", "2"), timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     one, two = _weights(tmp_path / "one"), _weights(tmp_path / "two")
     for key in one:  # sums over ranks add in another order: float tolerance, as for SAEs (test_distributed)
