@@ -176,7 +176,17 @@ def main(argv: list[str] | None = None, check_only: bool = False) -> int:
     from superposition.cpu import tune_allocator
 
     tune_allocator()
-    _sigterm_as_interrupt()
+    previous = _sigterm_as_interrupt()
+    try:
+        return _main(argv, check_only)
+    finally:
+        # once the command has said what it had to say, a SIGTERM (torchrun's agent stopping the
+        # ranks of a failed run) ends the process as it did before: raised inside the interpreter's
+        # exit (atexit, a finalizer) it printed a traceback after the one-line error
+        _restore_sigterm(previous)
+
+
+def _main(argv: list[str] | None, check_only: bool) -> int:
     cmd = None
     try:
         from superposition.commands import COMMANDS
@@ -259,19 +269,26 @@ def _run(cmd, args: argparse.Namespace, check_only: bool = False) -> int:
     return 0
 
 
-def _sigterm_as_interrupt() -> None:
+def _sigterm_as_interrupt():
     """SIGTERM (timeout, docker stop, Slurm) stops a run as Ctrl-C does: whatever was staged is
     removed and a train-sae run stays resumable. (A torchrun worker replaces this with its own
-    handler, dist.Comm.)"""
+    handler, dist.Comm.) Returns the handler it replaced (None: it replaced nothing)."""
     import signal
 
     def interrupt(signum, frame):
         raise KeyboardInterrupt
 
     try:
-        signal.signal(signal.SIGTERM, interrupt)
+        return signal.signal(signal.SIGTERM, interrupt)
     except ValueError:  # not the main thread (an embedding application): leave its handlers alone
-        pass
+        return None
+
+
+def _restore_sigterm(previous) -> None:
+    import signal
+
+    if previous is not None:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _fail(message: str) -> int:

@@ -396,6 +396,30 @@ def test_sigterm_stops_a_run_like_ctrl_c_and_leaves_nothing(tmp_path):
     assert os.listdir(tmp_path) == []  # neither the run nor its staging folder
 
 
+def test_a_sigterm_while_the_process_exits_adds_nothing_to_the_one_line():
+    """torchrun's agent stops the other ranks of a failed run with SIGTERM, and it can arrive after a
+    rank printed its one-line error, while its interpreter runs its exit handlers: raised there, the
+    run's handler printed a traceback. Once main has returned, SIGTERM ends the process as it did
+    before main (CI saw rank 0 do this)."""
+    import signal
+    import subprocess
+    import sys
+
+    before = signal.getsignal(signal.SIGTERM)
+    assert main(["no-such-command"]) == 2
+    assert signal.getsignal(signal.SIGTERM) is before
+    code = (
+        "import atexit, os, signal, sys, time\n"
+        "from superposition.cli import main\n"
+        "atexit.register(lambda: (os.kill(os.getpid(), signal.SIGTERM), time.sleep(5)))\n"
+        "sys.exit(main(['run', 'no-such-experiment']))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == -signal.SIGTERM, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("superposition: error:"), done.stderr
+
+
 def test_an_hf_address_is_printed_as_typed(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
