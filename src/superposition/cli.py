@@ -194,31 +194,40 @@ def _main(argv: list[str] | None, check_only: bool) -> int:
         args = build_parser().parse_args(argv)
         cmd = COMMANDS[args.command]
         return _run(cmd, args, check_only)
-    except SuperpositionError as err:
+    except (Exception, KeyboardInterrupt) as err:
+        # the run has stopped and cleaned up; a SIGTERM while its line is printed (torchrun's agent
+        # stopping the other ranks) would raise inside the except clause: the line first
+        _ignore_sigterm()
+        return _report(err, cmd)
+
+
+def _report(err: BaseException, cmd) -> int:
+    """The one line (and the exit code) for what stopped a command."""
+    if isinstance(err, SuperpositionError):
         return _fail(as_typed(str(err), cmd.options) if cmd is not None else str(err))
-    except Reported as done:
-        return done.code
-    except KeyboardInterrupt:
+    if isinstance(err, Reported):
+        return err.code
+    if isinstance(err, KeyboardInterrupt):
         print("superposition: interrupted; no run directory was written", file=sys.stderr)
         return 130
-    except OSError as err:  # a full disk, a read-only file system, a file that vanished ...
+    if isinstance(err, OSError):  # a full disk, a read-only file system, a file that vanished ...
         where = f"{err.filename}: " if err.filename else ""
         return _fail(f"{where}{err.strerror or err}")
-    except MemoryError:
+    if isinstance(err, MemoryError):
         return _fail("out of memory; use smaller sizes (batch, width, instances)")
-    except Exception as err:  # noqa: BLE001 - the last line of defence: one line, never a traceback
-        if _allocation_failure(err):
-            return _fail(f"out of memory ({_first_line(err)}); use smaller sizes (batch, width, instances)")
-        if write_failure(err):
-            return _fail(f"cannot write: {describe_write_failure(err)}")
-        if os.environ.get("SUPERPOSITION_DEBUG"):
-            raise
-        print(
-            f"superposition: internal error: {type(err).__name__}: {redact(_first_line(err))} "
-            "(run with SUPERPOSITION_DEBUG=1 for the traceback, and please report it)",
-            file=sys.stderr,
-        )
-        return 1
+    # the last line of defence: one line, never a traceback
+    if _allocation_failure(err):
+        return _fail(f"out of memory ({_first_line(err)}); use smaller sizes (batch, width, instances)")
+    if write_failure(err):
+        return _fail(f"cannot write: {describe_write_failure(err)}")
+    if os.environ.get("SUPERPOSITION_DEBUG"):
+        raise err
+    print(
+        f"superposition: internal error: {type(err).__name__}: {redact(_first_line(err))} "
+        "(run with SUPERPOSITION_DEBUG=1 for the traceback, and please report it)",
+        file=sys.stderr,
+    )
+    return 1
 
 
 def _run(cmd, args: argparse.Namespace, check_only: bool = False) -> int:
@@ -272,7 +281,7 @@ def _run(cmd, args: argparse.Namespace, check_only: bool = False) -> int:
 def _sigterm_as_interrupt():
     """SIGTERM (timeout, docker stop, Slurm) stops a run as Ctrl-C does: whatever was staged is
     removed and a train-sae run stays resumable. (A torchrun worker replaces this with its own
-    handler, dist.Comm.) Returns the handler it replaced (None: it replaced nothing)."""
+    handler, dist.Comm.) Returns the handler it replaced; False where it replaced nothing."""
     import signal
 
     def interrupt(signum, frame):
@@ -281,14 +290,23 @@ def _sigterm_as_interrupt():
     try:
         return signal.signal(signal.SIGTERM, interrupt)
     except ValueError:  # not the main thread (an embedding application): leave its handlers alone
-        return None
+        return False
+
+
+def _ignore_sigterm() -> None:
+    import signal
+
+    try:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    except ValueError:  # not the main thread
+        pass
 
 
 def _restore_sigterm(previous) -> None:
     import signal
 
-    if previous is not None:
-        signal.signal(signal.SIGTERM, previous)
+    if previous is not False:  # None: a handler set outside Python, which cannot be put back
+        signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
 
 
 def _fail(message: str) -> int:

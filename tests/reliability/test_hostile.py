@@ -400,7 +400,7 @@ def test_a_sigterm_while_the_process_exits_adds_nothing_to_the_one_line():
     """torchrun's agent stops the other ranks of a failed run with SIGTERM, and it can arrive after a
     rank printed its one-line error, while its interpreter runs its exit handlers: raised there, the
     run's handler printed a traceback. Once main has returned, SIGTERM ends the process as it did
-    before main (CI saw rank 0 do this)."""
+    before main (CI saw rank 0 do this); while the line is printed, it waits for the line."""
     import signal
     import subprocess
     import sys
@@ -418,6 +418,19 @@ def test_a_sigterm_while_the_process_exits_adds_nothing_to_the_one_line():
     assert done.returncode == -signal.SIGTERM, done.stderr
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("superposition: error:"), done.stderr
+    # nor while the line is being printed: the run has stopped, the line comes first
+    code = (
+        "import os, signal, sys\n"
+        "import superposition.cli as cli\n"
+        "fail = cli._fail\n"
+        "cli._fail = lambda message: (os.kill(os.getpid(), signal.SIGTERM), fail(message))[1]\n"
+        "sys.exit(cli.main(['run', 'no-such-experiment']))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 2 and len(lines) == 1 and lines[0].startswith("superposition: error:"), (
+        done.stderr
+    )
 
 
 def test_an_hf_address_is_printed_as_typed(tmp_path, capsys, monkeypatch):
