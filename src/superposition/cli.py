@@ -266,6 +266,7 @@ def _run(cmd, args: argparse.Namespace, check_only: bool = False) -> int:
             make_config(opts.experiment, opts.quick, opts.seed, opts.overrides)
         return 0
     folder, result = execute(cmd.name, opts, out)
+    _ignore_sigterm()  # the run is written: a SIGTERM now would call it interrupted; its lines first
     folder = result.folder or folder
     if result.message:
         print(redact(result.message))

@@ -396,11 +396,12 @@ def test_sigterm_stops_a_run_like_ctrl_c_and_leaves_nothing(tmp_path):
     assert os.listdir(tmp_path) == []  # neither the run nor its staging folder
 
 
-def test_a_sigterm_while_the_process_exits_adds_nothing_to_the_one_line():
+def test_a_sigterm_while_the_process_exits_adds_nothing_to_the_one_line(tmp_path):
     """torchrun's agent stops the other ranks of a failed run with SIGTERM, and it can arrive after a
     rank printed its one-line error, while its interpreter runs its exit handlers: raised there, the
     run's handler printed a traceback. Once main has returned, SIGTERM ends the process as it did
-    before main (CI saw rank 0 do this); while the line is printed, it waits for the line."""
+    before main (CI saw rank 0 do this); while the line is printed, or a written run says where it
+    is, it waits for the lines."""
     import signal
     import subprocess
     import sys
@@ -431,6 +432,21 @@ def test_a_sigterm_while_the_process_exits_adds_nothing_to_the_one_line():
     assert done.returncode == 2 and len(lines) == 1 and lines[0].startswith("superposition: error:"), (
         done.stderr
     )
+    # nor while a run that has written its folder prints where it is: it was not interrupted
+    code = (
+        "import builtins, os, pathlib, signal, sys, types\n"
+        "import superposition.cli as cli, superposition.commands as commands\n"
+        "done = types.SimpleNamespace(folder=None, message='', report=True)\n"
+        "commands.execute = lambda name, opts, out: (pathlib.Path(out), done)\n"
+        "cli.print = lambda *a, **k: (os.kill(os.getpid(), signal.SIGTERM), builtins.print(*a, **k))\n"
+        f"sys.exit(cli.main(['run', 'intro', '--out', {str(tmp_path / 'r')!r}]))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stderr == "", done.stderr
+    assert done.stdout.splitlines() == [
+        f"wrote {tmp_path / 'r'}",
+        f"report: {tmp_path / 'r' / 'report.html'}",
+    ]
 
 
 def test_an_hf_address_is_printed_as_typed(tmp_path, capsys, monkeypatch):
