@@ -282,32 +282,36 @@ def _run(cmd, args: argparse.Namespace, check_only: bool = False) -> int:
 def _sigterm_as_interrupt():
     """SIGTERM (timeout, docker stop, Slurm) stops a run as Ctrl-C does: whatever was staged is
     removed and a train-sae run stays resumable. (A torchrun worker replaces this with its own
-    handler, dist.Comm.) Returns the handler it replaced; False where it replaced nothing."""
-    import signal
+    handler, dist.Comm.) Returns the handler it replaced, for _restore_sigterm."""
 
     def interrupt(signum, frame):
         raise KeyboardInterrupt
 
-    try:
-        return signal.signal(signal.SIGTERM, interrupt)
-    except ValueError:  # not the main thread (an embedding application): leave its handlers alone
-        return False
+    return _set_sigterm(interrupt)
 
 
 def _ignore_sigterm() -> None:
     import signal
 
-    try:
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    except ValueError:  # not the main thread
-        pass
+    _set_sigterm(signal.SIG_IGN)
 
 
 def _restore_sigterm(previous) -> None:
     import signal
 
     if previous is not False:  # None: a handler set outside Python, which cannot be put back
-        signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
+        _set_sigterm(signal.SIG_DFL if previous is None else previous)
+
+
+def _set_sigterm(handler):
+    """The handler it replaced; False where it may not replace it (not the main thread: an embedding
+    application's handlers are left alone)."""
+    import signal
+
+    try:
+        return signal.signal(signal.SIGTERM, handler)
+    except ValueError:
+        return False
 
 
 def _fail(message: str) -> int:
