@@ -406,34 +406,34 @@ def test_a_sigterm_while_the_process_exits_adds_nothing_to_the_one_line(tmp_path
     import subprocess
     import sys
 
+    def python(code: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+
+    def one_error_line(err: str) -> bool:
+        lines = err.strip().splitlines()
+        return len(lines) == 1 and lines[0].startswith("superposition: error:")
+
     before = signal.getsignal(signal.SIGTERM)
     assert main(["no-such-command"]) == 2
     assert signal.getsignal(signal.SIGTERM) is before
-    code = (
+    done = python(
         "import atexit, os, signal, sys, time\n"
         "from superposition.cli import main\n"
         "atexit.register(lambda: (os.kill(os.getpid(), signal.SIGTERM), time.sleep(5)))\n"
         "sys.exit(main(['run', 'no-such-experiment']))\n"
     )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert done.returncode == -signal.SIGTERM, done.stderr
-    lines = done.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("superposition: error:"), done.stderr
+    assert done.returncode == -signal.SIGTERM and one_error_line(done.stderr), done.stderr
     # nor while the line is being printed: the run has stopped, the line comes first
-    code = (
+    done = python(
         "import os, signal, sys\n"
         "import superposition.cli as cli\n"
         "fail = cli._fail\n"
         "cli._fail = lambda message: (os.kill(os.getpid(), signal.SIGTERM), fail(message))[1]\n"
         "sys.exit(cli.main(['run', 'no-such-experiment']))\n"
     )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    lines = done.stderr.strip().splitlines()
-    assert done.returncode == 2 and len(lines) == 1 and lines[0].startswith("superposition: error:"), (
-        done.stderr
-    )
+    assert done.returncode == 2 and one_error_line(done.stderr), done.stderr
     # nor while a run that has written its folder prints where it is: it was not interrupted
-    code = (
+    done = python(
         "import builtins, os, pathlib, signal, sys, types\n"
         "import superposition.cli as cli, superposition.commands as commands\n"
         "done = types.SimpleNamespace(folder=None, message='', report=True)\n"
@@ -441,7 +441,6 @@ def test_a_sigterm_while_the_process_exits_adds_nothing_to_the_one_line(tmp_path
         "cli.print = lambda *a, **k: (os.kill(os.getpid(), signal.SIGTERM), builtins.print(*a, **k))\n"
         f"sys.exit(cli.main(['run', 'intro', '--out', {str(tmp_path / 'r')!r}]))\n"
     )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and done.stderr == "", done.stderr
     assert done.stdout.splitlines() == [
         f"wrote {tmp_path / 'r'}",
